@@ -1,0 +1,245 @@
+"""`effbench`: argument parsing and exit codes, nothing else.
+
+Exit codes: 0 success; 1 a command ran but found a problem it reports (e.g. a regression);
+2 bad input or an error, with a one-line message saying what to do; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from bench.errors import BenchError, InvalidOption
+from bench.plan import DTYPES, MACS_COUNTERS, Options, Timing, parse_size_bytes
+
+# The default sweeps of `effbench run` with no model selection (and of `nox -s bench`).
+GPU_DEFAULT = {"suite": "canziani", "batch_sizes": (1, 2, 4, 8, 16, 32, 64), "devices": ("cuda",)}
+CPU_DEFAULT = {"suite": "cpu-default", "batch_sizes": (1, 2, 4, 8, 16), "devices": ("cpu",)}
+# Timing of the default CPU sweep: 60 cells in under 10 minutes on 2 cores.
+CPU_DEFAULT_TIMING = Timing(warmup_iters=2, warmup_time_s=0.1, min_time_s=1.0, max_time_s=3.0)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise InvalidOption(f"{message} (see `{self.prog} --help`)")
+
+
+def _csv(cast: Any) -> Any:
+    def parse(text: str) -> tuple[Any, ...]:
+        items = [t.strip() for t in text.split(",") if t.strip()]
+        try:
+            return tuple(cast(t) for t in items)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"cannot read {text!r} as a comma list") from None
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="effbench", description="Efficiency benchmarks for image classifiers.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", help="sweep models x batch sizes x devices x dtypes into parquet")
+    sel = run.add_mutually_exclusive_group()
+    sel.add_argument("--suite", help="a named suite (see `effbench models --suites`)")
+    sel.add_argument("--models", type=_csv(str), help="comma-separated model names")
+    run.add_argument("--batch-sizes", type=_csv(int), help="e.g. 1,2,4,8 (default per device)")
+    run.add_argument("--devices", type=_csv(str), help="cpu, cuda (every GPU), cuda:N, mps")
+    run.add_argument("--dtypes", type=_csv(str), default=("float32",), help=", ".join(DTYPES))
+    run.add_argument("--image-size", type=int, help="override each model's default input size")
+    run.add_argument("--threads", type=int, help="intra-op threads (default: available cores)")
+    run.add_argument("--repeats", type=int, default=1, help="fresh-process repeats of each cell")
+    run.add_argument("--out", type=Path, default=Path("results"), help="results folder")
+    run.add_argument("--run-id", help="name of the run folder (default: time stamp + random)")
+    run.add_argument("--resume", type=Path, metavar="RUN_DIR", help="finish an interrupted run")
+    run.add_argument("--flops-counter", choices=MACS_COUNTERS, default="torch")
+    run.add_argument("--warmup-iters", type=int, help="warm-up iterations (at least)")
+    run.add_argument("--warmup-time", type=float, help="warm-up seconds (at least)")
+    run.add_argument("--min-time", type=float, help="timed seconds before stopping is allowed")
+    run.add_argument("--max-time", type=float, help="timed seconds after which a cell stops")
+    run.add_argument("--min-iters", type=int, help="timed iterations before stopping is allowed")
+    run.add_argument(
+        "--target-ci", type=float, help="stop when the median's 95%% CI is within ±this (0.01)"
+    )
+    run.add_argument(
+        "--cell-timeout", type=float, default=600.0, help="seconds before a hung cell is killed"
+    )
+    run.add_argument("--memory-cap", help="limit each CPU worker's extra memory, e.g. 2GiB")
+    run.add_argument("--tf32", action="store_true", help="allow TF32 on CUDA (off by default)")
+
+    models = sub.add_parser("models", help="list registered models and their reference figures")
+    models.add_argument("--suite", help="only this suite")
+    models.add_argument("--suites", action="store_true", help="list the suites instead")
+    models.add_argument("--format", choices=("table", "json", "csv"), default="table")
+
+    insp = sub.add_parser("inspect", help="params, MACs and weights of one model")
+    insp.add_argument("model")
+    insp.add_argument("--image-size", type=int)
+    insp.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    insp.add_argument("--flops-counter", choices=MACS_COUNTERS, default="torch")
+
+    env = sub.add_parser("env", help="print this machine's environment record")
+    env.add_argument("--format", choices=("table", "json"), default="table")
+    return p
+
+
+def _timing(args: argparse.Namespace, base: Timing) -> Timing:
+    overrides = {
+        "warmup_iters": args.warmup_iters,
+        "warmup_time_s": args.warmup_time,
+        "min_time_s": args.min_time,
+        "max_time_s": args.max_time,
+        "min_iters": args.min_iters,
+        "target_ci": args.target_ci,
+    }
+    values = {k: getattr(base, k) for k in Timing.__slots__}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return Timing(**values)
+
+
+def _cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from bench import devices
+    from bench.executor import LocalExecutor
+    from bench.plan import ModelShape, expand_plan
+    from bench.runner import resume_options, run_groups, start_run
+    from models import get_spec, list_models, suite_models
+
+    inventory = devices.discover()
+    catalog = {}
+    for name in list_models():
+        spec = get_spec(name)
+        catalog[name] = ModelShape(spec.image_size, spec.in_chans)
+
+    if args.resume is not None:
+        run_id, options = resume_options(args.resume)
+        run_dir = args.resume
+        groups = expand_plan(options, catalog, inventory)
+    else:
+        has_gpu = any(d.startswith("cuda:") for d in inventory.devices)
+        default = GPU_DEFAULT if has_gpu else CPU_DEFAULT
+        if args.models:
+            names = args.models
+            for n in names:
+                get_spec(n)  # unknown names fail with suggestions
+        else:
+            names = suite_models(args.suite or default["suite"])
+        base_timing = Timing() if (has_gpu or args.models or args.suite) else CPU_DEFAULT_TIMING
+        options = Options(
+            models=tuple(names),
+            batch_sizes=args.batch_sizes or default["batch_sizes"],
+            devices=args.devices or default["devices"],
+            dtypes=args.dtypes,
+            image_size=args.image_size,
+            threads=args.threads,
+            repeats=args.repeats,
+            macs_counter=args.flops_counter,
+            timing=_timing(args, base_timing),
+            cell_timeout_s=args.cell_timeout,
+            memory_cap_bytes=parse_size_bytes(args.memory_cap) if args.memory_cap else None,
+            tf32=args.tf32,
+        )
+        groups = expand_plan(options, catalog, inventory)
+        env = devices.environment(inventory).to_dict()
+        run_dir = start_run(args.out, args.run_id, options, groups, env, argv)
+        run_id = run_dir.name
+    print(f"effbench: writing to {run_dir}", file=sys.stderr)
+    summary = run_groups(
+        run_dir,
+        run_id,
+        options,
+        groups,
+        LocalExecutor(),
+        get_spec,
+        devices.device_name,
+        argv=argv,
+    )
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.statuses.items())) or "nothing to do"
+    print(
+        f"effbench: {summary.written} rows ({counts}) in {summary.wall_s:.1f} s -> {run_dir}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _emit(rows: list[dict[str, Any]], fmt: str, columns: Sequence[str]) -> None:
+    if fmt == "json":
+        print(json.dumps(rows, indent=2, default=str))
+        return
+    import pandas as pd
+
+    df = pd.DataFrame(rows, columns=list(columns))
+    if fmt == "csv":
+        print(df.to_csv(index=False), end="")
+    else:
+        print(df.to_string(index=False))
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from bench.catalog import model_rows
+    from models import list_models, list_suites, suite_models
+
+    if args.suites:
+        rows = [
+            {"suite": s, "models": len(suite_models(s)), "description": d}
+            for s, d in list_suites().items()
+        ]
+        _emit(rows, args.format, ["suite", "models", "description"])
+        return 0
+    names = suite_models(args.suite) if args.suite else tuple(list_models())
+    rows = model_rows(names)
+    _emit(rows, args.format, list(rows[0]) if rows else [])
+    return 0
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from bench.catalog import model_totals
+
+    totals = model_totals(args.model, args.image_size, args.flops_counter)
+    _emit([totals], args.format, list(totals))
+    return 0
+
+
+def _cmd_env(args: argparse.Namespace) -> int:
+    from bench import devices
+
+    env = devices.environment().to_dict()
+    if args.format == "json":
+        print(json.dumps(env, indent=2, default=str))
+    else:
+        width = max(len(k) for k in env)
+        for k, v in env.items():
+            print(f"{k:<{width}}  {v}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command == "run":
+            return _cmd_run(args, ["effbench", *argv])
+        if args.command == "models":
+            return _cmd_models(args)
+        if args.command == "inspect":
+            return _cmd_inspect(args)
+        if args.command == "env":
+            return _cmd_env(args)
+        raise InvalidOption(f"unknown command {args.command!r}")
+    except BenchError as e:
+        print(f"effbench: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            "effbench: interrupted; rows written so far are kept (resume with --resume)",
+            file=sys.stderr,
+        )
+        return 130
+
+
+def entry() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

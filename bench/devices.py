@@ -1,0 +1,189 @@
+"""Device discovery, synchronisation and the environment record."""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import subprocess
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench.plan import DTYPES, Inventory
+
+_TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    return _TORCH_DTYPES[name]
+
+
+def _dtype_runs(device: str, dtype: torch.dtype) -> bool:
+    """Whether a small conv + linear forward runs in ``dtype`` on ``device``."""
+    try:
+        with torch.inference_mode():
+            x = torch.ones(1, 3, 8, 8, device=device, dtype=dtype)
+            w = torch.ones(4, 3, 3, 3, device=device, dtype=dtype)
+            y = torch.nn.functional.conv2d(x, w).flatten(1)
+            torch.nn.functional.linear(y, torch.ones(2, y.shape[1], device=device, dtype=dtype))
+        return True
+    except (RuntimeError, TypeError, NotImplementedError):
+        return False
+
+
+def discover() -> Inventory:
+    """Devices present here and the dtypes each runs, with the default thread count."""
+    devices: dict[str, frozenset[str]] = {}
+    candidates = ["cpu"]
+    if torch.cuda.is_available():
+        candidates += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        candidates.append("mps")
+    for dev in candidates:
+        devices[dev] = frozenset(d for d in DTYPES if _dtype_runs(dev, _TORCH_DTYPES[d]))
+    return Inventory(devices=devices, default_threads=default_threads())
+
+
+def default_threads() -> int:
+    """Threads a CPU measurement uses by default: the cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def device_name(device: str) -> str:
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    if device == "mps":
+        return f"Apple MPS ({platform.machine()})"
+    return cpu_model()
+
+
+def synchronizer(device: str) -> Callable[[], None]:
+    """A function that waits for queued work on ``device`` to finish."""
+    if device.startswith("cuda"):
+        dev = torch.device(device)
+        return lambda: torch.cuda.synchronize(dev)
+    if device == "mps":
+        return torch.mps.synchronize
+    return lambda: None
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def git_commit(path: Path | None = None) -> str | None:
+    """The suite's git commit (with ``-dirty`` when the tree has changes), if known."""
+    where = path or Path(__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(
+            ["git", "-C", str(where), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(where), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return sha + ("-dirty" if dirty else "")
+
+
+@dataclass(frozen=True, slots=True)
+class GpuInfo:
+    index: int
+    name: str
+    total_memory_bytes: int
+    capability: str
+
+
+@dataclass(frozen=True, slots=True)
+class Environment:
+    """Where a run happened: enough to decide whether two runs are comparable."""
+
+    hostname: str
+    platform: str
+    python_version: str
+    torch_version: str
+    torchvision_version: str
+    cuda_version: str | None
+    cudnn_version: int | None
+    nvidia_driver: str | None
+    cpu_model: str
+    cpu_count: int | None
+    default_threads: int
+    gpus: tuple[GpuInfo, ...] = field(default=())
+    devices: dict[str, list[str]] = field(default_factory=dict)
+    effbench_commit: str | None = None
+    mkldnn: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _nvidia_driver() -> str | None:
+    try:
+        import pynvml  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    try:
+        pynvml.nvmlInit()
+        try:
+            v = pynvml.nvmlSystemGetDriverVersion()
+            return v.decode() if isinstance(v, bytes) else str(v)
+        finally:
+            pynvml.nvmlShutdown()
+    except pynvml.NVMLError:
+        return None
+
+
+def environment(inventory: Inventory | None = None) -> Environment:
+    import torchvision
+
+    inv = inventory or discover()
+    gpus: tuple[GpuInfo, ...] = ()
+    if torch.cuda.is_available():
+        gpus = tuple(
+            GpuInfo(
+                index=i,
+                name=torch.cuda.get_device_name(i),
+                total_memory_bytes=torch.cuda.get_device_properties(i).total_memory,
+                capability="{}.{}".format(*torch.cuda.get_device_capability(i)),
+            )
+            for i in range(torch.cuda.device_count())
+        )
+    return Environment(
+        hostname=socket.gethostname(),
+        platform=platform.platform(),
+        python_version=platform.python_version(),
+        torch_version=torch.__version__,
+        torchvision_version=torchvision.__version__,
+        cuda_version=torch.version.cuda,
+        cudnn_version=torch.backends.cudnn.version() if torch.cuda.is_available() else None,
+        nvidia_driver=_nvidia_driver() if gpus else None,
+        cpu_model=cpu_model(),
+        cpu_count=os.cpu_count(),
+        default_threads=inv.default_threads,
+        gpus=gpus,
+        devices={d: sorted(dts) for d, dts in inv.devices.items()},
+        effbench_commit=git_commit(),
+        mkldnn=torch.backends.mkldnn.is_available(),
+    )

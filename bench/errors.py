@@ -1,0 +1,35 @@
+"""The suite's error hierarchy. Messages say what to do next; only the CLI exits."""
+
+from __future__ import annotations
+
+
+class BenchError(Exception):
+    """Base class of every error the suite raises on purpose."""
+
+
+class InvalidOption(BenchError):
+    """A command-line option or sweep option is malformed or impossible."""
+
+
+class UnknownModel(InvalidOption):
+    """A model name is not registered."""
+
+
+class UnknownSuite(InvalidOption):
+    """A suite name is not defined."""
+
+
+class DeviceUnavailable(InvalidOption):
+    """A requested device is not present, or cannot run a requested dtype."""
+
+
+class OutputNotWritable(BenchError):
+    """The output folder cannot be created or written."""
+
+
+class ResultsCorrupt(BenchError):
+    """A results file or folder cannot be read as effbench results."""
+
+
+class WorkerProtocolError(BenchError):
+    """A worker process sent something the runner cannot understand."""

@@ -1,0 +1,273 @@
+"""The sweep plan: a pure function from options to cells. No torch import.
+
+A *cell* is one (model, device, dtype, batch size, image size, threads, repeat). Cells that
+share (model, device, dtype, image size, threads, repeat) form a *group*, which one fresh
+worker process measures, walking its batch sizes upward.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from bench.errors import DeviceUnavailable, InvalidOption
+
+DTYPES = ("float32", "float16", "bfloat16")
+MACS_COUNTERS = ("torch", "fvcore")
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """How long to warm up and measure each cell (seconds, iterations)."""
+
+    warmup_iters: int = 3
+    warmup_time_s: float = 0.2
+    min_time_s: float = 1.0
+    max_time_s: float = 5.0
+    target_ci: float = 0.01
+    min_iters: int = 5
+
+    def validate(self) -> None:
+        if self.warmup_iters < 0 or self.warmup_time_s < 0:
+            raise InvalidOption("warm-up iterations and time must be >= 0")
+        if self.min_time_s < 0 or self.max_time_s <= 0 or self.min_time_s > self.max_time_s:
+            raise InvalidOption(
+                f"need 0 <= --min-time ({self.min_time_s}) <= --max-time ({self.max_time_s})"
+                " and --max-time > 0"
+            )
+        if not 0 < self.target_ci < 1:
+            raise InvalidOption("--target-ci must be a fraction between 0 and 1, e.g. 0.01")
+        if self.min_iters < 1:
+            raise InvalidOption("--min-iters must be >= 1")
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """Everything `effbench run` was asked for, before expansion."""
+
+    models: tuple[str, ...]
+    batch_sizes: tuple[int, ...] = (1,)
+    devices: tuple[str, ...] = ("cpu",)
+    dtypes: tuple[str, ...] = ("float32",)
+    image_size: int | None = None
+    threads: int | None = None
+    repeats: int = 1
+    macs_counter: str = "torch"
+    timing: Timing = field(default_factory=Timing)
+    cell_timeout_s: float = 600.0
+    memory_cap_bytes: int | None = None
+    tf32: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Options:
+        d = dict(d)
+        d["timing"] = Timing(**d.get("timing", {}))
+        for key in ("models", "batch_sizes", "devices", "dtypes"):
+            d[key] = tuple(d[key])
+        return cls(**d)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelShape:
+    """What the plan needs to know of a registered model: its default input (C, H=W)."""
+
+    image_size: int
+    in_chans: int = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Inventory:
+    """Devices present on this machine: name -> dtypes it can run; and the thread count."""
+
+    devices: Mapping[str, frozenset[str]]
+    default_threads: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Cell:
+    model: str
+    device: str
+    dtype: str
+    batch_size: int
+    image_size: int
+    in_chans: int
+    threads: int
+    repeat: int
+
+    @property
+    def key(self) -> tuple[str, str, str, int, int, int, int]:
+        """(model, device, dtype, batch_size, image_size, threads, repeat)."""
+        return (
+            self.model,
+            self.device,
+            self.dtype,
+            self.batch_size,
+            self.image_size,
+            self.threads,
+            self.repeat,
+        )
+
+    @property
+    def slug(self) -> str:
+        """A file-name-safe identifier of the cell."""
+        raw = (
+            f"{self.model}_{self.device}_{self.dtype}_bs{self.batch_size}"
+            f"_{self.image_size}px_t{self.threads}_r{self.repeat}"
+        )
+        return re.sub(r"[^A-Za-z0-9_.-]", "-", raw)
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    """Cells one worker measures: same model/device/dtype/size/threads/repeat."""
+
+    model: str
+    device: str
+    dtype: str
+    image_size: int
+    in_chans: int
+    threads: int
+    repeat: int
+    batch_sizes: tuple[int, ...]
+
+    def cells(self) -> tuple[Cell, ...]:
+        return tuple(
+            Cell(
+                self.model,
+                self.device,
+                self.dtype,
+                b,
+                self.image_size,
+                self.in_chans,
+                self.threads,
+                self.repeat,
+            )
+            for b in self.batch_sizes
+        )
+
+    def with_batch_sizes(self, batch_sizes: tuple[int, ...]) -> Group:
+        return Group(
+            self.model,
+            self.device,
+            self.dtype,
+            self.image_size,
+            self.in_chans,
+            self.threads,
+            self.repeat,
+            batch_sizes,
+        )
+
+
+def expand_devices(requested: tuple[str, ...], inventory: Inventory) -> tuple[str, ...]:
+    """Resolve ``cuda`` to every visible ``cuda:N``; refuse devices that are not present."""
+    present = list(inventory.devices)
+    out: list[str] = []
+    for dev in requested:
+        if dev == "cuda":
+            gpus = [d for d in present if d.startswith("cuda:")]
+            if not gpus:
+                raise DeviceUnavailable(
+                    "device 'cuda' requested but no CUDA GPU is visible; "
+                    "run on a GPU machine or use --devices cpu"
+                )
+            out.extend(gpus)
+        elif dev in inventory.devices:
+            out.append(dev)
+        elif re.fullmatch(r"cpu|mps|cuda:\d+", dev):
+            raise DeviceUnavailable(
+                f"device {dev!r} is not present on this machine "
+                f"(present: {', '.join(present)}); see `effbench env`"
+            )
+        else:
+            raise InvalidOption(
+                f"unknown device {dev!r}; use cpu, cuda, cuda:N or mps (present: "
+                f"{', '.join(present)})"
+            )
+    return tuple(dict.fromkeys(out))
+
+
+def validate(options: Options, catalog: Mapping[str, ModelShape]) -> None:
+    """Raise :class:`InvalidOption` for anything malformed, before anything runs."""
+    if not options.models:
+        raise InvalidOption("no models to run; pass --models NAME[,NAME] or --suite NAME")
+    for name in options.models:
+        if name not in catalog:
+            raise InvalidOption(f"unknown model {name!r}; see `effbench models`")
+    if not options.batch_sizes:
+        raise InvalidOption("no batch sizes; pass --batch-sizes 1,2,4")
+    for b in options.batch_sizes:
+        if b < 1:
+            raise InvalidOption(f"batch size {b} is not allowed; batch sizes must be >= 1")
+    for dt in options.dtypes:
+        if dt not in DTYPES:
+            raise InvalidOption(f"unknown dtype {dt!r}; choose from {', '.join(DTYPES)}")
+    if options.image_size is not None and options.image_size < 1:
+        raise InvalidOption(f"--image-size {options.image_size} must be >= 1")
+    if options.threads is not None and options.threads < 1:
+        raise InvalidOption(f"--threads {options.threads} must be >= 1")
+    if options.repeats < 1:
+        raise InvalidOption(f"--repeats {options.repeats} must be >= 1")
+    if options.macs_counter not in MACS_COUNTERS:
+        raise InvalidOption(
+            f"unknown MACs counter {options.macs_counter!r}; choose {', '.join(MACS_COUNTERS)}"
+        )
+    if options.cell_timeout_s <= 0:
+        raise InvalidOption("--cell-timeout must be > 0 seconds")
+    if options.memory_cap_bytes is not None and options.memory_cap_bytes <= 0:
+        raise InvalidOption("--memory-cap must be a positive size, e.g. 512MiB")
+    options.timing.validate()
+
+
+def expand_plan(
+    options: Options, catalog: Mapping[str, ModelShape], inventory: Inventory
+) -> tuple[Group, ...]:
+    """Expand options into groups of cells, in run order.
+
+    Repeats are the outer loop, so that drift over a long sweep hits every repeat alike
+    (repeat 0 of every group, then repeat 1, ...). Batch sizes ascend within a group.
+    """
+    validate(options, catalog)
+    devices = expand_devices(options.devices, inventory)
+    for dev in devices:
+        for dt in options.dtypes:
+            if dt not in inventory.devices[dev]:
+                raise DeviceUnavailable(
+                    f"dtype {dt} is not supported on {dev} by this torch build "
+                    f"(supported: {', '.join(sorted(inventory.devices[dev]))}); "
+                    "drop it from --dtypes or choose another device"
+                )
+    threads = options.threads or inventory.default_threads
+    batch_sizes = tuple(sorted(set(options.batch_sizes)))
+    groups = []
+    for repeat in range(options.repeats):
+        for model in dict.fromkeys(options.models):
+            shape = catalog[model]
+            size = options.image_size or shape.image_size
+            for dev in devices:
+                for dt in dict.fromkeys(options.dtypes):
+                    groups.append(
+                        Group(model, dev, dt, size, shape.in_chans, threads, repeat, batch_sizes)
+                    )
+    return tuple(groups)
+
+
+def all_cells(groups: tuple[Group, ...]) -> tuple[Cell, ...]:
+    return tuple(c for g in groups for c in g.cells())
+
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+
+
+def parse_size_bytes(text: str) -> int:
+    """Parse '512MiB', '2G', '1048576' into bytes (binary multiples)."""
+    m = _SIZE_RE.match(text)
+    if not m:
+        raise InvalidOption(f"cannot read size {text!r}; write it like 512MiB or 2GiB")
+    unit = (m.group(2) or "").lower()[:1]
+    return int(float(m.group(1)) * _UNITS[unit])

@@ -1,0 +1,1 @@
+"""Probes: one measurement each (timing, memory, flops, power). They never import the CLI."""

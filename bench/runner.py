@@ -1,0 +1,237 @@
+"""The runner: starts a run folder, sends each group to a worker, writes rows as they come.
+
+Durability: each row is written (atomically) the moment the worker reports it, under a
+name derived from its cell, so a sweep killed at any point loses at most the cell in
+flight, and ``resume`` measures exactly the cells that have no row yet.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from bench.errors import InvalidOption, ResultsCorrupt
+from bench.executor import Executor, Message
+from bench.plan import Cell, Group, Options, all_cells
+from bench.schema import SCHEMA_VERSION, Row
+from bench.store import done_keys, ensure_writable, load_results, read_manifest, write_manifest
+from bench.store import write_row as store_row
+from bench.worker import Task, base_row
+
+
+def new_run_id() -> str:
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}-{uuid.uuid4().hex[:6]}"
+
+
+@dataclass
+class Progress:
+    """A one-line progress report with the current cell and an estimate of time left."""
+
+    total: int
+    stream: TextIO = field(default_factory=lambda: sys.stderr)
+    done: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    def _eta(self) -> str:
+        if not self.done:
+            return "?"
+        left = (time.monotonic() - self.started) / self.done * (self.total - self.done)
+        return _fmt_s(left)
+
+    def cell(self, cell: Cell) -> None:
+        line = (
+            f"[{self.done + 1:>4}/{self.total}] {cell.model} {cell.device} {cell.dtype} "
+            f"bs={cell.batch_size} r{cell.repeat}"
+            f"  elapsed {_fmt_s(time.monotonic() - self.started)}  left ~{self._eta()}"
+        )
+        if self.stream.isatty():
+            self.stream.write("\r\x1b[2K" + line)
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def finish(self) -> None:
+        if self.stream.isatty():
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+def _fmt_s(s: float) -> str:
+    s = int(s)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    run_dir: Path
+    planned: int
+    written: int
+    statuses: dict[str, int]
+    wall_s: float
+
+
+def start_run(
+    out: Path,
+    run_id: str | None,
+    options: Options,
+    groups: Sequence[Group],
+    environment: Mapping[str, Any],
+    argv: Sequence[str],
+) -> Path:
+    """Create ``out/<run_id>`` with its manifest; refuse to overwrite an existing run."""
+    run_id = run_id or new_run_id()
+    if "/" in run_id or run_id in {"", ".", ".."}:
+        raise InvalidOption(f"--run-id {run_id!r} must be a plain folder name")
+    run_dir = out / run_id
+    ensure_writable(out)
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise InvalidOption(
+            f"{run_dir} already holds a run; continue it with `effbench run --resume {run_dir}` "
+            "or choose another --run-id"
+        )
+    ensure_writable(run_dir)
+    write_manifest(
+        run_dir,
+        {
+            "run_id": run_id,
+            "schema_version": SCHEMA_VERSION,
+            "created": dt.datetime.now(dt.timezone.utc).isoformat(),
+            "argv": list(argv),
+            "options": options.to_dict(),
+            "planned_cells": len(all_cells(tuple(groups))),
+            "environment": dict(environment),
+            "sessions": [],
+        },
+    )
+    return run_dir
+
+
+def resume_options(run_dir: Path) -> tuple[str, Options]:
+    """The run id and options recorded in ``run_dir``'s manifest."""
+    if not run_dir.is_dir():
+        raise InvalidOption(f"cannot resume {run_dir}: no such folder")
+    manifest = read_manifest(run_dir)
+    try:
+        return manifest["run_id"], Options.from_dict(manifest["options"])
+    except (KeyError, TypeError) as e:
+        raise ResultsCorrupt(f"{run_dir}/manifest.json lacks a valid plan: {e}") from e
+
+
+def run_groups(
+    run_dir: Path,
+    run_id: str,
+    options: Options,
+    groups: Sequence[Group],
+    executor: Executor,
+    spec_of: Callable[[str], Any],
+    device_name_of: Callable[[str], str],
+    argv: Sequence[str] = (),
+    progress_stream: TextIO | None = None,
+) -> RunSummary:
+    """Measure every cell of ``groups`` that has no row in ``run_dir`` yet."""
+    t_start = time.monotonic()
+    ensure_writable(run_dir)
+    done = done_keys(run_dir)
+    macs_cache = _macs_cache(run_dir) if done else {}
+    pending: list[Group] = []
+    for g in groups:
+        todo = tuple(c.batch_size for c in g.cells() if c.key not in done)
+        if todo:
+            pending.append(g.with_batch_sizes(todo))
+    total = sum(len(g.batch_sizes) for g in pending)
+    progress = Progress(total, progress_stream or sys.stderr)
+    statuses: dict[str, int] = {}
+    written = 0
+
+    def write(cell: Cell, row: Row) -> None:
+        nonlocal written
+        store_row(run_dir, cell.slug, row)
+        written += 1
+        progress.done += 1
+        statuses[row.status] = statuses.get(row.status, 0) + 1
+
+    for g in pending:
+        cells = {c.batch_size: c for c in g.cells()}
+        seen: set[int] = set()
+        in_flight: list[int] = []
+        mkey = (g.model, g.image_size, g.in_chans, options.macs_counter)
+
+        def on_message(
+            msg: Message,
+            cells: dict[int, Cell] = cells,
+            seen: set[int] = seen,
+            in_flight: list[int] = in_flight,
+            mkey: tuple[Any, ...] = mkey,
+        ) -> None:
+            event = msg.get("event")
+            if event == "start":
+                in_flight[:] = [int(msg["batch_size"])]
+                progress.cell(cells[in_flight[0]])
+            elif event == "row":
+                row = Row.from_dict(msg["row"])
+                write(cells[row.batch_size], row)
+                seen.add(row.batch_size)
+                if row.macs is not None:
+                    macs_cache[mkey] = row.macs
+
+        task = Task(
+            run_id=run_id,
+            group=g,
+            timing=options.timing,
+            macs_counter=options.macs_counter,
+            macs=macs_cache.get(mkey),
+            tf32=options.tf32,
+            memory_cap_bytes=options.memory_cap_bytes,
+        )
+        outcome = executor.run(task, on_message, options.cell_timeout_s)
+        missing = [b for b in g.batch_sizes if b not in seen]
+        if missing:
+            status = outcome.status if outcome.status != "ok" else "crashed"
+            detail = outcome.detail or "worker ended without reporting this cell"
+            spec = spec_of(g.model)
+            name = device_name_of(g.device)
+            for i, b in enumerate(missing):
+                if i:
+                    progress.cell(cells[b])
+                row = base_row(
+                    task,
+                    b,
+                    status if i == 0 else "skipped",
+                    spec,
+                    name,
+                    error=detail if i == 0 else f"skipped: {status} at batch {missing[0]}",
+                )
+                write(cells[b], row)
+    progress.finish()
+    wall = time.monotonic() - t_start
+    _record_session(run_dir, argv, wall, written)
+    return RunSummary(run_dir, total, written, statuses, wall)
+
+
+def _macs_cache(run_dir: Path) -> dict[tuple[Any, ...], int]:
+    df = load_results([run_dir])
+    df = df[df["macs"].notna()]
+    return {
+        (r.model, int(r.image_size), int(r.in_chans), r.macs_counter): int(r.macs)
+        for r in df.itertuples()
+    }
+
+
+def _record_session(run_dir: Path, argv: Sequence[str], wall_s: float, written: int) -> None:
+    manifest = read_manifest(run_dir)
+    manifest.setdefault("sessions", []).append(
+        {
+            "argv": list(argv),
+            "finished": dt.datetime.now(dt.timezone.utc).isoformat(),
+            "wall_s": round(wall_s, 3),
+            "rows_written": written,
+        }
+    )
+    write_manifest(run_dir, manifest)

@@ -1,0 +1,328 @@
+"""The worker: a fresh process that measures one group of cells.
+
+It reads a task (JSON) on stdin, builds the model once, walks the batch sizes upward and
+writes one JSON message per line to its protocol stream (the original stdout; anything
+else the process prints goes to stderr):
+
+    {"event": "start", "batch_size": B}      a cell is in flight
+    {"event": "row", "row": {...}}           a finished cell (see bench.schema.Row)
+    {"event": "done"}
+
+An out-of-memory error at a batch size gives an ``oom`` row and ``skipped`` rows for the
+larger batch sizes. Run as ``python -m bench.worker``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import os
+import resource
+import signal
+import sys
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import IO, Any
+
+from bench.plan import Group, Timing
+from bench.schema import Row
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """What the runner asks a worker to do."""
+
+    run_id: str
+    group: Group
+    timing: Timing
+    macs_counter: str = "torch"
+    macs: int | None = None
+    tf32: bool = False
+    memory_cap_bytes: int | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> Task:
+        d = json.loads(text)
+        g = d.pop("group")
+        g["batch_sizes"] = tuple(g["batch_sizes"])
+        return cls(group=Group(**g), timing=Timing(**d.pop("timing")), **d)
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def base_row(
+    task: Task, batch_size: int, status: str, spec: Any, device_name: str, **fields: Any
+) -> Row:
+    """A row for ``batch_size`` of ``task`` with identity and reference columns filled."""
+    g = task.group
+    ref = getattr(spec, "reference", None)
+    values: dict[str, Any] = dict(
+        run_id=task.run_id,
+        repeat=g.repeat,
+        timestamp=now_iso(),
+        model=g.model,
+        family=getattr(spec, "family", "unknown"),
+        batch_size=batch_size,
+        image_size=g.image_size,
+        in_chans=g.in_chans,
+        device=g.device,
+        device_name=device_name,
+        dtype=g.dtype,
+        threads=g.threads,
+        status=status,
+        top1=getattr(ref, "top1", None),
+        top5=getattr(ref, "top5", None),
+        accuracy_source=getattr(ref, "source", None) if ref and ref.top1 is not None else None,
+        params_ref=getattr(ref, "params", None),
+        gmacs_ref=getattr(ref, "gmacs", None),
+    )
+    values.update(fields)
+    return Row(**values)
+
+
+def is_oom(exc: BaseException) -> bool:
+    """Out of memory on any device: torch.OutOfMemoryError, MemoryError or the CPU
+    allocator's 'can't allocate memory'."""
+    if isinstance(exc, MemoryError):
+        return True
+    import torch
+
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and (
+        "can't allocate memory" in text or "out of memory" in text.lower()
+    )
+
+
+def _apply_memory_cap(cap_bytes: int) -> None:
+    """Limit this process's address space to its current size plus ``cap_bytes``."""
+    vm_kib = 0
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmSize:"):
+                vm_kib = int(line.split()[1])
+    limit = vm_kib * 1024 + cap_bytes
+    _soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+
+
+def run_task(task: Task, emit: Callable[[dict[str, Any]], None]) -> None:
+    """Measure every cell of ``task.group``, emitting messages as they happen."""
+    import torch
+
+    from bench.devices import device_name as _device_name
+    from bench.devices import synchronizer, torch_dtype
+    from bench.probes.flops import count_macs, count_params, weights_bytes
+    from bench.probes.memory import memory_probe_for
+    from bench.probes.power import open_monitor
+    from bench.probes.timing import measure_latency
+    from bench.stats import summarize
+    from models import get_spec
+
+    g = task.group
+    torch.set_num_threads(g.threads)
+    cuda = g.device.startswith("cuda")
+    if cuda:
+        torch.cuda.set_device(torch.device(g.device))
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = task.tf32
+        torch.backends.cudnn.allow_tf32 = task.tf32
+    spec = get_spec(g.model)
+    dev_name = _device_name(g.device)
+    env_fields = dict(
+        torch_version=torch.__version__,
+        tf32=task.tf32 if cuda else None,
+        cudnn_benchmark=True if cuda else None,
+    )
+    remaining = list(g.batch_sizes)
+
+    def fail_rest(status: str, first_error: str, rest_error: str) -> None:
+        for i, b in enumerate(remaining):
+            emit({"event": "start", "batch_size": b})
+            emit(
+                {
+                    "event": "row",
+                    "row": base_row(
+                        task,
+                        b,
+                        status if i == 0 else "skipped",
+                        spec,
+                        dev_name,
+                        error=first_error if i == 0 else rest_error,
+                        **env_fields,
+                    ).to_dict(),
+                }
+            )
+
+    mem = memory_probe_for(g.device)
+    mem.baseline()
+    if task.memory_cap_bytes and not cuda:
+        _apply_memory_cap(task.memory_cap_bytes)
+    dtype = torch_dtype(g.dtype)
+    try:
+        model = spec.build().to(device=g.device, dtype=dtype)
+    except Exception as e:
+        status = "oom" if is_oom(e) else "error"
+        fail_rest(status, f"model build failed: {_short(e)}", "skipped: model build failed")
+        return
+    params = count_params(model)
+    wbytes = weights_bytes(model)
+    macs, macs_counter, macs_note = task.macs, task.macs_counter, None
+    if macs is None:
+        try:
+            macs = count_macs(
+                spec.builder, (1, g.in_chans, g.image_size, g.image_size), macs_counter
+            )
+        except Exception as e:
+            macs, macs_note = None, f"MACs not counted ({macs_counter}): {_short(e)}"
+    sync = synchronizer(g.device)
+    power = open_monitor(g.device)
+    t = task.timing
+    min_time = max(t.min_time_s, power.min_window_s)
+    max_time = max(t.max_time_s, min_time)
+    gen = torch.Generator().manual_seed(0)
+
+    while remaining:
+        b = remaining[0]
+        emit({"event": "start", "batch_size": b})
+        started = now_iso()
+        t0 = _monotonic()
+        try:
+            x = torch.randn(b, g.in_chans, g.image_size, g.image_size, generator=gen)
+            x = x.to(device=g.device, dtype=dtype)
+
+            def forward(x: Any = x) -> Any:
+                return model(x)
+
+            def before_timed() -> None:
+                mem.reset_peak()
+                power.begin_window()
+
+            with torch.inference_mode():
+                timing = measure_latency(
+                    forward,
+                    sync=sync,
+                    warmup_iters=t.warmup_iters,
+                    warmup_time_s=t.warmup_time_s,
+                    min_time_s=min_time,
+                    max_time_s=max_time,
+                    target_ci=t.target_ci,
+                    min_iters=t.min_iters,
+                    before_timed=before_timed,
+                )
+                reading = power.end_window()
+                peak = mem.peak_above_baseline()
+            del x
+        except Exception as e:
+            if cuda:
+                torch.cuda.empty_cache()
+            if is_oom(e):
+                fail_rest(
+                    "oom", f"out of memory at batch {b}: {_short(e)}", f"skipped: oom at batch {b}"
+                )
+            else:
+                traceback.print_exc(file=sys.stderr)
+                fail_rest("error", _short(e), f"skipped: error at batch {b}")
+            return
+        s = summarize(timing.samples_ms)
+        n_iter = len(timing.samples_ms)
+        energy = reading.energy_j / n_iter if reading.energy_j is not None else None
+        row = base_row(
+            task,
+            b,
+            "ok",
+            spec,
+            dev_name,
+            timestamp=started,
+            error=macs_note,
+            latency_ms_median=s.median,
+            latency_ms_mean=s.mean,
+            latency_ms_p10=s.p10,
+            latency_ms_p90=s.p90,
+            latency_ms_iqr=s.iqr,
+            latency_ms_ci_low=s.ci_low,
+            latency_ms_ci_high=s.ci_high,
+            latency_ms_samples=timing.samples_ms,
+            n_samples=s.n,
+            converged=timing.converged,
+            noisy=s.noisy,
+            time_per_image_ms=s.median / b,
+            throughput_ips=b / (s.median / 1e3),
+            timed_s=timing.timed_s,
+            cell_wall_s=_monotonic() - t0,
+            params=params,
+            macs=macs,
+            macs_counter=macs_counter if macs is not None else None,
+            weights_bytes=wbytes,
+            peak_memory_bytes=peak if peak >= 0 else None,
+            memory_method=mem.method,
+            power_w_mean=reading.power_w_mean,
+            energy_j=energy,
+            energy_per_image_j=energy / b if energy is not None else None,
+            power_source=reading.source,
+            gpu_clock_mhz=reading.gpu_clock_mhz,
+            gpu_temp_c=reading.gpu_temp_c,
+            throttled=reading.throttled,
+            throttle_reasons=reading.throttle_reasons,
+            **env_fields,
+        )
+        emit({"event": "row", "row": row.to_dict()})
+        remaining.pop(0)
+
+
+def _monotonic() -> float:
+    import time
+
+    return time.perf_counter()
+
+
+def _short(e: BaseException, limit: int = 300) -> str:
+    text = f"{type(e).__name__}: {e}".replace("\n", " ")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _protocol_stream() -> IO[str]:
+    """Keep the original stdout for messages; send every other print to stderr."""
+    proto = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
+    sys.stdout.flush()
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    sys.stdout = sys.stderr
+    return proto
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL this worker when the runner dies, so a killed sweep leaves no
+    orphan measuring beside the resumed one."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    parent = os.environ.get("EFFBENCH_PARENT_PID")
+    if parent and os.getppid() != int(parent):
+        os._exit(3)
+
+
+def main() -> None:
+    _die_with_parent()
+    proto = _protocol_stream()
+    task = Task.from_json(sys.stdin.read())
+
+    def emit(msg: dict[str, Any]) -> None:
+        proto.write(json.dumps(msg) + "\n")
+        proto.flush()
+
+    run_task(task, emit)
+    emit({"event": "done"})
+
+
+if __name__ == "__main__":
+    main()

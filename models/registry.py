@@ -1,0 +1,158 @@
+"""The architecture registry: every benchmarkable network by name, with its input shape,
+its builder and the published reference figures that come with it.
+
+Modelled on torchvision's ``models/_api.py`` (``register_model`` / ``list_models`` /
+``get_model``) and timm's ``_registry.py``: a builder is registered under a unique name,
+and suites are named tuples of registered names.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from bench.errors import UnknownModel, UnknownSuite
+
+Builder = Callable[[], nn.Module]
+
+
+@dataclass(frozen=True, slots=True)
+class Reference:
+    """Published figures for a network, each traceable to ``source``.
+
+    ``gmacs`` is multiply-adds per image in billions, as published (torchvision's ``_ops``
+    is rounded to 3 decimals). ``top1``/``top5`` are percentages on ``dataset``.
+    """
+
+    source: str
+    top1: float | None = None
+    top5: float | None = None
+    params: int | None = None
+    gmacs: float | None = None
+    dataset: str = "ImageNet-1K"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """A registered network: how to build it and what input it takes (C×H×W)."""
+
+    name: str
+    family: str
+    builder: Builder = field(repr=False, compare=False)
+    image_size: int
+    in_chans: int = 3
+    origin: str = "effbench"
+    reference: Reference | None = None
+    description: str = ""
+
+    def build(self) -> nn.Module:
+        """Build the network without weights, in its inference configuration (``eval()``)."""
+        return self.builder().eval()
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+_SUITES: dict[str, tuple[str, ...]] = {}
+_SUITE_DOCS: dict[str, str] = {}
+_LOADED = False
+
+
+def register_model(spec: ModelSpec) -> ModelSpec:
+    """Add ``spec`` to the registry; a name may be registered once only."""
+    if spec.name in _REGISTRY:
+        raise ValueError(f"model {spec.name!r} is already registered")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def register_suite(name: str, models: Iterable[str], doc: str = "") -> None:
+    """Name a tuple of registered models; ``all`` is implicit and cannot be redefined."""
+    if name == "all" or name in _SUITES:
+        raise ValueError(f"suite {name!r} is already defined")
+    _SUITES[name] = tuple(models)
+    _SUITE_DOCS[name] = doc
+
+
+def extend_suite(name: str, models: Iterable[str]) -> None:
+    """Append registered models to an existing suite (our own implementations use this)."""
+    if name not in _SUITES:
+        raise ValueError(f"suite {name!r} is not defined")
+    _SUITES[name] = _SUITES[name] + tuple(m for m in models if m not in _SUITES[name])
+
+
+def _ensure_loaded() -> None:
+    global _LOADED
+    if not _LOADED:
+        _LOADED = True
+        from models import suites, torchvision_zoo  # noqa: F401  (registration side effects)
+
+        _load_extra_modules()
+
+
+def _load_extra_modules() -> None:
+    """Import our own implementations (they register themselves on import)."""
+    import importlib
+    import pkgutil
+
+    import models as pkg
+
+    skip = {"registry", "suites", "torchvision_zoo"}
+    for info in pkgutil.iter_modules(pkg.__path__):
+        if info.name not in skip and not info.name.startswith("_"):
+            importlib.import_module(f"models.{info.name}")
+
+
+def list_models(include: str | None = None, exclude: str | None = None) -> list[str]:
+    """Registered names, sorted; ``include``/``exclude`` are fnmatch patterns."""
+    _ensure_loaded()
+    names = sorted(_REGISTRY)
+    if include:
+        names = [n for n in names if fnmatch.fnmatch(n, include)]
+    if exclude:
+        names = [n for n in names if not fnmatch.fnmatch(n, exclude)]
+    return names
+
+
+def list_suites() -> dict[str, str]:
+    """Suite name to its one-line description, ``all`` included."""
+    _ensure_loaded()
+    return {**_SUITE_DOCS, "all": "every registered model"}
+
+
+def _suggest(name: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(choices), n=3, cutoff=0.6)
+    return f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The spec registered as ``name``; unknown names raise with close matches."""
+    _ensure_loaded()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UnknownModel(
+            f"unknown model {name!r}{_suggest(name, _REGISTRY)} See `effbench models`."
+        ) from None
+
+
+def get_model(name: str) -> nn.Module:
+    """Build the registered network ``name`` without weights, in ``eval()`` mode."""
+    return get_spec(name).build()
+
+
+def suite_models(name: str) -> tuple[str, ...]:
+    """Names in suite ``name`` (``all`` is every registered model)."""
+    _ensure_loaded()
+    if name == "all":
+        return tuple(sorted(_REGISTRY))
+    try:
+        names = _SUITES[name]
+    except KeyError:
+        known = [*_SUITES, "all"]
+        raise UnknownSuite(
+            f"unknown suite {name!r}{_suggest(name, known)} Known suites: {', '.join(known)}."
+        ) from None
+    return tuple(n for n in names if n in _REGISTRY)
