@@ -11,13 +11,12 @@ from typing import Any
 import torch
 
 from bench.errors import InvalidOption
-from bench.probes.flops import count_macs, count_params, weights_bytes
+from bench.probes.flops import build_on_meta, count_macs, count_params, weights_bytes
 from models import get_spec
 
 
 def _meta_model(name: str) -> torch.nn.Module:
-    with torch.device("meta"):
-        return get_spec(name).build()
+    return build_on_meta(get_spec(name).builder)
 
 
 def model_rows(names: Iterable[str]) -> list[dict[str, Any]]:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.errors import BenchError, InvalidOption
+from bench.errors import BenchError, InvalidOption, OutputNotWritable
 from bench.plan import DTYPES, MACS_COUNTERS, Options, Timing, parse_size_bytes
 
 # The default sweeps of `effbench run` with no model selection (and of `nox -s bench`).
@@ -84,6 +84,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     env = sub.add_parser("env", help="print this machine's environment record")
     env.add_argument("--format", choices=("table", "json"), default="table")
+
+    cmp = sub.add_parser(
+        "compare", help="regression gate: is CANDIDATE worse than BASELINE, cell by cell?"
+    )
+    cmp.add_argument("baseline", type=Path, help="baseline run folder (or folder of runs)")
+    cmp.add_argument("candidate", type=Path, help="candidate run folder (or folder of runs)")
+    cmp.add_argument(
+        "--metric",
+        action="append",
+        help="latency, memory or energy; repeat or comma-separate (default: all with data)",
+    )
+    cmp.add_argument("--threshold", default="5%", help="smallest change that matters (5%%)")
+    cmp.add_argument("--alpha", type=float, default=0.01, help="false discovery rate (0.01)")
+    cmp.add_argument("--format", choices=("md", "json", "junit"), default="md")
+    cmp.add_argument("--out", type=Path, help="write the report here instead of stdout")
+    cmp.add_argument(
+        "--fail-on-inconclusive", action="store_true", help="exit 2 on inconclusive cells"
+    )
+    cmp.add_argument(
+        "--allow-env-mismatch", action="store_true", help="compare across torch/CUDA/device"
+    )
+
+    rep = sub.add_parser("report", help="figures, index.html and summary tables from runs")
+    rep.add_argument(
+        "results", nargs="+", type=Path, metavar="RESULTS", help="run folders or results/"
+    )
+    rep.add_argument("--out", type=Path, help="report folder (default: reports/<run id>)")
     return p
 
 
@@ -205,8 +232,13 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 def _cmd_env(args: argparse.Namespace) -> int:
     from bench import devices
+    from bench.probes.power import describe_sources
 
     env = devices.environment().to_dict()
+    power_devices = list(env["devices"])
+    if not any(d.startswith("cuda") for d in power_devices):
+        power_devices.append("cuda")  # say why NVML is not usable here
+    env["power_sources"] = describe_sources(power_devices)
     if args.format == "json":
         print(json.dumps(env, indent=2, default=str))
     else:
@@ -214,6 +246,29 @@ def _cmd_env(args: argparse.Namespace) -> int:
         for k, v in env.items():
             print(f"{k:<{width}}  {v}")
     return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from bench import compare
+
+    settings = compare.Settings(
+        metrics=compare.parse_metrics(args.metric),
+        threshold=compare.Threshold.parse(args.threshold),
+        alpha=args.alpha,
+    )
+    result = compare.compare_paths(
+        args.baseline, args.candidate, settings, allow_env_mismatch=args.allow_env_mismatch
+    )
+    text = compare.render(result, args.format)
+    if args.out is None:
+        print(text, end="")
+    else:
+        try:
+            args.out.write_text(text)
+        except OSError as e:
+            raise OutputNotWritable(f"cannot write {args.out}: {e.strerror or e}") from e
+    print(f"effbench compare: {compare.summary_line(result)}", file=sys.stderr)
+    return result.exit_code(args.fail_on_inconclusive)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -228,6 +283,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_inspect(args)
         if args.command == "env":
             return _cmd_env(args)
+        if args.command == "compare":
+            return _cmd_compare(args)
+        if args.command == "report":
+            from bench.report import build_report
+
+            report = build_report(args.results, args.out)
+            print(f"effbench: report -> {report.out / 'index.html'}", file=sys.stderr)
+            return 0
         raise InvalidOption(f"unknown command {args.command!r}")
     except BenchError as e:
         print(f"effbench: error: {e}", file=sys.stderr)

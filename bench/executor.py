@@ -24,6 +24,7 @@ from bench.errors import WorkerProtocolError
 from bench.worker import Task
 
 Message = dict[str, Any]
+STARTUP_GRACE_S = 120.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +97,8 @@ class LocalExecutor:
         sel = selectors.DefaultSelector()
         sel.register(fd, selectors.EVENT_READ)
         buf = b""
-        deadline = time.monotonic() + cell_timeout_s
+        # the first cell also waits for the interpreter, torch and the model to load
+        deadline = time.monotonic() + cell_timeout_s + STARTUP_GRACE_S
         try:
             while True:
                 left = deadline - time.monotonic()

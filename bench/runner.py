@@ -147,6 +147,7 @@ def run_groups(
             pending.append(g.with_batch_sizes(todo))
     total = sum(len(g.batch_sizes) for g in pending)
     progress = Progress(total, progress_stream or sys.stderr)
+    idle_w = measure_idle_power(list(dict.fromkeys(g.device for g in pending)), progress.stream)
     statuses: dict[str, int] = {}
     written = 0
 
@@ -189,6 +190,7 @@ def run_groups(
             macs=macs_cache.get(mkey),
             tf32=options.tf32,
             memory_cap_bytes=options.memory_cap_bytes,
+            idle_power_w=idle_w.get(g.device),
         )
         outcome = executor.run(task, on_message, options.cell_timeout_s)
         missing = [b for b in g.batch_sizes if b not in seen]
@@ -213,6 +215,30 @@ def run_groups(
     wall = time.monotonic() - t_start
     _record_session(run_dir, argv, wall, written)
     return RunSummary(run_dir, total, written, statuses, wall)
+
+
+def measure_idle_power(devices: Sequence[str], stream: TextIO) -> dict[str, float | None]:
+    """Idle power (W) of each device, measured once at the start of a run; prints one
+    note per device without a power source (its rows say why in ``power_source``)."""
+    from bench.probes.power import IDLE_WINDOW_S, open_monitor
+
+    idle: dict[str, float | None] = {}
+    for dev in devices:
+        monitor = open_monitor(dev)
+        try:
+            if monitor.note:
+                print(f"effbench: power not measured on {dev}: {monitor.note}", file=stream)
+                idle[dev] = None
+                continue
+            idle[dev] = monitor.idle_power_w(IDLE_WINDOW_S)
+        finally:
+            monitor.close()
+        got = f"{idle[dev]:.1f} W" if idle[dev] is not None else "not resolved"
+        print(
+            f"effbench: idle power of {dev} over {IDLE_WINDOW_S:g} s: {got} ({monitor.source})",
+            file=stream,
+        )
+    return idle
 
 
 def _macs_cache(run_dir: Path) -> dict[tuple[Any, ...], int]:

@@ -67,6 +67,7 @@ class Row:
     energy_per_image_j: float | None = None
     power_source: str | None = None
     gpu_clock_mhz: float | None = None
+    gpu_mem_clock_mhz: float | None = None
     gpu_temp_c: float | None = None
     throttled: bool | None = None
     throttle_reasons: str | None = None

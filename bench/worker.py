@@ -41,6 +41,7 @@ class Task:
     macs: int | None = None
     tf32: bool = False
     memory_cap_bytes: int | None = None
+    idle_power_w: float | None = None  # measured by the runner at the start of the run
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
@@ -144,9 +145,10 @@ def run_task(task: Task, emit: Callable[[dict[str, Any]], None]) -> None:
     )
     remaining = list(g.batch_sizes)
 
-    def fail_rest(status: str, first_error: str, rest_error: str) -> None:
+    def fail_rest(status: str, first_error: str, rest_error: str, in_flight: bool) -> None:
         for i, b in enumerate(remaining):
-            emit({"event": "start", "batch_size": b})
+            if i or not in_flight:
+                emit({"event": "start", "batch_size": b})
             emit(
                 {
                     "event": "row",
@@ -162,16 +164,19 @@ def run_task(task: Task, emit: Callable[[dict[str, Any]], None]) -> None:
                 }
             )
 
+    dtype = torch_dtype(g.dtype)
+    _warm_runtime(torch, g.device, dtype)
     mem = memory_probe_for(g.device)
     mem.baseline()
     if task.memory_cap_bytes and not cuda:
         _apply_memory_cap(task.memory_cap_bytes)
-    dtype = torch_dtype(g.dtype)
     try:
         model = spec.build().to(device=g.device, dtype=dtype)
     except Exception as e:
         status = "oom" if is_oom(e) else "error"
-        fail_rest(status, f"model build failed: {_short(e)}", "skipped: model build failed")
+        fail_rest(
+            status, f"model build failed: {_short(e)}", "skipped: model build failed", False
+        )
         return
     params = count_params(model)
     wbytes = weights_bytes(model)
@@ -184,7 +189,7 @@ def run_task(task: Task, emit: Callable[[dict[str, Any]], None]) -> None:
         except Exception as e:
             macs, macs_note = None, f"MACs not counted ({macs_counter}): {_short(e)}"
     sync = synchronizer(g.device)
-    power = open_monitor(g.device)
+    power = open_monitor(g.device, sync=sync)
     t = task.timing
     min_time = max(t.min_time_s, power.min_window_s)
     max_time = max(t.max_time_s, min_time)
@@ -226,11 +231,14 @@ def run_task(task: Task, emit: Callable[[dict[str, Any]], None]) -> None:
                 torch.cuda.empty_cache()
             if is_oom(e):
                 fail_rest(
-                    "oom", f"out of memory at batch {b}: {_short(e)}", f"skipped: oom at batch {b}"
+                    "oom",
+                    f"out of memory at batch {b}: {_short(e)}",
+                    f"skipped: oom at batch {b}",
+                    True,
                 )
             else:
                 traceback.print_exc(file=sys.stderr)
-                fail_rest("error", _short(e), f"skipped: error at batch {b}")
+                fail_rest("error", _short(e), f"skipped: error at batch {b}", True)
             return
         s = summarize(timing.samples_ms)
         n_iter = len(timing.samples_ms)
@@ -265,10 +273,12 @@ def run_task(task: Task, emit: Callable[[dict[str, Any]], None]) -> None:
             peak_memory_bytes=peak if peak >= 0 else None,
             memory_method=mem.method,
             power_w_mean=reading.power_w_mean,
+            power_w_idle=task.idle_power_w,
             energy_j=energy,
             energy_per_image_j=energy / b if energy is not None else None,
             power_source=reading.source,
             gpu_clock_mhz=reading.gpu_clock_mhz,
+            gpu_mem_clock_mhz=reading.gpu_mem_clock_mhz,
             gpu_temp_c=reading.gpu_temp_c,
             throttled=reading.throttled,
             throttle_reasons=reading.throttle_reasons,
@@ -276,6 +286,16 @@ def run_task(task: Task, emit: Callable[[dict[str, Any]], None]) -> None:
         )
         emit({"event": "row", "row": row.to_dict()})
         remaining.pop(0)
+
+
+def _warm_runtime(torch: Any, device: str, dtype: Any) -> None:
+    """Start the runtime's thread pools and kernels libraries with a small conv and
+    matmul, so their one-off memory counts in the baseline, not against the model."""
+    with torch.inference_mode():
+        x = torch.ones(2, 3, 32, 32, device=device, dtype=dtype)
+        w = torch.ones(8, 3, 3, 3, device=device, dtype=dtype)
+        y = torch.nn.functional.conv2d(x, w).flatten(1)
+        (y @ y.T).sum().item()
 
 
 def _monotonic() -> float:

@@ -92,9 +92,15 @@ def _ensure_loaded() -> None:
         _load_extra_modules()
 
 
+PLUGINS_ENV = "EFFBENCH_PLUGINS"
+
+
 def _load_extra_modules() -> None:
-    """Import our own implementations (they register themselves on import)."""
+    """Import our own implementations (they register themselves on import), then any
+    modules named in ``$EFFBENCH_PLUGINS`` (comma-separated), which is how users add
+    their own networks; worker processes inherit the variable."""
     import importlib
+    import os
     import pkgutil
 
     import models as pkg
@@ -103,6 +109,14 @@ def _load_extra_modules() -> None:
     for info in pkgutil.iter_modules(pkg.__path__):
         if info.name not in skip and not info.name.startswith("_"):
             importlib.import_module(f"models.{info.name}")
+    for name in filter(None, (m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(","))):
+        try:
+            importlib.import_module(name)
+        except ImportError as e:
+            raise UnknownModel(
+                f"cannot import plugin module {name!r} named in ${PLUGINS_ENV} ({e}); "
+                "check the name and PYTHONPATH"
+            ) from e
 
 
 def list_models(include: str | None = None, exclude: str | None = None) -> list[str]:

@@ -53,12 +53,24 @@ def count_macs(
     raise InvalidOption(f"unknown MACs counter {counter!r}; choose one of {', '.join(COUNTERS)}")
 
 
+def build_on_meta(build: Callable[[], nn.Module]) -> nn.Module:
+    """Build a model on the ``meta`` device (shapes, no data), in ``eval()``.
+
+    A few builders compute with tensors while constructing (regnet's width schedule);
+    those are built on the CPU and moved to ``meta``.
+    """
+    try:
+        with torch.device("meta"):
+            return build().eval()
+    except (NotImplementedError, RuntimeError):
+        return build().to("meta").eval()
+
+
 def _count_torch(build: Callable[[], nn.Module], input_shape: tuple[int, ...]) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
-    with torch.device("meta"):
-        model = build().eval()
-        x = torch.empty(input_shape)
+    model = build_on_meta(build)
+    x = torch.empty(input_shape, device="meta")
     counter = FlopCounterMode(display=False)
     with counter:
         model(x)

@@ -1,0 +1,50 @@
+"""Sessions: `nox -s tests`, `nox -s bench`, `nox -s lint`, `nox -s perf`, `nox -s report`,
+`nox -s regress -- BASELINE CANDIDATE`. Dependencies come from pyproject.toml."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nox
+
+nox.options.sessions = ["lint", "tests"]
+nox.options.reuse_venv = "yes"
+
+PYPROJECT = nox.project.load_toml("pyproject.toml")
+ROOT = Path(__file__).parent
+
+
+def _install(session: nox.Session, *groups: str, extras: str = "gpu") -> None:
+    session.install("-e", f".[{extras}]" if extras else ".")
+    for group in groups:
+        session.install(*nox.project.dependency_groups(PYPROJECT, group))
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Run the test suite (`-- -m slow` for the whole model list)."""
+    _install(session, "test")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Run the default sweep for the device present; arguments after `--` go to `effbench run`."""
+    _install(session)
+    session.run("effbench", "run", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff check and format check."""
+    session.install(*nox.project.dependency_groups(PYPROJECT, "lint"))
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(default=False)
+def perf(session: nox.Session) -> None:
+    """The suite's own pytest-benchmark benchmarks (harness overhead, agreement)."""
+    _install(session, "test")
+    session.run("pytest", "-m", "perf", "-p", "no:cacheprovider", "--benchmark-only",
+                "--benchmark-columns=min,median,max,rounds", *session.posargs)

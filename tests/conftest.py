@@ -1,0 +1,42 @@
+"""Shared fixtures: test-only models visible to worker processes, and a CLI runner."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PLUGINS = Path(__file__).resolve().parent / "plugins"
+
+# The worker processes import the registry fresh; the variables make the test models
+# (tests/plugins/effbench_test_models.py) importable and registered there too.
+os.environ["EFFBENCH_PLUGINS"] = "effbench_test_models"
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (str(PLUGINS), str(ROOT), os.environ.get("PYTHONPATH", "")) if p
+)
+sys.path.insert(0, str(PLUGINS))
+
+# Short timing for functional tests: the numbers are not what these tests check.
+FAST = ["--min-time", "0.05", "--max-time", "0.3", "--warmup-iters", "1", "--warmup-time", "0"]
+
+
+def effbench(args: Sequence[str], timeout: float = 300, **kw: object) -> subprocess.CompletedProcess[str]:
+    """Run the real command line in a subprocess."""
+    return subprocess.run(
+        [sys.executable, "-m", "bench", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture
+def out_dir(tmp_path: Path) -> Path:
+    return tmp_path / "results"

@@ -1,0 +1,68 @@
+"""Test-only networks, registered through ``EFFBENCH_PLUGINS=effbench_test_models``
+(with ``tests/plugins`` on ``PYTHONPATH``) so that worker processes see them too.
+
+- ``alloc64``: allocates and touches 64 MiB per image (``torch.ones``) in its forward, a
+  known activation for validating the CPU peak-memory probe.
+- ``crash_at2``: aborts the worker process at batch size >= 2 (a native crash).
+- ``hang_at2``: sleeps far beyond any cell timeout at batch size >= 2.
+- ``tiny_mlp``: a forward of a few tens of microseconds, for harness-overhead benchmarks.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import torch
+from torch import nn
+
+from models.registry import ModelSpec, register_model
+
+ALLOC_BYTES_PER_IMAGE = 64 * 1024 * 1024
+
+
+class Alloc(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Linear(3 * 8 * 8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        floats = ALLOC_BYTES_PER_IMAGE // 4
+        big = torch.ones(x.shape[0], floats, dtype=torch.float32, device=x.device)
+        return self.head(x.flatten(1)) + big[:, :10]
+
+
+class CrashAt2(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Linear(3 * 8 * 8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] >= 2:
+            os.abort()
+        return self.head(x.flatten(1))
+
+
+class HangAt2(CrashAt2):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] >= 2:
+            time.sleep(3600)
+        return self.head(x.flatten(1))
+
+
+class TinyMLP(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 64), nn.ReLU(), nn.Linear(64, 10))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+for _name, _cls in {
+    "alloc64": Alloc,
+    "crash_at2": CrashAt2,
+    "hang_at2": HangAt2,
+    "tiny_mlp": TinyMLP,
+}.items():
+    register_model(ModelSpec(name=_name, family="test", builder=_cls, image_size=8, origin="test"))

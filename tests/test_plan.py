@@ -1,0 +1,112 @@
+"""The plan is pure: options + catalog + inventory -> groups of cells."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from bench.errors import DeviceUnavailable, InvalidOption
+from bench.plan import (
+    Inventory,
+    ModelShape,
+    Options,
+    Timing,
+    all_cells,
+    expand_plan,
+    parse_size_bytes,
+)
+
+CATALOG = {"a": ModelShape(224), "b": ModelShape(32, in_chans=1)}
+CPU_ONLY = Inventory({"cpu": frozenset({"float32", "bfloat16"})}, default_threads=2)
+TWO_GPUS = Inventory(
+    {
+        "cpu": frozenset({"float32"}),
+        "cuda:0": frozenset({"float32", "float16", "bfloat16"}),
+        "cuda:1": frozenset({"float32", "float16", "bfloat16"}),
+    },
+    default_threads=8,
+)
+
+
+def test_plan_module_does_not_import_torch() -> None:
+    import subprocess
+
+    code = "import bench.plan, sys; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_expansion_counts_and_order() -> None:
+    opts = Options(models=("a", "b"), batch_sizes=(4, 1, 2, 2), repeats=2)
+    groups = expand_plan(opts, CATALOG, CPU_ONLY)
+    assert len(groups) == 2 * 2  # models x repeats
+    assert [g.repeat for g in groups] == [0, 0, 1, 1]  # repeats are the outer loop
+    assert all(g.batch_sizes == (1, 2, 4) for g in groups)  # ascending, de-duplicated
+    cells = all_cells(groups)
+    assert len(cells) == 2 * 3 * 2
+    assert len({c.key for c in cells}) == len(cells)
+    assert groups[1].in_chans == 1 and groups[1].image_size == 32
+    assert all(c.threads == 2 for c in cells)
+
+
+def test_image_size_override_and_threads() -> None:
+    groups = expand_plan(Options(models=("a",), image_size=64, threads=1), CATALOG, CPU_ONLY)
+    assert groups[0].image_size == 64 and groups[0].threads == 1
+
+
+def test_cuda_means_every_visible_gpu() -> None:
+    groups = expand_plan(
+        Options(models=("a",), devices=("cuda",), dtypes=("float16",)), CATALOG, TWO_GPUS
+    )
+    assert [g.device for g in groups] == ["cuda:0", "cuda:1"]
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "match"),
+    [
+        (Options(models=("zzz",)), InvalidOption, "unknown model"),
+        (Options(models=("a",), batch_sizes=(0,)), InvalidOption, "batch size 0"),
+        (Options(models=("a",), batch_sizes=(-2,)), InvalidOption, "batch size -2"),
+        (Options(models=("a",), dtypes=("float64",)), InvalidOption, "unknown dtype"),
+        (Options(models=("a",), devices=("cuda",)), DeviceUnavailable, "no CUDA GPU"),
+        (Options(models=("a",), devices=("cuda:3",)), DeviceUnavailable, "not present"),
+        (Options(models=("a",), devices=("tpu",)), InvalidOption, "unknown device"),
+        (Options(models=("a",), dtypes=("float16",)), DeviceUnavailable, "not supported on cpu"),
+        (Options(models=("a",), repeats=0), InvalidOption, "repeats"),
+        (Options(models=("a",), timing=Timing(min_time_s=3, max_time_s=1)), InvalidOption, "min-time"),
+        (Options(models=()), InvalidOption, "no models"),
+    ],
+)
+def test_impossible_cells_fail_before_anything_runs(
+    options: Options, error: type[Exception], match: str
+) -> None:
+    with pytest.raises(error, match=match):
+        expand_plan(options, CATALOG, CPU_ONLY)
+
+
+def test_options_round_trip_through_manifest_dict() -> None:
+    opts = Options(models=("a", "b"), batch_sizes=(1, 8), repeats=3, timing=Timing(min_time_s=0.5))
+    assert Options.from_dict(opts.to_dict()) == opts
+
+
+def test_cell_slug_is_file_safe_and_unique() -> None:
+    groups = expand_plan(
+        Options(models=("a",), devices=("cuda",), batch_sizes=(1, 2)), CATALOG, TWO_GPUS
+    )
+    slugs = [c.slug for c in all_cells(groups)]
+    assert len(set(slugs)) == 4
+    assert all(":" not in s and "/" not in s for s in slugs)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("512MiB", 512 * 2**20), ("2G", 2 * 2**30), ("1048576", 2**20), ("1.5KiB", 1536)],
+)
+def test_parse_size(text: str, expected: int) -> None:
+    assert parse_size_bytes(text) == expected
+
+
+def test_parse_size_rejects_garbage() -> None:
+    with pytest.raises(InvalidOption, match="512MiB"):
+        parse_size_bytes("lots")

@@ -1,0 +1,153 @@
+"""The real sweep (CLI -> runner -> worker processes -> parquet) on tiny test models."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bench import load_results
+from conftest import FAST, ROOT, effbench
+
+CELL = ["model", "device", "dtype", "batch_size", "image_size", "threads", "repeat"]
+
+
+def _children(pid: int) -> list[int]:
+    kids: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        text = (task / "children").read_text().split()
+        kids.extend(int(k) for k in text)
+    return kids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    status = Path(f"/proc/{pid}/status")
+    return status.exists() and "State:\tZ" not in status.read_text()
+
+
+def test_sigkill_mid_run_then_resume_finds_every_cell_once(out_dir: Path) -> None:
+    args = ["run", "--models", "tiny_mlp,alloc64", "--batch-sizes", "1,2,3,4", "--repeats", "2"]
+    args += ["--out", str(out_dir), "--run-id", "killed", "--min-time", "0.4", "--max-time", "0.5"]
+    args += ["--warmup-iters", "1", "--warmup-time", "0"]
+    err = (out_dir.parent / "run.err").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench", *args],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=err,
+    )
+    run_dir = out_dir / "killed"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and len(list(run_dir.glob("part-*.parquet"))) < 3:
+        time.sleep(0.05)
+    workers = _children(proc.pid)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = sorted(p.name for p in run_dir.glob("part-*.parquet"))
+    err.close()
+    log = (out_dir.parent / "run.err").read_text()
+    assert 3 <= len(before) < 16, f"the kill should land mid-run; runner said:\n{log}"
+    time.sleep(1.0)
+    assert workers and not any(_alive(w) for w in workers), "worker outlived the runner"
+    assert not list(run_dir.glob(".*.tmp")), "a partial part file was left behind"
+
+    rows_before = load_results([run_dir])
+    resumed = effbench(["run", "--resume", str(run_dir)])
+    assert resumed.returncode == 0, resumed.stderr
+    df = load_results([run_dir])
+    assert len(df) == 2 * 4 * 2  # models x batch sizes x repeats
+    assert not df.duplicated(CELL).any()
+    assert set(df["status"]) == {"ok"}
+    # rows written before the kill are kept as they were
+    kept = df.merge(rows_before[[*CELL, "timestamp"]], on=[*CELL, "timestamp"])
+    assert len(kept) == len(rows_before)
+    # resuming a finished run measures nothing more
+    again = effbench(["run", "--resume", str(run_dir)])
+    assert again.returncode == 0 and len(load_results([run_dir])) == 16
+
+
+def test_out_of_memory_gives_oom_then_skipped_rows(out_dir: Path) -> None:
+    # alloc64 touches 64 MiB per image: batch 4 (256 MiB) exceeds a 200 MiB cap.
+    r = effbench(
+        ["run", "--models", "alloc64", "--batch-sizes", "1,2,4,8", "--memory-cap", "200MiB"]
+        + ["--out", str(out_dir), "--run-id", "oom", *FAST]
+    )
+    assert r.returncode == 0, r.stderr
+    df = load_results([out_dir / "oom"]).sort_values("batch_size")
+    assert list(df["status"]) == ["ok", "ok", "oom", "skipped"]
+    assert "out of memory at batch 4" in df["error"].iloc[2]
+    ok = df[df["status"] == "ok"]
+    assert ok["latency_ms_median"].notna().all() and (ok["n_samples"] > 0).all()
+
+
+def test_crash_and_timeout_become_rows_and_the_sweep_goes_on(out_dir: Path) -> None:
+    r = effbench(
+        ["run", "--models", "crash_at2,hang_at2,tiny_mlp", "--batch-sizes", "1,2,4"]
+        + ["--cell-timeout", "20", "--out", str(out_dir), "--run-id", "bad", *FAST]
+    )
+    assert r.returncode == 0, r.stderr
+    df = load_results([out_dir / "bad"])
+    status = {(m, b): s for m, b, s in df[["model", "batch_size", "status"]].itertuples(index=False)}
+    assert status[("crash_at2", 1)] == "ok"
+    assert status[("crash_at2", 2)] == "crashed"
+    assert status[("crash_at2", 4)] == "skipped"
+    assert status[("hang_at2", 1)] == "ok"
+    assert status[("hang_at2", 2)] == "timeout"
+    assert status[("hang_at2", 4)] == "skipped"
+    assert all(status[("tiny_mlp", b)] == "ok" for b in (1, 2, 4))
+    crash_error = df.set_index(["model", "batch_size"]).loc[("crash_at2", 2), "error"]
+    assert "SIGABRT" in crash_error
+
+
+def test_cpu_memory_probe_measures_a_known_activation(out_dir: Path) -> None:
+    r = effbench(
+        ["run", "--models", "alloc64", "--batch-sizes", "1,2,4", "--out", str(out_dir)]
+        + ["--run-id", "mem", *FAST]
+    )
+    assert r.returncode == 0, r.stderr
+    df = load_results([out_dir / "mem"]).sort_values("batch_size")
+    activation = df["peak_memory_bytes"] - df["weights_bytes"]
+    expected = df["batch_size"] * 64 * 2**20  # torch.ones touches every page
+    rel = (activation - expected).abs() / expected
+    assert (rel < 0.10).all(), list(zip(activation, expected, strict=True))
+    assert activation.is_monotonic_increasing
+    assert set(df["memory_method"]) == {"cpu_vmhwm_above_baseline"}
+    # weights: Linear(192 -> 10) in float32 = (192 * 10 + 10) * 4 bytes
+    assert set(df["weights_bytes"]) == {(192 * 10 + 10) * 4}
+
+
+def test_row_contents_of_a_real_model(out_dir: Path) -> None:
+    r = effbench(
+        ["run", "--models", "squeezenet1_1", "--batch-sizes", "1,2", "--image-size", "64"]
+        + ["--out", str(out_dir), "--run-id", "sq", *FAST]
+    )
+    assert r.returncode == 0, r.stderr
+    df = load_results([out_dir / "sq"]).sort_values("batch_size")
+    from torchvision.models import squeezenet1_1
+
+    ref = sum(p.numel() for p in squeezenet1_1().parameters())
+    assert (df["params"] == ref).all()
+    assert (df["image_size"] == 64).all()
+    # MACs per image do not depend on the batch size and are counted once
+    assert df["macs"].nunique() == 1 and df["macs_counter"].iloc[0] == "torch"
+    for row in df.itertuples():
+        samples = pd.Series(row.latency_ms_samples)
+        assert len(samples) == row.n_samples
+        assert samples.median() == pytest.approx(row.latency_ms_median)
+        assert row.time_per_image_ms == pytest.approx(row.latency_ms_median / row.batch_size)
+        assert row.throughput_ips == pytest.approx(1e3 / row.time_per_image_ms)
+        assert row.latency_ms_p10 <= row.latency_ms_median <= row.latency_ms_p90
+    assert df["top1"].iloc[0] == pytest.approx(58.178)  # torchvision metadata
+    assert "SqueezeNet1_1_Weights" in df["accuracy_source"].iloc[0]
+    manifest = (out_dir / "sq" / "manifest.json").read_text()
+    assert "torch_version" in manifest and "cpu_model" in manifest
