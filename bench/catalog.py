@@ -1,4 +1,4 @@
-"""What the registry holds, counted: parameters, MACs and weight bytes of registered models.
+"""What the registry holds, with parameters counted from each built model.
 
 Counts are taken on the ``meta`` device (shapes only), so listing every model is fast.
 """
@@ -10,8 +10,7 @@ from typing import Any
 
 import torch
 
-from bench.errors import InvalidOption
-from bench.probes.flops import build_on_meta, count_macs, count_params, weights_bytes
+from bench.probes.flops import build_on_meta, count_params
 from models import get_spec
 
 
@@ -41,33 +40,3 @@ def model_rows(names: Iterable[str]) -> list[dict[str, Any]]:
             }
         )
     return rows
-
-
-def model_totals(
-    name: str, image_size: int | None = None, counter: str = "torch"
-) -> dict[str, Any]:
-    """Params, MACs per image and float32 weight bytes of ``name`` at ``image_size``."""
-    spec = get_spec(name)
-    size = image_size or spec.image_size
-    if size < 1:
-        raise InvalidOption(f"--image-size {size} must be >= 1")
-    model = _meta_model(name)
-    try:
-        macs = count_macs(spec.builder, (1, spec.in_chans, size, size), counter)
-    except RuntimeError as e:
-        raise InvalidOption(
-            f"{name} cannot run on a {spec.in_chans}x{size}x{size} input ({e}); "
-            f"try its default --image-size {spec.image_size}"
-        ) from e
-    ref = spec.reference
-    return {
-        "model": name,
-        "input": f"{spec.in_chans}x{size}x{size}",
-        "params": count_params(model),
-        "macs": macs,
-        "gmacs": round(macs / 1e9, 3),
-        "macs_counter": counter,
-        "weights_bytes_float32": weights_bytes(model),
-        "params_ref": ref.params if ref else None,
-        "gmacs_ref": ref.gmacs if ref and size == spec.image_size else None,
-    }

@@ -76,11 +76,18 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--suites", action="store_true", help="list the suites instead")
     models.add_argument("--format", choices=("table", "json", "csv"), default="table")
 
-    insp = sub.add_parser("inspect", help="params, MACs and weights of one model")
+    insp = sub.add_parser(
+        "inspect", help="per-layer shapes, params, MACs and receptive fields, with totals"
+    )
     insp.add_argument("model")
     insp.add_argument("--image-size", type=int)
     insp.add_argument("--format", choices=("table", "json", "csv"), default="table")
-    insp.add_argument("--flops-counter", choices=MACS_COUNTERS, default="torch")
+
+    show = sub.add_parser("show", help="print a summary table of results (folders or files)")
+    show.add_argument(
+        "results", nargs="+", type=Path, help="run folders, results/ or parquet files"
+    )
+    show.add_argument("--format", choices=("table", "json", "csv"), default="table")
 
     env = sub.add_parser("env", help="print this machine's environment record")
     env.add_argument("--format", choices=("table", "json"), default="table")
@@ -223,10 +230,44 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    from bench.catalog import model_totals
+    from bench.layers import format_inspection, inspect_model
 
-    totals = model_totals(args.model, args.image_size, args.flops_counter)
-    _emit([totals], args.format, list(totals))
+    if args.image_size is not None and args.image_size < 1:
+        raise InvalidOption(f"--image-size {args.image_size} must be >= 1")
+    print(format_inspection(inspect_model(args.model, args.image_size), args.format))
+    return 0
+
+
+SHOW_COLUMNS = [
+    "run_id",
+    "model",
+    "device",
+    "dtype",
+    "batch_size",
+    "repeat",
+    "status",
+    "latency_ms_median",
+    "latency_ms_iqr",
+    "n_samples",
+    "throughput_ips",
+    "gmacs",
+    "params",
+    "peak_memory_mib",
+    "weights_mib",
+]
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    from bench.store import load_results
+
+    df = load_results(args.results)
+    df = df.assign(
+        gmacs=df["macs"] / 1e9,
+        peak_memory_mib=df["peak_memory_bytes"] / 2**20,
+        weights_mib=df["weights_bytes"] / 2**20,
+    ).sort_values(["run_id", "model", "device", "dtype", "repeat", "batch_size"])
+    rows = df[SHOW_COLUMNS].round(3).to_dict(orient="records")
+    _emit(rows, args.format, SHOW_COLUMNS)
     return 0
 
 
@@ -281,6 +322,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_models(args)
         if args.command == "inspect":
             return _cmd_inspect(args)
+        if args.command == "show":
+            return _cmd_show(args)
         if args.command == "env":
             return _cmd_env(args)
         if args.command == "compare":
@@ -295,6 +338,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BenchError as e:
         print(f"effbench: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head` and the like
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print(
             "effbench: interrupted; rows written so far are kept (resume with --resume)",

@@ -138,7 +138,7 @@ def list_suites() -> dict[str, str]:
 
 def _suggest(name: str, choices: Iterable[str]) -> str:
     close = difflib.get_close_matches(name, list(choices), n=3, cutoff=0.6)
-    return f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    return f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
 
 
 def get_spec(name: str) -> ModelSpec:
@@ -148,7 +148,7 @@ def get_spec(name: str) -> ModelSpec:
         return _REGISTRY[name]
     except KeyError:
         raise UnknownModel(
-            f"unknown model {name!r}{_suggest(name, _REGISTRY)} See `effbench models`."
+            f"unknown model {name!r}{_suggest(name, _REGISTRY)}; see `effbench models` for the list"
         ) from None
 
 
@@ -167,6 +167,6 @@ def suite_models(name: str) -> tuple[str, ...]:
     except KeyError:
         known = [*_SUITES, "all"]
         raise UnknownSuite(
-            f"unknown suite {name!r}{_suggest(name, known)} Known suites: {', '.join(known)}."
+            f"unknown suite {name!r}{_suggest(name, known)}; known suites: {', '.join(known)}"
         ) from None
     return tuple(n for n in names if n in _REGISTRY)

@@ -24,8 +24,8 @@ _INFERENCE_KWARGS: dict[str, dict[str, object]] = {
 }
 
 
-def _build(name: str) -> nn.Module:
-    return get_model(name, weights=None, **_INFERENCE_KWARGS.get(name, {}))
+def _build(name: str, **kwargs: object) -> nn.Module:
+    return get_model(name, weights=None, **_INFERENCE_KWARGS.get(name, {}), **kwargs)
 
 
 def _family(name: str) -> str:
@@ -39,11 +39,14 @@ def _register_all() -> None:
         meta = weights.meta
         metrics = meta.get("_metrics", {}).get("ImageNet-1K", {})
         crop = weights.transforms().crop_size
+        # ViTs are built for one input size (positional embedding); the default weights of
+        # vit_h_14 (SWAG) are at 518 px, which torchvision's builder sets from the weights.
+        kwargs = {"image_size": int(crop[0])} if name.startswith("vit_") else {}
         register_model(
             ModelSpec(
                 name=name,
                 family=_family(name),
-                builder=functools.partial(_build, name),
+                builder=functools.partial(_build, name, **kwargs),
                 image_size=int(crop[0]),
                 in_chans=3,
                 origin="torchvision",

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import FAST, ROOT, effbench
 
 from bench import load_results
-from conftest import FAST, ROOT, effbench
 
 CELL = ["model", "device", "dtype", "batch_size", "image_size", "threads", "repeat"]
 
@@ -97,7 +97,9 @@ def test_crash_and_timeout_become_rows_and_the_sweep_goes_on(out_dir: Path) -> N
     )
     assert r.returncode == 0, r.stderr
     df = load_results([out_dir / "bad"])
-    status = {(m, b): s for m, b, s in df[["model", "batch_size", "status"]].itertuples(index=False)}
+    status = {
+        (m, b): s for m, b, s in df[["model", "batch_size", "status"]].itertuples(index=False)
+    }
     assert status[("crash_at2", 1)] == "ok"
     assert status[("crash_at2", 2)] == "crashed"
     assert status[("crash_at2", 4)] == "skipped"

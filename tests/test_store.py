@@ -1,0 +1,107 @@
+"""The loader: any mix of run folders and files; schema migration; corrupt input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from bench.errors import ResultsCorrupt
+from bench.schema import COLUMNS, Row
+from bench.store import done_keys, load_results, write_manifest, write_row
+
+
+def _row(model: str, b: int, repeat: int = 0, **kw: object) -> Row:
+    values: dict[str, object] = dict(
+        run_id="r",
+        repeat=repeat,
+        timestamp="t",
+        model=model,
+        family="f",
+        batch_size=b,
+        image_size=8,
+        in_chans=3,
+        device="cpu",
+        device_name="cpu",
+        dtype="float32",
+        threads=1,
+        status="ok",
+        latency_ms_samples=(1.0, 2.0, 3.0),
+        latency_ms_median=2.0,
+    )
+    values.update(kw)
+    return Row(**values)  # type: ignore[arg-type]
+
+
+def _run(tmp_path: Path, name: str, rows: list[Row]) -> Path:
+    d = tmp_path / name
+    d.mkdir()
+    write_manifest(d, {"run_id": name})
+    for i, r in enumerate(rows):
+        write_row(d, f"c{i}", r)
+    return d
+
+
+def test_mix_of_folders_and_files(tmp_path: Path) -> None:
+    (tmp_path / "results").mkdir()
+    a = _run(tmp_path / "results", "a", [_row("m1", 1), _row("m1", 2)])
+    b = _run(tmp_path / "results", "b", [_row("m2", 1)])
+    part = next(b.glob("part-*.parquet"))
+    assert len(load_results([a, part])) == 3
+    assert len(load_results([tmp_path / "results"])) == 3  # a folder of runs
+    assert len(load_results([a, a / "part-c0.parquet"])) == 2  # no double counting
+    df = load_results([a])
+    assert list(df.columns[: len(COLUMNS)]) == list(COLUMNS)
+    assert df["latency_ms_samples"].iloc[0].tolist() == [1.0, 2.0, 3.0]
+
+
+def test_old_files_without_new_columns_still_load(tmp_path: Path) -> None:
+    d = tmp_path / "old"
+    d.mkdir()
+    table = pa.table(
+        {
+            "run_id": ["x"],
+            "model": ["m"],
+            "batch_size": [1],
+            "device": ["cpu"],
+            "dtype": ["float32"],
+            "status": ["ok"],
+        }
+    )
+    pq.write_table(table, d / "part-old.parquet")
+    df = load_results([d])
+    assert set(COLUMNS) <= set(df.columns)
+    assert pd.isna(df["energy_j"].iloc[0])
+
+
+def test_foreign_parquet_is_refused(tmp_path: Path) -> None:
+    f = tmp_path / "other.parquet"
+    pq.write_table(pa.table({"a": [1], "b": [2]}), f)
+    with pytest.raises(ResultsCorrupt, match="not an effbench result"):
+        load_results([f])
+
+
+def test_corrupt_parquet_is_refused(tmp_path: Path) -> None:
+    d = _run(tmp_path, "c", [_row("m", 1)])
+    (d / "part-broken.parquet").write_bytes(b"garbage")
+    with pytest.raises(ResultsCorrupt, match=r"part-broken\.parquet"):
+        load_results([d])
+
+
+def test_empty_folder_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ResultsCorrupt, match="no effbench results"):
+        load_results([tmp_path])
+
+
+def test_done_keys_and_idempotent_rewrite(tmp_path: Path) -> None:
+    d = _run(tmp_path, "k", [_row("m", 1), _row("m", 2, repeat=1)])
+    assert done_keys(d) == {
+        ("m", "cpu", "float32", 1, 8, 1, 0),
+        ("m", "cpu", "float32", 2, 8, 1, 1),
+    }
+    write_row(d, "c0", _row("m", 1))  # the same cell again replaces its part
+    assert len(load_results([d])) == 2
+    assert not list(d.glob(".*"))  # no temporary files left
