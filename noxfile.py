@@ -46,5 +46,20 @@ def lint(session: nox.Session) -> None:
 def perf(session: nox.Session) -> None:
     """The suite's own pytest-benchmark benchmarks (harness overhead, agreement)."""
     _install(session, "test")
-    session.run("pytest", "-m", "perf", "-p", "no:cacheprovider", "--benchmark-only",
-                "--benchmark-columns=min,median,max,rounds", *session.posargs)
+    session.run(
+        "pytest",
+        "-m",
+        "perf",
+        "-p",
+        "no:cacheprovider",
+        "--benchmark-only",
+        "--benchmark-columns=min,median,max,rounds",
+        *session.posargs,
+    )
+
+
+@nox.session(default=False)
+def report(session: nox.Session) -> None:
+    """Build the efficiency report of every run under results/ (or the runs after --)."""
+    _install(session)
+    session.run("effbench", "report", *(session.posargs or ["results", "--out", "reports/latest"]))

@@ -75,6 +75,13 @@ class RunSummary:
     written: int
     statuses: dict[str, int]
     wall_s: float
+    timed_s: float
+
+    @property
+    def outside_timed_share(self) -> float:
+        """Share of the sweep's wall time spent outside timed iterations (start-up, model
+        build, MAC counting, warm-up, writing)."""
+        return 1 - self.timed_s / self.wall_s if self.wall_s > 0 else 0.0
 
 
 def start_run(
@@ -150,11 +157,13 @@ def run_groups(
     idle_w = measure_idle_power(list(dict.fromkeys(g.device for g in pending)), progress.stream)
     statuses: dict[str, int] = {}
     written = 0
+    timed_s = 0.0
 
     def write(cell: Cell, row: Row) -> None:
-        nonlocal written
+        nonlocal written, timed_s
         store_row(run_dir, cell.slug, row)
         written += 1
+        timed_s += row.timed_s or 0.0
         progress.done += 1
         statuses[row.status] = statuses.get(row.status, 0) + 1
 
@@ -213,8 +222,8 @@ def run_groups(
                 write(cells[b], row)
     progress.finish()
     wall = time.monotonic() - t_start
-    _record_session(run_dir, argv, wall, written)
-    return RunSummary(run_dir, total, written, statuses, wall)
+    _record_session(run_dir, argv, wall, written, timed_s)
+    return RunSummary(run_dir, total, written, statuses, wall, timed_s)
 
 
 def measure_idle_power(devices: Sequence[str], stream: TextIO) -> dict[str, float | None]:
@@ -250,7 +259,9 @@ def _macs_cache(run_dir: Path) -> dict[tuple[Any, ...], int]:
     }
 
 
-def _record_session(run_dir: Path, argv: Sequence[str], wall_s: float, written: int) -> None:
+def _record_session(
+    run_dir: Path, argv: Sequence[str], wall_s: float, written: int, timed_s: float
+) -> None:
     manifest = read_manifest(run_dir)
     manifest.setdefault("sessions", []).append(
         {
@@ -258,6 +269,7 @@ def _record_session(run_dir: Path, argv: Sequence[str], wall_s: float, written: 
             "finished": dt.datetime.now(dt.timezone.utc).isoformat(),
             "wall_s": round(wall_s, 3),
             "rows_written": written,
+            "timed_s": round(timed_s, 3),
         }
     )
     write_manifest(run_dir, manifest)

@@ -25,7 +25,9 @@ sys.path.insert(0, str(PLUGINS))
 FAST = ["--min-time", "0.05", "--max-time", "0.3", "--warmup-iters", "1", "--warmup-time", "0"]
 
 
-def effbench(args: Sequence[str], timeout: float = 300, **kw: object) -> subprocess.CompletedProcess[str]:
+def effbench(
+    args: Sequence[str], timeout: float = 300, **kw: object
+) -> subprocess.CompletedProcess[str]:
     """Run the real command line in a subprocess."""
     return subprocess.run(
         [sys.executable, "-m", "bench", *args],

@@ -74,7 +74,11 @@ def test_cuda_means_every_visible_gpu() -> None:
         (Options(models=("a",), devices=("tpu",)), InvalidOption, "unknown device"),
         (Options(models=("a",), dtypes=("float16",)), DeviceUnavailable, "not supported on cpu"),
         (Options(models=("a",), repeats=0), InvalidOption, "repeats"),
-        (Options(models=("a",), timing=Timing(min_time_s=3, max_time_s=1)), InvalidOption, "min-time"),
+        (
+            Options(models=("a",), timing=Timing(min_time_s=3, max_time_s=1)),
+            InvalidOption,
+            "min-time",
+        ),
         (Options(models=()), InvalidOption, "no models"),
     ],
 )

@@ -1,0 +1,257 @@
+"""Load run folders into the tidy tables the report draws from.
+
+Everything here is read from parquet (``bench.store.load_results``) and ``manifest.json``
+(``bench.store.read_manifest``); nothing is measured here and no figure is typed in.
+
+A *setup* is what a measurement depends on besides the network and the batch size: the
+machine, the device, the dtype and (on CPUs) the thread count. Setups are never averaged
+together; rows of the same cell and setup (repeats, or the same cell in several runs of one
+machine) are summarized by their median, and ``n_repeats`` says how many there were.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bench.errors import ResultsCorrupt
+from bench.store import MANIFEST, PART_GLOB, load_results, read_manifest
+
+MIB = 1024**2
+
+# Per-cell columns summarized by the median of repeats.
+MEDIAN_COLUMNS = (
+    "time_per_image_ms",
+    "latency_ms_median",
+    "latency_ms_p10",
+    "latency_ms_p90",
+    "latency_ms_iqr",
+    "throughput_ips",
+    "peak_memory_bytes",
+    "power_w_mean",
+    "power_w_idle",
+    "energy_per_image_j",
+)
+# Per-cell columns that do not change between repeats (counts, references, setup).
+FIRST_COLUMNS = (
+    "family",
+    "params",
+    "macs",
+    "macs_counter",
+    "weights_bytes",
+    "memory_method",
+    "power_source",
+    "top1",
+    "top5",
+    "accuracy_source",
+    "host",
+    "device",
+    "device_name",
+    "dtype",
+    "threads",
+)
+CELL_COLUMNS = ("setup", "model", "batch_size", "image_size")
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    """One run folder the report read: where it is and what its manifest says."""
+
+    path: str
+    run_id: str
+    manifest: dict[str, Any]
+    rows: int
+
+
+@dataclass(frozen=True, slots=True)
+class LineFit:
+    """Least-squares line ``y = slope * x + intercept`` over ``n`` points; ``r2`` is the
+    coefficient of determination (NaN when ``y`` is constant)."""
+
+    slope: float
+    intercept: float
+    r2: float
+    n: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReportData:
+    """The report's inputs: every row, the per-cell medians of ``ok`` rows, the failures."""
+
+    runs: tuple[RunInfo, ...]
+    rows: pd.DataFrame
+    cells: pd.DataFrame
+    failures: pd.DataFrame
+    setups: tuple[str, ...]
+    models: tuple[str, ...]
+    colors: dict[str, tuple[float, float, float]]
+
+
+def fit_line(x: Sequence[float], y: Sequence[float]) -> LineFit:
+    """Ordinary least squares in closed form (centred sums); needs two distinct ``x``."""
+    xs = [float(v) for v in x]
+    ys = [float(v) for v in y]
+    n = len(xs)
+    if n != len(ys) or n < 2:
+        raise ValueError("a line fit needs at least two (x, y) points")
+    mx = math.fsum(xs) / n
+    my = math.fsum(ys) / n
+    sxx = math.fsum((a - mx) ** 2 for a in xs)
+    if sxx == 0:
+        raise ValueError("a line fit needs at least two distinct x values")
+    sxy = math.fsum((a - mx) * (b - my) for a, b in zip(xs, ys, strict=True))
+    syy = math.fsum((b - my) ** 2 for b in ys)
+    slope = sxy / sxx
+    intercept = my - slope * mx
+    ss_res = math.fsum((b - (slope * a + intercept)) ** 2 for a, b in zip(xs, ys, strict=True))
+    r2 = 1.0 - ss_res / syy if syy > 0 else float("nan")
+    return LineFit(slope, intercept, r2, n)
+
+
+def pareto_front(names: Sequence[str], ops: Sequence[float], acc: Sequence[float]) -> list[str]:
+    """Names not dominated on (fewer operations, higher accuracy): no other network has
+    at most the operations and at least the accuracy, with one of the two strictly."""
+    front = []
+    for i, name in enumerate(names):
+        dominated = any(
+            ops[j] <= ops[i] and acc[j] >= acc[i] and (ops[j] < ops[i] or acc[j] > acc[i])
+            for j in range(len(names))
+            if j != i
+        )
+        if not dominated:
+            front.append(name)
+    return sorted(front, key=lambda n: ops[list(names).index(n)])
+
+
+def run_folders(paths: Iterable[str | Path]) -> list[Path]:
+    """The run folders behind ``paths`` (run folders, folders of runs, or part files)."""
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_file():
+            found.append(p.parent)
+        elif p.is_dir() and ((p / MANIFEST).exists() or any(p.glob(PART_GLOB))):
+            found.append(p)
+        elif p.is_dir():
+            found.extend(
+                d
+                for d in sorted(p.iterdir())
+                if d.is_dir() and ((d / MANIFEST).exists() or any(d.glob(PART_GLOB)))
+            )
+    return list(dict.fromkeys(found))
+
+
+def _manifest_or_empty(folder: Path) -> dict[str, Any]:
+    return read_manifest(folder) if (folder / MANIFEST).exists() else {}
+
+
+def _setup_labels(rows: pd.DataFrame) -> pd.Series:
+    """A readable label per setup; the host is named only where it tells setups apart."""
+    base = rows["device_name"].fillna(rows["device"]).astype(str) + " · " + rows["dtype"]
+    is_cpu = rows["device"].astype(str).str.startswith("cpu")
+    threads = rows["threads"].astype("Int64").astype(str)
+    base = base.where(~is_cpu, base + " · " + threads + " thr")
+    base = base.where(is_cpu, rows["device"].astype(str) + " " + base)
+    hosts_per_label = rows.groupby(base)["host"].nunique()
+    ambiguous = base.map(hosts_per_label) > 1
+    return base.where(~ambiguous, base + " @ " + rows["host"].astype(str))
+
+
+def model_colors(models: Sequence[str]) -> dict[str, tuple[float, float, float]]:
+    """One colour per network, the same in every figure (sorted names → a fixed palette)."""
+    import seaborn as sns
+
+    n = len(models)
+    palette = sns.color_palette("tab10" if n <= 10 else "tab20" if n <= 20 else "husl", n)
+    return {m: tuple(c) for m, c in zip(sorted(models), palette, strict=True)}
+
+
+def load_report_data(paths: Sequence[str | Path]) -> ReportData:
+    """Read ``paths`` and build the per-cell table (median of repeats) and failure table."""
+    folders = run_folders(paths)
+    rows = load_results(paths)
+    if rows.empty:
+        raise ResultsCorrupt(
+            f"{', '.join(map(str, paths))} hold no result rows; run `effbench run` first"
+        )
+    manifests = {f: _manifest_or_empty(f) for f in folders}
+    host_of: dict[str, str] = {}
+    runs = []
+    for folder, man in manifests.items():
+        run_id = str(man.get("run_id", folder.name))
+        host_of[run_id] = str((man.get("environment") or {}).get("hostname", "unknown host"))
+        runs.append(RunInfo(str(folder), run_id, man, int((rows["run_id"] == run_id).sum())))
+    rows = rows.copy()
+    rows["host"] = rows["run_id"].map(host_of).fillna("unknown host")
+    rows["setup"] = _setup_labels(rows)
+
+    failed = rows[rows["status"] != "ok"]
+    failures = failed[
+        ["setup", "model", "batch_size", "status", "error", "run_id", "repeat"]
+    ].sort_values(["setup", "model", "batch_size", "repeat"], kind="stable")
+
+    ok = rows[rows["status"] == "ok"]
+    cells = _cells(ok) if len(ok) else pd.DataFrame(columns=[*CELL_COLUMNS, *MEDIAN_COLUMNS])
+    setups = tuple(sorted(rows["setup"].unique()))
+    models = tuple(sorted(rows["model"].unique()))
+    return ReportData(
+        runs=tuple(runs),
+        rows=rows,
+        cells=cells,
+        failures=failures.reset_index(drop=True),
+        setups=setups,
+        models=models,
+        colors=model_colors(models),
+    )
+
+
+def _cells(ok: pd.DataFrame) -> pd.DataFrame:
+    keys = list(CELL_COLUMNS)
+    numeric = ok[[*keys, *MEDIAN_COLUMNS]].copy()
+    for c in MEDIAN_COLUMNS:
+        numeric[c] = pd.to_numeric(numeric[c], errors="coerce")
+    grouped = numeric.groupby(keys, sort=True)
+    med = grouped[list(MEDIAN_COLUMNS)].median()
+    first = ok.groupby(keys, sort=True)[list(FIRST_COLUMNS)].first()
+    extra = ok.groupby(keys, sort=True).agg(
+        n_repeats=("status", "size"),
+        noisy=("noisy", lambda s: bool(s.fillna(False).astype(bool).any())),
+    )
+    cells = pd.concat([med, first, extra], axis=1).reset_index()
+    b = cells["batch_size"].astype(float)
+    cells["time_per_image_ms_p10"] = cells["latency_ms_p10"] / b
+    cells["time_per_image_ms_p90"] = cells["latency_ms_p90"] / b
+    cells["gmacs"] = pd.to_numeric(cells["macs"], errors="coerce") / 1e9
+    cells["params_m"] = pd.to_numeric(cells["params"], errors="coerce") / 1e6
+    cells["peak_memory_mib"] = cells["peak_memory_bytes"] / MIB
+    cells["weights_mib"] = pd.to_numeric(cells["weights_bytes"], errors="coerce") / MIB
+    cells["top1"] = pd.to_numeric(cells["top1"], errors="coerce")
+    cells["top5"] = pd.to_numeric(cells["top5"], errors="coerce")
+    # Net of idle where the idle power was measured; energy likewise (idle power times the
+    # time per image is the idle share of each image's energy).
+    cells["power_net_w"] = cells["power_w_mean"] - cells["power_w_idle"]
+    cells["energy_net_per_image_j"] = (
+        cells["energy_per_image_j"] - cells["power_w_idle"] * cells["time_per_image_ms"] / 1e3
+    )
+    return cells
+
+
+def report_name(runs: Sequence[RunInfo]) -> str:
+    """The default report folder name: the run id for one run, else a short digest."""
+    ids = sorted({r.run_id for r in runs})
+    if len(ids) == 1:
+        return ids[0]
+    digest = hashlib.sha256("\n".join(ids).encode()).hexdigest()[:8]
+    return f"{len(ids)}-runs-{digest}"
+
+
+def models_with(cells: pd.DataFrame, column: str) -> tuple[list[str], list[str]]:
+    """(models with a value in ``column``, models without) among plotted cells."""
+    has = cells.groupby("model")[column].apply(lambda s: bool(np.isfinite(s.astype(float)).any()))
+    return sorted(has[has].index), sorted(has[~has].index)

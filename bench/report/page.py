@@ -1,0 +1,438 @@
+"""The report's text outputs: ``index.html`` (self-contained: inline CSS and JS, figures by
+relative path, no network requests), ``summary.md``, ``summary.csv`` and ``report.json``.
+
+Every number in them comes from the per-cell table built by :mod:`bench.report.data`.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bench.report.data import ReportData
+from bench.report.figures import DPI
+
+REPORT_FORMAT = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """A summary column: its CSV name (units in the name), its heading and its format."""
+
+    key: str
+    heading: str
+    fmt: str = "{:.3g}"
+
+
+SUMMARY_COLUMNS: tuple[Column, ...] = (
+    Column("model", "network", "{}"),
+    Column("family", "family", "{}"),
+    Column("params_m", "parameters (M)", "{:.2f}"),
+    Column("gmacs", "G-MACs / image", "{:.3f}"),
+    Column("top1_pct", "top-1 (%)", "{:.2f}"),
+    Column("top5_pct", "top-5 (%)", "{:.2f}"),
+    Column("time_per_image_ms_bs1", "time / image at batch 1 (ms)", "{:.3g}"),
+    Column("time_per_image_ms_best", "best time / image (ms)", "{:.3g}"),
+    Column("best_batch_size", "at batch", "{:.0f}"),
+    Column("throughput_ips_max", "max images / s", "{:.1f}"),
+    Column("peak_memory_mib_bs1", "peak memory at batch 1 (MiB)", "{:.1f}"),
+    Column("weights_mib", "weights (MiB)", "{:.1f}"),
+    Column("power_w_max", "max power (W)", "{:.1f}"),
+    Column("energy_per_image_j_min", "min energy / image (J)", "{:.3g}"),
+    Column("batch_sizes_ok", "batch sizes ok", "{:.0f}"),
+    Column("rows_failed", "rows failed", "{:.0f}"),
+    Column("noisy_cells", "noisy cells", "{:.0f}"),
+    Column("repeats_max", "repeats", "{:.0f}"),
+)
+
+
+def summary_table(data: ReportData) -> pd.DataFrame:
+    """One row per (setup, network): counts, published accuracy and the measured figures
+    (medians of repeats). Networks whose every cell failed get a row with only failures."""
+    records = []
+    failed = data.rows[data.rows["status"] != "ok"].groupby(["setup", "model"]).size()
+    pairs = sorted(set(zip(data.rows["setup"], data.rows["model"], strict=True)))
+    for setup, model in pairs:
+        g = data.cells[(data.cells["setup"] == setup) & (data.cells["model"] == model)]
+        g = g.sort_values("batch_size")
+        rec: dict[str, Any] = {"setup": setup, "model": model}
+        first = data.rows[(data.rows["setup"] == setup) & (data.rows["model"] == model)].iloc[0]
+        rec["family"] = first["family"]
+        rec["rows_failed"] = int(failed.get((setup, model), 0))
+        if len(g):
+            b1 = g[g["batch_size"] == 1]
+            best = g.loc[g["time_per_image_ms"].idxmin()]
+            power = g["power_net_w"].where(np.isfinite(g["power_net_w"]), g["power_w_mean"])
+            energy = g["energy_net_per_image_j"].where(
+                np.isfinite(g["energy_net_per_image_j"]), g["energy_per_image_j"]
+            )
+            rec.update(
+                params_m=g["params_m"].iloc[0],
+                gmacs=g["gmacs"].iloc[0],
+                top1_pct=g["top1"].iloc[0],
+                top5_pct=g["top5"].iloc[0],
+                time_per_image_ms_bs1=b1["time_per_image_ms"].iloc[0] if len(b1) else np.nan,
+                time_per_image_ms_best=best["time_per_image_ms"],
+                best_batch_size=best["batch_size"],
+                throughput_ips_max=g["throughput_ips"].max(),
+                peak_memory_mib_bs1=b1["peak_memory_mib"].iloc[0] if len(b1) else np.nan,
+                weights_mib=g["weights_mib"].iloc[0],
+                power_w_max=power.max(),
+                energy_per_image_j_min=energy.min(),
+                batch_sizes_ok=len(g),
+                noisy_cells=int(g["noisy"].sum()),
+                repeats_max=int(g["n_repeats"].max()),
+                accuracy_source=g["accuracy_source"].iloc[0],
+            )
+        else:
+            rec.update(batch_sizes_ok=0, noisy_cells=0)
+        records.append(rec)
+    cols = ["setup", *(c.key for c in SUMMARY_COLUMNS), "accuracy_source"]
+    df = pd.DataFrame.from_records(records, columns=cols)
+    for c in cols:
+        if c not in {"setup", "model", "family", "accuracy_source"}:
+            df[c] = pd.to_numeric(df[c], errors="coerce")
+    # Columns that no setup measured (no power anywhere) are left out rather than shown empty.
+    empty = [c for c in ("power_w_max", "energy_per_image_j_min") if df[c].isna().all()]
+    return df.drop(columns=empty)
+
+
+def _cell(v: Any, fmt: str) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA:
+        return "–"
+    try:
+        return fmt.format(v)
+    except (ValueError, TypeError):
+        return str(v)
+
+
+def _columns_of(df: pd.DataFrame) -> list[Column]:
+    return [c for c in SUMMARY_COLUMNS if c.key in df.columns]
+
+
+def summary_csv(df: pd.DataFrame) -> str:
+    return df.to_csv(index=False, float_format="%.10g", lineterminator="\n")
+
+
+def _md_table(headings: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    def esc(s: str) -> str:
+        return s.replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(map(esc, headings)) + " |"]
+    lines.append("|" + "|".join("---" for _ in headings) + "|")
+    lines += ["| " + " | ".join(esc(c) for c in r) + " |" for r in rows]
+    return lines
+
+
+def summary_markdown(data: ReportData, df: pd.DataFrame, figures: Sequence[Any]) -> str:
+    lines = ["# effbench report", ""]
+    lines.append(
+        f"{len(data.runs)} run(s): "
+        + ", ".join(f"`{r.run_id}` ({r.path})" for r in data.runs)
+        + f"; {len(data.cells)} measured cells, {len(data.failures)} failed rows."
+    )
+    cols = _columns_of(df)
+    for setup, g in df.groupby("setup", sort=True):
+        lines += ["", f"## {setup}", ""]
+        rows = [[_cell(r[c.key], c.fmt) for c in cols] for _, r in g.iterrows()]
+        lines += _md_table([c.heading for c in cols], rows)
+    skipped = [f for f in figures if f.skipped]
+    if skipped:
+        lines += ["", "## Figures left out", ""]
+        lines += [f"- {f.title}: {f.skipped}" for f in skipped]
+    lines += ["", "## Cells that did not finish", ""]
+    if len(data.failures):
+        lines += _md_table(
+            ["setup", "network", "batch", "status", "error"],
+            [
+                [r.setup, r.model, str(r.batch_size), r.status, str(r.error or "")]
+                for r in data.failures.itertuples()
+            ],
+        )
+    else:
+        lines.append("None: every cell finished.")
+    return "\n".join(lines) + "\n"
+
+
+CSS = """
+:root { --fg:#1d2330; --muted:#5b6475; --line:#dde2ea; --bg:#fbfcfd; --accent:#2a6fb0; }
+* { box-sizing: border-box; }
+body { margin:0; font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;
+       color:var(--fg); background:var(--bg); }
+main { max-width:1180px; margin:0 auto; padding:1.2rem 1.5rem 3rem; }
+h1 { font-size:1.7rem; margin:.2rem 0 .3rem; }
+h2 { font-size:1.25rem; margin:2.2rem 0 .6rem; border-bottom:1px solid var(--line);
+     padding-bottom:.25rem; }
+h3 { font-size:1.02rem; margin:1.4rem 0 .4rem; }
+p.lead { color:var(--muted); margin:.2rem 0 1rem; }
+nav { background:#fff; border:1px solid var(--line); border-radius:8px; padding:.5rem 1rem;
+      font-size:.9rem; }
+nav a { color:var(--accent); text-decoration:none; margin-right:1rem; white-space:nowrap; }
+figure { margin:1.2rem 0 2rem; background:#fff; border:1px solid var(--line);
+         border-radius:8px; padding:.8rem 1rem; }
+figure img { display:block; max-width:100%; height:auto; margin:.3rem auto; }
+figcaption { color:var(--fg); font-size:.93rem; max-width:75ch; }
+figcaption a { color:var(--accent); font-size:.85rem; }
+.skipped { color:var(--muted); font-style:italic; }
+.table-wrap { overflow-x:auto; background:#fff; border:1px solid var(--line);
+              border-radius:8px; }
+table { border-collapse:collapse; font-size:.85rem; width:100%; }
+th, td { padding:.3rem .55rem; border-bottom:1px solid var(--line); text-align:right;
+         white-space:nowrap; }
+th:first-child, td:first-child, td.text, th.text { text-align:left; }
+thead th { background:#f1f4f8; position:sticky; top:0; }
+table.sortable thead th { cursor:pointer; user-select:none; }
+table.sortable thead th[data-dir="asc"]::after { content:" ▲"; }
+table.sortable thead th[data-dir="desc"]::after { content:" ▼"; }
+tbody tr:hover { background:#f6f8fb; }
+table.kv td:first-child { color:var(--muted); width:14rem; }
+table.kv td { white-space:normal; text-align:left; word-break:break-word; }
+details { margin:.6rem 0; }
+summary { cursor:pointer; font-weight:600; }
+code { font-size:.85em; background:#eef1f5; padding:0 .25em; border-radius:3px; }
+"""
+
+JS = """
+(function () {
+  function key(row, i) {
+    var c = row.cells[i];
+    if (c.hasAttribute('data-v')) {
+      var v = c.getAttribute('data-v');
+      return v === '' ? null : parseFloat(v);
+    }
+    return c.textContent.trim().toLowerCase();
+  }
+  document.querySelectorAll('table.sortable thead th').forEach(function (th) {
+    th.addEventListener('click', function () {
+      var table = th.closest('table'), body = table.tBodies[0], i = th.cellIndex;
+      var asc = th.getAttribute('data-dir') !== 'asc';
+      table.querySelectorAll('thead th').forEach(function (h) { h.removeAttribute('data-dir'); });
+      th.setAttribute('data-dir', asc ? 'asc' : 'desc');
+      var rows = Array.prototype.slice.call(body.rows);
+      rows.sort(function (a, b) {
+        var x = key(a, i), y = key(b, i);
+        if (x === null) return 1;
+        if (y === null) return -1;
+        var d = (typeof x === 'number') ? x - y : String(x).localeCompare(String(y));
+        return asc ? d : -d;
+      });
+      rows.forEach(function (r) { body.appendChild(r); });
+    });
+  });
+  // Records whether every figure loaded (read by the report's browser test).
+  window.addEventListener('load', function () {
+    var imgs = Array.prototype.slice.call(document.images);
+    var ok = imgs.filter(function (im) { return im.complete && im.naturalWidth > 0; });
+    var out = document.getElementById('image-check');
+    out.setAttribute('data-loaded', ok.length);
+    out.setAttribute('data-total', imgs.length);
+    out.textContent = 'images loaded: ' + ok.length + ' of ' + imgs.length;
+  });
+})();
+"""
+
+
+def _e(v: Any) -> str:
+    return html.escape(str(v), quote=True)
+
+
+def _html_table(df: pd.DataFrame, cols: Sequence[Column], sortable: bool) -> str:
+    head = "".join(
+        f'<th class="{"text" if c.fmt == "{}" else "num"}">{_e(c.heading)}</th>' for c in cols
+    )
+    body = []
+    for _, r in df.iterrows():
+        tds = []
+        for c in cols:
+            v = r[c.key]
+            if c.fmt == "{}":
+                tds.append(f'<td class="text">{_e(_cell(v, c.fmt))}</td>')
+            else:
+                num = "" if pd.isna(v) else repr(float(v))
+                tds.append(f'<td data-v="{num}">{_e(_cell(v, c.fmt))}</td>')
+        body.append("<tr>" + "".join(tds) + "</tr>")
+    cls = ' class="sortable"' if sortable else ""
+    return (
+        f'<div class="table-wrap"><table{cls}><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table></div>"
+    )
+
+
+def _environment_html(data: ReportData) -> str:
+    keys = (
+        "hostname",
+        "platform",
+        "cpu_model",
+        "cpu_count",
+        "default_threads",
+        "python_version",
+        "torch_version",
+        "torchvision_version",
+        "cuda_version",
+        "cudnn_version",
+        "nvidia_driver",
+        "mkldnn",
+        "effbench_commit",
+    )
+    parts = []
+    for run in data.runs:
+        man = run.manifest
+        env = man.get("environment") or {}
+        rows = [
+            ("run folder", run.path),
+            ("rows read", run.rows),
+            ("created", man.get("created", "–")),
+            ("command", " ".join(map(str, man.get("argv") or [])) or "–"),
+        ]
+        rows += [(k, env[k]) for k in keys if k in env]
+        gpus = env.get("gpus") or []
+        if gpus:
+            rows.append(("GPUs", "; ".join(str(g.get("name", g)) for g in gpus)))
+        if man.get("options"):
+            rows.append(("options", json.dumps(man["options"], sort_keys=True)))
+        if not man:
+            rows.append(("manifest", "none found: environment unknown"))
+        trs = "".join(f"<tr><td>{_e(k)}</td><td>{_e(v)}</td></tr>" for k, v in rows)
+        parts.append(
+            f"<details open><summary>{_e(run.run_id)}</summary>"
+            f'<div class="table-wrap"><table class="kv"><tbody>{trs}</tbody></table></div>'
+            "</details>"
+        )
+    return "".join(parts)
+
+
+def _failures_html(data: ReportData) -> str:
+    if not len(data.failures):
+        return "<p>None: every planned cell finished with status <code>ok</code>.</p>"
+    cols = (
+        Column("setup", "setup", "{}"),
+        Column("model", "network", "{}"),
+        Column("batch_size", "batch", "{:.0f}"),
+        Column("repeat", "repeat", "{:.0f}"),
+        Column("status", "status", "{}"),
+        Column("error", "error", "{}"),
+        Column("run_id", "run", "{}"),
+    )
+    return (
+        f"<p>{len(data.failures)} row(s) did not finish; they are in no figure.</p>"
+        + _html_table(data.failures, cols, sortable=True)
+    )
+
+
+def index_html(
+    data: ReportData,
+    df: pd.DataFrame,
+    figures: Sequence[Any],
+    images: dict[str, tuple[str, int, int]],
+) -> str:
+    """The page: summary tables per setup, figures with their readings, failures, runs.
+    ``images`` maps figure names to (PNG path relative to the page, width px, height px)."""
+    n_ok = len(data.cells)
+    toc = [("summary", "Summary"), ("figures", "Figures")]
+    toc += [("failures", "Cells that did not finish"), ("runs", "Runs and environment")]
+    out = [
+        "<!doctype html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        "<title>effbench efficiency report</title>",
+        f"<style>{CSS}</style></head><body><main>",
+        "<h1>Efficiency report</h1>",
+        '<p class="lead">'
+        f"{len(data.models)} networks on {len(data.setups)} setup(s) from {len(data.runs)} run(s): "
+        f"{n_ok} measured cells, {len(data.failures)} rows that did not finish. Figures after "
+        "Canziani, Paszke &amp; Culurciello (2016), <i>An Analysis of Deep Neural Network "
+        "Models for Practical Applications</i> (arXiv:1605.07678). Times, memory, power and "
+        "counts are measured by effbench; accuracies are published figures with their source."
+        "</p>",
+        "<nav>" + "".join(f'<a href="#{a}">{_e(t)}</a>' for a, t in toc) + "</nav>",
+        '<h2 id="summary">Summary</h2>',
+        "<p>One table per setup (machine, device, dtype, threads); click a heading to sort. "
+        "Cells measured several times are summarized by the median of their repeats. "
+        'The same table is in <a href="summary.csv">summary.csv</a> and '
+        '<a href="summary.md">summary.md</a>.</p>',
+    ]
+    cols = _columns_of(df)
+    for setup, g in df.groupby("setup", sort=True):
+        out.append(f"<h3>{_e(setup)}</h3>")
+        out.append(_html_table(g, cols, sortable=True))
+    out.append('<h2 id="figures">Figures</h2>')
+    for i, f in enumerate(figures, 1):
+        if f.skipped:
+            out.append(
+                f'<p class="skipped" id="{_e(f.name)}">Figure {i}, {_e(f.title.lower())}, '
+                f"is left out: {_e(f.skipped)}</p>"
+            )
+            continue
+        png, w, h = images[f.name]
+        svg = png[: -len(".png")] + ".svg"
+        # Shown at 120 CSS pixels per inch: the 150-dpi PNG stays sharp on dense screens.
+        cw, ch = round(w * 120 / DPI), round(h * 120 / DPI)
+        out.append(
+            f'<figure id="{_e(f.name)}"><h3>{i}. {_e(f.title)}</h3>'
+            f'<img src="{_e(png)}" alt="{_e(f.title)}" width="{cw}" height="{ch}">'
+            f"<figcaption>{_e(f.reading)} "
+            f'<a href="{_e(svg)}">SVG</a> · <a href="{_e(png)}">PNG</a></figcaption></figure>'
+        )
+    out.append('<h2 id="failures">Cells that did not finish</h2>')
+    out.append(_failures_html(data))
+    out.append('<h2 id="runs">Runs and environment</h2>')
+    out.append('<p>Inputs of this report (also in <a href="report.json">report.json</a>).</p>')
+    out.append(_environment_html(data))
+    out.append('<p id="image-check" hidden></p>')
+    out.append(f"</main><script>{JS}</script></body></html>")
+    return "\n".join(out) + "\n"
+
+
+def report_json(data: ReportData, figures: Sequence[Any], files: dict[str, list[str]]) -> str:
+    def clean(v: Any) -> Any:
+        return None if isinstance(v, float) and not math.isfinite(v) else v
+
+    doc = {
+        "report_format": REPORT_FORMAT,
+        "inputs": [
+            {
+                "path": r.path,
+                "run_id": r.run_id,
+                "created": r.manifest.get("created"),
+                "rows": r.rows,
+            }
+            for r in data.runs
+        ],
+        "rows": len(data.rows),
+        "cells_plotted": len(data.cells),
+        "rows_not_ok": len(data.failures),
+        "setups": list(data.setups),
+        "models": list(data.models),
+        "figures": [
+            {"name": f.name, "title": f.title, "files": files[f.name], "reading": f.reading}
+            for f in figures
+            if not f.skipped
+        ],
+        "figures_left_out": [
+            {"name": f.name, "title": f.title, "why": f.skipped} for f in figures if f.skipped
+        ],
+        "fits": [
+            {
+                "figure": f.name,
+                "setup": fit.setup,
+                "batch_size": fit.batch_size,
+                "x": fit.x_name,
+                "y": fit.y_name,
+                "models": list(fit.models),
+                "slope": clean(fit.line.slope),
+                "intercept": clean(fit.line.intercept),
+                "r2": clean(fit.line.r2),
+                "n": fit.line.n,
+            }
+            for f in figures
+            for fit in f.fits
+        ],
+    }
+    return json.dumps(doc, indent=2, sort_keys=False) + "\n"

@@ -1,0 +1,464 @@
+"""`effbench report`: figures, page and tables from the committed CPU fixture and from a
+SYNTHETIC multi-device fixture generated below (clearly labelled; never measured).
+
+The committed fixture ``tests/data/runs/cpu-sample`` was written by a real CPU sweep::
+
+    PYTHONPATH=tests/plugins EFFBENCH_PLUGINS=effbench_test_models effbench run \\
+        --models squeezenet1_1,mobilenet_v3_small,shufflenet_v2_x0_5,resnet18,crash_at2 \\
+        --batch-sizes 1,2,4 --min-time 0.3 --max-time 1 --threads 1 \\
+        --out tests/data/runs --run-id cpu-sample
+
+(``crash_at2`` is a test network that aborts at batch 2: it gives a real ``crashed`` and a
+real ``skipped`` row, and an ``ok`` network with no published accuracy.)
+"""
+
+from __future__ import annotations
+
+import html.parser
+import json
+import math
+import shutil
+import struct
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from matplotlib.text import Text
+
+from bench.cli import main
+from bench.report import build_report
+from bench.report.data import fit_line, load_report_data, pareto_front
+from bench.report.figures import accuracy_vs_ops, accuracy_vs_throughput, place_labels
+from bench.schema import Row
+from bench.store import load_results, read_manifest, write_manifest, write_row
+
+FIXTURE = Path(__file__).parent / "data" / "runs" / "cpu-sample"
+SYNTHETIC_GPU = "SYNTHETIC GPU (generated test data, not a measurement)"
+ALL_FIGURES = (
+    "01-accuracy",
+    "02-accuracy-vs-ops",
+    "03-time-per-image",
+    "04-power",
+    "05-memory",
+    "06-memory-vs-params",
+    "07-ops-vs-time",
+    "08-accuracy-vs-throughput",
+    "09-accuracy-density",
+    "10-energy-vs-accuracy",
+)
+POWER_FIGURES = ("04-power", "10-energy-vs-accuracy")
+
+
+# --------------------------------------------------------------------------- synthetic data
+
+
+def to_plain(v: Any) -> Any:
+    if isinstance(v, np.ndarray):
+        return [float(x) for x in v]
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, float) and math.isnan(v):
+        return None
+    return v
+
+
+def make_synthetic_runs(root: Path) -> list[Path]:
+    """SYNTHETIC multi-device input: a copy of the real CPU fixture (host ``vm``) plus a
+    made-up run on a made-up host with a fake GPU in two dtypes, each cell written twice
+    (repeats 0 and 1: latency x0.1 and x0.3 of the CPU's for float32, half that for float16)
+    with made-up power (100 + 10·batch·k W, idle 40 W) and one ``oom`` row. It exercises
+    faceting, the median of repeats and the power figures; its numbers mean nothing."""
+    cpu_dir = root / "cpu-sample"
+    shutil.copytree(FIXTURE, cpu_dir)
+    gpu_dir = root / "synthetic-gpu"
+    gpu_dir.mkdir()
+    manifest = read_manifest(FIXTURE)
+    manifest.update(run_id="synthetic-gpu", argv=["synthetic test data"], synthetic=True)
+    manifest["environment"] = {
+        **manifest["environment"],
+        "hostname": "synthetic-gpu-host",
+        "gpus": [{"name": SYNTHETIC_GPU}],
+    }
+    write_manifest(gpu_dir, manifest)
+    real = load_results([FIXTURE])
+    ok = real[real["status"] == "ok"]
+    for rec in ok.to_dict("records"):
+        rec = {k: to_plain(v) for k, v in rec.items()}
+        b = rec["batch_size"]
+        for dtype, factor in (("float32", 0.1), ("float16", 0.05)):
+            for repeat, k in ((0, 1.0), (1, 3.0)):
+                r = dict(rec)
+                scale = factor * k
+                for col in ("latency_ms_median", "latency_ms_mean", "latency_ms_p10"):
+                    r[col] = rec[col] * scale
+                r["latency_ms_p90"] = rec["latency_ms_p90"] * scale
+                r["latency_ms_samples"] = [s * scale for s in rec["latency_ms_samples"]]
+                r["time_per_image_ms"] = r["latency_ms_median"] / b
+                r["throughput_ips"] = b / (r["latency_ms_median"] / 1e3)
+                r["power_w_mean"] = 100.0 + 10.0 * b * k
+                r["power_w_idle"] = 40.0
+                r["energy_per_image_j"] = r["power_w_mean"] * r["time_per_image_ms"] / 1e3
+                r["power_source"] = "synthetic"
+                r.update(
+                    run_id="synthetic-gpu",
+                    device="cuda:0",
+                    device_name=SYNTHETIC_GPU,
+                    dtype=dtype,
+                    repeat=repeat,
+                )
+                slug = f"{r['model']}_cuda0_{dtype}_bs{b}_r{repeat}"
+                write_row(gpu_dir, slug, Row.from_dict(r))
+    oom = {k: to_plain(v) for k, v in ok.iloc[0].to_dict().items()}
+    oom.update(
+        run_id="synthetic-gpu",
+        device="cuda:0",
+        device_name=SYNTHETIC_GPU,
+        dtype="float16",
+        batch_size=64,
+        status="oom",
+        error="synthetic out of memory at batch 64",
+        repeat=0,
+    )
+    write_row(gpu_dir, "oom_synthetic", Row.from_dict(oom))
+    return [cpu_dir, gpu_dir]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    assert data[12:16] == b"IHDR"
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
+
+
+def svg_size(path: Path) -> tuple[float, float]:
+    root = ET.parse(path).getroot()
+    assert root.tag == "{http://www.w3.org/2000/svg}svg", f"{path} is not an SVG"
+    return float(root.get("width", "0").rstrip("pt")), float(root.get("height", "0").rstrip("pt"))
+
+
+class _Links(html.parser.HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.imgs: list[str] = []
+        self.hrefs: list[str] = []
+        self.external: list[str] = []
+        self.ids: set[str] = set()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if "id" in a:
+            self.ids.add(str(a["id"]))
+        if tag == "img":
+            self.imgs.append(str(a["src"]))
+        if tag == "a" and a.get("href"):
+            self.hrefs.append(str(a["href"]))
+        if tag in {"script", "link", "iframe", "source", "video", "audio"} and (
+            a.get("src") or a.get("href")
+        ):
+            self.external.append(f"<{tag}> {a.get('src') or a.get('href')}")
+
+
+def _raw_ok_rows(folder: Path) -> list[dict[str, Any]]:
+    """The ok rows of a run folder, read with pyarrow alone (not through effbench)."""
+    rows = []
+    for part in sorted(folder.glob("part-*.parquet")):
+        rows += [r for r in pq.read_table(part).to_pylist() if r["status"] == "ok"]
+    return rows
+
+
+@pytest.fixture(scope="module")
+def cpu_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("report") / "cpu"
+    assert main(["report", str(FIXTURE), "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def multi_inputs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    return make_synthetic_runs(tmp_path_factory.mktemp("synthetic-runs"))
+
+
+@pytest.fixture(scope="module")
+def multi_report(tmp_path_factory: pytest.TempPathFactory, multi_inputs: list[Path]) -> Path:
+    out = tmp_path_factory.mktemp("report") / "multi"
+    assert main(["report", *map(str, multi_inputs), "--out", str(out)]) == 0
+    return out
+
+
+# --------------------------------------------------------------------------- tests
+
+
+def test_committed_fixture_is_small_and_real() -> None:
+    size = sum(p.stat().st_size for p in FIXTURE.rglob("*") if p.is_file())
+    assert size < 1024**2
+    manifest = read_manifest(FIXTURE)
+    assert manifest["argv"][:2] == ["effbench", "run"]
+    assert len(list(FIXTURE.glob("part-*.parquet"))) == manifest["planned_cells"] == 15
+
+
+@pytest.mark.parametrize("which", ["cpu", "multi"])
+def test_every_figure_is_a_sensible_image(which: str, cpu_report: Path, multi_report: Path):
+    out = cpu_report if which == "cpu" else multi_report
+    doc = json.loads((out / "report.json").read_text())
+    drawn = {f["name"] for f in doc["figures"]}
+    left_out = {f["name"] for f in doc["figures_left_out"]}
+    # The CPU fixture has no power source; the synthetic one has power in one setup.
+    expected_out = set(POWER_FIGURES) if which == "cpu" else set()
+    assert left_out == expected_out
+    assert drawn == set(ALL_FIGURES) - expected_out
+    for name in drawn:
+        w, h = png_size(out / "figures" / f"{name}.png")
+        assert 500 <= w <= 4000 and 250 <= h <= 4000, (name, w, h)
+        sw, sh = svg_size(out / "figures" / f"{name}.svg")
+        assert 200 <= sw <= 2000 and 100 <= sh <= 2000, (name, sw, sh)
+    # Nothing but the figures drawn this time in figures/.
+    assert {p.stem for p in (out / "figures").iterdir()} == drawn
+
+
+@pytest.mark.parametrize("which", ["cpu", "multi"])
+def test_page_references_every_figure_and_nothing_remote(
+    which: str, cpu_report: Path, multi_report: Path
+) -> None:
+    out = cpu_report if which == "cpu" else multi_report
+    page = (out / "index.html").read_text()
+    links = _Links()
+    links.feed(page)
+    doc = json.loads((out / "report.json").read_text())
+    assert sorted(links.imgs) == sorted(f"figures/{f['name']}.png" for f in doc["figures"])
+    for ref in links.imgs + links.hrefs:
+        if ref.startswith("#"):
+            assert ref[1:] in links.ids, ref
+        else:
+            assert (out / ref).is_file(), ref
+    assert links.external == []
+    assert "http://" not in page and "https://" not in page and 'src="//' not in page
+    for f in doc["figures_left_out"]:
+        assert f["why"] in page or f["why"].replace("&", "&amp;") in page
+
+
+def test_cpu_page_says_why_power_is_missing_and_lists_failures(cpu_report: Path) -> None:
+    page = (cpu_report / "index.html").read_text()
+    assert "No power was measured in these runs" in page
+    assert "power measurement not implemented yet" in page  # the recorded power source
+    assert "worker killed by SIGABRT" in page  # the crashed row
+    assert "skipped: crashed at batch 2" in page  # the skipped row
+    md = (cpu_report / "summary.md").read_text()
+    assert "| crash_at2 | 2 | crashed |" in md
+    # crash_at2 ran at batch 1 but has no published accuracy: said, not silently dropped.
+    assert "crash_at2 has no published accuracy and is left out" in page
+
+
+def test_report_json_records_the_runs_used(cpu_report: Path, multi_report: Path) -> None:
+    doc = json.loads((cpu_report / "report.json").read_text())
+    assert [(i["run_id"], i["rows"]) for i in doc["inputs"]] == [("cpu-sample", 15)]
+    assert doc["inputs"][0]["path"] == str(FIXTURE)
+    multi = json.loads((multi_report / "report.json").read_text())
+    assert sorted(i["run_id"] for i in multi["inputs"]) == ["cpu-sample", "synthetic-gpu"]
+
+
+def test_summary_csv_matches_the_raw_rows(cpu_report: Path) -> None:
+    import pandas as pd
+
+    table = pd.read_csv(cpu_report / "summary.csv")
+    raw = {(r["model"], r["batch_size"]): r for r in _raw_ok_rows(FIXTURE)}
+    for _, row in table.iterrows():
+        if (row["model"], 1) not in raw:
+            continue
+        ref = raw[(row["model"], 1)]
+        assert row["time_per_image_ms_bs1"] == pytest.approx(ref["time_per_image_ms"], rel=1e-9)
+        assert row["params_m"] == pytest.approx(ref["params"] / 1e6, rel=1e-9)
+        assert row["peak_memory_mib_bs1"] == pytest.approx(
+            ref["peak_memory_bytes"] / 2**20, rel=1e-9
+        )
+        best = max(
+            (r for (m, _), r in raw.items() if m == row["model"]), key=lambda r: r["throughput_ips"]
+        )
+        assert row["throughput_ips_max"] == pytest.approx(best["throughput_ips"], rel=1e-9)
+    assert set(table["model"]) == {r["model"] for r in raw.values()}
+
+
+def test_setups_are_not_averaged_and_repeats_take_the_median(
+    multi_report: Path, multi_inputs: list[Path]
+) -> None:
+    import pandas as pd
+
+    table = pd.read_csv(multi_report / "summary.csv")
+    setups = sorted(table["setup"].unique())
+    assert len(setups) == 3, setups  # CPU, synthetic GPU float32, synthetic GPU float16
+    cpu_raw = {r["model"]: r for r in _raw_ok_rows(multi_inputs[0]) if r["batch_size"] == 1}
+    gpu_raw: dict[tuple[str, str], list[float]] = {}
+    for r in _raw_ok_rows(multi_inputs[1]):
+        if r["batch_size"] == 1:
+            gpu_raw.setdefault((r["model"], r["dtype"]), []).append(r["time_per_image_ms"])
+    for _, row in table.iterrows():
+        if row["model"] not in cpu_raw:
+            continue
+        got = row["time_per_image_ms_bs1"]
+        if SYNTHETIC_GPU in row["setup"]:
+            dtype = "float16" if "float16" in row["setup"] else "float32"
+            values = gpu_raw[(row["model"], dtype)]
+            assert len(values) == 2 and row["repeats_max"] == 2
+            assert got == pytest.approx(float(np.median(values)), rel=1e-9)
+        else:
+            assert got == pytest.approx(cpu_raw[row["model"]]["time_per_image_ms"], rel=1e-9)
+            assert row["repeats_max"] == 1
+    page = (multi_report / "index.html").read_text()
+    assert "synthetic out of memory at batch 64" in page
+    assert "synthetic-gpu-host" in page  # the environment of each run is shown
+
+
+@pytest.mark.parametrize("figure", ["06-memory-vs-params", "07-ops-vs-time"])
+def test_linear_fits_agree_with_numpy_on_the_raw_rows(cpu_report: Path, figure: str) -> None:
+    doc = json.loads((cpu_report / "report.json").read_text())
+    fits = [f for f in doc["fits"] if f["figure"] == figure]
+    assert fits and (figure != "07-ops-vs-time" or {f["batch_size"] for f in fits} == {1, 4})
+    raw = _raw_ok_rows(FIXTURE)
+    for fit in fits:
+        rows = sorted(
+            (r for r in raw if r["batch_size"] == fit["batch_size"]), key=lambda r: r["model"]
+        )
+        assert [r["model"] for r in rows] == fit["models"]
+        if figure == "06-memory-vs-params":
+            x = np.array([r["params"] for r in rows], dtype=float)
+            y = np.array([r["peak_memory_bytes"] for r in rows], dtype=float)
+        else:
+            x = np.array([r["macs"] / 1e9 for r in rows])
+            y = np.array([r["time_per_image_ms"] for r in rows])
+        slope, intercept = np.polyfit(x, y, 1)
+        r2 = np.corrcoef(x, y)[0, 1] ** 2
+        assert fit["slope"] == pytest.approx(slope, rel=1e-9)
+        assert fit["intercept"] == pytest.approx(intercept, rel=1e-9, abs=1e-9 * abs(y).max())
+        assert fit["r2"] == pytest.approx(r2, rel=1e-9)
+        assert fit["n"] == len(rows)
+    page = (cpu_report / "index.html").read_text()
+    f0 = fits[0]
+    if figure == "06-memory-vs-params":
+        assert f"each parameter adds {f0['slope']:.2f} bytes" in page
+    else:
+        assert f"R² = {f0['r2']:.3f}" in page
+
+
+def test_fit_line_matches_numpy_on_noisy_data() -> None:
+    rng = np.random.default_rng(7)
+    x = rng.uniform(0, 50, 40)
+    y = 3.2 * x + 11 + rng.normal(0, 4, 40)
+    fit = fit_line(x, y)
+    slope, intercept = np.polyfit(x, y, 1)
+    assert (fit.slope, fit.intercept) == pytest.approx((slope, intercept), rel=1e-10)
+    assert fit.r2 == pytest.approx(np.corrcoef(x, y)[0, 1] ** 2, rel=1e-10)
+    with pytest.raises(ValueError):
+        fit_line([2.0, 2.0], [1.0, 3.0])
+
+
+def test_pareto_front_by_hand() -> None:
+    # (ops, accuracy): a is the cheapest, b and d each buy accuracy with ops; c is dominated
+    # by b (more ops, less accuracy); e ties b on accuracy with more ops, so it is too.
+    names = ["a", "b", "c", "d", "e"]
+    ops = [1.0, 2.0, 3.0, 4.0, 2.5]
+    acc = [50.0, 60.0, 55.0, 70.0, 60.0]
+    assert pareto_front(names, ops, acc) == ["a", "b", "d"]
+
+
+def test_pareto_frontier_is_named_on_the_page(cpu_report: Path) -> None:
+    page = (cpu_report / "index.html").read_text()
+    # Published (top-1, G-MACs) of the fixture: shufflenet_v2_x0_5 is cheapest, then
+    # mobilenet_v3_small (more accurate), resnet18 (most accurate); squeezenet1_1 is
+    # dominated by mobilenet_v3_small (more ops, less accurate).
+    assert "shufflenet_v2_x0_5, mobilenet_v3_small and resnet18 are on it" in page
+
+
+def _boxes(labels: list[Any]) -> list[Any]:
+    fig = labels[0].figure
+    renderer = fig.canvas.get_renderer()
+    # The text's own box (an Annotation's extent would include its leader line).
+    return [Text.get_window_extent(a, renderer) for a in labels]
+
+
+def _assert_no_overlap(labels: list[Any]) -> None:
+    boxes = _boxes(labels)
+    for i in range(len(boxes)):
+        for j in range(i + 1, len(boxes)):
+            a, b = boxes[i], boxes[j]
+            w = min(a.x1, b.x1) - max(a.x0, b.x0)
+            h = min(a.y1, b.y1) - max(a.y0, b.y0)
+            assert not (w > 0.5 and h > 0.5), (labels[i].get_text(), labels[j].get_text())
+
+
+def test_bubble_chart_labels_do_not_overlap(multi_inputs: list[Path]) -> None:
+    data = load_report_data(multi_inputs)
+    for make in (accuracy_vs_ops, accuracy_vs_throughput):
+        result = make(data)
+        assert result.fig is not None
+        result.fig.canvas.draw()
+        labels = list(result.labels)
+        assert len(labels) >= 4
+        _assert_no_overlap(labels)
+
+
+def test_place_labels_separates_a_crowded_cluster() -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 4), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    rng = np.random.default_rng(3)
+    xs, ys = rng.normal(10, 0.3, 12), rng.normal(5, 0.2, 12)
+    ax.scatter(xs, ys)
+    ax.set_xlim(0, 20)
+    ax.set_ylim(0, 10)
+    fig.canvas.draw()
+    texts = [f"network_{i:02d}" for i in range(12)]
+    labels = place_labels(ax, list(xs), list(ys), texts, [(0.2, 0.4, 0.6)] * 12)
+    fig.canvas.draw()
+    assert [a.get_text() for a in labels] != [] and len(labels) == 12
+    _assert_no_overlap(labels)
+
+
+def test_same_input_gives_identical_files(tmp_path: Path) -> None:
+    a = build_report([FIXTURE], tmp_path / "a")
+    b = build_report([FIXTURE], tmp_path / "b")
+    names_a = sorted(p.relative_to(a.out) for p in a.files)
+    assert names_a == sorted(p.relative_to(b.out) for p in b.files)
+    for rel in names_a:
+        assert (a.out / rel).read_bytes() == (b.out / rel).read_bytes(), rel
+
+
+def test_report_never_imports_torch(tmp_path: Path) -> None:
+    code = (
+        "import sys\n"
+        "from bench.report import build_report\n"
+        f"build_report([{str(FIXTURE)!r}], {str(tmp_path / 'r')!r})\n"
+        "bad = [m for m in ('torch', 'bench.runner', 'bench.worker', 'bench.probes') "
+        "if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_bad_inputs_exit_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["report", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("effbench: error:") and "does not exist" in err and "\n" not in err
+    assert main(["report", str(FIXTURE), "--out", str(FIXTURE)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "is an effbench run folder" in err and "\n" not in err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["report", str(empty)]) == 2
+    assert "holds no effbench results" in capsys.readouterr().err
+
+
+def test_default_out_is_reports_run_id(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["report", str(FIXTURE)]) == 0
+    assert (tmp_path / "reports" / "cpu-sample" / "index.html").is_file()

@@ -1,0 +1,74 @@
+"""The report page in a real browser: headless Chromium (Debian: `apt-get install -y
+chromium`) loads ``index.html`` from disk; the page's own script writes how many images
+loaded into ``#image-check``, which ``--dump-dom`` returns; a screenshot is taken too.
+Skipped where Chromium is not installed."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from test_report import FIXTURE, make_synthetic_runs, png_size
+
+from bench.report import build_report
+
+CHROMIUM = next(
+    (p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None
+)
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None, reason="no Chromium on PATH (Debian: apt-get install -y chromium)"
+)
+# Where to leave the screenshot for a person to look at (e.g. in CI artifacts).
+SCREENSHOT_DIR_ENV = "EFFBENCH_SCREENSHOT_DIR"
+
+
+def _chromium(profile: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    assert CHROMIUM is not None
+    cmd = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={profile}",
+        "--virtual-time-budget=10000",
+        *args,
+    ]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+
+
+@pytest.mark.parametrize("which", ["cpu", "multi"])
+def test_every_image_loads_in_chromium(tmp_path: Path, which: str) -> None:
+    inputs = [FIXTURE] if which == "cpu" else make_synthetic_runs(tmp_path / "runs")
+    report = build_report(inputs, tmp_path / "report")
+    n_figures = len(json.loads((report.out / "report.json").read_text())["figures"])
+    page = (report.out / "index.html").resolve().as_uri()
+
+    dom = _chromium(tmp_path / "profile", "--dump-dom", page)
+    match = re.search(r'id="image-check"[^>]*>', dom.stdout)
+    assert match, f"no image check in the DOM; chromium said: {dom.stderr[-2000:]}"
+    loaded = re.search(r'data-loaded="(\d+)"', match.group(0))
+    total = re.search(r'data-total="(\d+)"', match.group(0))
+    assert loaded and total, match.group(0)
+    assert int(total.group(1)) == n_figures
+    assert int(loaded.group(1)) == n_figures
+
+    shot = tmp_path / "screenshot.png"
+    _chromium(tmp_path / "profile", f"--screenshot={shot}", "--window-size=1366,2400", page)
+    assert shot.is_file(), "chromium wrote no screenshot"
+    assert png_size(shot) == (1366, 2400)
+    assert shot.stat().st_size > 50_000  # a blank page compresses to a few kilobytes
+    keep = os.environ.get(SCREENSHOT_DIR_ENV)
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        shutil.copy(shot, Path(keep) / f"report-{which}.png")
