@@ -174,9 +174,7 @@ def run_task(task: Task, emit: Callable[[dict[str, Any]], None]) -> None:
         model = spec.build().to(device=g.device, dtype=dtype)
     except Exception as e:
         status = "oom" if is_oom(e) else "error"
-        fail_rest(
-            status, f"model build failed: {_short(e)}", "skipped: model build failed", False
-        )
+        fail_rest(status, f"model build failed: {_short(e)}", "skipped: model build failed", False)
         return
     params = count_params(model)
     wbytes = weights_bytes(model)
