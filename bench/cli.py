@@ -193,7 +193,10 @@ def _cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     )
     counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.statuses.items())) or "nothing to do"
     print(
-        f"effbench: {summary.written} rows ({counts}) in {summary.wall_s:.1f} s -> {run_dir}",
+        f"effbench: {summary.written} rows ({counts}) in {summary.wall_s:.1f} s -> {run_dir}\n"
+        f"effbench: {summary.timed_s:.1f} s in timed iterations; "
+        f"{summary.outside_timed_share:.0%} of the sweep's time was spent outside them "
+        "(start-up, model build, MAC counting, warm-up, writing)",
         file=sys.stderr,
     )
     return 0
