@@ -153,3 +153,20 @@ def test_row_contents_of_a_real_model(out_dir: Path) -> None:
     assert "SqueezeNet1_1_Weights" in df["accuracy_source"].iloc[0]
     manifest = (out_dir / "sq" / "manifest.json").read_text()
     assert "torch_version" in manifest and "cpu_model" in manifest
+
+
+@pytest.mark.gpu
+def test_cuda_sweep_records_allocator_peak_and_settings(out_dir: Path) -> None:
+    r = effbench(
+        ["run", "--models", "alloc64,resnet18", "--batch-sizes", "1,4", "--devices", "cuda"]
+        + ["--dtypes", "float32,float16", "--out", str(out_dir), "--run-id", "gpu", *FAST]
+    )
+    assert r.returncode == 0, r.stderr
+    df = load_results([out_dir / "gpu"])
+    assert (df["status"] == "ok").all()
+    assert set(df["memory_method"]) == {"cuda_max_memory_allocated"}
+    assert (df["tf32"] == False).all() and (df["cudnn_benchmark"] == True).all()  # noqa: E712
+    alloc = df[(df["model"] == "alloc64") & (df["dtype"] == "float32")].sort_values("batch_size")
+    activation = alloc["peak_memory_bytes"] - alloc["weights_bytes"]
+    expected = alloc["batch_size"] * 64 * 2**20
+    assert ((activation - expected).abs() / expected < 0.10).all()
