@@ -20,7 +20,7 @@ from bench.plan import DTYPES, MACS_COUNTERS, Options, Timing, parse_size_bytes
 GPU_DEFAULT = {"suite": "canziani", "batch_sizes": (1, 2, 4, 8, 16, 32, 64), "devices": ("cuda",)}
 CPU_DEFAULT = {"suite": "cpu-default", "batch_sizes": (1, 2, 4, 8, 16), "devices": ("cpu",)}
 # Timing of the default CPU sweep: 60 cells in under 10 minutes on 2 cores.
-CPU_DEFAULT_TIMING = Timing(warmup_iters=2, warmup_time_s=0.1, min_time_s=1.0, max_time_s=3.0)
+CPU_DEFAULT_TIMING = Timing(warmup_iters=1, warmup_time_s=0.1, min_time_s=2.0, max_time_s=4.0)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -70,6 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--memory-cap", help="limit each CPU worker's extra memory, e.g. 2GiB")
     run.add_argument("--tf32", action="store_true", help="allow TF32 on CUDA (off by default)")
+    run.add_argument(
+        "--executor",
+        choices=("fork", "subprocess"),
+        default="fork",
+        help="fork workers from a server with torch imported (default), or start a new "
+        "interpreter per worker",
+    )
 
     models = sub.add_parser("models", help="list registered models and their reference figures")
     models.add_argument("--suite", help="only this suite")
@@ -137,7 +144,7 @@ def _timing(args: argparse.Namespace, base: Timing) -> Timing:
 
 def _cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from bench import devices
-    from bench.executor import LocalExecutor
+    from bench.executor import LocalExecutor, default_executor
     from bench.plan import ModelShape, expand_plan
     from bench.runner import resume_options, run_groups, start_run
     from models import get_spec, list_models, suite_models
@@ -186,7 +193,7 @@ def _cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         run_id,
         options,
         groups,
-        LocalExecutor(),
+        LocalExecutor() if args.executor == "subprocess" else default_executor(),
         get_spec,
         devices.device_name,
         argv=argv,

@@ -9,7 +9,8 @@ else the process prints goes to stderr):
     {"event": "done"}
 
 An out-of-memory error at a batch size gives an ``oom`` row and ``skipped`` rows for the
-larger batch sizes. Run as ``python -m bench.worker``.
+larger batch sizes. Run as ``python -m bench.worker`` (messages on stdout), or forked
+from the executor's fork server through :func:`fork_main` (messages over a pipe).
 """
 
 from __future__ import annotations
@@ -316,17 +317,38 @@ def _protocol_stream() -> IO[str]:
     return proto
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to SIGKILL this worker when the runner dies, so a killed sweep leaves no
-    orphan measuring beside the resumed one."""
+def _die_with_parent(check_parent: bool = True) -> None:
+    """Ask Linux to SIGKILL this worker when its parent (the runner, or the fork server,
+    which exits with the runner) dies, so a killed sweep leaves no orphan measuring beside
+    the resumed one."""
     if sys.platform.startswith("linux"):
         import ctypes
 
         pr_set_pdeathsig = 1
         ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
     parent = os.environ.get("EFFBENCH_PARENT_PID")
-    if parent and os.getppid() != int(parent):
+    if check_parent and parent and os.getppid() != int(parent):
         os._exit(3)
+
+
+def fork_main(task_json: str, conn: Any, stderr_path: str) -> None:
+    """Entry point of a worker forked from the executor's fork server (which has torch,
+    torchvision and the registry imported but has run nothing): messages go over
+    ``conn``; everything the worker prints goes to ``stderr_path``."""
+    os.setsid()  # its own process group, so a timeout kills its helpers too
+    _die_with_parent(check_parent=False)
+    fd = os.open(stderr_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    sys.stdout = sys.stderr
+    task = Task.from_json(task_json)
+    threads = str(task.group.threads)
+    os.environ.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
+    run_task(task, conn.send)
+    conn.send({"event": "done"})
+    conn.close()
 
 
 def main() -> None:

@@ -8,7 +8,8 @@
   before the model is built (baseline); writing ``5`` to ``/proc/self/clear_refs`` resets
   ``VmHWM`` to the current RSS just before the measured forward, and ``VmHWM`` afterwards
   is the peak. RSS counts touched pages, so it measures memory really used, weights
-  included. glibc keeps freed activation memory resident; batch sizes ascend within a
+  included. Growth of file-backed RSS (``RssFile``: library code paged in on a kernel's
+  first use, which a worker forked from a warm server meets more of) is subtracted. glibc keeps freed activation memory resident; batch sizes ascend within a
   worker, so what an earlier cell left behind is at most the current cell's own peak.
   ``MALLOC_MMAP_THRESHOLD_`` would return it to the OS, but it made forwards up to 2x
   slower here (page faults on every activation), so the worker leaves malloc as users run it.
@@ -54,15 +55,21 @@ class CpuRssProbe:
         self._status = status
         self._clear_refs = clear_refs
         self._baseline_bytes = 0
+        self._baseline_file_bytes = 0
 
     def baseline(self) -> None:
         self._baseline_bytes = _status_kib("VmRSS", self._status) * 1024
+        self._baseline_file_bytes = _status_kib("RssFile", self._status) * 1024
 
     def reset_peak(self) -> None:
         self._clear_refs.write_text("5")
 
     def peak_above_baseline(self) -> int:
-        return _status_kib("VmHWM", self._status) * 1024 - self._baseline_bytes
+        # Library code paged in by the model's first use of a kernel is file-backed RSS
+        # that stays resident; it is not the model's memory, so its growth is removed.
+        code_bytes = _status_kib("RssFile", self._status) * 1024 - self._baseline_file_bytes
+        peak = _status_kib("VmHWM", self._status) * 1024 - self._baseline_bytes
+        return peak - max(code_bytes, 0)
 
 
 class CudaAllocatorProbe:
