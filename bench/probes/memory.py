@@ -2,17 +2,19 @@
 
 - CUDA: ``torch.cuda.memory_allocated`` before the model is moved to the device is the
   baseline; ``reset_peak_memory_stats`` before and ``max_memory_allocated`` after the
-  measured forward give the peak. Counts tensors from PyTorch's caching allocator
+  timed forwards give the peak. Counts tensors from PyTorch's caching allocator
   (weights, input, activations, workspaces), not the CUDA context.
 - CPU (Linux): the resident-set high-water mark of the isolated worker. ``VmRSS`` is read
-  before the model is built (baseline); writing ``5`` to ``/proc/self/clear_refs`` resets
-  ``VmHWM`` to the current RSS just before the measured forward, and ``VmHWM`` afterwards
-  is the peak. RSS counts touched pages, so it measures memory really used, weights
-  included. Growth of file-backed RSS (``RssFile``: library code paged in on a kernel's
-  first use, which a worker forked from a warm server meets more of) is subtracted. glibc keeps freed activation memory resident; batch sizes ascend within a
-  worker, so what an earlier cell left behind is at most the current cell's own peak.
-  ``MALLOC_MMAP_THRESHOLD_`` would return it to the OS, but it made forwards up to 2x
-  slower here (page faults on every activation), so the worker leaves malloc as users run it.
+  before the model is built, after the runtime's thread pools have started (baseline);
+  writing ``5`` to ``/proc/self/clear_refs`` resets ``VmHWM`` to the current RSS just
+  before the timed forwards, and ``VmHWM`` after them is the peak. RSS counts touched
+  pages, so it measures memory really used, weights included. Growth of file-backed RSS
+  (``RssFile``: library code paged in on a kernel's first use, which a worker forked from
+  a warm server meets more of) is subtracted. glibc keeps freed activation memory
+  resident; batch sizes ascend within a worker, so what an earlier cell left behind is at
+  most the current cell's own peak. ``MALLOC_MMAP_THRESHOLD_`` would return it to the OS,
+  but it made forwards up to 2x slower here (page faults on every activation), so the
+  worker leaves malloc as users run it.
 
 Both report ``peak_bytes - baseline_bytes``; weights are reported separately by the
 worker, so activation memory is ``peak_memory_bytes - weights_bytes``.

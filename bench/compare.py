@@ -1,0 +1,788 @@
+"""The regression gate: is a candidate run worse than a baseline run, cell by cell?
+
+The unit of evidence is the *repeat*: one fresh worker process measuring one cell (a row).
+Per matched cell and metric, each side contributes its per-repeat values (latency: the
+row's ``latency_ms_median``; memory: ``peak_memory_bytes``; energy: ``energy_j``). The
+estimate is the ratio of geometric means, candidate / baseline, with a Welch interval on
+the log values. Per-iteration samples are *not* pooled as if independent: iterations in
+one process share its memory layout, thread placement and clock state, so their spread
+understates run-to-run variation.
+
+With fewer than two repeats on either side there is no run-to-run variation to estimate;
+latency then falls back to the within-run samples (``latency_ms_samples``) and every metric
+gets a fixed noise floor of ±``SINGLE_RUN_FLOOR`` (log scale) added to its interval. The
+output says so for each such cell. docs/compare.md shows the measurement behind the floor.
+
+Multiple cells: the two-sided p-values of the cells of each metric (one family per metric)
+are corrected with Benjamini–Hochberg at ``alpha``; every interval is then drawn at the
+false-coverage-rate level ``1 - alpha * max(R, 1) / m`` (Benjamini & Yekutieli 2005), R
+discoveries out of m tests, so an interval excludes 1 exactly when its cell is a BH
+discovery.
+
+Verdicts, with threshold t and bounds [1/(1+t), 1+t]:
+regression (interval above 1 and estimate above 1+t), improvement (interval below 1 and
+estimate below 1/(1+t)), unchanged (interval inside the bounds), inconclusive (anything
+else, never a silent pass). Pure: pandas and numpy only, no torch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bench.errors import BenchError, InvalidOption, ResultsCorrupt
+from bench.store import MANIFEST, load_results, read_manifest
+
+MATCH_KEY = ("model", "batch_size", "device_name", "dtype", "image_size", "threads")
+VERDICTS = ("regression", "inconclusive", "improvement", "unchanged")  # most severe first
+# Run-to-run noise a single repeat cannot see (log scale, ~±10%); see docs/compare.md for
+# the A/A measurement of single-repeat pairs that this covers.
+SINGLE_RUN_FLOOR = math.log(1.10)
+FAILED = ("oom", "crashed", "timeout", "error")
+
+
+class EnvironmentMismatch(BenchError):
+    """Baseline and candidate were measured in environments that change the numbers."""
+
+
+@dataclass(frozen=True, slots=True)
+class Metric:
+    name: str
+    column: str
+    unit: str
+    samples_column: str | None = None
+
+
+METRICS: dict[str, Metric] = {
+    "latency": Metric("latency", "latency_ms_median", "ms", "latency_ms_samples"),
+    "memory": Metric("memory", "peak_memory_bytes", "bytes"),
+    "energy": Metric("energy", "energy_j", "J"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Threshold:
+    """A relative change, parsed once from '5%' or '0.05'."""
+
+    fraction: float
+
+    @classmethod
+    def parse(cls, text: str) -> Threshold:
+        m = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(%?)\s*", text)
+        if not m:
+            raise InvalidOption(f"cannot read threshold {text!r}; write it like 5% or 0.05")
+        value = float(m.group(1)) / (100 if m.group(2) else 1)
+        if not 0 < value < 1:
+            raise InvalidOption(f"threshold {text!r} must lie between 0% and 100%, e.g. 5%")
+        return cls(value)
+
+    @property
+    def log_bound(self) -> float:
+        return math.log1p(self.fraction)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    metrics: tuple[str, ...] | None = None  # None: every metric with data on both sides
+    threshold: Threshold = field(default_factory=lambda: Threshold(0.05))
+    alpha: float = 0.01
+    single_run_floor: float = SINGLE_RUN_FLOOR
+    trim: float = 0.0  # > 0: Yuen's trimmed test across repeats (see _welch)
+
+    def validate(self) -> None:
+        if not 0 <= self.trim < 0.5:
+            raise InvalidOption(f"trim {self.trim} must lie in [0, 0.5)")
+        if not 0 < self.alpha < 1:
+            raise InvalidOption(f"--alpha {self.alpha} must lie between 0 and 1, e.g. 0.01")
+        for m in self.metrics or ():
+            if m not in METRICS:
+                raise InvalidOption(f"unknown metric {m!r}; choose from {', '.join(METRICS)}")
+
+
+@dataclass(frozen=True, slots=True)
+class Side:
+    """One side of a comparison: its rows and the environment records of its runs."""
+
+    label: str
+    rows: pd.DataFrame
+    environments: tuple[Mapping[str, Any], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CellResult:
+    key: tuple[Any, ...]
+    metric: str
+    verdict: str
+    evidence: str  # "repeats", "samples", "single values" or "failed"
+    n_base: int
+    n_cand: int
+    base_value: float | None = None  # geometric mean of the per-repeat values
+    cand_value: float | None = None
+    ratio: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    p_value: float | None = None
+    note: str = ""
+
+    @property
+    def cell(self) -> dict[str, Any]:
+        return dict(zip(MATCH_KEY, self.key, strict=True))
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    baseline: str
+    candidate: str
+    settings: Settings
+    metrics: tuple[str, ...]
+    results: tuple[CellResult, ...]
+    only_baseline: tuple[tuple[Any, ...], ...]
+    only_candidate: tuple[tuple[Any, ...], ...]
+    env_differences: tuple[tuple[str, str, str], ...]
+    # per metric: (tests m, BH discoveries R, confidence level of its intervals)
+    families: tuple[tuple[str, int, int, float], ...] = ()
+
+    @property
+    def tests(self) -> int:
+        return sum(f[1] for f in self.families)
+
+    @property
+    def discoveries(self) -> int:
+        return sum(f[2] for f in self.families)
+
+    @property
+    def confidence(self) -> float:
+        return min((f[3] for f in self.families), default=1.0)
+
+    def count(self, verdict: str) -> int:
+        return sum(r.verdict == verdict for r in self.results)
+
+    def exit_code(self, fail_on_inconclusive: bool = False) -> int:
+        """0 nothing regressed; 1 a regression; 2 inconclusive (or a baseline cell missing
+        from the candidate) when ``fail_on_inconclusive``."""
+        if self.count("regression"):
+            return 1
+        if fail_on_inconclusive and (self.count("inconclusive") or self.only_baseline):
+            return 2
+        return 0
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def _betacf(a: float, b: float, x: float) -> float:
+    """Continued fraction of the incomplete beta function (modified Lentz)."""
+    tiny = 1e-300
+    qab, qap, qam = a + b, a + 1.0, a - 1.0
+    c, d = 1.0, 1.0 - qab * x / qap
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 500):
+        m2 = 2 * m
+        for aa in (
+            m * (b - m) * x / ((qam + m2) * (a + m2)),
+            -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2)),
+        ):
+            d = 1.0 + aa * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + aa / c
+            c = c if abs(c) > tiny else tiny
+            h *= d * c
+        if abs(d * c - 1.0) < 1e-15:
+            break
+    return h
+
+
+def betainc(a: float, b: float, x: float) -> float:
+    """Regularized incomplete beta function I_x(a, b)."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    front = math.exp(
+        math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    )
+    if x < (a + 1.0) / (a + b + 2.0):
+        return front * _betacf(a, b, x) / a
+    return 1.0 - front * _betacf(b, a, 1.0 - x) / b
+
+
+def t_sf(t: float, df: float) -> float:
+    """P(T > t) for Student's t with ``df`` degrees of freedom."""
+    tail = 0.5 * betainc(df / 2.0, 0.5, df / (df + t * t))
+    return tail if t > 0 else 1.0 - tail
+
+
+def t_ppf(q: float, df: float) -> float:
+    """The ``q`` quantile (0.5 <= q < 1) of Student's t, by bisection on ``t_sf``."""
+    lo, hi = 0.0, 1.0
+    while t_sf(hi, df) > 1.0 - q:
+        lo, hi = hi, hi * 2.0
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if t_sf(mid, df) > 1.0 - q:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo <= 1e-12 * hi:
+            break
+    return 0.5 * (lo + hi)
+
+
+def bh_discoveries(p_values: Sequence[float], alpha: float) -> int:
+    """Benjamini–Hochberg: the number R of hypotheses rejected at false discovery rate
+    ``alpha`` (the R smallest p-values)."""
+    p = np.sort(np.asarray(p_values, dtype=float))
+    m = len(p)
+    if not m:
+        return 0
+    below = np.nonzero(p <= alpha * np.arange(1, m + 1) / m)[0]
+    return int(below[-1] + 1) if len(below) else 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Estimate:
+    d: float  # mean log candidate - mean log baseline
+    se: float
+    df: float
+    floor: float
+
+
+def _cut(n: int, trim: float) -> int:
+    return math.floor(trim * n) if n >= 3 else 0
+
+
+def _trimmed_log_mean(values: np.ndarray, trim: float) -> float:
+    x = np.sort(np.log(values))
+    g = _cut(len(x), trim)
+    return float(x[g : len(x) - g].mean())
+
+
+def _welch(base: np.ndarray, cand: np.ndarray, floor: float, trim: float = 0.0) -> _Estimate:
+    """Welch's difference of means of log values; a side with one value has no variance.
+
+    With ``trim > 0`` this is Yuen's test: ``floor(trim * n)`` values are cut from each end
+    of each side, means are trimmed means and variances winsorized (Yuen 1974); with
+    nothing to cut it is exactly Welch's test.
+    """
+    parts = []  # (mean, variance of the mean, degrees of freedom of that variance)
+    for x in (np.sort(np.log(base)), np.sort(np.log(cand))):
+        n = len(x)
+        g = _cut(n, trim)
+        h = n - 2 * g
+        mean = float(x[g : n - g].mean())
+        if n < 2:
+            parts.append((mean, 0.0, 0))
+            continue
+        w = np.clip(x, x[g], x[n - 1 - g])
+        v = float(np.var(w, ddof=1)) * (n - 1) / (h * (h - 1))
+        parts.append((mean, v, h - 1))
+    (mb, vb, fb), (mc, vc, fc) = parts
+    var = vb + vc
+    denom = sum(v * v / f for v, f in ((vb, fb), (vc, fc)) if f > 0 and v > 0)
+    df = var * var / denom if denom > 0 else math.inf
+    return _Estimate(mc - mb, math.sqrt(var), df, floor)
+
+
+def _p_value(e: _Estimate) -> float:
+    """Two-sided p-value of 'the log ratio lies within ±floor'."""
+    excess = abs(e.d) - e.floor
+    if excess <= 0:
+        return 1.0
+    if e.se == 0:
+        return 0.0
+    z = excess / e.se
+    if math.isinf(e.df):
+        return math.erfc(z / math.sqrt(2.0))
+    return min(1.0, 2.0 * t_sf(z, e.df))
+
+
+def _half_width(e: _Estimate, alpha: float) -> float:
+    if e.se == 0:
+        return e.floor
+    q = 1.0 - alpha / 2.0
+    t = _normal_ppf(q) if math.isinf(e.df) else t_ppf(q, e.df)
+    return t * e.se + e.floor
+
+
+def _normal_ppf(q: float) -> float:
+    lo, hi = 0.0, 50.0
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if 0.5 * math.erfc(mid / math.sqrt(2.0)) > 1.0 - q:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
+
+
+def verdict_of(d: float, lo: float, hi: float, log_bound: float) -> str:
+    """Read the verdict off a log-ratio estimate ``d`` and its interval [lo, hi]."""
+    if lo > 0 and d > log_bound:
+        return "regression"
+    if hi < 0 and d < -log_bound:
+        return "improvement"
+    if lo >= -log_bound and hi <= log_bound:
+        return "unchanged"
+    return "inconclusive"
+
+
+# --------------------------------------------------------------------------- comparing
+
+
+def _key(row: Any) -> tuple[Any, ...]:
+    return tuple(int(v) if isinstance(v, (np.integer,)) else v for v in row)
+
+
+def _values(rows: pd.DataFrame, column: str) -> np.ndarray:
+    v = pd.to_numeric(rows[column], errors="coerce").to_numpy(dtype=float)
+    return v[np.isfinite(v) & (v > 0)]
+
+
+def _samples(rows: pd.DataFrame, column: str) -> np.ndarray:
+    chunks = [np.asarray(s, dtype=float) for s in rows[column] if s is not None and len(s)]
+    if not chunks:
+        return np.empty(0)
+    v = np.concatenate(chunks)
+    return v[np.isfinite(v) & (v > 0)]
+
+
+def _has_data(rows: pd.DataFrame, metric: Metric) -> bool:
+    ok = rows[rows["status"] == "ok"]
+    return len(_values(ok, metric.column)) > 0
+
+
+def _lacks(rows: pd.DataFrame, metric: Metric) -> bool:
+    """Rows ran (some are ok) yet none measured ``metric``: it is not measured here at all.
+    A side whose every row failed does not lack it; its cells are reported as failed."""
+    return bool((rows["status"] == "ok").any()) and not _has_data(rows, metric)
+
+
+def compare_sides(base: Side, cand: Side, settings: Settings) -> Comparison:
+    """Compare every matched cell of ``cand`` with ``base``; see the module docstring."""
+    settings.validate()
+    for side in (base, cand):
+        if side.rows.empty:
+            raise ResultsCorrupt(f"{side.label} holds no result rows; run `effbench run` first")
+    if settings.metrics:
+        metrics = tuple(dict.fromkeys(settings.metrics))
+        for name in metrics:
+            for side in (base, cand):
+                if _lacks(side.rows, METRICS[name]):
+                    raise InvalidOption(
+                        f"metric {name!r} has no data in {side.label} (column "
+                        f"{METRICS[name].column} is empty in every ok row); drop --metric {name}"
+                    )
+    else:
+        metrics = tuple(
+            n for n, m in METRICS.items() if _has_data(base.rows, m) and not _lacks(cand.rows, m)
+        )
+        if not metrics:
+            raise InvalidOption(
+                f"no metric has data in both {base.label} and {cand.label} "
+                "(no ok rows with latency, memory or energy); check both runs finished"
+            )
+
+    groups = {
+        label: {_key(k): g for k, g in side.rows.groupby(list(MATCH_KEY), dropna=False)}
+        for label, side in (("base", base), ("cand", cand))
+    }
+    keys_b, keys_c = groups["base"], groups["cand"]
+    matched = sorted((k for k in keys_b if k in keys_c), key=str)
+    only_b = tuple(sorted((k for k in keys_b if k not in keys_c), key=str))
+    only_c = tuple(sorted((k for k in keys_c if k not in keys_b), key=str))
+
+    pending: list[tuple[tuple[Any, ...], str, _Estimate, str, int, int, float, float]] = []
+    fixed: list[CellResult] = []
+    for key in matched:
+        gb, gc = keys_b[key], keys_c[key]
+        okb, okc = gb[gb["status"] == "ok"], gc[gc["status"] == "ok"]
+        for name in metrics:
+            metric = METRICS[name]
+            vb, vc = _values(okb, metric.column), _values(okc, metric.column)
+            if len(vc) == 0 and len(vb) > 0 and gc["status"].isin(FAILED).any():
+                status = ", ".join(sorted(set(gc["status"]) - {"ok", "skipped"}))
+                fixed.append(
+                    CellResult(
+                        key,
+                        name,
+                        "regression",
+                        "failed",
+                        len(vb),
+                        0,
+                        note=f"candidate failed ({status}); baseline ran",
+                    )
+                )
+                continue
+            if len(vb) == 0 and len(vc) == 0 and gb["status"].isin(FAILED).any():
+                status = ", ".join(sorted(set(gc["status"]) | set(gb["status"])))
+                verdict = "unchanged" if set(gb["status"]) == set(gc["status"]) else "inconclusive"
+                fixed.append(
+                    CellResult(
+                        key,
+                        name,
+                        verdict,
+                        "failed",
+                        0,
+                        0,
+                        note=f"failed on both sides ({status})",
+                    )
+                )
+                continue
+            if len(vb) == 0 or len(vc) == 0:
+                statuses = (
+                    f"baseline {sorted(set(gb['status']))}, candidate {sorted(set(gc['status']))}"
+                )
+                fixed.append(
+                    CellResult(
+                        key,
+                        name,
+                        "inconclusive",
+                        "no data",
+                        len(vb),
+                        len(vc),
+                        note=f"no {metric.column} on one side ({statuses})",
+                    )
+                )
+                continue
+            gmean_b, gmean_c = float(np.exp(np.log(vb).mean())), float(np.exp(np.log(vc).mean()))
+            if len(vb) >= 2 and len(vc) >= 2:
+                est, evidence = _welch(vb, vc, 0.0, settings.trim), "repeats"
+                gmean_b = math.exp(_trimmed_log_mean(vb, settings.trim))
+                gmean_c = math.exp(_trimmed_log_mean(vc, settings.trim))
+            else:
+                sb = _samples(okb, metric.samples_column) if metric.samples_column else None
+                sc = _samples(okc, metric.samples_column) if metric.samples_column else None
+                if sb is not None and sc is not None and len(sb) > 1 and len(sc) > 1:
+                    est, evidence = _welch(sb, sc, settings.single_run_floor), "samples"
+                    # the estimate stays the ratio of the per-repeat medians
+                    est = _Estimate(
+                        math.log(gmean_c / gmean_b), est.se, est.df, settings.single_run_floor
+                    )
+                else:
+                    est, evidence = _welch(vb, vc, settings.single_run_floor), "single values"
+            pending.append((key, name, est, evidence, len(vb), len(vc), gmean_b, gmean_c))
+
+    # one family per metric: trivially significant memory changes must not loosen the
+    # latency intervals
+    p_values = [_p_value(p[2]) for p in pending]
+    families = []
+    levels: dict[str, float] = {}
+    for name in metrics:
+        ps = [p for p, item in zip(p_values, pending, strict=True) if item[1] == name]
+        r = bh_discoveries(ps, settings.alpha)
+        levels[name] = settings.alpha * max(r, 1) / max(len(ps), 1)
+        families.append((name, len(ps), r, 1.0 - levels[name]))
+    bound = settings.threshold.log_bound
+    results = list(fixed)
+    for (key, name, est, evidence, nb, nc, gb_, gc_), p in zip(pending, p_values, strict=True):
+        half = _half_width(est, levels[name])
+        lo, hi = est.d - half, est.d + half
+        note = ""
+        if evidence != "repeats":
+            floor = f"±{math.expm1(est.floor):.0%} noise floor"
+            how = (
+                f"interval from within-run samples, widened by a {floor}"
+                if evidence == "samples"
+                else f"no variance to estimate, interval is the ratio ± a {floor}"
+            )
+            note = f"fewer than 2 repeats on a side: {how}; use --repeats 5 or more"
+        results.append(
+            CellResult(
+                key,
+                name,
+                verdict_of(est.d, lo, hi, bound),
+                evidence,
+                nb,
+                nc,
+                gb_,
+                gc_,
+                math.exp(est.d),
+                math.exp(lo),
+                math.exp(hi),
+                p,
+                note,
+            )
+        )
+    results.sort(key=_severity)
+    return Comparison(
+        base.label, cand.label, settings, metrics, tuple(results), only_b, only_c,
+        environment_differences(base, cand), tuple(families),
+    )  # fmt: skip
+
+
+def _severity(r: CellResult) -> tuple[Any, ...]:
+    rank = VERDICTS.index(r.verdict)
+    ratio = r.ratio if r.ratio is not None else math.inf
+    # regressions and inconclusive cells worst first; improvements best first
+    return (rank, -ratio if rank < 2 else ratio, str(r.key), r.metric)
+
+
+# --------------------------------------------------------------------------- environments
+
+# What changes the numbers: refuse to compare when these differ.
+ENV_KEYS = ("torch_version", "cuda_version", "cudnn_version")
+ROW_KEYS = ("device_name", "dtype", "torch_version", "tf32")
+
+
+def _side_env(side: Side) -> dict[str, str]:
+    out: dict[str, set[str]] = {}
+    for env in side.environments:
+        for k in ENV_KEYS:
+            out.setdefault(k, set()).add(str(env.get(k)))
+    ok = side.rows[side.rows["status"] == "ok"]
+    for k in ROW_KEYS:
+        vals = {str(v) for v in ok[k] if v is not None and not pd.isna(v)}
+        if vals:
+            out.setdefault(k, set()).update(vals)
+    return {k: ", ".join(sorted(v)) for k, v in out.items()}
+
+
+def environment_differences(base: Side, cand: Side) -> tuple[tuple[str, str, str], ...]:
+    """(what, baseline value, candidate value) for each thing that matters and differs."""
+    eb, ec = _side_env(base), _side_env(cand)
+    return tuple(
+        (k, eb[k], ec[k]) for k in dict.fromkeys([*ENV_KEYS, *ROW_KEYS]) if k in eb and k in ec
+        and eb[k] != ec[k]
+    )  # fmt: skip
+
+
+def check_environments(comparison: Comparison) -> None:
+    if comparison.env_differences:
+        diffs = "; ".join(f"{k}: {b} vs {c}" for k, b, c in comparison.env_differences)
+        raise EnvironmentMismatch(
+            f"baseline and candidate environments differ ({diffs}); their numbers are not "
+            "comparable. Re-measure the baseline here, or pass --allow-env-mismatch"
+        )
+
+
+def load_side(path: str | Path) -> Side:
+    """Rows and run environments of a run folder, a folder of runs or a part file."""
+    p = Path(path)
+    if not p.exists():
+        raise ResultsCorrupt(
+            f"{p} does not exist; give a run folder written by `effbench run` "
+            "(results/<run_id>) or a folder of them"
+        )
+    rows = load_results([p])
+    if rows.empty:
+        raise ResultsCorrupt(f"{p} holds no result rows; run `effbench run` first")
+    if p.is_file():
+        folders = [p.parent] if (p.parent / MANIFEST).exists() else []
+    elif (p / MANIFEST).exists():
+        folders = [p]
+    else:
+        folders = [d for d in sorted(p.iterdir()) if (d / MANIFEST).exists()]
+    envs = tuple(read_manifest(f).get("environment", {}) for f in folders)
+    return Side(str(p), rows, envs)
+
+
+def compare_paths(
+    baseline: str | Path,
+    candidate: str | Path,
+    settings: Settings,
+    allow_env_mismatch: bool = False,
+) -> Comparison:
+    comparison = compare_sides(load_side(baseline), load_side(candidate), settings)
+    if not allow_env_mismatch:
+        check_environments(comparison)
+    return comparison
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def _fmt_value(value: float | None, metric: str) -> str:
+    if value is None:
+        return "-"
+    if metric == "memory":
+        return f"{value / 2**20:.1f} MiB"
+    unit = METRICS[metric].unit
+    return f"{value:.4g} {unit}"
+
+
+def _fmt_ratio(r: float | None) -> str:
+    return "-" if r is None else f"{r:.3f}"
+
+
+def _cell_name(key: tuple[Any, ...]) -> str:
+    c = dict(zip(MATCH_KEY, key, strict=True))
+    return (
+        f"{c['model']} bs={c['batch_size']} {c['device_name']} {c['dtype']} "
+        f"{c['image_size']}px t{c['threads']}"
+    )
+
+
+def summary_line(c: Comparison) -> str:
+    counts = ", ".join(f"{c.count(v)} {v}" for v in VERDICTS)
+    return (
+        f"{counts} ({len(c.results)} cell-metric comparisons; "
+        f"{len(c.only_baseline)} baseline-only, {len(c.only_candidate)} candidate-only cells)"
+    )
+
+
+def to_markdown(c: Comparison) -> str:
+    s = c.settings
+    lines = [
+        f"### effbench compare: {summary_line(c)}",
+        "",
+        f"Baseline `{c.baseline}` vs candidate `{c.candidate}`; metrics: {', '.join(c.metrics)}. "
+        f"Ratio = candidate / baseline (geometric mean of per-repeat values). "
+        f"Threshold ±{s.threshold.fraction:.1%}; Benjamini–Hochberg at α = {s.alpha} per "
+        "metric, intervals at the matching false-coverage level: "
+        + "; ".join(
+            f"{name} {m} tests, {r} discoveries, {conf:.3%}" for name, m, r, conf in c.families
+        )
+        + ".",
+        "",
+    ]
+    if c.env_differences:
+        lines.append(
+            "**Environments differ** (compared anyway): "
+            + "; ".join(f"{k}: {b} vs {v}" for k, b, v in c.env_differences)
+        )
+        lines.append("")
+    lines += [
+        "| verdict | metric | model | batch | device | dtype | px | threads | baseline "
+        "| candidate | ratio | interval | repeats (b/c) | evidence |",
+        "|---|---|---|---:|---|---|---:|---:|---:|---:|---:|---|---|---|",
+    ]
+    for r in c.results:
+        k = r.cell
+        verdict = f"**{r.verdict}**" if r.verdict == "regression" else r.verdict
+        interval = "-" if r.ci_low is None else f"[{_fmt_ratio(r.ci_low)}, {_fmt_ratio(r.ci_high)}]"
+        evidence = r.evidence + (f": {r.note}" if r.note else "")
+        lines.append(
+            f"| {verdict} | {r.metric} | {k['model']} | {k['batch_size']} | {k['device_name']} "
+            f"| {k['dtype']} | {k['image_size']} | {k['threads']} "
+            f"| {_fmt_value(r.base_value, r.metric)} | {_fmt_value(r.cand_value, r.metric)} "
+            f"| {_fmt_ratio(r.ratio)} | {interval} | {r.n_base}/{r.n_cand} | {evidence} |"
+        )
+    for title, keys in (
+        ("Only in the baseline (not measured by the candidate)", c.only_baseline),
+        ("Only in the candidate (new cells, nothing to compare with)", c.only_candidate),
+    ):
+        if keys:
+            lines += ["", f"**{title}:** " + "; ".join(_cell_name(k) for k in keys)]
+    return "\n".join(lines) + "\n"
+
+
+def to_dict(c: Comparison) -> dict[str, Any]:
+    s = c.settings
+    return {
+        "baseline": c.baseline,
+        "candidate": c.candidate,
+        "settings": {
+            "metrics": list(c.metrics),
+            "threshold": s.threshold.fraction,
+            "alpha": s.alpha,
+            "single_run_floor": math.expm1(s.single_run_floor),
+            "correction": "benjamini-hochberg",
+        },
+        "tests": c.tests,
+        "discoveries": c.discoveries,
+        "families": [
+            {"metric": n, "tests": m, "discoveries": r, "confidence": conf}
+            for n, m, r, conf in c.families
+        ],
+        "summary": {v: c.count(v) for v in VERDICTS},
+        "results": [
+            {
+                **r.cell,
+                "metric": r.metric,
+                "verdict": r.verdict,
+                "evidence": r.evidence,
+                "n_baseline": r.n_base,
+                "n_candidate": r.n_cand,
+                "baseline": r.base_value,
+                "candidate": r.cand_value,
+                "ratio": r.ratio,
+                "ci_low": r.ci_low,
+                "ci_high": r.ci_high,
+                "p_value": r.p_value,
+                "note": r.note,
+            }
+            for r in c.results
+        ],
+        "only_baseline": [dict(zip(MATCH_KEY, k, strict=True)) for k in c.only_baseline],
+        "only_candidate": [dict(zip(MATCH_KEY, k, strict=True)) for k in c.only_candidate],
+        "environment_differences": [
+            {"what": k, "baseline": b, "candidate": v} for k, b, v in c.env_differences
+        ],
+    }
+
+
+def to_json(c: Comparison) -> str:
+    return json.dumps(to_dict(c), indent=2, default=_json_default) + "\n"
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    return str(o)
+
+
+def to_junit(c: Comparison) -> str:
+    """JUnit XML: one test case per (cell, metric); a failure per regression, a skip per
+    inconclusive cell and per baseline cell the candidate did not measure."""
+    suite = ET.Element(
+        "testsuite",
+        name="effbench compare",
+        tests=str(len(c.results) + len(c.only_baseline)),
+        failures=str(c.count("regression")),
+        errors="0",
+        skipped=str(c.count("inconclusive") + len(c.only_baseline)),
+    )
+    for r in c.results:
+        case = ET.SubElement(
+            suite, "testcase", classname=f"effbench.{r.metric}", name=_cell_name(r.key)
+        )
+        detail = (
+            f"{r.verdict}: ratio {_fmt_ratio(r.ratio)} interval "
+            f"[{_fmt_ratio(r.ci_low)}, {_fmt_ratio(r.ci_high)}] baseline "
+            f"{_fmt_value(r.base_value, r.metric)} candidate {_fmt_value(r.cand_value, r.metric)} "
+            f"repeats {r.n_base}/{r.n_cand} ({r.evidence}) {r.note}".strip()
+        )
+        if r.verdict == "regression":
+            ET.SubElement(case, "failure", message=detail, type="regression").text = detail
+        elif r.verdict == "inconclusive":
+            ET.SubElement(case, "skipped", message=detail)
+        else:
+            ET.SubElement(case, "system-out").text = detail
+    for k in c.only_baseline:
+        case = ET.SubElement(suite, "testcase", classname="effbench.unmatched", name=_cell_name(k))
+        ET.SubElement(case, "skipped", message="in the baseline but not in the candidate")
+    root = ET.Element("testsuites")
+    root.append(suite)
+    ET.indent(root)
+    return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
+
+
+RENDERERS = {"md": to_markdown, "json": to_json, "junit": to_junit}
+
+
+def render(c: Comparison, fmt: str) -> str:
+    try:
+        return RENDERERS[fmt](c)
+    except KeyError:
+        raise InvalidOption(f"unknown format {fmt!r}; choose {', '.join(RENDERERS)}") from None
+
+
+def parse_metrics(values: Iterable[str] | None) -> tuple[str, ...] | None:
+    """``--metric latency --metric memory`` or ``--metric latency,memory``."""
+    if not values:
+        return None
+    names = tuple(n.strip() for v in values for n in v.split(",") if n.strip())
+    for n in names:
+        if n not in METRICS:
+            raise InvalidOption(f"unknown metric {n!r}; choose from {', '.join(METRICS)}")
+    return names
