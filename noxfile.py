@@ -63,3 +63,12 @@ def report(session: nox.Session) -> None:
     """Build the efficiency report of every run under results/ (or the runs after --)."""
     _install(session)
     session.run("effbench", "report", *(session.posargs or ["results", "--out", "reports/latest"]))
+
+
+@nox.session(default=False)
+def regress(session: nox.Session) -> None:
+    """Regression gate: `nox -s regress -- BASELINE CANDIDATE [effbench compare options]`."""
+    if len(session.posargs) < 2:
+        session.error("usage: nox -s regress -- BASELINE CANDIDATE [options]")
+    _install(session)
+    session.run("effbench", "compare", *session.posargs)

@@ -119,6 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument(
         "--allow-env-mismatch", action="store_true", help="compare across torch/CUDA/device"
     )
+    cmp.add_argument(
+        "--single-run-floor",
+        default="50%",
+        help="assumed run-to-run noise when each side has one repeat (50%%)",
+    )
 
     rep = sub.add_parser("report", help="figures, index.html and summary tables from runs")
     rep.add_argument(
@@ -306,6 +311,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         metrics=compare.parse_metrics(args.metric),
         threshold=compare.Threshold.parse(args.threshold),
         alpha=args.alpha,
+        single_run_floor=compare.Threshold.parse(args.single_run_floor).log_bound,
     )
     result = compare.compare_paths(
         args.baseline, args.candidate, settings, allow_env_mismatch=args.allow_env_mismatch

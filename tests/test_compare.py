@@ -1,0 +1,430 @@
+"""The regression gate (bench/compare.py) on constructed per-repeat values, and its CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from bench import compare as cmp
+from bench.cli import main
+from bench.errors import InvalidOption, ResultsCorrupt
+from bench.schema import Row
+from bench.store import write_manifest, write_row
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE_RUN = ROOT / "tests" / "data" / "runs" / "cpu-sample"
+# Multiplicative run-to-run jitter of five repeats, spread about ±1%.
+JITTER = (1.0, 1.01, 0.99, 1.005, 0.995)
+ENV = {"torch_version": "2.14.1+cu130", "cuda_version": "13.0", "cudnn_version": None}
+
+
+def _row(model: str, batch: int, value: float, repeat: int, **kw: object) -> Row:
+    fields: dict[str, object] = dict(
+        run_id="r",
+        repeat=repeat,
+        timestamp="t",
+        model=model,
+        family="test",
+        batch_size=batch,
+        image_size=64,
+        in_chans=3,
+        device="cpu",
+        device_name="Test CPU",
+        dtype="float32",
+        threads=1,
+        status="ok",
+        latency_ms_median=value,
+        latency_ms_samples=(value,) * 3,
+        peak_memory_bytes=1_000_000,
+        torch_version="2.14.1+cu130",
+    )
+    fields.update(kw)
+    return Row(**fields)  # type: ignore[arg-type]
+
+
+def _rows(cells: dict[tuple[str, int], list[float]], **kw: object) -> list[Row]:
+    return [
+        _row(m, b, v, i, **kw) for (m, b), values in cells.items() for i, v in enumerate(values)
+    ]
+
+
+def _side(rows: list[Row], label: str = "side", env: dict | None = None) -> cmp.Side:
+    return cmp.Side(label, pd.DataFrame([r.to_dict() for r in rows]), (env or ENV,))
+
+
+def _compare(base: dict, cand: dict, **settings: object) -> cmp.Comparison:
+    s = cmp.Settings(metrics=("latency",), **settings)  # type: ignore[arg-type]
+    return cmp.compare_sides(_side(_rows(base), "base"), _side(_rows(cand), "cand"), s)
+
+
+def _scaled(ratio: float, jitter: tuple[float, ...] = JITTER) -> list[float]:
+    return [10.0 * ratio * j for j in jitter]
+
+
+def _write_run(folder: Path, rows: list[Row], env: dict | None = None) -> Path:
+    folder.mkdir(parents=True)
+    write_manifest(folder, {"run_id": folder.name, "environment": env or ENV})
+    for i, r in enumerate(rows):
+        write_row(folder, f"{r.model}_bs{r.batch_size}_r{r.repeat}_{i}", r)
+    return folder
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+@pytest.mark.parametrize(
+    ("q", "df", "table"),
+    # Student's t quantiles as printed in standard tables (e.g. NIST/SEMATECH e-Handbook 1.3.6.7.2)
+    [(0.975, 1, 12.706), (0.975, 4, 2.776), (0.995, 10, 3.169), (0.975, 30, 2.042)],
+)
+def test_t_quantiles_match_published_tables(q: float, df: float, table: float) -> None:
+    assert cmp.t_ppf(q, df) == pytest.approx(table, abs=6e-4)
+
+
+def test_t_tail_is_symmetric_and_tends_to_the_normal() -> None:
+    assert cmp.t_sf(1.3, 7) + cmp.t_sf(-1.3, 7) == pytest.approx(1.0, abs=1e-12)
+    assert cmp.t_ppf(0.975, 1e6) == pytest.approx(1.95996, abs=1e-4)
+
+
+def test_benjamini_hochberg_steps_up() -> None:
+    # thresholds k * 0.05 / 3 = .0167, .0333, .05: the first p-value alone fails its
+    # threshold, yet all three are rejected because the largest passes (step-up).
+    assert cmp.bh_discoveries([0.022, 0.02, 0.021], 0.05) == 3
+    # Benjamini & Hochberg (1995)-style example: only the two smallest survive
+    ps = [0.001, 0.008, 0.039, 0.041, 0.042, 0.06, 0.074, 0.205, 0.212, 0.216]
+    assert cmp.bh_discoveries(ps, 0.05) == 2
+    assert cmp.bh_discoveries([0.5, 0.9], 0.05) == 0
+
+
+# --------------------------------------------------------------------------- verdicts
+
+
+def test_each_verdict_on_constructed_repeats() -> None:
+    c = _compare(
+        {("slow", 1): _scaled(1), ("fast", 1): _scaled(1), ("same", 1): _scaled(1),
+         ("noisy", 1): _scaled(1), ("small", 1): _scaled(1)},
+        {("slow", 1): _scaled(1.20), ("fast", 1): _scaled(0.80), ("same", 1): _scaled(1.001),
+         ("noisy", 1): _scaled(1.0, (1.0, 1.3, 0.85, 1.2, 1.05)),
+         ("small", 1): _scaled(1.04)},
+    )  # fmt: skip
+    verdicts = {r.key[0]: r.verdict for r in c.results}
+    assert verdicts == {
+        "slow": "regression",
+        "fast": "improvement",
+        "same": "unchanged",
+        "noisy": "inconclusive",
+        "small": "inconclusive",
+    }
+    small = next(r for r in c.results if r.key[0] == "small")
+    # a real change (interval above 1) that may or may not exceed 5%: not a silent pass
+    assert small.ci_low > 1.0 and small.ratio < 1.05 < small.ci_high
+    slow = next(r for r in c.results if r.key[0] == "slow")
+    assert slow.ratio == pytest.approx(1.20)
+    assert 1.0 < slow.ci_low < 1.20 < slow.ci_high
+    assert slow.evidence == "repeats" and (slow.n_base, slow.n_cand) == (5, 5)
+    # severity order: regression first, unchanged last
+    order = [r.verdict for r in c.results]
+    assert order == ["regression", "inconclusive", "inconclusive", "improvement", "unchanged"]
+    assert c.exit_code() == 1
+
+
+def test_significant_change_below_threshold_is_not_a_regression() -> None:
+    base = {("m", 1): _scaled(1, (1.0, 1.001, 0.999, 1.0005, 0.9995))}
+    cand = {("m", 1): _scaled(1.03, (1.0, 1.001, 0.999, 1.0005, 0.9995))}
+    (r,) = _compare(base, cand).results
+    assert r.ci_low > 1.0  # a real 3% change ...
+    assert r.verdict == "unchanged"  # ... inside the ±5% threshold
+    (r,) = _compare(base, cand, threshold=cmp.Threshold(0.02)).results
+    assert r.verdict == "regression"
+
+
+def test_correction_for_many_cells_turns_a_lone_weak_signal_inconclusive() -> None:
+    weak_b = _scaled(1, (1.0, 1.03, 0.97, 1.02, 0.98))
+    weak_c = _scaled(1.08, (1.0, 1.03, 0.97, 1.02, 0.98))
+    alone = _compare({("weak", 1): weak_b}, {("weak", 1): weak_c})
+    (r,) = alone.results
+    assert r.verdict == "regression" and r.p_value < 0.01
+    nulls_b = {(f"null{i}", 1): _scaled(1) for i in range(30)}
+    crowd = _compare({("weak", 1): weak_b, **nulls_b}, {("weak", 1): weak_c, **nulls_b})
+    weak = next(r for r in crowd.results if r.key[0] == "weak")
+    assert weak.p_value == pytest.approx(r.p_value)
+    assert weak.p_value > 0.01 / 31  # no BH discovery among 31 tests
+    assert weak.verdict == "inconclusive"
+    assert crowd.tests == 31 and crowd.discoveries == 0
+    assert crowd.confidence == pytest.approx(1 - 0.01 / 31)
+
+
+def test_interval_excludes_one_exactly_for_bh_discoveries() -> None:
+    base = {(f"m{i}", 1): _scaled(1) for i in range(6)}
+    cand = {(f"m{i}", 1): _scaled(1 + 0.03 * i) for i in range(6)}
+    c = _compare(base, cand)
+    assert c.discoveries > 0
+    for r in c.results:
+        assert (r.ci_low > 1 or r.ci_high < 1) == (r.p_value <= 0.01 * c.discoveries / c.tests)
+
+
+def test_single_repeat_falls_back_to_samples_with_a_noise_floor() -> None:
+    def one(value: float) -> list[Row]:
+        samples = tuple(value * j for j in (1.0, 1.002, 0.998) * 20)
+        return [_row("m", 1, value, 0, latency_ms_samples=samples)]
+
+    s = cmp.Settings(metrics=("latency",))
+    small = cmp.compare_sides(_side(one(10.0)), _side(one(13.0)), s)
+    (r,) = small.results
+    assert r.evidence == "samples" and "noise floor" in r.note
+    assert r.verdict != "regression"  # 30% is within the single-run floor of ±50%
+    assert r.ci_low < 1.0 < r.ci_high
+    big = cmp.compare_sides(_side(one(10.0)), _side(one(20.0)), s)
+    assert big.results[0].verdict == "regression"
+    assert "noise floor" in cmp.to_markdown(small)
+    # a quiet runner may lower the floor
+    quiet = cmp.Settings(metrics=("latency",), single_run_floor=math.log(1.05))
+    assert cmp.compare_sides(_side(one(10.0)), _side(one(13.0)), quiet).results[0].verdict == (
+        "regression"
+    )
+
+
+def test_single_candidate_repeat_borrows_the_baseline_spread() -> None:
+    base = {("m", 1): _scaled(1, (*JITTER, *JITTER))}
+    (slow,) = _compare(base, {("m", 1): [12.0]}).results
+    assert slow.evidence == "borrowed spread" and (slow.n_base, slow.n_cand) == (10, 1)
+    assert slow.verdict == "regression"
+    (same,) = _compare(base, {("m", 1): [10.0]}).results
+    assert same.verdict != "regression"
+    # the spread of 10 baseline repeats (~1%) sets the width, not a fixed floor
+    assert same.ci_high / same.ci_low < 1.2
+
+
+def test_deterministic_memory_uses_exact_values() -> None:
+    rows_b = _rows({("m", 1): _scaled(1)}, peak_memory_bytes=100 * 2**20)
+    rows_c = _rows({("m", 1): _scaled(1)}, peak_memory_bytes=130 * 2**20)
+    c = cmp.compare_sides(_side(rows_b), _side(rows_c), cmp.Settings(metrics=("memory",)))
+    (r,) = c.results
+    assert r.verdict == "regression" and r.ratio == pytest.approx(1.3)
+    assert r.ci_low == pytest.approx(1.3) and r.ci_high == pytest.approx(1.3)
+
+
+def test_candidate_failure_is_a_regression() -> None:
+    base = _rows({("m", 2): _scaled(1)})
+    cand = [_row("m", 2, None, i, status="oom", latency_ms_samples=()) for i in range(5)]
+    c = cmp.compare_sides(_side(base), _side(cand), cmp.Settings(metrics=("latency",)))
+    (r,) = c.results
+    assert (r.verdict, r.evidence) == ("regression", "failed")
+    assert "oom" in r.note
+
+
+# --------------------------------------------------------------------------- matching
+
+
+def test_unmatched_cells_are_listed_in_every_format() -> None:
+    c = _compare(
+        {("m", 1): _scaled(1), ("m", 2): _scaled(1)},
+        {("m", 1): _scaled(1), ("m", 4): _scaled(1)},
+    )
+    assert [k[:2] for k in c.only_baseline] == [("m", 2)]
+    assert [k[:2] for k in c.only_candidate] == [("m", 4)]
+    assert len(c.results) == 1
+    assert c.exit_code() == 0
+    assert c.exit_code(fail_on_inconclusive=True) == 2  # a baseline cell went unmeasured
+    md = cmp.to_markdown(c)
+    assert "Only in the baseline" in md and "m bs=2" in md and "m bs=4" in md
+    d = json.loads(cmp.to_json(c))
+    assert [x["batch_size"] for x in d["only_baseline"]] == [2]
+    assert [x["batch_size"] for x in d["only_candidate"]] == [4]
+    junit = ET.fromstring(cmp.to_junit(c))
+    assert any("bs=2" in (t.get("name") or "") for t in junit.iter("testcase"))
+
+
+def test_cells_match_on_device_name_and_threads() -> None:
+    base = _rows({("m", 1): _scaled(1)})
+    cand = _rows({("m", 1): _scaled(1)}, threads=2)
+    c = cmp.compare_sides(_side(base), _side(cand), cmp.Settings(metrics=("latency",)))
+    assert not c.results and len(c.only_baseline) == len(c.only_candidate) == 1
+
+
+# --------------------------------------------------------------------------- environments
+
+
+def test_environment_mismatch_is_refused_and_shown(tmp_path: Path) -> None:
+    rows = _rows({("m", 1): _scaled(1)})
+    _write_run(tmp_path / "base", rows)
+    other = {**ENV, "cuda_version": "12.4"}
+    _write_run(tmp_path / "cand", _rows({("m", 1): _scaled(1)}, dtype="float32"), env=other)
+    s = cmp.Settings(metrics=("latency",))
+    with pytest.raises(cmp.EnvironmentMismatch, match=r"cuda_version: 13.0 vs 12.4"):
+        cmp.compare_paths(tmp_path / "base", tmp_path / "cand", s)
+    c = cmp.compare_paths(tmp_path / "base", tmp_path / "cand", s, allow_env_mismatch=True)
+    assert c.env_differences == (("cuda_version", "13.0", "12.4"),)
+    assert "Environments differ" in cmp.to_markdown(c)
+
+
+def test_row_level_environment_differences_are_found() -> None:
+    base = _side(_rows({("m", 1): _scaled(1)}))
+    cand = _side(_rows({("m", 1): _scaled(1)}, torch_version="2.15.0", device_name="Other"))
+    diffs = {k for k, _, _ in cmp.environment_differences(base, cand)}
+    assert diffs == {"torch_version", "device_name"}
+
+
+# --------------------------------------------------------------------------- formats
+
+
+def _mixed() -> cmp.Comparison:
+    return _compare(
+        {("slow", 1): _scaled(1), ("same", 1): _scaled(1), ("noisy", 1): _scaled(1)},
+        {("slow", 1): _scaled(1.2), ("same", 1): _scaled(1.0),
+         ("noisy", 1): _scaled(1.0, (1.0, 1.3, 0.85, 1.2, 1.05))},
+    )  # fmt: skip
+
+
+def test_junit_has_one_failure_per_regression() -> None:
+    root = ET.fromstring(cmp.to_junit(_mixed()))
+    suite = root.find("testsuite")
+    assert suite is not None
+    cases = suite.findall("testcase")
+    assert len(cases) == int(suite.get("tests", "-1")) == 3
+    failed = [c for c in cases if c.find("failure") is not None]
+    assert [c.get("name", "").split()[0] for c in failed] == ["slow"]
+    assert suite.get("failures") == "1"
+    assert [c.get("name", "").split()[0] for c in cases if c.find("skipped") is not None] == [
+        "noisy"
+    ]
+
+
+def test_markdown_is_a_table_sorted_by_severity() -> None:
+    lines = cmp.to_markdown(_mixed()).splitlines()
+    table = [ln for ln in lines if ln.startswith("|")]
+    assert len(table) == 2 + 3
+    widths = {ln.count("|") for ln in table}
+    assert len(widths) == 1  # every row has the header's column count
+    assert set(table[1].replace("|", "").replace("-", "").replace(":", "")) <= {" ", ""}
+    assert [ln.split("|")[1].strip() for ln in table[2:]] == [
+        "**regression**",
+        "inconclusive",
+        "unchanged",
+    ]
+
+
+def test_json_carries_verdicts_intervals_and_settings() -> None:
+    d = json.loads(cmp.to_json(_mixed()))
+    assert d["summary"] == {"regression": 1, "inconclusive": 1, "improvement": 0, "unchanged": 1}
+    assert d["settings"]["threshold"] == 0.05 and d["settings"]["alpha"] == 0.01
+    slow = d["results"][0]
+    assert slow["model"] == "slow" and slow["ci_low"] < slow["ratio"] < slow["ci_high"]
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def test_cli_exit_codes_and_out_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    base = _write_run(tmp_path / "base", _rows({("m", 1): _scaled(1), ("n", 1): _scaled(1)}))
+    same = _write_run(tmp_path / "same", _rows({("m", 1): _scaled(1), ("n", 1): _scaled(1)}))
+    slow = _write_run(tmp_path / "slow", _rows({("m", 1): _scaled(1.3), ("n", 1): _scaled(1)}))
+    noisy = _write_run(
+        tmp_path / "noisy",
+        _rows({("m", 1): _scaled(1.0, (1.0, 1.3, 0.85, 1.2, 1.05)), ("n", 1): _scaled(1)}),
+    )
+    assert main(["compare", str(base), str(same)]) == 0
+    assert main(["compare", str(base), str(slow), "--metric", "latency"]) == 1
+    assert main(["compare", str(base), str(noisy)]) == 0
+    assert main(["compare", str(base), str(noisy), "--fail-on-inconclusive"]) == 2
+    out = tmp_path / "report.xml"
+    assert main(["compare", str(base), str(slow), "--format", "junit", "--out", str(out)]) == 1
+    assert ET.parse(out).getroot().find("testsuite").get("failures") == "1"  # type: ignore[union-attr]
+    capsys.readouterr()
+
+
+def test_cli_on_a_real_run_compared_with_itself(capsys: pytest.CaptureFixture) -> None:
+    rc = main(["compare", str(SAMPLE_RUN), str(SAMPLE_RUN), "--format", "json"])
+    d = json.loads(capsys.readouterr().out)
+    assert rc == 0
+    assert d["summary"]["regression"] == 0 and d["only_baseline"] == []
+    ok = [r for r in d["results"] if r["evidence"] == "samples"]
+    assert ok and all(r["ratio"] == pytest.approx(1.0) for r in ok)
+
+
+def _error(argv: list[str], capsys: pytest.CaptureFixture) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("effbench: error: ") and "\n" not in err
+    return err
+
+
+def test_bad_input_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert "does not exist" in _error(["compare", str(tmp_path / "nope"), str(SAMPLE_RUN)], capsys)
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    pq.write_table(pa.table({"name": ["x"], "time": [1.0]}), foreign / "part-bench.parquet")
+    assert "not an effbench result" in _error(["compare", str(foreign), str(SAMPLE_RUN)], capsys)
+    err = _error(["compare", str(SAMPLE_RUN), str(SAMPLE_RUN), "--metric", "energy"], capsys)
+    assert "'energy' has no data" in err
+    assert "threshold" in _error(
+        ["compare", str(SAMPLE_RUN), str(SAMPLE_RUN), "--threshold", "five"], capsys
+    )
+    assert "unknown metric" in _error(
+        ["compare", str(SAMPLE_RUN), str(SAMPLE_RUN), "--metric", "speed"], capsys
+    )
+    assert "alpha" in _error(["compare", str(SAMPLE_RUN), str(SAMPLE_RUN), "--alpha", "2"], capsys)
+
+
+def test_env_mismatch_from_cli(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    base = _write_run(tmp_path / "base", _rows({("m", 1): _scaled(1)}))
+    cand = _write_run(tmp_path / "cand", _rows({("m", 1): _scaled(1)}, torch_version="2.15.0"))
+    err = _error(["compare", str(base), str(cand)], capsys)
+    assert "torch_version" in err and "--allow-env-mismatch" in err
+    assert main(["compare", str(base), str(cand), "--allow-env-mismatch"]) == 0
+
+
+def test_threshold_parsing() -> None:
+    assert cmp.Threshold.parse("5%").fraction == pytest.approx(0.05)
+    assert cmp.Threshold.parse("0.1").fraction == pytest.approx(0.1)
+    assert cmp.Threshold.parse("2.5 %").log_bound == pytest.approx(math.log(1.025))
+    for bad in ("", "-5%", "150%", "0"):
+        with pytest.raises(InvalidOption):
+            cmp.Threshold.parse(bad)
+
+
+def test_empty_side_is_refused() -> None:
+    empty = cmp.Side("empty", pd.DataFrame(columns=["status", *cmp.MATCH_KEY]))
+    with pytest.raises(ResultsCorrupt, match="no result rows"):
+        cmp.compare_sides(empty, _side(_rows({("m", 1): _scaled(1)})), cmp.Settings())
+
+
+def test_compare_does_not_import_torch() -> None:
+    code = "import sys, bench.compare; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
+
+
+def test_trimmed_test_resists_one_disturbed_repeat() -> None:
+    ten = (*JITTER, *(j * 1.002 for j in JITTER))
+    base = {("m", 1): _scaled(1, ten)}
+    disturbed = (*ten[:9], 2.5)  # one repeat ran while another process held the core
+    cand = {("m", 1): _scaled(1.2, disturbed)}
+    (plain,) = _compare(base, cand).results
+    (yuen,) = _compare(base, cand, trim=0.2).results
+    assert plain.verdict == "inconclusive"
+    assert yuen.verdict == "regression" and yuen.ratio == pytest.approx(1.2, rel=0.01)
+    # with nothing to cut (n < 5 at 20%), Yuen's test is Welch's test
+    small_b, small_c = {("m", 1): _scaled(1, JITTER[:4])}, {("m", 1): _scaled(1.1, JITTER[:4])}
+    (w,) = _compare(small_b, small_c).results
+    (y,) = _compare(small_b, small_c, trim=0.2).results
+    assert (y.ci_low, y.ci_high, y.p_value) == (w.ci_low, w.ci_high, w.p_value)
+
+
+def test_each_metric_is_its_own_family() -> None:
+    cells = {(f"m{i}", 1): _scaled(1) for i in range(4)}
+    base = _rows(cells, peak_memory_bytes=100 * 2**20)
+    cand = _rows(cells, peak_memory_bytes=101 * 2**20)  # exact, tiny, "significant"
+    c = cmp.compare_sides(_side(base), _side(cand), cmp.Settings(metrics=("latency", "memory")))
+    fam = {name: (m, r) for name, m, r, _ in c.families}
+    assert fam == {"latency": (4, 0), "memory": (4, 4)}
+    assert {r.verdict for r in c.results if r.metric == "memory"} == {"unchanged"}
+    assert "latency 4 tests, 0 discoveries" in cmp.to_markdown(c)
