@@ -177,3 +177,14 @@ def test_cuda_sweep_records_allocator_peak_and_settings(out_dir: Path) -> None:
     activation = alloc["peak_memory_bytes"] - alloc["weights_bytes"]
     expected = alloc["batch_size"] * 64 * 2**20
     assert ((activation - expected).abs() / expected < 0.10).all()
+
+
+def test_fvcore_counter_is_selectable_and_recorded(out_dir: Path) -> None:
+    r = effbench(
+        ["run", "--models", "tiny_mlp", "--batch-sizes", "1,2", "--flops-counter", "fvcore"]
+        + ["--out", str(out_dir), "--run-id", "fv", *FAST]
+    )
+    assert r.returncode == 0, r.stderr
+    df = load_results([out_dir / "fv"])
+    assert set(df["macs_counter"]) == {"fvcore"}
+    assert set(df["macs"]) == {3 * 8 * 8 * 64 + 64 * 10}  # the two Linear layers, per image
