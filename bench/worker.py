@@ -22,6 +22,7 @@ import os
 import resource
 import signal
 import sys
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -198,7 +199,7 @@ def run_task(task: Task, emit: Callable[[dict[str, Any]], None]) -> None:
         b = remaining[0]
         emit({"event": "start", "batch_size": b})
         started = now_iso()
-        t0 = _monotonic()
+        t0 = time.perf_counter()
         try:
             x = torch.randn(b, g.in_chans, g.image_size, g.image_size, generator=gen)
             x = x.to(device=g.device, dtype=dtype)
@@ -264,7 +265,7 @@ def run_task(task: Task, emit: Callable[[dict[str, Any]], None]) -> None:
             time_per_image_ms=s.median / b,
             throughput_ips=b / (s.median / 1e3),
             timed_s=timing.timed_s,
-            cell_wall_s=_monotonic() - t0,
+            cell_wall_s=time.perf_counter() - t0,
             params=params,
             macs=macs,
             macs_counter=macs_counter if macs is not None else None,
@@ -295,12 +296,6 @@ def _warm_runtime(torch: Any, device: str, dtype: Any) -> None:
         w = torch.ones(8, 3, 3, 3, device=device, dtype=dtype)
         y = torch.nn.functional.conv2d(x, w).flatten(1)
         (y @ y.T).sum().item()
-
-
-def _monotonic() -> float:
-    import time
-
-    return time.perf_counter()
 
 
 def _short(e: BaseException, limit: int = 300) -> str:
