@@ -78,14 +78,8 @@ class LocalExecutor:
                 pass
             outcome = self._pump(proc, on_message, cell_timeout_s)
             proc.wait()
-            if outcome is None:
-                if proc.returncode == 0:
-                    return WorkerExit("ok")
-                outcome = WorkerExit("crashed", _describe_exit(proc.returncode))
             err.seek(0)
-            tail = err.read().decode(errors="replace").strip().splitlines()[-3:]
-            detail = outcome.detail + (f"; stderr: {' | '.join(tail)}" if tail else "")
-            return WorkerExit(outcome.status, detail)
+            return _worker_exit(outcome, proc.returncode, err.read())
 
     def _pump(
         self,
@@ -105,7 +99,7 @@ class LocalExecutor:
             while True:
                 left = deadline - time.monotonic()
                 if left <= 0 or not sel.select(timeout=left):
-                    _kill(proc)
+                    _killpg(proc.pid)
                     return WorkerExit(
                         "timeout", f"cell exceeded --cell-timeout {cell_timeout_s:g} s"
                     )
@@ -120,7 +114,7 @@ class LocalExecutor:
                     try:
                         msg = json.loads(line)
                     except json.JSONDecodeError as e:
-                        _kill(proc)
+                        _killpg(proc.pid)
                         raise WorkerProtocolError(
                             f"worker sent unreadable line {line[:200]!r}"
                         ) from e
@@ -185,14 +179,8 @@ class ForkServerExecutor:
                 recv.close()
                 proc.join()
             code = proc.exitcode if proc.exitcode is not None else -signal.SIGKILL
-            if outcome is None:
-                if code == 0:
-                    return WorkerExit("ok")
-                outcome = WorkerExit("crashed", _describe_exit(code))
             with open(err.name, "rb") as f:
-                tail = f.read().decode(errors="replace").strip().splitlines()[-3:]
-            detail = outcome.detail + (f"; stderr: {' | '.join(tail)}" if tail else "")
-            return WorkerExit(outcome.status, detail)
+                return _worker_exit(outcome, code, f.read())
 
 
 def default_executor() -> Executor:
@@ -211,9 +199,17 @@ def _killpg(pid: int | None) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
-def _kill(proc: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError):  # already gone
-        os.killpg(proc.pid, signal.SIGKILL)
+def _worker_exit(outcome: WorkerExit | None, code: int, stderr: bytes) -> WorkerExit:
+    """The worker's ending: ``outcome`` if the runner already decided it (a timeout), else
+    from its exit code; a failure carries the last lines the worker printed."""
+    if outcome is None:
+        if code == 0:
+            return WorkerExit("ok")
+        outcome = WorkerExit("crashed", _describe_exit(code))
+    tail = stderr.decode(errors="replace").strip().splitlines()[-3:]
+    return WorkerExit(
+        outcome.status, outcome.detail + (f"; stderr: {' | '.join(tail)}" if tail else "")
+    )
 
 
 def _describe_exit(code: int) -> str:

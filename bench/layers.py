@@ -35,7 +35,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from torch.utils.weak import WeakTensorKeyDictionary
 
 from bench.errors import InvalidOption
-from bench.probes.flops import count_params, weights_bytes
+from bench.probes.flops import build_on_meta, count_params, weights_bytes
 
 FORMATS = ("table", "json", "csv")
 
@@ -92,12 +92,7 @@ def inspect_module(
     build: Callable[[], nn.Module], input_shape: tuple[int, ...], name: str = ""
 ) -> Inspection:
     """Inspect the model that ``build()`` returns on an input of ``input_shape`` (batch 1)."""
-    try:
-        with torch.device("meta"):
-            model = build().eval()
-    except (NotImplementedError, RuntimeError):
-        # Some builders read tensor values while building (regnet); build on the CPU.
-        model = build().eval().to("meta")
+    model = build_on_meta(build)
     x = torch.empty(input_shape, device="meta")
     macs_by_module = _exclusive_macs(model, x)
     shapes, fields, calls, order = _trace(model, x)

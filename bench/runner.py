@@ -16,11 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+import pandas as pd
+
 from bench.errors import InvalidOption, ResultsCorrupt
 from bench.executor import Executor, Message
 from bench.plan import Cell, Group, Options, all_cells
 from bench.schema import SCHEMA_VERSION, Row
-from bench.store import done_keys, ensure_writable, load_results, read_manifest, write_manifest
+from bench.store import ensure_writable, load_run, read_manifest, row_keys, write_manifest
 from bench.store import write_row as store_row
 from bench.worker import Task, base_row
 
@@ -145,8 +147,9 @@ def run_groups(
     """Measure every cell of ``groups`` that has no row in ``run_dir`` yet."""
     t_start = time.monotonic()
     ensure_writable(run_dir)
-    done = done_keys(run_dir)
-    macs_cache = _macs_cache(run_dir) if done else {}
+    existing = load_run(run_dir)
+    done = row_keys(existing)
+    macs_cache = _macs_cache(existing)
     pending: list[Group] = []
     for g in groups:
         todo = tuple(c.batch_size for c in g.cells() if c.key not in done)
@@ -250,8 +253,8 @@ def measure_idle_power(devices: Sequence[str], stream: TextIO) -> dict[str, floa
     return idle
 
 
-def _macs_cache(run_dir: Path) -> dict[tuple[Any, ...], int]:
-    df = load_results([run_dir])
+def _macs_cache(df: pd.DataFrame) -> dict[tuple[Any, ...], int]:
+    """MACs already counted in this run, by (model, image size, channels, counter)."""
     df = df[df["macs"].notna()]
     return {
         (r.model, int(r.image_size), int(r.in_chans), r.macs_counter): int(r.macs)

@@ -148,11 +148,19 @@ def load_results(paths: Iterable[str | os.PathLike[str]]) -> pd.DataFrame:
     return _normalize(pd.concat(frames, ignore_index=True))
 
 
-def done_keys(run_dir: Path) -> set[tuple[Any, ...]]:
-    """Keys (cell key + repeat) of the rows already written in ``run_dir``."""
-    parts = sorted(run_dir.glob(PART_GLOB))
-    if not parts:
-        return set()
-    df = load_results([run_dir])
+def load_run(run_dir: Path) -> pd.DataFrame:
+    """The rows already written in ``run_dir`` (empty when it has none yet)."""
+    if not any(run_dir.glob(PART_GLOB)):
+        return _normalize(pd.DataFrame(columns=list(COLUMNS)))
+    return load_results([run_dir])
+
+
+def row_keys(df: pd.DataFrame) -> set[tuple[Any, ...]]:
+    """Keys (cell key + repeat) of the rows in ``df``."""
     cols = [*CELL_KEY, "repeat"]
     return {tuple(r) for r in df[cols].itertuples(index=False, name=None)}
+
+
+def done_keys(run_dir: Path) -> set[tuple[Any, ...]]:
+    """Keys (cell key + repeat) of the rows already written in ``run_dir``."""
+    return row_keys(load_run(run_dir))

@@ -188,3 +188,14 @@ def test_fvcore_counter_is_selectable_and_recorded(out_dir: Path) -> None:
     df = load_results([out_dir / "fv"])
     assert set(df["macs_counter"]) == {"fvcore"}
     assert set(df["macs"]) == {3 * 8 * 8 * 64 + 64 * 10}  # the two Linear layers, per image
+
+
+def test_subprocess_executor_reports_a_crash_with_its_signal(out_dir: Path) -> None:
+    r = effbench(
+        ["run", "--models", "crash_at2", "--batch-sizes", "1,2,4", "--executor", "subprocess"]
+        + ["--out", str(out_dir), "--run-id", "sub", *FAST]
+    )
+    assert r.returncode == 0, r.stderr
+    df = load_results([out_dir / "sub"]).sort_values("batch_size")
+    assert list(df["status"]) == ["ok", "crashed", "skipped"]
+    assert "SIGABRT" in df["error"].iloc[1]
