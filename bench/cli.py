@@ -120,6 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--allow-env-mismatch", action="store_true", help="compare across torch/CUDA/device"
     )
     cmp.add_argument(
+        "--latency-stat",
+        choices=("median", "p10"),
+        default="median",
+        help="per-repeat latency value: the median of its iterations, or their 10th "
+        "percentile (steadier on a shared machine; see docs/compare.md)",
+    )
+    cmp.add_argument(
         "--single-run-floor",
         default="50%",
         help="assumed run-to-run noise when each side has one repeat (50%%)",
@@ -312,6 +319,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         threshold=compare.Threshold.parse(args.threshold),
         alpha=args.alpha,
         single_run_floor=compare.Threshold.parse(args.single_run_floor).log_bound,
+        latency_statistic=args.latency_stat,
     )
     result = compare.compare_paths(
         args.baseline, args.candidate, settings, allow_env_mismatch=args.allow_env_mismatch

@@ -66,6 +66,11 @@ class Metric:
     samples_column: str | None = None
 
 
+# The per-repeat value of the latency metric: the median of the repeat's timed iterations
+# (default), or their 10th percentile, which contention from other processes (it only ever
+# adds time) moves far less; docs/compare.md measures both.
+LATENCY_STATISTICS = {"median": "latency_ms_median", "p10": "latency_ms_p10"}
+
 METRICS: dict[str, Metric] = {
     "latency": Metric("latency", "latency_ms_median", "ms", "latency_ms_samples"),
     "memory": Metric("memory", "peak_memory_bytes", "bytes"),
@@ -101,8 +106,22 @@ class Settings:
     alpha: float = 0.01
     single_run_floor: float = SINGLE_RUN_FLOOR
     trim: float = 0.0  # > 0: Yuen's trimmed test across repeats (see _welch)
+    latency_statistic: str = "median"  # a key of LATENCY_STATISTICS
+
+    def metric(self, name: str) -> Metric:
+        """The metric ``name`` as these settings read it (latency: which per-repeat value)."""
+        m = METRICS[name]
+        if name == "latency":
+            return Metric(m.name, LATENCY_STATISTICS[self.latency_statistic], m.unit,
+                          m.samples_column)  # fmt: skip
+        return m
 
     def validate(self) -> None:
+        if self.latency_statistic not in LATENCY_STATISTICS:
+            raise InvalidOption(
+                f"unknown latency statistic {self.latency_statistic!r}; choose from "
+                f"{', '.join(LATENCY_STATISTICS)}"
+            )
         if not 0 <= self.trim < 0.5:
             raise InvalidOption(f"trim {self.trim} must lie in [0, 0.5)")
         if not 0 < self.alpha < 1:
@@ -391,14 +410,17 @@ def compare_sides(base: Side, cand: Side, settings: Settings) -> Comparison:
         metrics = tuple(dict.fromkeys(settings.metrics))
         for name in metrics:
             for side in (base, cand):
-                if _lacks(side.rows, METRICS[name]):
+                if _lacks(side.rows, settings.metric(name)):
                     raise InvalidOption(
                         f"metric {name!r} has no data in {side.label} (column "
-                        f"{METRICS[name].column} is empty in every ok row); drop --metric {name}"
+                        f"{settings.metric(name).column} is empty in every ok row); drop --metric {name}"
                     )
     else:
         metrics = tuple(
-            n for n, m in METRICS.items() if _has_data(base.rows, m) and not _lacks(cand.rows, m)
+            n
+            for n in METRICS
+            if _has_data(base.rows, settings.metric(n))
+            and not _lacks(cand.rows, settings.metric(n))
         )
         if not metrics:
             raise InvalidOption(
@@ -421,7 +443,7 @@ def compare_sides(base: Side, cand: Side, settings: Settings) -> Comparison:
         gb, gc = keys_b[key], keys_c[key]
         okb, okc = gb[gb["status"] == "ok"], gc[gc["status"] == "ok"]
         for name in metrics:
-            metric = METRICS[name]
+            metric = settings.metric(name)
             vb, vc = _values(okb, metric.column), _values(okc, metric.column)
             if len(vc) == 0 and len(vb) > 0 and gc["status"].isin(FAILED).any():
                 status = ", ".join(sorted(set(gc["status"]) - {"ok", "skipped"}))
@@ -654,7 +676,8 @@ def to_markdown(c: Comparison) -> str:
         f"### effbench compare: {summary_line(c)}",
         "",
         f"Baseline `{c.baseline}` vs candidate `{c.candidate}`; metrics: {', '.join(c.metrics)}. "
-        f"Ratio = candidate / baseline (geometric mean of per-repeat values). "
+        f"Ratio = candidate / baseline (geometric mean of per-repeat values; latency per "
+        f"repeat: {s.latency_statistic} of its iterations). "
         f"Threshold ±{s.threshold.fraction:.1%}; Benjamini–Hochberg at α = {s.alpha} per "
         "metric, intervals at the matching false-coverage level: "
         + "; ".join(
@@ -704,6 +727,9 @@ def to_dict(c: Comparison) -> dict[str, Any]:
             "threshold": s.threshold.fraction,
             "alpha": s.alpha,
             "single_run_floor": math.expm1(s.single_run_floor),
+            "latency_statistic": s.latency_statistic,
+            "latency_column": LATENCY_STATISTICS[s.latency_statistic],
+            "trim": s.trim,
             "correction": "benjamini-hochberg",
         },
         "tests": c.tests,

@@ -5,87 +5,145 @@ auto-import it and `effbench models` does not list these. A sweep that wants the
 module in ``$EFFBENCH_PLUGINS`` (``EFFBENCH_PLUGINS=models._regression_probe``); worker
 processes inherit the variable and import it too, which is how the registration reaches them.
 
-``probe_<name>`` wraps the torchvision network ``<name>`` and, when
-``$EFFBENCH_PROBE_SLOWDOWN`` is a fraction ``f > 0`` (e.g. ``0.10``), does ``f`` times more
-work per forward: on the first inference-mode forward of each input shape it times the
-network (fastest of 15 forwards) and a small matmul step (fastest of 10 x 50 steps), then runs
-``round(f * t_forward / t_step)`` matmul steps after every forward. The extra work is real
-CPU work in the same thread pool, not a sleep. With the variable unset or 0 the wrapper
-adds nothing. The same model names exist in the baseline and the slowed run, so their cells
-match; the slowdown reaches the workers through the environment only.
+``probe_<name>`` wraps the torchvision network ``<name>`` and, after every inference-mode
+forward on the CPU, runs a fixed number of small matmul steps: real CPU work in the same
+thread, not a sleep. The number of steps per batch size is read from
+``$EFFBENCH_PROBE_STEPS``, a JSON object ``{"probe_<name>@<batch size>": steps}``; a cell
+that is not named, or the variable unset, adds nothing. The count is *deterministic*: it is
+calibrated once, before any sweep, by the experiment script (:func:`calibrate_steps`), and
+every worker of a set runs exactly the same extra work. (Calibrating inside each worker, as
+an earlier version did, realised 12-22% when 10% was asked for.) Baseline and slowed sets
+have the same model names, so their cells match; the extra work reaches the workers through
+the environment only.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import os
 import time
+from collections.abc import Mapping
 
 import torch
 from torch import nn
 
 from models.registry import ModelSpec, register_model
 
-SLOWDOWN_ENV = "EFFBENCH_PROBE_SLOWDOWN"
+STEPS_ENV = "EFFBENCH_PROBE_STEPS"
 BASES = ("squeezenet1_1", "mobilenet_v3_small", "shufflenet_v2_x0_5")
 IMAGE_SIZE = 64
+STEP_SIZE = 48  # a 48x48 float32 matmul: about 9 KiB, stays in L1/L2 beside the network
 
 
-def slowdown_fraction() -> float:
-    text = os.environ.get(SLOWDOWN_ENV, "").strip()
+def steps_from_env() -> dict[str, int]:
+    """``$EFFBENCH_PROBE_STEPS`` parsed: ``{"probe_<name>@<batch>": steps}``."""
+    text = os.environ.get(STEPS_ENV, "").strip()
     if not text:
-        return 0.0
-    value = float(text)
-    if not 0 <= value < 10:
-        raise ValueError(f"${SLOWDOWN_ENV}={text!r} must be a fraction such as 0.10")
-    return value
+        return {}
+    try:
+        raw = json.loads(text)
+        steps = {str(k): int(v) for k, v in raw.items()}
+    except (ValueError, TypeError, AttributeError) as e:
+        raise ValueError(
+            f"${STEPS_ENV} must be a JSON object such as {{'probe_squeezenet1_1@1': 40}}"
+        ) from e
+    if any(v < 0 for v in steps.values()):
+        raise ValueError(f"${STEPS_ENV}: step counts must be >= 0")
+    return steps
 
 
-class SlowedDown(nn.Module):
-    """``net`` followed by calibrated extra work of ``fraction`` times its forward time."""
+class ExtraWork(nn.Module):
+    """``net`` followed by ``steps[batch size]`` dependent 48x48 matmul steps."""
 
-    def __init__(self, net: nn.Module, fraction: float) -> None:
+    def __init__(self, net: nn.Module, steps: Mapping[int, int]) -> None:
         super().__init__()
         self.net = net
-        self.fraction = fraction
-        self._steps: dict[tuple[int, ...], int] = {}
-        self._a = torch.randn(48, 48, generator=torch.Generator().manual_seed(0))
+        self.steps = dict(steps)
+        self._a = torch.randn(STEP_SIZE, STEP_SIZE, generator=torch.Generator().manual_seed(0))
 
-    def _extra(self, steps: int) -> None:
+    def extra(self, steps: int) -> None:
         a = self._a
         for _ in range(steps):
             a = torch.mm(a, self._a).clamp_(-1.0, 1.0)
 
-    def _calibrate(self, x: torch.Tensor) -> int:
-        # minima: interference from other processes only ever adds time, so the fastest
-        # of several tries is the least disturbed estimate of both costs
-        fwd = []
-        for _ in range(15):
-            t0 = time.perf_counter()
-            self.net(x)
-            fwd.append(time.perf_counter() - t0)
-        step = []
-        for _ in range(10):
-            t0 = time.perf_counter()
-            self._extra(50)
-            step.append((time.perf_counter() - t0) / 50)
-        return max(1, round(self.fraction * min(fwd) / min(step)))
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.net(x)
         # only the timed path pays: MACs are counted on the meta device, outside inference mode
-        if self.fraction > 0 and x.device.type == "cpu" and torch.is_inference_mode_enabled():
-            shape = tuple(x.shape)
-            if shape not in self._steps:
-                self._steps[shape] = self._calibrate(x)
-            self._extra(self._steps[shape])
+        if x.device.type == "cpu" and torch.is_inference_mode_enabled():
+            self.extra(self.steps.get(int(x.shape[0]), 0))
         return y
+
+
+def _timed_blocks(
+    base: str, batch_size: int, steps: int, pairs: int
+) -> tuple[list[float], list[float]]:
+    """Alternate blocks of the bare forward and the forward plus ``steps`` steps, ``pairs``
+    times, in this process (one thread); each block's time is the fastest of 7 forwards,
+    since contention on a shared machine only adds time. Returns both lists of seconds."""
+    from torchvision.models import get_model
+
+    torch.manual_seed(0)
+    torch.set_num_threads(1)  # the experiment's sweeps run with --threads 1
+    net = ExtraWork(get_model(base, weights=None).eval(), {})
+    x = torch.randn(batch_size, 3, IMAGE_SIZE, IMAGE_SIZE)
+
+    def block(n: int) -> float:
+        times = []
+        for _ in range(7):
+            t0 = time.perf_counter()
+            net.net(x)
+            net.extra(n)
+            times.append(time.perf_counter() - t0)
+        return min(times)
+
+    bare, extra = [], []
+    with torch.inference_mode():
+        for _ in range(5):
+            block(steps)
+        for _ in range(pairs):
+            bare.append(block(0))
+            extra.append(block(steps))
+    return bare, extra
+
+
+def calibrate_steps(
+    base: str, batch_size: int, fraction: float, probe_steps: int = 200, pairs: int = 40
+) -> dict[str, float]:
+    """Steps of extra work that add ``fraction`` of the forward time of ``base`` at
+    ``batch_size`` (one thread, ``IMAGE_SIZE`` px).
+
+    Method (:func:`_timed_blocks`): interleaved blocks of the bare forward (a) and the
+    forward plus ``probe_steps`` steps (b). The cost of one step *as it runs after the
+    network* is the median over pairs of (b - a) / probe_steps; the steps are
+    ``round(fraction * median(a) / step)``. Returns the steps and the times (s) behind them.
+    """
+    bare, extra = _timed_blocks(base, batch_size, probe_steps, pairs)
+    step = sorted((b - a) / probe_steps for a, b in zip(bare, extra, strict=True))
+    bare_s, step_s = sorted(bare)[len(bare) // 2], step[len(step) // 2]
+    return {
+        "steps": max(0, round(fraction * bare_s / step_s)),
+        "forward_s": bare_s,
+        "step_s": step_s,
+    }
+
+
+def realised_ratio(base: str, batch_size: int, steps: int, pairs: int = 40) -> float:
+    """(forward + ``steps`` steps) / forward, measured afresh: the median over interleaved
+    pairs of blocks (:func:`_timed_blocks`) of their ratio."""
+    bare, extra = _timed_blocks(base, batch_size, steps, pairs)
+    ratios = sorted(b / a for a, b in zip(bare, extra, strict=True))
+    return ratios[len(ratios) // 2]
 
 
 def _build(base: str) -> nn.Module:
     from torchvision.models import get_model
 
-    return SlowedDown(get_model(base, weights=None), slowdown_fraction())
+    name = f"probe_{base}"
+    steps = {
+        int(k.split("@", 1)[1]): v for k, v in steps_from_env().items() if k.startswith(name + "@")
+    }
+    return ExtraWork(get_model(base, weights=None), steps)
 
 
 for _base in BASES:
@@ -96,6 +154,6 @@ for _base in BASES:
             builder=functools.partial(_build, _base),
             image_size=IMAGE_SIZE,
             origin="test",
-            description=f"{_base} plus ${SLOWDOWN_ENV} x more work (compare validation)",
+            description=f"{_base} plus ${STEPS_ENV} fixed extra work (compare validation)",
         )
     )

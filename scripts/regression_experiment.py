@@ -1,26 +1,39 @@
 """Measure how well `effbench compare` separates noise from real slowdowns, on real runs.
 
-Phase 1 (skipped with --analyze-only) sweeps the experiment-only probe models of
+Phase 1, calibration: for each cell of the experiment-only probe models of
 ``models/_regression_probe.py`` (squeezenet1_1, mobilenet_v3_small, shufflenet_v2_x0_5 at
-64 px, batch sizes 1, 2, 4, one thread; 9 cells) into four sets of runs under ``--out``:
+64 px, batch sizes 1, 2, 4, one thread; 9 cells) count the matmul steps that add 10% and 5%
+of that cell's forward time (``calibrate_steps``: interleaved bare / extra blocks in one
+process), then measure afresh, the same way, the ratio those counts realise. The counts are
+written to ``calibration.json`` and reused by every worker, so each repeat of a slowed set
+runs exactly the same extra work.
 
-    A     baseline, no injected work              (2 rounds x 10 repeats)
-    B     the same code again, later               (2 rounds x 5 repeats)  -> A/A
-    S10   10% more work per forward                (2 rounds x 5 repeats)
-    S5    5% more work per forward                 (2 rounds x 5 repeats)
+Phase 2, sweeps (skipped with --analyze-only): four sets of runs under ``--out``, with the
+default CPU sweep's timing settings:
 
-Rounds interleave the sets (A, S10, S5, B, A, S10, S5, B) so slow drift of a shared machine
-does not line up with one set. Phase 2 draws random disjoint subsets of repeats and
-compares them with bench.compare exactly as `effbench compare` does, and with the naive
-"candidate median > 1.05 x baseline median" rule, and prints a markdown report.
+    A     the unmodified code                       -> baseline
+    B     the same code again                       -> A/A across separate runs
+    S10   10% more work per forward (calibrated)
+    S5    5% more work per forward (calibrated)
 
-    python scripts/regression_experiment.py --out exp-results   # ~17 min of sweeps, 2 cores
-    python scripts/regression_experiment.py --out exp-results --analyze-only
+each ``--rounds`` x ``--repeats-per-round`` fresh-process repeats. Rounds interleave the sets
+and rotate their order (A S10 S5 B, S10 S5 B A, ...) so drift of a shared machine does not
+line up with one set.
+
+Phase 3, analysis: draw random subsets of repeats (disjoint when both sides come from A) and
+compare them with bench.compare exactly as `effbench compare` does, per latency statistic
+(per-repeat median and 10th percentile) and test (Welch, Yuen 20%), next to the naive
+"candidate median > 1.05 x baseline median" rule; print a markdown report and write
+``summary.json``.
+
+    python scripts/regression_experiment.py --out /tmp/regexp     # ~30 min on 2 cores
+    python scripts/regression_experiment.py --out /tmp/regexp --analyze-only
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import shutil
@@ -39,17 +52,30 @@ sys.path.insert(0, str(ROOT))
 from bench import compare  # noqa: E402
 from bench.store import load_results  # noqa: E402
 
-MODELS = ("probe_squeezenet1_1", "probe_mobilenet_v3_small", "probe_shufflenet_v2_x0_5")
-SETS = {"A": (0.0, 10), "S10": (0.10, 5), "S5": (0.05, 5), "B": (0.0, 5)}
+BASES = ("squeezenet1_1", "mobilenet_v3_small", "shufflenet_v2_x0_5")
+MODELS = tuple(f"probe_{b}" for b in BASES)
+BATCH_SIZES = (1, 2, 4)
+SETS = {"A": 0.0, "S10": 0.10, "S5": 0.05, "B": 0.0}
 RUN_ARGS = [
-    "--batch-sizes", "1,2,4", "--threads", "1", "--image-size", "64",
-    "--min-time", "0.3", "--max-time", "0.4", "--warmup-iters", "2", "--warmup-time", "0.05",
+    "--batch-sizes", ",".join(map(str, BATCH_SIZES)), "--threads", "1", "--image-size", "64",
+    "--warmup-iters", "2", "--warmup-time", "0.1",
 ]  # fmt: skip
+STATISTICS = ("median", "p10")
+METHODS = {"Welch": 0.0, "Yuen 20%": 0.2}
+SIDES = ((1, 1), (10, 1), (3, 3), (5, 5), (10, 10), (20, 20), (30, 30), (50, 50), (100, 100))
+# (label, baseline set, candidate set, thresholds); "AB" pools A and B (the same code), and
+# a comparison of a set with itself draws disjoint subsets
+COMPARISONS = (
+    ("A/A: disjoint random subsets of A+B", "AB", "AB", (0.05, 0.025)),
+    ("A/A: A vs B (separate sets)", "A", "B", (0.05,)),
+    ("10% slower: A+B vs S10", "AB", "S10", (0.05,)),
+    ("5% slower: A+B vs S5", "AB", "S5", (0.05, 0.025)),
+)
 
 
 def snapshot(out: Path) -> Path:
-    """Copy bench/ and models/ beside the results: other people edit the working tree while
-    a sweep runs, and every worker process imports the code afresh."""
+    """Copy bench/ and models/ beside the results: every worker imports the code afresh, so
+    edits to the working tree during a sweep must not reach it."""
     snap = out / "code"
     if not snap.exists():
         for pkg in ("bench", "models"):
@@ -57,23 +83,49 @@ def snapshot(out: Path) -> Path:
     return snap
 
 
-def run_sets(out: Path, rounds: int) -> None:
+def calibrate(out: Path) -> dict[str, dict[str, int]]:
+    """Steps per cell for each slowed set, from ``calibration.json`` or measured now."""
+    path = out / "calibration.json"
+    if path.exists():
+        return json.loads(path.read_text())["steps"]
+    from models._regression_probe import calibrate_steps, realised_ratio
+
+    cells, steps = {}, {name: {} for name, f in SETS.items() if f > 0}
+    for base in BASES:
+        for bs in BATCH_SIZES:
+            c = calibrate_steps(base, bs, 1.0)  # steps for 100%: scaled per set below
+            key = f"probe_{base}@{bs}"
+            for name in steps:
+                n = steps[name][key] = max(1, round(SETS[name] * c["forward_s"] / c["step_s"]))
+                # checked afresh, in the same way: the ratio these steps realise
+                c[f"realised_{name}"] = realised_ratio(base, bs, n)
+            cells[key] = c
+            print(f"calibrated {key}: {c}", file=sys.stderr, flush=True)
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"cells": cells, "steps": steps}, indent=2))
+    return steps
+
+
+def run_sets(out: Path, rounds: int, per_round: int, timing: Sequence[str]) -> None:
     code = snapshot(out)
+    steps = calibrate(out)
     env = dict(os.environ)
     env["EFFBENCH_PLUGINS"] = "models._regression_probe"
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(code), env.get("PYTHONPATH", "")) if p)
+    names = list(SETS)
     for r in range(1, rounds + 1):
-        for name, (fraction, repeats) in SETS.items():
+        k = (r - 1) % len(names)
+        for name in names[k:] + names[:k]:
             run_dir = out / name / f"{name}-round{r}"
             if (run_dir / "manifest.json").exists():
                 cmd = [sys.executable, "-m", "bench", "run", "--resume", str(run_dir)]
             else:
                 cmd = [
                     sys.executable, "-m", "bench", "run", "--models", ",".join(MODELS),
-                    *RUN_ARGS, "--repeats", str(repeats),
+                    *RUN_ARGS, *timing, "--repeats", str(per_round),
                     "--out", str(out / name), "--run-id", run_dir.name,
                 ]  # fmt: skip
-            env["EFFBENCH_PROBE_SLOWDOWN"] = str(fraction)
+            env["EFFBENCH_PROBE_STEPS"] = json.dumps(steps.get(name, {}))
             t0 = time.monotonic()
             subprocess.run(cmd, env=env, check=True, cwd=code, stderr=subprocess.DEVNULL)
             print(f"{run_dir}: {time.monotonic() - t0:.0f} s", file=sys.stderr, flush=True)
@@ -82,7 +134,10 @@ def run_sets(out: Path, rounds: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", type=Path, default=ROOT / "exp-results")
-    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=10)
+    p.add_argument("--repeats-per-round", type=int, default=2)
+    p.add_argument("--min-time", default="1", help="seconds timed per cell (effbench run)")
+    p.add_argument("--max-time", default="3", help="at most this many seconds per cell")
     p.add_argument("--runs-only", action="store_true")
     p.add_argument("--analyze-only", action="store_true")
     p.add_argument("--draws", type=int, default=100, help="random subsets per comparison")
@@ -91,8 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     args.out = args.out.resolve()
     t0 = time.monotonic()
     if not args.analyze_only:
-        run_sets(args.out, args.rounds)
-        print(f"runs: {time.monotonic() - t0:.0f} s", file=sys.stderr)
+        timing = ["--min-time", args.min_time, "--max-time", args.max_time]
+        run_sets(args.out, args.rounds, args.repeats_per_round, timing)
+        print(f"calibration and runs: {time.monotonic() - t0:.0f} s", file=sys.stderr)
     if not args.runs_only:
         analyze(args.out, args.draws, args.seed)
     return 0
@@ -137,12 +193,8 @@ def _draw(
     )
 
 
-COMPARISONS = (
-    ("A/A, same runs (disjoint repeats of A)", "A", "A"),
-    ("A/A, separate runs (A vs B)", "A", "B"),
-    ("10% slower (A vs S10)", "A", "S10"),
-    ("5% slower (A vs S5)", "A", "S5"),
-)
+def _pct(x: float) -> str:
+    return f"{x:.1%}"
 
 
 def analyze(out: Path, draws: int, seed: int) -> None:
@@ -151,82 +203,129 @@ def analyze(out: Path, draws: int, seed: int) -> None:
         df = load_results([out / name])
         df = df[df["status"] == "ok"].reset_index(drop=True)
         df["unit"] = df["run_id"].astype(str) + "#" + df["repeat"].astype(int).astype(str)
-        frames[name] = df
+        # only what the comparison reads (it is run tens of thousands of times)
+        cols = dict.fromkeys([*compare.MATCH_KEY, "status", "run_id", "repeat", "unit",
+                              *compare.LATENCY_STATISTICS.values(), "latency_ms_samples",
+                              *compare.ROW_KEYS])  # fmt: skip
+        frames[name] = pd.DataFrame({c: df[c].tolist() for c in cols})
+    frames["AB"] = pd.concat([frames["A"], frames["B"]], ignore_index=True)
     units = {name: _units(df) for name, df in frames.items()}
-    rng = np.random.default_rng(seed)
+    key = list(compare.MATCH_KEY)
+    calibration = json.loads((out / "calibration.json").read_text())
     print("# Regression-gate experiment\n")
     print(
         "Repeats (fresh worker processes) per set: "
         + ", ".join(f"{n} {len(u)}" for n, u in units.items())
-        + f"; {frames['A'].groupby(list(compare.MATCH_KEY)).ngroups} cells; "
-        f"{draws} random draws per line.\n"
+        + f"; {frames['A'].groupby(key).ngroups} cells; {draws} random draws per line.\n"
     )
+    steps = calibration["steps"]
+    print(
+        "Calibrated extra work, steps per forward (min-max over cells): "
+        + "; ".join(f"{n} {min(s.values())}-{max(s.values())}" for n, s in steps.items())
+        + "\n"
+    )
+    cal = calibration["cells"].values()
+    checked = {n: sorted(c[f"realised_{n}"] for c in cal if f"realised_{n}" in c) for n in steps}
+    if all(checked.values()):
+        print(
+            "Ratio the counts realise, measured afresh in one process (interleaved blocks, "
+            "min-median-max over cells): "
+            + "; ".join(
+                f"{n} {v[0]:.3f} / {v[len(v) // 2]:.3f} / {v[-1]:.3f}" for n, v in checked.items()
+            )
+            + "\n"
+        )
 
     # the realised slowdown, from every repeat of each set: ratio of the medians of the
-    # per-repeat medians (robust to the repeats another process disturbed)
-    key = list(compare.MATCH_KEY)
-    print("## Injected slowdown, realised (median over all repeats, vs A)\n")
-    print("| set | min over cells | median | max |\n|---|---:|---:|---:|")
-    base_med = frames["A"].groupby(key)["latency_ms_median"].median()
-    truth: dict[str, list[float]] = {}
-    for name in ("B", "S5", "S10"):
-        ratio = frames[name].groupby(key)["latency_ms_median"].median() / base_med
-        t = truth[name] = sorted(float(x) for x in ratio.dropna())
-        print(f"| {name} | {t[0]:.3f} | {float(np.median(t)):.3f} | {t[-1]:.3f} |")
+    # per-repeat statistic (robust to the repeats another process disturbed)
+    print("## Realised slowdown (median over all repeats of the per-repeat value, vs A)\n")
+    print("| set | per-repeat value | min over cells | median | max |\n|---|---|---:|---:|---:|")
+    truth: dict[str, dict[str, list[float]]] = {}
+    for stat in STATISTICS:
+        col = compare.LATENCY_STATISTICS[stat]
+        base_med = frames["A"].groupby(key)[col].median()
+        for name in ("B", "S10", "S5"):
+            ratio = frames[name].groupby(key)[col].median() / base_med
+            t = sorted(float(x) for x in ratio.dropna())
+            truth.setdefault(name, {})[stat] = t
+            print(f"| {name} | {stat} | {t[0]:.3f} | {float(np.median(t)):.3f} | {t[-1]:.3f} |")
 
     # run-to-run noise of single repeats: what the single-repeat floor must cover
-    logs = []
-    for name in ("A", "B"):
-        med = frames[name].set_index([*key, "run_id", "repeat"])["latency_ms_median"]
-        for _, g in med.groupby(level=list(range(len(key)))):
-            v = np.log(g.to_numpy(dtype=float))
-            logs.extend(np.abs(v[:, None] - v[None, :])[np.triu_indices(len(v), 1)])
-    q = np.quantile(np.expm1(np.asarray(logs)), [0.5, 0.95, 0.99, 1.0])
+    noise = {}
+    print("\n## Run-to-run noise (sets A and B)\n")
     print(
-        "\n## Single-repeat noise: |ratio - 1| between two repeats of one cell (A and B)\n\n"
-        f"median {q[0]:.1%}, 95th percentile {q[1]:.1%}, 99th {q[2]:.1%}, max {q[3]:.1%} "
-        f"({len(logs)} pairs)\n"
+        "| per-repeat value | sd of log, median over cells | pairs of repeats: median "
+        "abs difference | 95th pct | 99th pct | max |\n|---|---:|---:|---:|---:|---:|"
     )
+    for stat in STATISTICS:
+        col = compare.LATENCY_STATISTICS[stat]
+        logs, sds = [], []
+        for name in ("A", "B"):
+            med = frames[name].set_index([*key, "run_id", "repeat"])[col]
+            for _, g in med.groupby(level=list(range(len(key)))):
+                v = np.log(g.to_numpy(dtype=float))
+                sds.append(float(np.std(v, ddof=1)))
+                logs.extend(np.abs(v[:, None] - v[None, :])[np.triu_indices(len(v), 1)])
+        q = np.quantile(np.expm1(np.asarray(logs)), [0.5, 0.95, 0.99, 1.0])
+        noise[stat] = {"sd_log_median": float(np.median(sds)), "pair_quantiles": q.tolist()}
+        print(
+            f"| {stat} | {np.median(sds):.3f} | {_pct(q[0])} | {_pct(q[1])} | {_pct(q[2])} "
+            f"| {_pct(q[3])} |"
+        )
 
-    print("## Verdicts per cell comparison\n")
+    print("\n## Verdicts per cell comparison\n")
     print(
-        "| comparison | method | repeats per side | cell comparisons | regression "
-        "| inconclusive | unchanged | improvement | naive median +5% |"
+        "| comparison | per-repeat value | test | threshold | repeats per side "
+        "| cell comparisons | regression | inconclusive | unchanged | improvement "
+        "| naive median +5% |"
     )
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
-    methods = {"Welch": 0.0, "Yuen 20%": 0.2}
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    rng = np.random.default_rng(seed)
     table = []
-    for label, base, cand in COMPARISONS:
-        for kb, kc in ((1, 1), (10, 1), (3, 3), (5, 5), (10, 10)):
-            if kc > len(units[cand]) or (base == cand and kb + kc > len(units[base])):
+    for label, base, cand, thresholds in COMPARISONS:
+        for kb, kc in SIDES:
+            if kb > len(units[base]) or kc > len(units[cand]):
+                continue
+            if base == cand and kb + kc > len(units[base]):
                 continue
             k = f"{kb}" if kb == kc else f"{kb} / {kc}"
-            for method, trim in methods.items():
+            # one set of draws per line group, shared by every statistic and test, so the
+            # rows of a group differ only in the method
+            picks = [_draw(rng, frames, units, base, cand, kb, kc) for _ in range(draws)]
+            naive = sum(sum(_naive(fb, fc)) for fb, fc in picks)
+            for stat, (method, trim), t in itertools.product(
+                STATISTICS, METHODS.items(), thresholds
+            ):
                 if trim and (kb != kc or kb < 5):
                     continue  # nothing to trim
-                s = compare.Settings(metrics=("latency",), trim=trim)
+                s = compare.Settings(
+                    metrics=("latency",),
+                    threshold=compare.Threshold(t),
+                    trim=trim,
+                    latency_statistic=stat,
+                )
                 counts = dict.fromkeys(compare.VERDICTS, 0)
-                naive = n = 0
-                for _ in range(draws):
-                    fb, fc = _draw(rng, frames, units, base, cand, kb, kc)
+                n = 0
+                for fb, fc in picks:
                     c = compare.compare_sides(compare.Side("b", fb), compare.Side("c", fc), s)
                     for r in c.results:
                         counts[r.verdict] += 1
-                    naive += sum(_naive(fb, fc))
                     n += len(c.results)
                 table.append(
-                    {"comparison": label, "method": method, "k": k, "n": n, **counts,
-                     "naive": naive}
+                    {"comparison": label, "statistic": stat, "method": method, "threshold": t,
+                     "k": k, "n": n, **counts, "naive": naive}
                 )  # fmt: skip
                 print(
-                    f"| {label} | {method} | {k} | {n} | {counts['regression'] / n:.1%} "
-                    f"| {counts['inconclusive'] / n:.1%} | {counts['unchanged'] / n:.1%} "
-                    f"| {counts['improvement'] / n:.1%} | {naive / n:.1%} |",
+                    f"| {label} | {stat} | {method} | {t:.1%} | {k} | {n} "
+                    f"| {_pct(counts['regression'] / n)} "
+                    f"| {_pct(counts['inconclusive'] / n)} "
+                    f"| {_pct(counts['unchanged'] / n)} "
+                    f"| {_pct(counts['improvement'] / n)} | {_pct(naive / n)} |",
                     flush=True,
                 )
     (out / "summary.json").write_text(
-        json.dumps({"units": {k: len(v) for k, v in units.items()}, "truth": truth,
-                    "single_repeat_noise_quantiles": q.tolist(), "table": table}, indent=2)
+        json.dumps({"units": {k: len(v) for k, v in units.items()}, "calibration": calibration,
+                    "truth": truth, "noise": noise, "table": table}, indent=2)
     )  # fmt: skip
 
 

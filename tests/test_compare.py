@@ -349,6 +349,11 @@ def test_cli_on_a_real_run_compared_with_itself(capsys: pytest.CaptureFixture) -
     assert d["summary"]["regression"] == 0 and d["only_baseline"] == []
     ok = [r for r in d["results"] if r["evidence"] == "samples"]
     assert ok and all(r["ratio"] == pytest.approx(1.0) for r in ok)
+    rc = main(["compare", str(SAMPLE_RUN), str(SAMPLE_RUN), "--format", "json",
+               "--latency-stat", "p10", "--metric", "latency"])  # fmt: skip
+    d = json.loads(capsys.readouterr().out)
+    assert rc == 0 and d["settings"]["latency_column"] == "latency_ms_p10"
+    assert {r["metric"] for r in d["results"]} == {"latency"}
 
 
 def _error(argv: list[str], capsys: pytest.CaptureFixture) -> str:
@@ -373,6 +378,11 @@ def test_bad_input_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFix
         ["compare", str(SAMPLE_RUN), str(SAMPLE_RUN), "--metric", "speed"], capsys
     )
     assert "alpha" in _error(["compare", str(SAMPLE_RUN), str(SAMPLE_RUN), "--alpha", "2"], capsys)
+    # rows written without a 10th percentile cannot be compared on it
+    old = _write_run(tmp_path / "old", _rows({("m", 1): _scaled(1)}))
+    err = _error(["compare", str(old), str(old), "--latency-stat", "p10", "--metric", "latency"],
+                 capsys)  # fmt: skip
+    assert "latency_ms_p10" in err and "has no data" in err
 
 
 def test_env_mismatch_from_cli(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -428,3 +438,26 @@ def test_each_metric_is_its_own_family() -> None:
     assert fam == {"latency": (4, 0), "memory": (4, 4)}
     assert {r.verdict for r in c.results if r.metric == "memory"} == {"unchanged"}
     assert "latency 4 tests, 0 discoveries" in cmp.to_markdown(c)
+
+
+def test_latency_statistic_picks_the_per_repeat_column() -> None:
+    # medians say 20% slower, the 10th percentiles say unchanged: each setting reads its own
+    base = [_row("m", 1, v, i, latency_ms_p10=v) for i, v in enumerate(_scaled(1))]
+    cand = [
+        _row("m", 1, v, i, latency_ms_p10=p)
+        for i, (v, p) in enumerate(zip(_scaled(1.2), _scaled(1.001), strict=True))
+    ]
+    by_median = cmp.compare_sides(_side(base), _side(cand), cmp.Settings(metrics=("latency",)))
+    by_p10 = cmp.compare_sides(
+        _side(base), _side(cand), cmp.Settings(metrics=("latency",), latency_statistic="p10")
+    )
+    assert [r.verdict for r in by_median.results] == ["regression"]
+    assert by_median.results[0].ratio == pytest.approx(1.2)
+    assert [r.verdict for r in by_p10.results] == ["unchanged"]
+    assert by_p10.results[0].ratio == pytest.approx(1.001)
+    assert cmp.to_dict(by_p10)["settings"]["latency_column"] == "latency_ms_p10"
+    assert "p10 of its iterations" in cmp.to_markdown(by_p10)
+    with pytest.raises(InvalidOption, match="unknown latency statistic 'p99'"):
+        cmp.compare_sides(
+            _side(base), _side(cand), cmp.Settings(metrics=("latency",), latency_statistic="p99")
+        )
