@@ -413,7 +413,8 @@ def compare_sides(base: Side, cand: Side, settings: Settings) -> Comparison:
                 if _lacks(side.rows, settings.metric(name)):
                     raise InvalidOption(
                         f"metric {name!r} has no data in {side.label} (column "
-                        f"{settings.metric(name).column} is empty in every ok row); drop --metric {name}"
+                        f"{settings.metric(name).column} is empty in every ok row); "
+                        f"drop --metric {name}"
                     )
     else:
         metrics = tuple(
