@@ -7,6 +7,7 @@ Exit codes: 0 success; 1 a command ran but found a problem it reports (e.g. a re
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Sequence
@@ -55,7 +56,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--repeats", type=int, default=1, help="fresh-process repeats of each cell")
     run.add_argument("--out", type=Path, default=Path("results"), help="results folder")
     run.add_argument("--run-id", help="name of the run folder (default: time stamp + random)")
-    run.add_argument("--resume", type=Path, metavar="RUN_DIR", help="finish an interrupted run")
+    run.add_argument(
+        "--resume",
+        type=Path,
+        nargs="+",
+        metavar="RUN_DIR",
+        help="finish an interrupted run (several: the variant folders of an A/B run, "
+        "interleaved again)",
+    )
+    run.add_argument(
+        "--variant",
+        action="append",
+        metavar="NAME[:VAR=VALUE]",
+        help="an arm of an interleaved A/B run (two or more; repeat for more variables); "
+        "each gets its own run folder <run-id>-<NAME>, and their groups alternate",
+    )
     run.add_argument("--flops-counter", choices=MACS_COUNTERS, default="torch")
     run.add_argument("--warmup-iters", type=int, help="warm-up iterations (at least)")
     run.add_argument("--warmup-time", type=float, help="warm-up seconds (at least)")
@@ -157,8 +172,15 @@ def _timing(args: argparse.Namespace, base: Timing) -> Timing:
 def _cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from bench import devices
     from bench.executor import LocalExecutor, default_executor
-    from bench.plan import ModelShape, expand_plan
-    from bench.runner import resume_options, run_groups, start_run
+    from bench.plan import ModelShape, expand_plan, parse_variants
+    from bench.runner import (
+        check_new_run,
+        new_run_id,
+        open_lane,
+        resume_options,
+        run_interleaved,
+        start_run,
+    )
     from models import get_spec, list_models, suite_models
 
     inventory = devices.discover()
@@ -167,10 +189,14 @@ def _cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         spec = get_spec(name)
         catalog[name] = ModelShape(spec.image_size, spec.in_chans)
 
+    executor = LocalExecutor() if args.executor == "subprocess" else default_executor()
+    lanes = []  # (run folder, run id, options, groups)
     if args.resume is not None:
-        run_id, options = resume_options(args.resume)
-        run_dir = args.resume
-        groups = expand_plan(options, catalog, inventory)
+        if args.variant:
+            raise InvalidOption("--variant cannot be changed on --resume; the plan is recorded")
+        for run_dir in dict.fromkeys(args.resume):
+            run_id, options = resume_options(run_dir)
+            lanes.append((run_dir, run_id, options, expand_plan(options, catalog, inventory)))
     else:
         has_gpu = any(d.startswith("cuda:") for d in inventory.devices)
         default = GPU_DEFAULT if has_gpu else CPU_DEFAULT
@@ -197,27 +223,35 @@ def _cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         )
         groups = expand_plan(options, catalog, inventory)
         env = devices.environment(inventory).to_dict()
-        run_dir = start_run(args.out, args.run_id, options, groups, env, argv)
-        run_id = run_dir.name
-    print(f"effbench: writing to {run_dir}", file=sys.stderr)
-    summary = run_groups(
-        run_dir,
-        run_id,
-        options,
-        groups,
-        LocalExecutor() if args.executor == "subprocess" else default_executor(),
-        get_spec,
-        devices.device_name,
-        argv=argv,
-    )
-    counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.statuses.items())) or "nothing to do"
-    print(
-        f"effbench: {summary.written} rows ({counts}) in {summary.wall_s:.1f} s -> {run_dir}\n"
-        f"effbench: {summary.timed_s:.1f} s in timed iterations; "
-        f"{summary.outside_timed_share:.0%} of the sweep's time was spent outside them "
-        "(start-up, model build, MAC counting, warm-up, writing)",
-        file=sys.stderr,
-    )
+        variants = parse_variants(args.variant or ())
+        if not variants:
+            run_dir = start_run(args.out, args.run_id, options, groups, env, argv)
+            lanes.append((run_dir, run_dir.name, options, groups))
+        else:
+            stem = args.run_id or new_run_id()
+            ids = [f"{stem}-{v.name}" for v in variants]
+            for run_id in ids:  # refuse before any folder is created
+                check_new_run(args.out, run_id)
+            for v, run_id in zip(variants, ids, strict=True):
+                opts = dataclasses.replace(options, variant=v.name, env=v.env)
+                run_dir = start_run(args.out, run_id, opts, groups, env, argv)
+                lanes.append((run_dir, run_id, opts, groups))
+    for run_dir, *_ in lanes:
+        print(f"effbench: writing to {run_dir}", file=sys.stderr)
+    opened = [open_lane(*lane) for lane in lanes]
+    summaries = run_interleaved(opened, executor, get_spec, devices.device_name, argv)
+    for summary in summaries:
+        counts = (
+            ", ".join(f"{n} {s}" for s, n in sorted(summary.statuses.items())) or "nothing to do"
+        )
+        print(
+            f"effbench: {summary.written} rows ({counts}) in {summary.wall_s:.1f} s "
+            f"-> {summary.run_dir}\n"
+            f"effbench: {summary.timed_s:.1f} s in timed iterations; "
+            f"{summary.outside_timed_share:.0%} of the sweep's time was spent outside them "
+            "(start-up, model build, MAC counting, warm-up, writing)",
+            file=sys.stderr,
+        )
     return 0
 
 

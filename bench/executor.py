@@ -55,6 +55,7 @@ class LocalExecutor:
         env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
         env["EFFBENCH_PARENT_PID"] = str(os.getpid())
         env["PYTHONUNBUFFERED"] = "1"
+        env.update(task.env)  # at start-up too, for variables read when a library loads
         env.update(self._extra_env)
         return env
 

@@ -8,7 +8,7 @@ worker process measures, walking its batch sizes upward.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -59,6 +59,8 @@ class Options:
     cell_timeout_s: float = 600.0
     memory_cap_bytes: int | None = None
     tf32: bool = False
+    variant: str | None = None  # the name of this run's variant (`--variant`), if any
+    env: tuple[tuple[str, str], ...] = ()  # set in every worker before the model is built
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -69,7 +71,63 @@ class Options:
         d["timing"] = Timing(**d.get("timing", {}))
         for key in ("models", "batch_sizes", "devices", "dtypes"):
             d[key] = tuple(d[key])
+        d["env"] = tuple((str(k), str(v)) for k, v in d.get("env", ()))
         return cls(**d)
+
+
+@dataclass(frozen=True, slots=True)
+class Variant:
+    """One arm of an interleaved A/B run: a name and the environment its workers get."""
+
+    name: str
+    env: tuple[tuple[str, str], ...] = ()
+
+
+_VARIANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# set by the suite itself (threads are part of the cell; the worker protocol needs the rest)
+RESERVED_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "EFFBENCH_PARENT_PID", "PYTHONPATH")
+
+
+def parse_variants(texts: Sequence[str]) -> tuple[Variant, ...]:
+    """``--variant NAME`` or ``--variant NAME:VAR=VALUE`` (repeat the flag for more
+    variables of one variant), in order of first mention.
+
+    Variables are set in the worker before the model is built; they cannot change code
+    (``PYTHONPATH``) or threads (use ``--threads``).
+    """
+    envs: dict[str, dict[str, str]] = {}
+    for text in texts:
+        name, sep, assignment = text.partition(":")
+        if not _VARIANT_NAME.fullmatch(name):
+            raise InvalidOption(
+                f"--variant {text!r}: a variant is named with letters, digits, '_', '.' or '-' "
+                "and may add one VAR=VALUE after a colon, e.g. --variant fast:MY_FLAG=1"
+            )
+        env = envs.setdefault(name, {})
+        if not sep:
+            continue
+        var, eq, value = assignment.partition("=")
+        if not eq or not _ENV_NAME.fullmatch(var):
+            raise InvalidOption(
+                f"--variant {text!r}: write the variable as NAME:VAR=VALUE, e.g. "
+                "--variant fast:MY_FLAG=1"
+            )
+        if var in RESERVED_ENV:
+            raise InvalidOption(
+                f"--variant {text!r}: {var} is set by effbench itself; use --threads for "
+                "threads, and run two checkouts alternately to compare code (docs/compare.md)"
+            )
+        if var in env and env[var] != value:
+            raise InvalidOption(f"--variant {name}: {var} is given twice with different values")
+        env[var] = value
+    variants = tuple(Variant(n, tuple(sorted(e.items()))) for n, e in envs.items())
+    if len(variants) == 1:
+        raise InvalidOption(
+            "one --variant given; an interleaved run needs two or more (e.g. --variant base "
+            "--variant fast:MY_FLAG=1)"
+        )
+    return variants
 
 
 @dataclass(frozen=True, slots=True)

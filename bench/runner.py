@@ -40,6 +40,7 @@ class Progress:
     stream: TextIO = field(default_factory=lambda: sys.stderr)
     done: int = 0
     started: float = field(default_factory=time.monotonic)
+    label: str = ""
 
     def _eta(self) -> str:
         if not self.done:
@@ -49,8 +50,8 @@ class Progress:
 
     def cell(self, cell: Cell) -> None:
         line = (
-            f"[{self.done + 1:>4}/{self.total}] {cell.model} {cell.device} {cell.dtype} "
-            f"bs={cell.batch_size} r{cell.repeat}"
+            f"{self.label}[{self.done + 1:>4}/{self.total}] {cell.model} {cell.device} "
+            f"{cell.dtype} bs={cell.batch_size} r{cell.repeat}"
             f"  elapsed {_fmt_s(time.monotonic() - self.started)}  left ~{self._eta()}"
         )
         if self.stream.isatty():
@@ -96,15 +97,7 @@ def start_run(
 ) -> Path:
     """Create ``out/<run_id>`` with its manifest; refuse to overwrite an existing run."""
     run_id = run_id or new_run_id()
-    if "/" in run_id or run_id in {"", ".", ".."}:
-        raise InvalidOption(f"--run-id {run_id!r} must be a plain folder name")
-    run_dir = out / run_id
-    ensure_writable(out)
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise InvalidOption(
-            f"{run_dir} already holds a run; continue it with `effbench run --resume {run_dir}` "
-            "or choose another --run-id"
-        )
+    run_dir = check_new_run(out, run_id)
     ensure_writable(run_dir)
     write_manifest(
         run_dir,
@@ -122,6 +115,20 @@ def start_run(
     return run_dir
 
 
+def check_new_run(out: Path, run_id: str) -> Path:
+    """``out/<run_id>``, after checking that it can be written and holds no run yet."""
+    if "/" in run_id or run_id in {"", ".", ".."}:
+        raise InvalidOption(f"--run-id {run_id!r} must be a plain folder name")
+    run_dir = out / run_id
+    ensure_writable(out)
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise InvalidOption(
+            f"{run_dir} already holds a run; continue it with `effbench run --resume {run_dir}` "
+            "or choose another --run-id"
+        )
+    return run_dir
+
+
 def resume_options(run_dir: Path) -> tuple[str, Options]:
     """The run id and options recorded in ``run_dir``'s manifest."""
     if not run_dir.is_dir():
@@ -133,100 +140,146 @@ def resume_options(run_dir: Path) -> tuple[str, Options]:
         raise ResultsCorrupt(f"{run_dir}/manifest.json lacks a valid plan: {e}") from e
 
 
-def run_groups(
+@dataclass
+class Lane:
+    """One run folder being filled: the groups it still lacks and what has been written."""
+
+    run_dir: Path
+    run_id: str
+    options: Options
+    pending: list[Group]
+    progress: Progress
+    idle_w: dict[str, float | None]
+    macs_cache: dict[tuple[Any, ...], int]
+    statuses: dict[str, int] = field(default_factory=dict)
+    written: int = 0
+    timed_s: float = 0.0
+    started: float = field(default_factory=time.monotonic)
+
+
+def open_lane(
     run_dir: Path,
     run_id: str,
     options: Options,
     groups: Sequence[Group],
-    executor: Executor,
-    spec_of: Callable[[str], Any],
-    device_name_of: Callable[[str], str],
-    argv: Sequence[str] = (),
     progress_stream: TextIO | None = None,
-) -> RunSummary:
-    """Measure every cell of ``groups`` that has no row in ``run_dir`` yet."""
-    t_start = time.monotonic()
+) -> Lane:
+    """Read what ``run_dir`` already holds; the lane's ``pending`` groups are the rest."""
     ensure_writable(run_dir)
     existing = load_run(run_dir)
     done = row_keys(existing)
-    macs_cache = _macs_cache(existing)
     pending: list[Group] = []
     for g in groups:
         todo = tuple(c.batch_size for c in g.cells() if c.key not in done)
         if todo:
             pending.append(g.with_batch_sizes(todo))
     total = sum(len(g.batch_sizes) for g in pending)
-    progress = Progress(total, progress_stream or sys.stderr)
+    label = f"{options.variant}: " if options.variant else ""
+    progress = Progress(total, progress_stream or sys.stderr, label=label)
     idle_w = measure_idle_power(list(dict.fromkeys(g.device for g in pending)), progress.stream)
-    statuses: dict[str, int] = {}
-    written = 0
-    timed_s = 0.0
+    return Lane(run_dir, run_id, options, pending, progress, idle_w, _macs_cache(existing))
+
+
+def run_group(
+    lane: Lane,
+    g: Group,
+    executor: Executor,
+    spec_of: Callable[[str], Any],
+    device_name_of: Callable[[str], str],
+) -> None:
+    """Measure group ``g`` of ``lane`` in one worker; write a row per cell as it comes, and
+    rows for the cells a crashed or overrunning worker never reported."""
+    options = lane.options
 
     def write(cell: Cell, row: Row) -> None:
-        nonlocal written, timed_s
-        store_row(run_dir, cell.slug, row)
-        written += 1
-        timed_s += row.timed_s or 0.0
-        progress.done += 1
-        statuses[row.status] = statuses.get(row.status, 0) + 1
+        store_row(lane.run_dir, cell.slug, row)
+        lane.written += 1
+        lane.timed_s += row.timed_s or 0.0
+        lane.progress.done += 1
+        lane.statuses[row.status] = lane.statuses.get(row.status, 0) + 1
 
-    for g in pending:
-        cells = {c.batch_size: c for c in g.cells()}
-        seen: set[int] = set()
-        in_flight: list[int] = []
-        mkey = (g.model, g.image_size, g.in_chans, options.macs_counter)
+    cells = {c.batch_size: c for c in g.cells()}
+    seen: set[int] = set()
+    mkey = (g.model, g.image_size, g.in_chans, options.macs_counter)
 
-        def on_message(
-            msg: Message,
-            cells: dict[int, Cell] = cells,
-            seen: set[int] = seen,
-            in_flight: list[int] = in_flight,
-            mkey: tuple[Any, ...] = mkey,
-        ) -> None:
-            event = msg.get("event")
-            if event == "start":
-                in_flight[:] = [int(msg["batch_size"])]
-                progress.cell(cells[in_flight[0]])
-            elif event == "row":
-                row = Row.from_dict(msg["row"])
-                write(cells[row.batch_size], row)
-                seen.add(row.batch_size)
-                if row.macs is not None:
-                    macs_cache[mkey] = row.macs
+    def on_message(msg: Message) -> None:
+        event = msg.get("event")
+        if event == "start":
+            lane.progress.cell(cells[int(msg["batch_size"])])
+        elif event == "row":
+            row = Row.from_dict(msg["row"])
+            write(cells[row.batch_size], row)
+            seen.add(row.batch_size)
+            if row.macs is not None:
+                lane.macs_cache[mkey] = row.macs
 
-        task = Task(
-            run_id=run_id,
-            group=g,
-            timing=options.timing,
-            macs_counter=options.macs_counter,
-            macs=macs_cache.get(mkey),
-            tf32=options.tf32,
-            memory_cap_bytes=options.memory_cap_bytes,
-            idle_power_w=idle_w.get(g.device),
-        )
-        outcome = executor.run(task, on_message, options.cell_timeout_s)
-        missing = [b for b in g.batch_sizes if b not in seen]
-        if missing:
-            status = outcome.status if outcome.status != "ok" else "crashed"
-            detail = outcome.detail or "worker ended without reporting this cell"
-            spec = spec_of(g.model)
-            name = device_name_of(g.device)
-            for i, b in enumerate(missing):
-                if i:
-                    progress.cell(cells[b])
-                row = base_row(
-                    task,
-                    b,
-                    status if i == 0 else "skipped",
-                    spec,
-                    name,
-                    error=detail if i == 0 else f"skipped: {status} at batch {missing[0]}",
-                )
-                write(cells[b], row)
-    progress.finish()
-    wall = time.monotonic() - t_start
-    _record_session(run_dir, argv, wall, written, timed_s)
-    return RunSummary(run_dir, total, written, statuses, wall, timed_s)
+    task = Task(
+        run_id=lane.run_id,
+        group=g,
+        timing=options.timing,
+        macs_counter=options.macs_counter,
+        macs=lane.macs_cache.get(mkey),
+        tf32=options.tf32,
+        memory_cap_bytes=options.memory_cap_bytes,
+        idle_power_w=lane.idle_w.get(g.device),
+        env=dict(options.env),
+    )
+    outcome = executor.run(task, on_message, options.cell_timeout_s)
+    missing = [b for b in g.batch_sizes if b not in seen]
+    if missing:
+        status = outcome.status if outcome.status != "ok" else "crashed"
+        detail = outcome.detail or "worker ended without reporting this cell"
+        spec = spec_of(g.model)
+        name = device_name_of(g.device)
+        for i, b in enumerate(missing):
+            if i:
+                lane.progress.cell(cells[b])
+            row = base_row(
+                task,
+                b,
+                status if i == 0 else "skipped",
+                spec,
+                name,
+                error=detail if i == 0 else f"skipped: {status} at batch {missing[0]}",
+            )
+            write(cells[b], row)
+
+
+def close_lane(lane: Lane, argv: Sequence[str]) -> RunSummary:
+    """Record this session in the lane's manifest and summarise it."""
+    lane.progress.finish()
+    wall = time.monotonic() - lane.started
+    _record_session(lane.run_dir, argv, wall, lane.written, lane.timed_s)
+    total = lane.progress.total
+    return RunSummary(lane.run_dir, total, lane.written, lane.statuses, wall, lane.timed_s)
+
+
+def interleave(lanes: Sequence[Lane]) -> list[tuple[Lane, Group]]:
+    """The order in which an interleaved run measures its lanes' groups: group i of every
+    lane before group i + 1 of any, the lanes' order reversed on every other step
+    (A B, B A, A B, ...), so that neither arm always runs first after the other."""
+    order = []
+    steps = max((len(lane.pending) for lane in lanes), default=0)
+    for i in range(steps):
+        for lane in lanes if i % 2 == 0 else reversed(lanes):
+            if i < len(lane.pending):
+                order.append((lane, lane.pending[i]))
+    return order
+
+
+def run_interleaved(
+    lanes: Sequence[Lane],
+    executor: Executor,
+    spec_of: Callable[[str], Any],
+    device_name_of: Callable[[str], str],
+    argv: Sequence[str] = (),
+) -> list[RunSummary]:
+    """Measure several run folders (the variants of an A/B run) group by group in the order
+    of :func:`interleave`, so that drift of the machine hits every variant alike. Each
+    lane's manifest records the wall time of the whole interleaved session."""
+    for lane, g in interleave(lanes):
+        run_group(lane, g, executor, spec_of, device_name_of)
+    return [close_lane(lane, argv) for lane in lanes]
 
 
 def measure_idle_power(devices: Sequence[str], stream: TextIO) -> dict[str, float | None]:

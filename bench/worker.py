@@ -25,7 +25,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import IO, Any
 
 from bench.plan import Group, Timing
@@ -44,6 +44,7 @@ class Task:
     tf32: bool = False
     memory_cap_bytes: int | None = None
     idle_power_w: float | None = None  # measured by the runner at the start of the run
+    env: dict[str, str] = field(default_factory=dict)  # the run's --variant variables
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
@@ -119,6 +120,7 @@ def _apply_memory_cap(cap_bytes: int) -> None:
 
 def run_task(task: Task, emit: Callable[[dict[str, Any]], None]) -> None:
     """Measure every cell of ``task.group``, emitting messages as they happen."""
+    os.environ.update(task.env)  # before anything reads them (the model's builder, say)
     import torch
 
     from bench.devices import device_name as _device_name

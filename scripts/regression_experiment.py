@@ -8,25 +8,25 @@ process), then measure afresh, the same way, the ratio those counts realise. The
 written to ``calibration.json`` and reused by every worker, so each repeat of a slowed set
 runs exactly the same extra work.
 
-Phase 2, sweeps (skipped with --analyze-only): four sets of runs under ``--out``, with the
-default CPU sweep's timing settings:
+Phase 2, the sweep (skipped with --analyze-only): one interleaved `effbench run` with four
+variants, one per set, ``--repeats`` fresh-process repeats each (short timing windows: many
+cheap repeats beat few long ones when the noise is between processes):
 
-    A     the unmodified code                       -> baseline
-    B     the same code again                       -> A/A across separate runs
+    A     the unmodified code                        -> baseline
+    B     the same code again                        -> A/A: A vs B, and splits of A+B
     S10   10% more work per forward (calibrated)
     S5    5% more work per forward (calibrated)
 
-each ``--rounds`` x ``--repeats-per-round`` fresh-process repeats. Rounds interleave the sets
-and rotate their order (A S10 S5 B, S10 S5 B A, ...) so drift of a shared machine does not
-line up with one set.
+The runner alternates the variants' groups, reversing their order every step, so drift of a
+shared machine hits every set alike (``exp-A/``, ``exp-B/``, ... under ``--out``).
 
-Phase 3, analysis: draw random subsets of repeats (disjoint when both sides come from A) and
-compare them with bench.compare exactly as `effbench compare` does, per latency statistic
-(per-repeat median and 10th percentile) and test (Welch, Yuen 20%), next to the naive
-"candidate median > 1.05 x baseline median" rule; print a markdown report and write
-``summary.json``.
+Phase 3, analysis: draw random subsets of repeats (disjoint when both sides come from the
+same pool) and compare them with bench.compare exactly as `effbench compare` does, per
+latency statistic (per-repeat median and 10th percentile), test (Welch, Yuen 20%) and
+threshold, next to the naive "candidate median > 1.05 x baseline median" rule; print a
+markdown report and write ``summary.json``.
 
-    python scripts/regression_experiment.py --out /tmp/regexp     # ~30 min on 2 cores
+    python scripts/regression_experiment.py --out /tmp/regexp     # ~45 min on 2 cores
     python scripts/regression_experiment.py --out /tmp/regexp --analyze-only
 """
 
@@ -52,6 +52,7 @@ sys.path.insert(0, str(ROOT))
 from bench import compare  # noqa: E402
 from bench.store import load_results  # noqa: E402
 
+STEPS_ENV = "EFFBENCH_PROBE_STEPS"
 BASES = ("squeezenet1_1", "mobilenet_v3_small", "shufflenet_v2_x0_5")
 MODELS = tuple(f"probe_{b}" for b in BASES)
 BATCH_SIZES = (1, 2, 4)
@@ -106,38 +107,44 @@ def calibrate(out: Path) -> dict[str, dict[str, int]]:
     return steps
 
 
-def run_sets(out: Path, rounds: int, per_round: int, timing: Sequence[str]) -> None:
+def set_dir(out: Path, name: str) -> Path:
+    """Where set ``name`` lives: one arm of the interleaved run (``exp-<name>``), or, for
+    runs made before interleaving existed, a folder of per-round runs (``<name>/``)."""
+    arm = out / f"exp-{name}"
+    return arm if arm.exists() else out / name
+
+
+def run_sets(out: Path, repeats: int, timing: Sequence[str]) -> None:
+    """One interleaved `effbench run` whose four variants are the four sets: the runner
+    alternates their groups (A B S10 S5, S5 S10 B A, ...), so drift of the machine hits
+    every set alike."""
     code = snapshot(out)
     steps = calibrate(out)
     env = dict(os.environ)
     env["EFFBENCH_PLUGINS"] = "models._regression_probe"
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(code), env.get("PYTHONPATH", "")) if p)
-    names = list(SETS)
-    for r in range(1, rounds + 1):
-        k = (r - 1) % len(names)
-        for name in names[k:] + names[:k]:
-            run_dir = out / name / f"{name}-round{r}"
-            if (run_dir / "manifest.json").exists():
-                cmd = [sys.executable, "-m", "bench", "run", "--resume", str(run_dir)]
-            else:
-                cmd = [
-                    sys.executable, "-m", "bench", "run", "--models", ",".join(MODELS),
-                    *RUN_ARGS, *timing, "--repeats", str(per_round),
-                    "--out", str(out / name), "--run-id", run_dir.name,
-                ]  # fmt: skip
-            env["EFFBENCH_PROBE_STEPS"] = json.dumps(steps.get(name, {}))
-            t0 = time.monotonic()
-            subprocess.run(cmd, env=env, check=True, cwd=code, stderr=subprocess.DEVNULL)
-            print(f"{run_dir}: {time.monotonic() - t0:.0f} s", file=sys.stderr, flush=True)
+    arms = [out / f"exp-{name}" for name in SETS]
+    if all((arm / "manifest.json").exists() for arm in arms):
+        cmd = [sys.executable, "-m", "bench", "run", "--resume", *map(str, arms)]
+    else:
+        cmd = [
+            sys.executable, "-m", "bench", "run", "--models", ",".join(MODELS),
+            *RUN_ARGS, *timing, "--repeats", str(repeats), "--out", str(out), "--run-id", "exp",
+        ]  # fmt: skip
+        for name in SETS:
+            extra = steps.get(name)
+            cmd += ["--variant", f"{name}:{STEPS_ENV}={json.dumps(extra)}" if extra else name]
+    t0 = time.monotonic()
+    subprocess.run(cmd, env=env, check=True, cwd=code, stderr=subprocess.DEVNULL)
+    print(f"sweep: {time.monotonic() - t0:.0f} s", file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", type=Path, default=ROOT / "exp-results")
-    p.add_argument("--rounds", type=int, default=10)
-    p.add_argument("--repeats-per-round", type=int, default=2)
-    p.add_argument("--min-time", default="1", help="seconds timed per cell (effbench run)")
-    p.add_argument("--max-time", default="3", help="at most this many seconds per cell")
+    p.add_argument("--repeats", type=int, default=150, help="fresh-process repeats per set")
+    p.add_argument("--min-time", default="0.3", help="seconds timed per cell (effbench run)")
+    p.add_argument("--max-time", default="0.4", help="at most this many seconds per cell")
     p.add_argument("--runs-only", action="store_true")
     p.add_argument("--analyze-only", action="store_true")
     p.add_argument("--draws", type=int, default=100, help="random subsets per comparison")
@@ -147,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     if not args.analyze_only:
         timing = ["--min-time", args.min_time, "--max-time", args.max_time]
-        run_sets(args.out, args.rounds, args.repeats_per_round, timing)
+        run_sets(args.out, args.repeats, timing)
         print(f"calibration and runs: {time.monotonic() - t0:.0f} s", file=sys.stderr)
     if not args.runs_only:
         analyze(args.out, args.draws, args.seed)
@@ -200,7 +207,7 @@ def _pct(x: float) -> str:
 def analyze(out: Path, draws: int, seed: int) -> None:
     frames = {}
     for name in SETS:
-        df = load_results([out / name])
+        df = load_results([set_dir(out, name)])
         df = df[df["status"] == "ok"].reset_index(drop=True)
         df["unit"] = df["run_id"].astype(str) + "#" + df["repeat"].astype(int).astype(str)
         # only what the comparison reads (it is run tens of thousands of times)

@@ -15,6 +15,7 @@ from bench.plan import (
     all_cells,
     expand_plan,
     parse_size_bytes,
+    parse_variants,
 )
 
 CATALOG = {"a": ModelShape(224), "b": ModelShape(32, in_chans=1)}
@@ -114,3 +115,32 @@ def test_parse_size(text: str, expected: int) -> None:
 def test_parse_size_rejects_garbage() -> None:
     with pytest.raises(InvalidOption, match="512MiB"):
         parse_size_bytes("lots")
+
+
+def test_variants_are_parsed_in_order_with_their_variables() -> None:
+    v = parse_variants(["base", "fast:A=1", "fast:B=x=y", "other:EMPTY="])
+    assert [x.name for x in v] == ["base", "fast", "other"]
+    assert (
+        v[0].env == () and v[1].env == (("A", "1"), ("B", "x=y")) and v[2].env == (("EMPTY", ""),)
+    )
+    assert parse_variants([]) == ()
+    # recorded in the options and read back from a manifest
+    o = Options(models=("a",), variant="fast", env=v[1].env)
+    assert Options.from_dict(o.to_dict()) == o
+
+
+@pytest.mark.parametrize(
+    ("texts", "message"),
+    [
+        (["only"], "needs two or more"),
+        (["a", "b c"], "a variant is named with"),
+        (["a", "b:NOEQUALS"], "NAME:VAR=VALUE"),
+        (["a", "b:1BAD=2"], "NAME:VAR=VALUE"),
+        (["a", "b:PYTHONPATH=/x"], "set by effbench itself"),
+        (["a", "b:OMP_NUM_THREADS=4"], "--threads"),
+        (["a", "b:X=1", "b:X=2"], "given twice"),
+    ],
+)
+def test_bad_variants_say_what_to_write(texts: list[str], message: str) -> None:
+    with pytest.raises(InvalidOption, match=message):
+        parse_variants(texts)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -199,3 +200,42 @@ def test_subprocess_executor_reports_a_crash_with_its_signal(out_dir: Path) -> N
     df = load_results([out_dir / "sub"]).sort_values("batch_size")
     assert list(df["status"]) == ["ok", "crashed", "skipped"]
     assert "SIGABRT" in df["error"].iloc[1]
+
+
+def test_variants_interleave_their_groups_and_get_their_environment(out_dir: Path) -> None:
+    args = ["run", "--models", "env_width,tiny_mlp", "--batch-sizes", "1", "--devices", "cpu",
+            "--threads", "1", "--repeats", "2", *FAST, "--out", str(out_dir), "--run-id", "ab",
+            "--variant", "narrow", "--variant", "wide:EFFBENCH_TEST_WIDTH=32"]  # fmt: skip
+    r = effbench(args)
+    assert r.returncode == 0, r.stderr
+    narrow, wide = out_dir / "ab-narrow", out_dir / "ab-wide"
+    rows = load_results([narrow, wide])
+    assert len(rows) == 8 and set(rows["status"]) == {"ok"}
+    assert set(rows["run_id"]) == {"ab-narrow", "ab-wide"}
+    # the variable reached the builder of the wide arm only: nn.Linear(192, w) has 193 * w
+    params = rows[rows["model"] == "env_width"].groupby("run_id")["params"].unique()
+    assert list(params["ab-narrow"]) == [193 * 16] and list(params["ab-wide"]) == [193 * 32]
+    # groups alternate, the arms' order flipping every step: A B, B A, A B, B A
+    seq = rows.sort_values("timestamp")[["run_id", "model", "repeat"]].values.tolist()
+    assert seq == [
+        ["ab-narrow", "env_width", 0], ["ab-wide", "env_width", 0],
+        ["ab-wide", "tiny_mlp", 0], ["ab-narrow", "tiny_mlp", 0],
+        ["ab-narrow", "env_width", 1], ["ab-wide", "env_width", 1],
+        ["ab-wide", "tiny_mlp", 1], ["ab-narrow", "tiny_mlp", 1],
+    ]  # fmt: skip
+    assert json.loads((wide / "manifest.json").read_text())["options"]["env"] == [
+        ["EFFBENCH_TEST_WIDTH", "32"]
+    ]
+    # both arms resume together, each with its own environment, measuring only what is gone
+    for run in (narrow, wide):
+        next(run.glob("part-env_width_*_r1.parquet")).unlink()
+    r = effbench(["run", "--resume", str(narrow), str(wide)])
+    assert r.returncode == 0, r.stderr
+    again = load_results([narrow, wide])
+    assert len(again) == 8
+    params = again[again["model"] == "env_width"].groupby("run_id")["params"].unique()
+    assert list(params["ab-narrow"]) == [193 * 16] and list(params["ab-wide"]) == [193 * 32]
+    # an existing arm is never overwritten, and nothing new is created
+    r = effbench([*args[:-4], "--variant", "narrow", "--variant", "third:X=1"])
+    assert r.returncode == 2 and "already holds a run" in r.stderr
+    assert not (out_dir / "ab-third").exists()

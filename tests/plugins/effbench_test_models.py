@@ -61,7 +61,20 @@ class TinyMLP(nn.Module):
         return self.net(x)
 
 
+class EnvWidth(nn.Module):
+    """A linear layer as wide as ``$EFFBENCH_TEST_WIDTH`` (16 if unset), read when the model
+    is built: its parameter count shows which environment a worker built it in."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Linear(3 * 8 * 8, int(os.environ.get("EFFBENCH_TEST_WIDTH", "16")))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(x.flatten(1))
+
+
 for _name, _cls in {
+    "env_width": EnvWidth,
     "alloc64": Alloc,
     "crash_at2": CrashAt2,
     "hang_at2": HangAt2,
