@@ -142,9 +142,14 @@ def build_parser() -> argparse.ArgumentParser:
         "percentile (steadier on a shared machine; see docs/compare.md)",
     )
     cmp.add_argument(
+        "--drift-floor",
+        default="20%",
+        help="assumed drift between two sides measured at different times, not interleaved (20%%)",
+    )
+    cmp.add_argument(
         "--single-run-floor",
-        default="50%",
-        help="assumed run-to-run noise when each side has one repeat (50%%)",
+        default="100%",
+        help="assumed run-to-run noise when each side has one repeat (100%%: a factor of 2)",
     )
 
     rep = sub.add_parser("report", help="figures, index.html and summary tables from runs")
@@ -352,8 +357,13 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         metrics=compare.parse_metrics(args.metric),
         threshold=compare.Threshold.parse(args.threshold),
         alpha=args.alpha,
-        single_run_floor=compare.Threshold.parse(args.single_run_floor).log_bound,
+        single_run_floor=compare.Threshold.parse(
+            args.single_run_floor, upper=10.0, allow_zero=True
+        ).log_bound,
         latency_statistic=args.latency_stat,
+        drift_floor=compare.Threshold.parse(
+            args.drift_floor, upper=10.0, allow_zero=True
+        ).log_bound,
     )
     result = compare.compare_paths(
         args.baseline, args.candidate, settings, allow_env_mismatch=args.allow_env_mismatch

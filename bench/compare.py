@@ -15,6 +15,11 @@ within-run samples (``latency_ms_samples``) and every metric gets a fixed noise 
 ±``SINGLE_RUN_FLOOR`` (log scale) added to its interval. The
 output says so for each such cell. docs/compare.md shows the measurement behind the floor.
 
+Two sides measured at different times (their rows' timestamps do not overlap, as with a
+stored baseline) carry the machine's drift between those times, which no spread inside one
+run shows: their intervals are widened by ``DRIFT_FLOOR``. Interleaved sides (`effbench run
+--variant`) need no such allowance.
+
 Multiple cells: the two-sided p-values of the cells of each metric (one family per metric)
 are corrected with Benjamini–Hochberg at ``alpha``; every interval is then drawn at the
 false-coverage-rate level ``1 - alpha * max(R, 1) / m`` (Benjamini & Yekutieli 2005), R
@@ -46,11 +51,18 @@ from bench.store import MANIFEST, load_results, read_manifest
 
 MATCH_KEY = ("model", "batch_size", "device_name", "dtype", "image_size", "threads")
 VERDICTS = ("regression", "inconclusive", "improvement", "unchanged")  # most severe first
-# Run-to-run noise a single repeat cannot see (log scale, ±50%), used when each side has
-# one repeat. docs/compare.md: on a shared 2-core CI machine, 1.3% of single-repeat A/A
-# pairs differ by more than 50% (12% by more than 10%). Quiet runners may lower it with
+# Run-to-run noise a single repeat cannot see (log scale: a factor of 2), used when each side
+# has one repeat. docs/compare.md: on the shared 2-core CI machine, single repeats of the same
+# cell differed by more than 50% in 6-8% of pairs (so a ±50% floor gave 2-6% false
+# regressions), by more than 100% in well under 1%. Quiet runners may lower it with
 # --single-run-floor after measuring their own A/A spread.
-SINGLE_RUN_FLOOR = math.log(1.50)
+SINGLE_RUN_FLOOR = math.log(2.0)
+# Drift a baseline measured at another time carries (log scale, ±20%), used when the two sides
+# do not overlap in time. docs/compare.md: on the shared CI machine two runs of 10 repeats
+# each, minutes apart, differed by a median of 9% per cell (95th percentile 33%), and without
+# this allowance 7-9% of A/A cells were false regressions. Interleaved A/B runs
+# (`effbench run --variant`) need none; steady runners may lower it with --drift-floor.
+DRIFT_FLOOR = math.log(1.20)
 FAILED = ("oom", "crashed", "timeout", "error")
 
 
@@ -67,8 +79,8 @@ class Metric:
 
 
 # The per-repeat value of the latency metric: the median of the repeat's timed iterations
-# (default), or their 10th percentile, which contention from other processes (it only ever
-# adds time) moves far less; docs/compare.md measures both.
+# (default), or their 10th percentile, which ignores interference that slows only part of a
+# repeat's iterations; docs/compare.md measures both on a shared machine.
 LATENCY_STATISTICS = {"median": "latency_ms_median", "p10": "latency_ms_p10"}
 
 METRICS: dict[str, Metric] = {
@@ -85,13 +97,16 @@ class Threshold:
     fraction: float
 
     @classmethod
-    def parse(cls, text: str) -> Threshold:
+    def parse(cls, text: str, upper: float = 1.0, allow_zero: bool = False) -> Threshold:
+        """``text`` as a fraction in (0, ``upper``) ([0, ``upper``) with ``allow_zero``);
+        '5%' and '0.05' are the same."""
         m = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(%?)\s*", text)
         if not m:
             raise InvalidOption(f"cannot read threshold {text!r}; write it like 5% or 0.05")
         value = float(m.group(1)) / (100 if m.group(2) else 1)
-        if not 0 < value < 1:
-            raise InvalidOption(f"threshold {text!r} must lie between 0% and 100%, e.g. 5%")
+        smallest_ok = value >= 0 if allow_zero else value > 0
+        if not smallest_ok or value >= upper:
+            raise InvalidOption(f"threshold {text!r} must lie between 0% and {upper:.0%}, e.g. 5%")
         return cls(value)
 
     @property
@@ -105,6 +120,7 @@ class Settings:
     threshold: Threshold = field(default_factory=lambda: Threshold(0.05))
     alpha: float = 0.01
     single_run_floor: float = SINGLE_RUN_FLOOR
+    drift_floor: float = DRIFT_FLOOR  # log scale; only for sides measured at different times
     trim: float = 0.0  # > 0: Yuen's trimmed test across repeats (see _welch)
     latency_statistic: str = "median"  # a key of LATENCY_STATISTICS
 
@@ -155,6 +171,7 @@ class CellResult:
     ci_high: float | None = None
     p_value: float | None = None
     note: str = ""
+    spread: float | None = None  # run-to-run sd of the log per-repeat values (both sides)
 
     @property
     def cell(self) -> dict[str, Any]:
@@ -173,6 +190,8 @@ class Comparison:
     env_differences: tuple[tuple[str, str, str], ...]
     # per metric: (tests m, BH discoveries R, confidence level of its intervals)
     families: tuple[tuple[str, int, int, float], ...] = ()
+    # whether the two sides' measurements overlap in time (None: no readable timestamps)
+    interleaved: bool | None = None
 
     @property
     def tests(self) -> int:
@@ -188,6 +207,20 @@ class Comparison:
 
     def count(self, verdict: str) -> int:
         return sum(r.verdict == verdict for r in self.results)
+
+    def spread(self, metric: str) -> float | None:
+        """The median run-to-run spread of ``metric`` over cells compared on repeats."""
+        values = [r.spread for r in self.results if r.metric == metric and r.spread is not None]
+        return float(np.median(values)) if values else None
+
+    def repeats_for(self, metric: str) -> int | None:
+        """Repeats per side that would flag a change of twice the threshold with ~95%
+        probability at the median spread of ``metric`` (see :func:`repeats_needed`)."""
+        spread = self.spread(metric)
+        if spread is None:
+            return None
+        t = self.settings.threshold.fraction
+        return repeats_needed(spread, 2 * t, t, self.settings.alpha)
 
     def exit_code(self, fail_on_inconclusive: bool = False) -> int:
         """0 nothing regressed; 1 a regression; 2 inconclusive (or a baseline cell missing
@@ -272,6 +305,32 @@ def bh_discoveries(p_values: Sequence[float], alpha: float) -> int:
     return int(below[-1] + 1) if len(below) else 0
 
 
+def pooled_log_sd(base: np.ndarray, cand: np.ndarray) -> float:
+    """Run-to-run spread: the pooled standard deviation of the log per-repeat values of both
+    sides (each side about its own mean); 0.1 is about ±10% from one repeat to the next."""
+    lb, lc = np.log(base), np.log(cand)
+    ss = float(((lb - lb.mean()) ** 2).sum() + ((lc - lc.mean()) ** 2).sum())
+    return math.sqrt(ss / (len(lb) + len(lc) - 2))
+
+
+def repeats_needed(spread: float, change: float, threshold: float, alpha: float) -> int:
+    """Repeats per side from which a real relative ``change`` (e.g. 0.10) is called a
+    regression with about 95% probability, at run-to-run ``spread`` (sd of log values).
+
+    Normal approximation, one cell: the estimate must clear both the interval's half-width
+    (z at ``1 - alpha/2``) and the threshold, 1.645 standard errors below the true change;
+    the standard error of the log ratio is ``spread * sqrt(2 / n)``. With many cells the
+    Benjamini–Hochberg level lies between ``alpha / cells`` and ``alpha``, so this is the
+    least that will do.
+    """
+    delta, bound = math.log1p(change), math.log1p(threshold)
+    if delta <= bound:
+        raise InvalidOption(f"a change of {change:.1%} cannot exceed the {threshold:.1%} threshold")
+    z_a, z_b = _normal_ppf(1 - alpha / 2), _normal_ppf(0.95)
+    se = min(delta / (z_a + z_b), (delta - bound) / z_b)
+    return max(2, math.ceil(2 * spread * spread / (se * se)))
+
+
 @dataclass(frozen=True, slots=True)
 class _Estimate:
     d: float  # mean log candidate - mean log baseline
@@ -316,14 +375,14 @@ def _welch(base: np.ndarray, cand: np.ndarray, floor: float, trim: float = 0.0) 
     return _Estimate(mc - mb, math.sqrt(var), df, floor)
 
 
-def _borrowed(base: np.ndarray, cand: np.ndarray) -> _Estimate:
+def _borrowed(base: np.ndarray, cand: np.ndarray, floor: float = 0.0) -> _Estimate:
     """One side has a single repeat, the other several: assume the single repeat varies as
     the others do (the equal-variance t-test of one new value against a sample)."""
     lb, lc = np.log(base), np.log(cand)
     many = lb if len(lb) > 1 else lc
     s2 = float(np.var(many, ddof=1))
     se = math.sqrt(s2 * (1.0 / len(lb) + 1.0 / len(lc)))
-    return _Estimate(float(lc.mean() - lb.mean()), se, float(len(many) - 1), 0.0)
+    return _Estimate(float(lc.mean() - lb.mean()), se, float(len(many) - 1), floor)
 
 
 def _p_value(e: _Estimate) -> float:
@@ -434,11 +493,15 @@ def compare_sides(base: Side, cand: Side, settings: Settings) -> Comparison:
         for label, side in (("base", base), ("cand", cand))
     }
     keys_b, keys_c = groups["base"], groups["cand"]
+    interleaved = overlap_in_time(base, cand)
+    drift = settings.drift_floor if interleaved is False else 0.0
     matched = sorted((k for k in keys_b if k in keys_c), key=str)
     only_b = tuple(sorted((k for k in keys_b if k not in keys_c), key=str))
     only_c = tuple(sorted((k for k in keys_c if k not in keys_b), key=str))
 
-    pending: list[tuple[tuple[Any, ...], str, _Estimate, str, int, int, float, float]] = []
+    pending: list[
+        tuple[tuple[Any, ...], str, _Estimate, str, int, int, float, float, float | None]
+    ] = []
     fixed: list[CellResult] = []
     for key in matched:
         gb, gc = keys_b[key], keys_c[key]
@@ -492,24 +555,25 @@ def compare_sides(base: Side, cand: Side, settings: Settings) -> Comparison:
                 )
                 continue
             gmean_b, gmean_c = float(np.exp(np.log(vb).mean())), float(np.exp(np.log(vc).mean()))
+            spread = None
             if len(vb) >= 2 and len(vc) >= 2:
-                est, evidence = _welch(vb, vc, 0.0, settings.trim), "repeats"
+                spread = pooled_log_sd(vb, vc)
+                est, evidence = _welch(vb, vc, drift, settings.trim), "repeats"
                 gmean_b = math.exp(_trimmed_log_mean(vb, settings.trim))
                 gmean_c = math.exp(_trimmed_log_mean(vc, settings.trim))
             elif max(len(vb), len(vc)) >= 2:
-                est, evidence = _borrowed(vb, vc), "borrowed spread"
+                est, evidence = _borrowed(vb, vc, drift), "borrowed spread"
             else:
                 sb = _samples(okb, metric.samples_column) if metric.samples_column else None
                 sc = _samples(okc, metric.samples_column) if metric.samples_column else None
+                floor = max(settings.single_run_floor, drift)
                 if sb is not None and sc is not None and len(sb) > 1 and len(sc) > 1:
-                    est, evidence = _welch(sb, sc, settings.single_run_floor), "samples"
+                    est, evidence = _welch(sb, sc, floor), "samples"
                     # the estimate stays the ratio of the per-repeat medians
-                    est = _Estimate(
-                        math.log(gmean_c / gmean_b), est.se, est.df, settings.single_run_floor
-                    )
+                    est = _Estimate(math.log(gmean_c / gmean_b), est.se, est.df, floor)
                 else:
-                    est, evidence = _welch(vb, vc, settings.single_run_floor), "single values"
-            pending.append((key, name, est, evidence, len(vb), len(vc), gmean_b, gmean_c))
+                    est, evidence = _welch(vb, vc, floor), "single values"
+            pending.append((key, name, est, evidence, len(vb), len(vc), gmean_b, gmean_c, spread))
 
     # one family per metric: trivially significant memory changes must not loosen the
     # latency intervals
@@ -523,13 +587,19 @@ def compare_sides(base: Side, cand: Side, settings: Settings) -> Comparison:
         families.append((name, len(ps), r, 1.0 - levels[name]))
     bound = settings.threshold.log_bound
     results = list(fixed)
-    for (key, name, est, evidence, nb, nc, gb_, gc_), p in zip(pending, p_values, strict=True):
+    for (key, name, est, evidence, nb, nc, gb_, gc_, spread), p in zip(
+        pending, p_values, strict=True
+    ):
         half = _half_width(est, levels[name])
         lo, hi = est.d - half, est.d + half
         note = ""
         if evidence == "borrowed spread":
             note = "one side has a single repeat; its run-to-run spread is taken from the other"
-        elif evidence != "repeats":
+        if evidence in ("repeats", "borrowed spread") and est.floor > 0:
+            note = "; ".join(
+                n for n in (note, f"±{math.expm1(est.floor):.0%} drift allowance") if n
+            )
+        elif evidence not in ("repeats", "borrowed spread"):
             floor = f"±{math.expm1(est.floor):.0%} noise floor"
             how = (
                 f"interval from within-run samples, widened by a {floor}"
@@ -552,13 +622,30 @@ def compare_sides(base: Side, cand: Side, settings: Settings) -> Comparison:
                 math.exp(hi),
                 p,
                 note,
+                spread,
             )
         )
     results.sort(key=_severity)
     return Comparison(
         base.label, cand.label, settings, metrics, tuple(results), only_b, only_c,
-        environment_differences(base, cand), tuple(families),
+        environment_differences(base, cand), tuple(families), interleaved,
     )  # fmt: skip
+
+
+def _time_span(side: Side) -> tuple[pd.Timestamp, pd.Timestamp] | None:
+    if "timestamp" not in side.rows:
+        return None
+    t = pd.to_datetime(side.rows["timestamp"], errors="coerce", utc=True, format="ISO8601").dropna()
+    return (t.min(), t.max()) if len(t) else None
+
+
+def overlap_in_time(base: Side, cand: Side) -> bool | None:
+    """Whether the two sides were measured over overlapping spans of time (interleaved, as
+    `effbench run --variant` does); ``None`` when a side has no readable timestamps."""
+    sb, sc = _time_span(base), _time_span(cand)
+    if sb is None or sc is None:
+        return None
+    return bool(sb[0] <= sc[1] and sc[0] <= sb[1])
 
 
 def _severity(r: CellResult) -> tuple[Any, ...]:
@@ -687,6 +774,27 @@ def to_markdown(c: Comparison) -> str:
         + ".",
         "",
     ]
+    noise = [
+        f"{m} ±{c.spread(m):.1%} (a {2 * s.threshold.fraction:.0%} change needs about "
+        f"{c.repeats_for(m)} repeats per side to be flagged 19 times in 20)"
+        for m in c.metrics
+        if c.spread(m) is not None
+    ]
+    if c.interleaved is False:
+        lines += [
+            "The two sides were measured at different times, not interleaved: the machine's "
+            "drift between them is not in the repeats' spread, so every interval is widened "
+            f"by a ±{math.expm1(s.drift_floor):.0%} drift allowance (`--drift-floor`; "
+            "interleave the two with `effbench run --variant` to need none).",
+            "",
+        ]
+    if noise:
+        lines += [
+            "Run-to-run spread (sd of log per-repeat values, median over cells): "
+            + "; ".join(noise)
+            + ".",
+            "",
+        ]
     if c.env_differences:
         lines.append(
             "**Environments differ** (compared anyway): "
@@ -728,6 +836,7 @@ def to_dict(c: Comparison) -> dict[str, Any]:
             "threshold": s.threshold.fraction,
             "alpha": s.alpha,
             "single_run_floor": math.expm1(s.single_run_floor),
+            "drift_floor": math.expm1(s.drift_floor),
             "latency_statistic": s.latency_statistic,
             "latency_column": LATENCY_STATISTICS[s.latency_statistic],
             "trim": s.trim,
@@ -736,10 +845,18 @@ def to_dict(c: Comparison) -> dict[str, Any]:
         "tests": c.tests,
         "discoveries": c.discoveries,
         "families": [
-            {"metric": n, "tests": m, "discoveries": r, "confidence": conf}
+            {
+                "metric": n,
+                "tests": m,
+                "discoveries": r,
+                "confidence": conf,
+                "spread": c.spread(n),
+                "repeats_for_twice_threshold": c.repeats_for(n),
+            }
             for n, m, r, conf in c.families
         ],
         "summary": {v: c.count(v) for v in VERDICTS},
+        "interleaved": c.interleaved,
         "results": [
             {
                 **r.cell,
@@ -754,6 +871,7 @@ def to_dict(c: Comparison) -> dict[str, Any]:
                 "ci_low": r.ci_low,
                 "ci_high": r.ci_high,
                 "p_value": r.p_value,
+                "spread": r.spread,
                 "note": r.note,
             }
             for r in c.results

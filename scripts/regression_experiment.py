@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -63,7 +64,19 @@ RUN_ARGS = [
 ]  # fmt: skip
 STATISTICS = ("median", "p10")
 METHODS = {"Welch": 0.0, "Yuen 20%": 0.2}
-SIDES = ((1, 1), (10, 1), (3, 3), (5, 5), (10, 10), (20, 20), (30, 30), (50, 50), (100, 100))
+SIDES = (
+    (1, 1),
+    (10, 1),
+    (3, 3),
+    (5, 5),
+    (10, 10),
+    (20, 20),
+    (30, 30),
+    (50, 50),
+    (100, 100),
+    (150, 150),
+)
+DRIFT_FLOORS = (0.0, 0.10, 0.20, 0.30)  # allowances tried on whole runs measured apart
 # (label, baseline set, candidate set, thresholds); "AB" pools A and B (the same code), and
 # a comparison of a set with itself draws disjoint subsets
 COMPARISONS = (
@@ -148,6 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs-only", action="store_true")
     p.add_argument("--analyze-only", action="store_true")
     p.add_argument("--draws", type=int, default=100, help="random subsets per comparison")
+    p.add_argument(
+        "--whole-runs-only", action="store_true", help="analyse only run-vs-run comparisons"
+    )
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     args.out = args.out.resolve()
@@ -157,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         run_sets(args.out, args.repeats, timing)
         print(f"calibration and runs: {time.monotonic() - t0:.0f} s", file=sys.stderr)
     if not args.runs_only:
-        analyze(args.out, args.draws, args.seed)
+        analyze(args.out, args.draws, args.seed, args.whole_runs_only)
     return 0
 
 
@@ -204,7 +220,54 @@ def _pct(x: float) -> str:
     return f"{x:.1%}"
 
 
-def analyze(out: Path, draws: int, seed: int) -> None:
+def _rates(
+    label: str,
+    k: str,
+    picks: Sequence[tuple[pd.DataFrame, pd.DataFrame]],
+    thresholds: Sequence[float],
+    methods: dict[str, float] = METHODS,
+    drift_floor: float | None = None,
+) -> list[dict[str, object]]:
+    """Verdict shares over ``picks`` (baseline, candidate) for every statistic, test and
+    threshold, printed as table lines; Yuen only where both sides have 5+ repeats.
+    ``drift_floor`` (a fraction) replaces the default allowance for sides measured apart."""
+    kb = min(len(set(fb["unit"])) for fb, _ in picks)
+    kc = min(len(set(fc["unit"])) for _, fc in picks)
+    naive = sum(sum(_naive(fb, fc)) for fb, fc in picks)
+    extra = {} if drift_floor is None else {"drift_floor": math.log1p(drift_floor)}
+    lines = []
+    for stat, (method, trim), t in itertools.product(STATISTICS, methods.items(), thresholds):
+        if trim and (kb != kc or kb < 5):
+            continue  # nothing to trim
+        s = compare.Settings(
+            metrics=("latency",),
+            threshold=compare.Threshold(t),
+            trim=trim,
+            latency_statistic=stat,
+            **extra,  # type: ignore[arg-type]
+        )
+        counts = dict.fromkeys(compare.VERDICTS, 0)
+        n = 0
+        for fb, fc in picks:
+            c = compare.compare_sides(compare.Side("b", fb), compare.Side("c", fc), s)
+            for r in c.results:
+                counts[r.verdict] += 1
+            n += len(c.results)
+        lines.append(
+            {"comparison": label, "statistic": stat, "method": method, "threshold": t, "k": k,
+             "n": n, **counts, "naive": naive}
+        )  # fmt: skip
+        print(
+            f"| {label} | {stat} | {method} | {t:.1%} | {k} | {n} "
+            f"| {_pct(counts['regression'] / n)} | {_pct(counts['inconclusive'] / n)} "
+            f"| {_pct(counts['unchanged'] / n)} | {_pct(counts['improvement'] / n)} "
+            f"| {_pct(naive / n)} |",
+            flush=True,
+        )
+    return lines
+
+
+def analyze(out: Path, draws: int, seed: int, whole_runs_only: bool = False) -> None:
     frames = {}
     for name in SETS:
         df = load_results([set_dir(out, name)])
@@ -213,7 +276,7 @@ def analyze(out: Path, draws: int, seed: int) -> None:
         # only what the comparison reads (it is run tens of thousands of times)
         cols = dict.fromkeys([*compare.MATCH_KEY, "status", "run_id", "repeat", "unit",
                               *compare.LATENCY_STATISTICS.values(), "latency_ms_samples",
-                              *compare.ROW_KEYS])  # fmt: skip
+                              *compare.ROW_KEYS, "timestamp"])  # fmt: skip
         frames[name] = pd.DataFrame({c: df[c].tolist() for c in cols})
     frames["AB"] = pd.concat([frames["A"], frames["B"]], ignore_index=True)
     units = {name: _units(df) for name, df in frames.items()}
@@ -288,8 +351,8 @@ def analyze(out: Path, draws: int, seed: int) -> None:
     )
     print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     rng = np.random.default_rng(seed)
-    table = []
-    for label, base, cand, thresholds in COMPARISONS:
+    table: list[dict[str, object]] = []
+    for label, base, cand, thresholds in () if whole_runs_only else COMPARISONS:
         for kb, kc in SIDES:
             if kb > len(units[base]) or kc > len(units[cand]):
                 continue
@@ -299,37 +362,33 @@ def analyze(out: Path, draws: int, seed: int) -> None:
             # one set of draws per line group, shared by every statistic and test, so the
             # rows of a group differ only in the method
             picks = [_draw(rng, frames, units, base, cand, kb, kc) for _ in range(draws)]
-            naive = sum(sum(_naive(fb, fc)) for fb, fc in picks)
-            for stat, (method, trim), t in itertools.product(
-                STATISTICS, METHODS.items(), thresholds
-            ):
-                if trim and (kb != kc or kb < 5):
-                    continue  # nothing to trim
-                s = compare.Settings(
-                    metrics=("latency",),
-                    threshold=compare.Threshold(t),
-                    trim=trim,
-                    latency_statistic=stat,
+            table += _rates(label, k, picks, thresholds)
+
+    # a stored baseline: one whole run against one whole run measured at another time
+    # (only where a set was measured as several separate runs, as before interleaving)
+    runs = {n: sorted(set(f["run_id"])) for n, f in frames.items() if n != "AB"}
+    if all(len(r) > 1 for r in runs.values()):
+        for label, base, cand, thresholds in COMPARISONS:
+            base, cand = ("A", "A") if cand == "AB" else ("A" if base == "AB" else base, cand)
+            pairs = [(rb, rc) for rb in runs[base] for rc in runs[cand] if rb != rc]
+            picks = [
+                (
+                    frames[base][frames[base]["run_id"] == rb],
+                    frames[cand][frames[cand]["run_id"] == rc],
                 )
-                counts = dict.fromkeys(compare.VERDICTS, 0)
-                n = 0
-                for fb, fc in picks:
-                    c = compare.compare_sides(compare.Side("b", fb), compare.Side("c", fc), s)
-                    for r in c.results:
-                        counts[r.verdict] += 1
-                    n += len(c.results)
-                table.append(
-                    {"comparison": label, "statistic": stat, "method": method, "threshold": t,
-                     "k": k, "n": n, **counts, "naive": naive}
-                )  # fmt: skip
-                print(
-                    f"| {label} | {stat} | {method} | {t:.1%} | {k} | {n} "
-                    f"| {_pct(counts['regression'] / n)} "
-                    f"| {_pct(counts['inconclusive'] / n)} "
-                    f"| {_pct(counts['unchanged'] / n)} "
-                    f"| {_pct(counts['improvement'] / n)} | {_pct(naive / n)} |",
-                    flush=True,
+                for rb, rc in pairs
+            ]
+            reps = len(picks[0][0]) // frames[base].groupby(key).ngroups
+            for floor in DRIFT_FLOORS:
+                table += _rates(
+                    f"{label}; one run vs one run, drift allowance {floor:.0%}",
+                    f"{reps} (whole runs)",
+                    picks,
+                    thresholds[:1],
+                    {"Welch": 0.0},
+                    floor,
                 )
+
     (out / "summary.json").write_text(
         json.dumps({"units": {k: len(v) for k, v in units.items()}, "calibration": calibration,
                     "truth": truth, "noise": noise, "table": table}, indent=2)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -181,9 +182,10 @@ def test_single_repeat_falls_back_to_samples_with_a_noise_floor() -> None:
     small = cmp.compare_sides(_side(one(10.0)), _side(one(13.0)), s)
     (r,) = small.results
     assert r.evidence == "samples" and "noise floor" in r.note
-    assert r.verdict != "regression"  # 30% is within the single-run floor of ±50%
+    assert r.verdict != "regression"  # 30% is within the single-run floor (a factor of 2)
     assert r.ci_low < 1.0 < r.ci_high
-    big = cmp.compare_sides(_side(one(10.0)), _side(one(20.0)), s)
+    assert r.ci_high > 2 * 1.3 and r.ci_low < 1.3 / 2
+    big = cmp.compare_sides(_side(one(10.0)), _side(one(25.0)), s)
     assert big.results[0].verdict == "regression"
     assert "noise floor" in cmp.to_markdown(small)
     # a quiet runner may lower the floor
@@ -400,6 +402,10 @@ def test_threshold_parsing() -> None:
     for bad in ("", "-5%", "150%", "0"):
         with pytest.raises(InvalidOption):
             cmp.Threshold.parse(bad)
+    # the single-run floor may exceed 100% (a factor of 2 and more)
+    assert cmp.Threshold.parse("100%", upper=10).log_bound == pytest.approx(math.log(2))
+    # and the floors may be switched off (a runner that does not drift)
+    assert cmp.Threshold.parse("0%", upper=10, allow_zero=True).fraction == 0.0
 
 
 def test_empty_side_is_refused() -> None:
@@ -461,3 +467,56 @@ def test_latency_statistic_picks_the_per_repeat_column() -> None:
         cmp.compare_sides(
             _side(base), _side(cand), cmp.Settings(metrics=("latency",), latency_statistic="p99")
         )
+
+
+def test_spread_and_the_repeats_a_change_needs() -> None:
+    (r,) = _compare({("m", 1): _scaled(1)}, {("m", 1): _scaled(1.2)}).results
+    # both sides carry the same jitter, so the pooled spread is its own sd of logs
+    assert r.spread == pytest.approx(statistics.stdev(math.log(j) for j in JITTER))
+    z = statistics.NormalDist().inv_cdf
+
+    def powered(spread: float, n: int) -> bool:
+        # the estimate, 1.645 standard errors below a true 10%, clears the interval
+        # (alpha = 0.01) and the 5% threshold
+        se = spread * math.sqrt(2 / n)
+        return math.log(1.10) - z(0.95) * se >= max(z(0.995) * se, math.log(1.05))
+
+    for spread in (0.02, 0.1, 0.18):
+        n = cmp.repeats_needed(spread, 0.10, 0.05, 0.01)
+        assert powered(spread, n) and not powered(spread, n - 1)
+    with pytest.raises(InvalidOption, match="cannot exceed"):
+        cmp.repeats_needed(0.1, 0.04, 0.05, 0.01)
+    c = _compare({("m", 1): _scaled(1)}, {("m", 1): _scaled(1.0)})
+    assert c.repeats_for("latency") == cmp.repeats_needed(r.spread, 0.10, 0.05, 0.01)
+    assert "Run-to-run spread" in cmp.to_markdown(c)
+    assert cmp.to_dict(c)["families"][0]["repeats_for_twice_threshold"] == c.repeats_for("latency")
+
+
+def test_sides_measured_at_different_times_are_called_out() -> None:
+    def at(hour: int, ratio: float) -> list[Row]:
+        return [
+            _row("m", 1, v, i, timestamp=f"2026-11-22T{hour:02d}:{i:02d}:00+00:00")
+            for i, v in enumerate(_scaled(ratio))
+        ]
+
+    s = cmp.Settings(metrics=("latency",))
+    apart = cmp.compare_sides(_side(at(9, 1)), _side(at(11, 1)), s)
+    # measured apart, a clear 15% change stays within the ±20% drift allowance; 60% does not
+    (r,) = cmp.compare_sides(_side(at(9, 1)), _side(at(11, 1.15)), s).results
+    assert r.verdict == "inconclusive" and "drift allowance" in r.note
+    assert r.ci_low < 1.0 and r.ci_high > 1.15 * 1.2
+    (r,) = cmp.compare_sides(_side(at(9, 1)), _side(at(11, 1.6)), s).results
+    assert r.verdict == "regression"
+    # interleaved, or with the allowance set to 0, the same 15% is a regression
+    (r,) = cmp.compare_sides(_side(at(9, 1)), _side(at(9, 1.15)), s).results
+    assert r.verdict == "regression" and r.note == ""
+    no_drift = cmp.Settings(metrics=("latency",), drift_floor=0.0)
+    (r,) = cmp.compare_sides(_side(at(9, 1)), _side(at(11, 1.15)), no_drift).results
+    assert r.verdict == "regression"
+    together = cmp.compare_sides(_side(at(9, 1)), _side(at(9, 1)), s)
+    assert apart.interleaved is False and together.interleaved is True
+    assert "not interleaved" in cmp.to_markdown(apart)
+    assert "not interleaved" not in cmp.to_markdown(together)
+    assert cmp.to_dict(apart)["interleaved"] is False
+    # rows without readable timestamps say nothing either way
+    assert _compare({("m", 1): _scaled(1)}, {("m", 1): _scaled(1)}).interleaved is None

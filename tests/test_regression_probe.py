@@ -1,0 +1,59 @@
+"""The experiment-only probe networks (models/_regression_probe.py) that inject a fixed
+amount of extra work for validating `effbench compare`.
+
+They run in a subprocess: importing the module registers ``probe_*`` models, which must not
+leak into this process's registry (other tests enumerate every registered model).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from conftest import ROOT
+
+CHECK = """
+import json, os, sys, torch
+import models._regression_probe as probe
+from models import get_spec
+
+calls = []
+probe.ExtraWork.extra = lambda self, steps: calls.append(steps)
+net = get_spec("probe_squeezenet1_1").build()
+x = torch.randn(2, 3, probe.IMAGE_SIZE, probe.IMAGE_SIZE)
+net(x)                              # outside inference mode (how MACs are counted): no extra
+with torch.inference_mode():
+    net(x)                          # batch 2: its configured steps
+    net(x[:1])                      # batch 1: not configured, no extra work
+other = get_spec("probe_mobilenet_v3_small").build()
+print(json.dumps({"calls": calls, "steps": net.steps, "other": other.steps}))
+"""
+
+
+def _run(env_value: str | None) -> subprocess.CompletedProcess[str]:
+    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
+    if env_value is not None:
+        env["EFFBENCH_PROBE_STEPS"] = env_value
+    return subprocess.run(
+        [sys.executable, "-c", CHECK], capture_output=True, text=True, env=env, cwd=ROOT
+    )
+
+
+def test_extra_work_is_the_configured_steps_per_batch_size() -> None:
+    r = _run(json.dumps({"probe_squeezenet1_1@2": 7, "probe_shufflenet_v2_x0_5@2": 3}))
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["steps"] == {"2": 7}  # only this model's entries, keyed by batch size
+    assert out["other"] == {}
+    assert out["calls"] == [7, 0]
+
+
+def test_unset_means_no_extra_work_and_bad_values_are_refused() -> None:
+    r = _run(None)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["calls"] == [0, 0]
+    r = _run("[1, 2]")
+    assert r.returncode != 0 and "must be a JSON object" in r.stderr
+    r = _run('{"probe_squeezenet1_1@2": -1}')
+    assert r.returncode != 0 and "must be >= 0" in r.stderr
