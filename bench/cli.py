@@ -142,6 +142,13 @@ def build_parser() -> argparse.ArgumentParser:
         "percentile (steadier on a shared machine; see docs/compare.md)",
     )
     cmp.add_argument(
+        "--test",
+        choices=("welch", "rank"),
+        default="welch",
+        help="how repeats are compared: welch (geometric means, from 2 repeats per side) or "
+        "rank (Hodges-Lehmann / Mann-Whitney: fewer repeats on a noisy machine, 5+ per side)",
+    )
+    cmp.add_argument(
         "--drift-floor",
         default="20%",
         help="assumed drift between two sides measured at different times, not interleaved (20%%)",
@@ -361,6 +368,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
             args.single_run_floor, upper=10.0, allow_zero=True
         ).log_bound,
         latency_statistic=args.latency_stat,
+        test=args.test,
         drift_floor=compare.Threshold.parse(
             args.drift_floor, upper=10.0, allow_zero=True
         ).log_bound,

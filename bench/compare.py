@@ -6,7 +6,10 @@ row's ``latency_ms_median``; memory: ``peak_memory_bytes``; energy: ``energy_j``
 estimate is the ratio of geometric means, candidate / baseline, with a Welch interval on
 the log values. Per-iteration samples are *not* pooled as if independent: iterations in
 one process share its memory layout, thread placement and clock state, so their spread
-understates run-to-run variation.
+understates run-to-run variation. ``--test rank`` replaces the Welch interval by the
+Hodges-Lehmann estimate (median of all pairwise ratios) and its Mann-Whitney interval:
+distribution-free, and on a shared machine's skewed per-repeat values it needs several times
+fewer repeats (docs/compare.md), but it needs 5+ repeats per side to reach alpha 0.01.
 
 With one repeat on one side and several on the other, the single repeat is assumed to vary
 as the others do (equal-variance t-test of one new value). With one repeat on each side
@@ -39,7 +42,8 @@ import math
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +87,20 @@ class Metric:
 # repeat's iterations; docs/compare.md measures both on a shared machine.
 LATENCY_STATISTICS = {"median": "latency_ms_median", "p10": "latency_ms_p10"}
 
+# How the per-repeat values of two sides are compared when both have 2+ repeats:
+# welch: ratio of geometric means, Welch's t interval on the logs (the default; works from 2
+#        repeats per side);
+# rank:  Hodges-Lehmann estimate (median of all candidate/baseline ratios of repeats) with the
+#        Mann-Whitney interval, exact up to EXACT_RANK_LIMIT pairs. Distribution-free: on a
+#        shared machine, whose per-repeat values are skewed (most repeats fast, some much
+#        slower), it needs far fewer repeats (docs/compare.md), but it cannot reach alpha
+#        0.01 below 5 repeats per side.
+TESTS = {
+    "welch": "ratio of geometric means, Welch interval on log values",
+    "rank": "Hodges-Lehmann ratio, Mann-Whitney interval",
+}
+EXACT_RANK_LIMIT = 2500  # n_base * n_cand up to which the rank test's null is exact
+
 METRICS: dict[str, Metric] = {
     "latency": Metric("latency", "latency_ms_median", "ms", "latency_ms_samples"),
     "memory": Metric("memory", "peak_memory_bytes", "bytes"),
@@ -123,6 +141,7 @@ class Settings:
     drift_floor: float = DRIFT_FLOOR  # log scale; only for sides measured at different times
     trim: float = 0.0  # > 0: Yuen's trimmed test across repeats (see _welch)
     latency_statistic: str = "median"  # a key of LATENCY_STATISTICS
+    test: str = "welch"  # a key of TESTS: how repeats are compared
 
     def metric(self, name: str) -> Metric:
         """The metric ``name`` as these settings read it (latency: which per-repeat value)."""
@@ -138,8 +157,12 @@ class Settings:
                 f"unknown latency statistic {self.latency_statistic!r}; choose from "
                 f"{', '.join(LATENCY_STATISTICS)}"
             )
+        if self.test not in TESTS:
+            raise InvalidOption(f"unknown test {self.test!r}; choose from {', '.join(TESTS)}")
         if not 0 <= self.trim < 0.5:
             raise InvalidOption(f"trim {self.trim} must lie in [0, 0.5)")
+        if self.trim and self.test != "welch":
+            raise InvalidOption("trimming (Yuen's test) applies to the welch test only")
         if not 0 < self.alpha < 1:
             raise InvalidOption(f"--alpha {self.alpha} must lie between 0 and 1, e.g. 0.01")
         for m in self.metrics or ():
@@ -338,6 +361,14 @@ class _Estimate:
     df: float
     floor: float
 
+    def p_value(self) -> float:
+        return _p_value(self)
+
+    def interval(self, alpha: float) -> tuple[float, float]:
+        """The 1 - alpha interval of the log ratio, widened by ``floor``."""
+        half = _half_width(self, alpha)
+        return self.d - half, self.d + half
+
 
 def _cut(n: int, trim: float) -> int:
     return math.floor(trim * n) if n >= 3 else 0
@@ -415,6 +446,117 @@ def _normal_ppf(q: float) -> float:
         else:
             hi = mid
     return 0.5 * (lo + hi)
+
+
+@lru_cache(maxsize=64)
+def rank_sum_counts(n: int, m: int) -> tuple[int, ...]:
+    """Exact null distribution of the Mann-Whitney statistic U for samples of ``n`` and
+    ``m`` without ties: entry u is the number of the C(n+m, n) orderings with U = u.
+
+    These are the coefficients of the Gaussian binomial [n+m choose n]_q, built as the
+    product over i = 1..n of (1 - q^(m+i)) / (1 - q^i), every intermediate a polynomial.
+    """
+    size = n * m + 1
+    c = [0] * size
+    c[0] = 1
+    for i in range(1, n + 1):
+        step = m + i
+        for k in range(size - 1, step - 1, -1):  # multiply by (1 - q^(m+i))
+            c[k] -= c[k - step]
+        for k in range(i, size):  # divide by (1 - q^i)
+            c[k] += c[k - i]
+    return tuple(c)
+
+
+@dataclass(frozen=True, slots=True)
+class _RankEstimate:
+    """Hodges-Lehmann shift of the log values and its Mann-Whitney (Moses) interval.
+
+    ``diffs`` are the sorted n*m pairwise differences log(candidate) - log(baseline); U at
+    shift s counts the differences above s (ties a half). The interval at level 1 - alpha
+    cuts ``c - 1`` differences from each end, c the largest with P(U <= c - 1) <= alpha/2,
+    so it excludes s exactly when the test of shift s rejects at alpha. ``floor`` widens
+    the interval on both sides and moves the null to ±floor, as for Welch.
+    """
+
+    diffs: np.ndarray
+    n: int
+    m: int
+    floor: float
+    exact: bool  # no ties and n*m <= EXACT_RANK_LIMIT: exact null, else normal with ties
+    tie_term: float = 0.0  # the ties' reduction of Var(U): n m sum(t^3 - t) / (12 N (N-1))
+
+    @property
+    def d(self) -> float:
+        return float(np.median(self.diffs))
+
+    def _u(self, shift: float) -> float:
+        above = len(self.diffs) - np.searchsorted(self.diffs, shift, side="right")
+        ties = np.searchsorted(self.diffs, shift, side="right") - np.searchsorted(
+            self.diffs, shift, side="left"
+        )
+        return float(above) + 0.5 * float(ties)
+
+    def _sd(self) -> float:
+        n, m = self.n, self.m
+        return math.sqrt(n * m * (n + m + 1) / 12.0 - self.tie_term)
+
+    def p_value(self) -> float:
+        """Two-sided p-value of 'the log ratio lies within ±floor'."""
+        d = self.d
+        if abs(d) <= self.floor:
+            return 1.0
+        u = self._u(math.copysign(self.floor, d))
+        nm = self.n * self.m
+        if self.exact:
+            counts = rank_sum_counts(self.n, self.m)
+            tail = min(round(u), nm - round(u))
+            return min(1.0, 2.0 * sum(counts[: tail + 1]) / math.comb(self.n + self.m, self.n))
+        sd = self._sd()
+        if sd == 0:
+            return 1.0
+        excess = max(abs(u - nm / 2.0) - 0.5, 0.0)  # continuity correction
+        return min(1.0, math.erfc(excess / sd / math.sqrt(2.0)))
+
+    def interval(self, alpha: float) -> tuple[float, float]:
+        """The 1 - alpha interval of the log ratio, widened by ``floor``; infinite when no
+        ordering of this few repeats is rare enough for ``alpha``."""
+        nm = self.n * self.m
+        if self.exact:
+            counts = rank_sum_counts(self.n, self.m)
+            total = math.comb(self.n + self.m, self.n)
+            c, below = 0, 0
+            while c < nm and 2 * (below + counts[c]) <= alpha * total:
+                below += counts[c]
+                c += 1
+        else:
+            # U beyond nm/2 + 0.5 + z sd rejects (continuity-corrected, as p_value)
+            c = math.floor(nm / 2.0 - 0.5 - _normal_ppf(1.0 - alpha / 2.0) * self._sd()) + 1
+        if c < 1:
+            return -math.inf, math.inf
+        c = min(c, (nm + 1) // 2)
+        return float(self.diffs[c - 1]) - self.floor, float(self.diffs[nm - c]) + self.floor
+
+
+def _rank(base: np.ndarray, cand: np.ndarray, floor: float) -> _RankEstimate:
+    lb, lc = np.log(base), np.log(cand)
+    diffs = np.sort((lc[None, :] - lb[:, None]).ravel())
+    pooled = np.concatenate([lb, lc])
+    _, counts = np.unique(pooled, return_counts=True)
+    ties = float(((counts.astype(float) ** 3) - counts).sum())
+    n, m = len(lb), len(lc)
+    big = n + m
+    exact = ties == 0 and n * m <= EXACT_RANK_LIMIT
+    return _RankEstimate(diffs, n, m, floor, exact, n * m * ties / (12.0 * big * (big - 1)))
+
+
+def _rank_spread(est: _RankEstimate) -> float | None:
+    """The run-to-run spread (sd of log values) for which Welch would draw the rank test's
+    95% interval: its half-width / 1.96 * sqrt(n m / (n + m)). None when it is infinite."""
+    lo, hi = replace(est, floor=0.0).interval(0.05)
+    if not math.isfinite(hi - lo):
+        return None
+    return (hi - lo) / (2 * 1.959964) * math.sqrt(est.n * est.m / (est.n + est.m))
 
 
 def verdict_of(d: float, lo: float, hi: float, log_bound: float) -> str:
@@ -500,7 +642,17 @@ def compare_sides(base: Side, cand: Side, settings: Settings) -> Comparison:
     only_c = tuple(sorted((k for k in keys_c if k not in keys_b), key=str))
 
     pending: list[
-        tuple[tuple[Any, ...], str, _Estimate, str, int, int, float, float, float | None]
+        tuple[
+            tuple[Any, ...],
+            str,
+            _Estimate | _RankEstimate,
+            str,
+            int,
+            int,
+            float,
+            float,
+            float | None,
+        ]
     ] = []
     fixed: list[CellResult] = []
     for key in matched:
@@ -556,7 +708,11 @@ def compare_sides(base: Side, cand: Side, settings: Settings) -> Comparison:
                 continue
             gmean_b, gmean_c = float(np.exp(np.log(vb).mean())), float(np.exp(np.log(vc).mean()))
             spread = None
-            if len(vb) >= 2 and len(vc) >= 2:
+            est: _Estimate | _RankEstimate
+            if len(vb) >= 2 and len(vc) >= 2 and settings.test == "rank":
+                est, evidence = _rank(vb, vc, drift), "repeats"
+                spread = _rank_spread(est)
+            elif len(vb) >= 2 and len(vc) >= 2:
                 spread = pooled_log_sd(vb, vc)
                 est, evidence = _welch(vb, vc, drift, settings.trim), "repeats"
                 gmean_b = math.exp(_trimmed_log_mean(vb, settings.trim))
@@ -577,7 +733,7 @@ def compare_sides(base: Side, cand: Side, settings: Settings) -> Comparison:
 
     # one family per metric: trivially significant memory changes must not loosen the
     # latency intervals
-    p_values = [_p_value(p[2]) for p in pending]
+    p_values = [p[2].p_value() for p in pending]
     families = []
     levels: dict[str, float] = {}
     for name in metrics:
@@ -590,9 +746,13 @@ def compare_sides(base: Side, cand: Side, settings: Settings) -> Comparison:
     for (key, name, est, evidence, nb, nc, gb_, gc_, spread), p in zip(
         pending, p_values, strict=True
     ):
-        half = _half_width(est, levels[name])
-        lo, hi = est.d - half, est.d + half
+        lo, hi = est.interval(levels[name])
         note = ""
+        if not math.isfinite(hi - lo):
+            note = (
+                f"too few repeats for the rank test to reach the {1 - levels[name]:.2%} level; "
+                "add repeats or use --test welch"
+            )
         if evidence == "borrowed spread":
             note = "one side has a single repeat; its run-to-run spread is taken from the other"
         if evidence in ("repeats", "borrowed spread") and est.floor > 0:
@@ -618,8 +778,8 @@ def compare_sides(base: Side, cand: Side, settings: Settings) -> Comparison:
                 gb_,
                 gc_,
                 math.exp(est.d),
-                math.exp(lo),
-                math.exp(hi),
+                math.exp(lo) if math.isfinite(lo) else None,
+                math.exp(hi) if math.isfinite(hi) else None,
                 p,
                 note,
                 spread,
@@ -764,8 +924,16 @@ def to_markdown(c: Comparison) -> str:
         f"### effbench compare: {summary_line(c)}",
         "",
         f"Baseline `{c.baseline}` vs candidate `{c.candidate}`; metrics: {', '.join(c.metrics)}. "
-        f"Ratio = candidate / baseline (geometric mean of per-repeat values; latency per "
-        f"repeat: {s.latency_statistic} of its iterations). "
+        + (
+            "Ratio = candidate / baseline: the Hodges–Lehmann estimate (median of the ratios "
+            "of every candidate repeat to every baseline repeat) with its Mann–Whitney "
+            "interval (`--test rank`); the baseline and candidate columns are geometric "
+            "means"
+            if s.test == "rank"
+            else "Ratio = candidate / baseline (geometric means of per-repeat values, Welch "
+            "interval on their logs)"
+        )
+        + f"; latency per repeat: the {s.latency_statistic} of its iterations. "
         f"Threshold ±{s.threshold.fraction:.1%}; Benjamini–Hochberg at α = {s.alpha} per "
         "metric, intervals at the matching false-coverage level: "
         + "; ".join(
@@ -790,7 +958,12 @@ def to_markdown(c: Comparison) -> str:
         ]
     if noise:
         lines += [
-            "Run-to-run spread (sd of log per-repeat values, median over cells): "
+            (
+                "Run-to-run spread (the sd of log per-repeat values that would give the rank "
+                "intervals' width, median over cells): "
+                if s.test == "rank"
+                else "Run-to-run spread (sd of log per-repeat values, median over cells): "
+            )
             + "; ".join(noise)
             + ".",
             "",
@@ -839,6 +1012,7 @@ def to_dict(c: Comparison) -> dict[str, Any]:
             "drift_floor": math.expm1(s.drift_floor),
             "latency_statistic": s.latency_statistic,
             "latency_column": LATENCY_STATISTICS[s.latency_statistic],
+            "test": s.test,
             "trim": s.trim,
             "correction": "benjamini-hochberg",
         },

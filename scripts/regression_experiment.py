@@ -22,9 +22,9 @@ shared machine hits every set alike (``exp-A/``, ``exp-B/``, ... under ``--out``
 
 Phase 3, analysis: draw random subsets of repeats (disjoint when both sides come from the
 same pool) and compare them with bench.compare exactly as `effbench compare` does, per
-latency statistic (per-repeat median and 10th percentile), test (Welch, Yuen 20%) and
-threshold, next to the naive "candidate median > 1.05 x baseline median" rule; print a
-markdown report and write ``summary.json``.
+latency statistic (per-repeat median and 10th percentile), test (Welch, Yuen 20%, the
+Hodges-Lehmann / Mann-Whitney rank test) and threshold, next to the naive "candidate median
+> 1.05 x baseline median" rule; print a markdown report and write ``summary.json``.
 
     python scripts/regression_experiment.py --out /tmp/regexp     # ~45 min on 2 cores
     python scripts/regression_experiment.py --out /tmp/regexp --analyze-only
@@ -63,7 +63,13 @@ RUN_ARGS = [
     "--warmup-iters", "2", "--warmup-time", "0.1",
 ]  # fmt: skip
 STATISTICS = ("median", "p10")
-METHODS = {"Welch": 0.0, "Yuen 20%": 0.2}
+# test name -> Settings fields; Yuen only where both sides have the same 5+ repeats, the rank
+# test only where both have 2+ (with fewer, compare falls back to the same path as Welch)
+METHODS: dict[str, dict[str, object]] = {
+    "Welch": {},
+    "Yuen 20%": {"trim": 0.2},
+    "rank (HL)": {"test": "rank"},
+}
 SIDES = (
     (1, 1),
     (10, 1),
@@ -225,7 +231,7 @@ def _rates(
     k: str,
     picks: Sequence[tuple[pd.DataFrame, pd.DataFrame]],
     thresholds: Sequence[float],
-    methods: dict[str, float] = METHODS,
+    methods: dict[str, dict[str, object]] = METHODS,
     drift_floor: float | None = None,
 ) -> list[dict[str, object]]:
     """Verdict shares over ``picks`` (baseline, candidate) for every statistic, test and
@@ -236,14 +242,16 @@ def _rates(
     naive = sum(sum(_naive(fb, fc)) for fb, fc in picks)
     extra = {} if drift_floor is None else {"drift_floor": math.log1p(drift_floor)}
     lines = []
-    for stat, (method, trim), t in itertools.product(STATISTICS, methods.items(), thresholds):
-        if trim and (kb != kc or kb < 5):
+    for stat, (method, fields), t in itertools.product(STATISTICS, methods.items(), thresholds):
+        if fields.get("trim") and (kb != kc or kb < 5):
             continue  # nothing to trim
+        if fields.get("test") == "rank" and min(kb, kc) < 2:
+            continue  # no repeats to rank: the same fallback as Welch
         s = compare.Settings(
             metrics=("latency",),
             threshold=compare.Threshold(t),
-            trim=trim,
             latency_statistic=stat,
+            **fields,  # type: ignore[arg-type]
             **extra,  # type: ignore[arg-type]
         )
         counts = dict.fromkeys(compare.VERDICTS, 0)
@@ -385,7 +393,7 @@ def analyze(out: Path, draws: int, seed: int, whole_runs_only: bool = False) -> 
                     f"{reps} (whole runs)",
                     picks,
                     thresholds[:1],
-                    {"Welch": 0.0},
+                    {m: METHODS[m] for m in ("Welch", "rank (HL)")},
                     floor,
                 )
 

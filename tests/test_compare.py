@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
+import random
 import statistics
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -520,3 +523,143 @@ def test_sides_measured_at_different_times_are_called_out() -> None:
     assert cmp.to_dict(apart)["interleaved"] is False
     # rows without readable timestamps say nothing either way
     assert _compare({("m", 1): _scaled(1)}, {("m", 1): _scaled(1)}).interleaved is None
+
+
+# --------------------------------------------------------------------------- rank test
+
+
+def _brute_u(n: int, m: int) -> list[int]:
+    """U for every way of placing n baseline values among n + m distinct ranks."""
+    counts = [0] * (n * m + 1)
+    for base_ranks in itertools.combinations(range(n + m), n):
+        taken = set(base_ranks)
+        cand_ranks = [r for r in range(n + m) if r not in taken]
+        counts[sum(c > b for b in base_ranks for c in cand_ranks)] += 1
+    return counts
+
+
+@pytest.mark.parametrize(("n", "m"), [(1, 1), (2, 3), (3, 3), (4, 6), (5, 5), (7, 4)])
+def test_rank_null_distribution_matches_enumeration(n: int, m: int) -> None:
+    counts = cmp.rank_sum_counts(n, m)
+    assert list(counts) == _brute_u(n, m)
+    assert sum(counts) == math.comb(n + m, n)
+
+
+@pytest.mark.parametrize(("n", "critical"), [(5, 2), (8, 13), (10, 23), (20, 127)])
+def test_rank_critical_values_match_published_tables(n: int, critical: int) -> None:
+    """Two-sided 5% critical values of the Mann-Whitney U for equal samples (e.g. the
+    tables of Milton 1964 reproduced in most textbooks): P(U <= crit) <= 2.5% < P(U <= crit+1)."""
+    counts = cmp.rank_sum_counts(n, n)
+    total = math.comb(2 * n, n)
+    assert sum(counts[: critical + 1]) / total <= 0.025 < sum(counts[: critical + 2]) / total
+
+
+def _lognormal(rng: random.Random, n: int, ratio: float, sd: float = 0.1) -> list[float]:
+    return [10.0 * ratio * math.exp(rng.gauss(0, sd)) for _ in range(n)]
+
+
+def test_rank_estimate_is_the_median_pairwise_ratio_and_interval_matches_p() -> None:
+    rng = random.Random(7)
+    for trial in range(40):
+        n, m = rng.randint(5, 12), rng.randint(5, 12)
+        b = _lognormal(rng, n, 1.0)
+        c = _lognormal(rng, m, 1.0 + 0.02 * (trial % 8))
+        (r,) = _compare({("m", 1): b}, {("m", 1): c}, test="rank").results
+        ratios = sorted(y / x for x in b for y in c)
+        # an even count of ratios: the geometric midpoint of the middle two
+        logs = [math.log(x) for x in ratios]
+        assert r.ratio == pytest.approx(math.exp(statistics.median(logs)), rel=1e-12)
+        # the interval's ends are pairwise ratios: (c - 1) cut from each end
+        for end in (r.ci_low, r.ci_high):
+            assert any(math.isclose(end, x, rel_tol=1e-12) for x in ratios)
+        # one test: the interval excludes 1 exactly when p <= alpha
+        assert (r.ci_low > 1 or r.ci_high < 1) == (r.p_value <= 0.01)
+
+
+def test_rank_test_holds_its_level_on_skewed_noise() -> None:
+    """A/A on bimodal noise like a contended machine's (most repeats fast, a third 40%
+    slower): the exact rank test rejects at most alpha of the time."""
+    rng = random.Random(11)
+
+    def skewed(n: int) -> list[float]:
+        return [10.0 * (1.4 if rng.random() < 0.33 else 1.0) * math.exp(rng.gauss(0, 0.02))
+                for _ in range(n)]  # fmt: skip
+
+    trials = 400
+    p = [cmp._rank(np.array(skewed(12)), np.array(skewed(12)), 0.0).p_value()
+         for _ in range(trials)]  # fmt: skip
+    rejected = sum(x <= 0.05 for x in p) / trials
+    assert rejected <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / trials)
+    assert rejected > 0.01  # not a test that never rejects
+
+
+def test_rank_test_beats_welch_on_skewed_noise() -> None:
+    rng = random.Random(3)
+
+    def skewed(n: int, ratio: float) -> list[float]:
+        return [10.0 * ratio * (1.4 if rng.random() < 0.33 else 1.0)
+                * math.exp(rng.gauss(0, 0.02)) for _ in range(n)]  # fmt: skip
+
+    base = {(f"m{i}", 1): skewed(30, 1.0) for i in range(10)}
+    cand = {(f"m{i}", 1): skewed(30, 1.06) for i in range(10)}
+    rank = _compare(base, cand, test="rank", threshold=cmp.Threshold(0.025))
+    welch = _compare(base, cand, threshold=cmp.Threshold(0.025))
+    assert rank.count("regression") >= 8
+    assert welch.count("regression") <= 2
+
+
+def test_rank_normal_approximation_agrees_with_the_exact_null(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rng = random.Random(5)
+    b, c = np.array(_lognormal(rng, 40, 1.0)), np.array(_lognormal(rng, 45, 1.04))
+    exact = cmp._rank(b, c, 0.0)
+    monkeypatch.setattr(cmp, "EXACT_RANK_LIMIT", 0)
+    approx = cmp._rank(b, c, 0.0)
+    assert exact.exact and not approx.exact
+    assert 0.001 < exact.p_value() < 0.5
+    # U's exact tails are lighter than the normal's: the approximation errs on the safe side
+    assert exact.p_value() <= approx.p_value() <= 1.15 * exact.p_value()
+    for alpha in (0.05, 0.01):
+        lo_e, hi_e = exact.interval(alpha)
+        lo_a, hi_a = approx.interval(alpha)
+        assert abs(lo_a - lo_e) < 0.005 and abs(hi_a - hi_e) < 0.005
+
+
+def test_rank_verdicts_ties_and_too_few_repeats() -> None:
+    rng = random.Random(9)
+    base = {
+        ("slow", 1): _lognormal(rng, 20, 1.0, 0.02),
+        ("same", 1): _lognormal(rng, 20, 1.0, 0.005),
+        ("few", 1): _scaled(1, JITTER[:3]),
+    }
+    cand = {
+        ("slow", 1): _lognormal(rng, 20, 1.3, 0.02),
+        ("same", 1): _lognormal(rng, 20, 1.0, 0.005),
+        ("few", 1): _scaled(2, JITTER[:3]),
+    }
+    c = _compare(base, cand, test="rank")
+    r = {x.key[0]: x for x in c.results}
+    assert r["slow"].verdict == "regression" and r["same"].verdict == "unchanged"
+    # 3 repeats per side: the smallest two-sided p is 2/20, never below alpha
+    assert r["few"].verdict == "inconclusive" and r["few"].ci_low is None
+    assert "too few repeats for the rank test" in r["few"].note
+    assert "Hodges–Lehmann" in cmp.to_markdown(c)
+    assert cmp.to_dict(c)["settings"]["test"] == "rank"
+    json.loads(cmp.to_json(c))
+    # identical memory on every repeat (all values tied): unchanged, ratio exactly 1
+    rows_b = _rows({("m", 1): _scaled(1)})
+    rows_c = _rows({("m", 1): _scaled(1.01)})
+    mem = cmp.compare_sides(_side(rows_b), _side(rows_c),
+                            cmp.Settings(metrics=("memory",), test="rank"))  # fmt: skip
+    (m,) = mem.results
+    assert m.verdict == "unchanged" and m.ratio == 1.0 and m.p_value == 1.0
+
+
+def test_rank_test_choice_is_validated(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(InvalidOption, match="unknown test"):
+        cmp.Settings(test="bogus").validate()
+    with pytest.raises(InvalidOption, match="welch test only"):
+        cmp.Settings(test="rank", trim=0.2).validate()
+    assert main(["compare", "a", "b", "--test", "bogus"]) == 2
+    assert "invalid choice: 'bogus'" in capsys.readouterr().err
