@@ -41,6 +41,8 @@ def _csv(cast: Any) -> Any:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from bench.compare import LATENCY_STATISTICS, TESTS
+
     p = _Parser(prog="effbench", description="Efficiency benchmarks for image classifiers.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -136,14 +138,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cmp.add_argument(
         "--latency-stat",
-        choices=("median", "p10"),
+        choices=tuple(LATENCY_STATISTICS),
         default="median",
         help="per-repeat latency value: the median of its iterations, or their 10th "
         "percentile (steadier on a shared machine; see docs/compare.md)",
     )
     cmp.add_argument(
         "--test",
-        choices=("welch", "rank"),
+        choices=tuple(TESTS),
         default="welch",
         help="how repeats are compared: welch (geometric means, from 2 repeats per side) or "
         "rank (Hodges-Lehmann / Mann-Whitney: fewer repeats on a noisy machine, 5+ per side)",
@@ -250,7 +252,8 @@ def _cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
                 lanes.append((run_dir, run_id, opts, groups))
     for run_dir, *_ in lanes:
         print(f"effbench: writing to {run_dir}", file=sys.stderr)
-    opened = [open_lane(*lane) for lane in lanes]
+    idle_w: dict[str, float | None] = {}  # measured once per device, shared by the lanes
+    opened = [open_lane(*lane, idle_w=idle_w) for lane in lanes]
     summaries = run_interleaved(opened, executor, get_spec, devices.device_name, argv)
     for summary in summaries:
         counts = (

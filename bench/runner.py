@@ -163,8 +163,12 @@ def open_lane(
     options: Options,
     groups: Sequence[Group],
     progress_stream: TextIO | None = None,
+    idle_w: dict[str, float | None] | None = None,
 ) -> Lane:
-    """Read what ``run_dir`` already holds; the lane's ``pending`` groups are the rest."""
+    """Read what ``run_dir`` already holds; the lane's ``pending`` groups are the rest.
+
+    ``idle_w`` holds idle powers already measured this session (the lanes of an interleaved
+    run share it): only devices not in it are measured, and they are added to it."""
     ensure_writable(run_dir)
     existing = load_run(run_dir)
     done = row_keys(existing)
@@ -176,7 +180,9 @@ def open_lane(
     total = sum(len(g.batch_sizes) for g in pending)
     label = f"{options.variant}: " if options.variant else ""
     progress = Progress(total, progress_stream or sys.stderr, label=label)
-    idle_w = measure_idle_power(list(dict.fromkeys(g.device for g in pending)), progress.stream)
+    idle_w = {} if idle_w is None else idle_w
+    unmeasured = [d for d in dict.fromkeys(g.device for g in pending) if d not in idle_w]
+    idle_w.update(measure_idle_power(unmeasured, progress.stream))
     return Lane(run_dir, run_id, options, pending, progress, idle_w, _macs_cache(existing))
 
 

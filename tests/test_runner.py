@@ -209,6 +209,9 @@ def test_variants_interleave_their_groups_and_get_their_environment(out_dir: Pat
     r = effbench(args)
     assert r.returncode == 0, r.stderr
     narrow, wide = out_dir / "ab-narrow", out_dir / "ab-wide"
+    # the arms share one idle-power measurement of the device (or one note that it has none)
+    power_lines = ("effbench: idle power of cpu", "effbench: power not measured on cpu")
+    assert sum(line.startswith(power_lines) for line in r.stderr.splitlines()) == 1
     rows = load_results([narrow, wide])
     assert len(rows) == 8 and set(rows["status"]) == {"ok"}
     assert set(rows["run_id"]) == {"ab-narrow", "ab-wide"}
