@@ -37,6 +37,7 @@ def model_rows(names: Iterable[str]) -> list[dict[str, Any]]:
                 "top5": ref.top5 if ref else None,
                 "dataset": ref.dataset if ref else None,
                 "source": ref.source if ref else None,
+                "verified": ref.verified if ref else None,
             }
         )
     return rows

@@ -10,6 +10,7 @@ from models.registry import (
     list_suites,
     register_model,
     register_suite,
+    resolve_model_names,
     suite_models,
 )
 
@@ -23,5 +24,6 @@ __all__ = [
     "list_suites",
     "register_model",
     "register_suite",
+    "resolve_model_names",
     "suite_models",
 ]

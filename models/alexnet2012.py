@@ -80,6 +80,13 @@ register_seeds(
                 top5=81.8,
                 params=60_000_000,
                 dataset="ImageNet-1K (ILSVRC-2012 val)",
+                verified=(
+                    "'60 million parameters' in the abstract (slidestalk.com/u3807/ImageNet_"
+                    "Classification_with_Deep_Convolutional_Neural_Networks, the paper's text); "
+                    "40.7%/18.2% as the '(Krizhevsky et al., 2012), 1 convnet' row of Zeiler & "
+                    "Fergus's Table 2 (speakerdeck.com/hakka_labs/visualization-and-"
+                    "understanding-convolutional-neural-networks, the ZFNet paper's text)"
+                ),
             ),
             description="AlexNet 2012: 96-filter conv1, two-GPU grouped convs, LRN",
         )

@@ -9,10 +9,18 @@ layers on the deepest path), 64/128/256/512/512 filters, each conv unit 3×3 con
 10-way fully connected layer. Drop-path is a training regulariser; at inference all columns
 are joined, as here.
 
-Known mismatch: this layout has 33.7M parameters (convolutions 33,698,880), while Table 1
-states 38.6M for the 20-layer network; the paper gives no layer-level detail that accounts
-for the other ~4.9M, so the Reference keeps the paper's figure and the test marks the
-mismatch as an expected failure.
+Parameter count: this layout, the one Sec. 4 states, has 33,724,618 parameters (convolutions
+33,698,880, batch norm 14,080, classifier 5,130), while Table 1 prints "38.6M" for the
+20-layer network. No layout the paper describes gives 38.6M: the authors released only the
+join layer (github.com/gustavla/fractalnet, Caffe), not the network. The widely used PyTorch
+re-implementation (github.com/khanrc/pt.fractalnet, ``fractal.py``) builds this same layout
+and its author reports the same 33.7M against the paper's 38.6M (``exp-note-kor.md``,
+"doubling"); putting a 1×1 convolution that doubles the channels in front of each block
+instead of widening the first unit of every column gives 38.9M there, closer but still not
+38.6M. (The same Table 1 gives 22.9M for the 40-layer C=4 network, fewer than the 20-layer
+one, which no width schedule of Sec. 4 produces either.) So the Reference keeps the paper's
+printed 38.6M with this discrepancy in its source, and the test checks our count against the
+hand count of the stated layout.
 """
 
 from __future__ import annotations
@@ -103,12 +111,19 @@ register_seeds(
             image_size=32,
             reference=Reference(
                 source=(
-                    "Larsson et al. 2017 (ICLR), Table 1: FractalNet (20 layers, 38.6M params) "
-                    "+ drop-path + dropout, C10+ test error 5.22%"
+                    "Larsson et al. 2017 (ICLR), Table 1, row 'FractalNet (20 layers, 38.6M "
+                    "params)': C10+ test error 5.22% (4.60% with drop-path + dropout); the "
+                    "38.6M is as printed: the layout of Sec. 4, built here, has 33.7M (see "
+                    "models/fractalnet.py)"
                 ),
                 top1=94.78,
                 params=38_600_000,
                 dataset="CIFAR-10 (standard augmentation)",
+                verified=(
+                    "Table 1 as transcribed in github.com/khanrc/pt.fractalnet README.md "
+                    "('Paper' rows: C10+ 5.22%, + drop-path + dropout 4.60%) and the 38.6M in "
+                    "its exp-note-kor.md; the paper's own text was not found"
+                ),
             ),
             description="FractalNet, 5 blocks × 3 columns (20 layers), mean joins, 32×32 CIFAR-10",
         )

@@ -94,7 +94,8 @@ register_seeds(
             reference=Reference(
                 source=(
                     "Szegedy et al. 2015 (CVPR), Table 1, inception(3a): params 159K, ops 128M "
-                    "(the 159K matches the weights without biases, 163,328, divided by 1024)"
+                    "(the 159K matches the weights without biases, 163,328, divided by 1024; "
+                    "unverified: typed from the paper, its table text not found)"
                 ),
                 params=159_000,
                 gmacs=0.128,

@@ -130,11 +130,18 @@ register_seeds(
                 source=(
                     "LeCun et al. 1998, Proc. IEEE 86(11): Sec. II-B per-layer trainable "
                     "parameters (C1 156, S2 12, C3 1,516, S4 32, C5 48,120, F6 10,164; sum "
-                    "60,000); Sec. III-C: 0.95% test error without distortions"
+                    "60,000); Sec. III-C: 0.95% test error without distortions (accuracy "
+                    "unverified: typed from the paper, its text not found)"
                 ),
                 top1=99.05,
                 params=60_000,
                 dataset="MNIST",
+                verified=(
+                    "per-layer counts C1 (5·5·1+1)·6, S2 (1+1)·6, C3 1516, S4 (1+1)·16 as "
+                    "transcribed in deeplearning-500-questions ch04 Table 4.1 (contextqmd.com/"
+                    "libraries/deeplearning-500-questions, ChapterIV_ClassicNetwork); their "
+                    "sum with C5 and F6 is 60,000, counted by tests/test_models_seeds.py"
+                ),
             ),
             description="LeNet-5 with the paper's sparse C3, trainable subsampling, RBF output",
         )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from torch import nn
@@ -24,8 +24,12 @@ Builder = Callable[[], nn.Module]
 class Reference:
     """Published figures for a network, each traceable to ``source``.
 
-    ``gmacs`` is multiply-adds per image in billions, as published (torchvision's ``_ops``
-    is rounded to 3 decimals). ``top1``/``top5`` are percentages on ``dataset``.
+    ``source`` names the paper (or metadata) and the table or figure each number comes from;
+    it contains the word "unverified" where the figures were typed from the paper without
+    being checked against its text. ``verified`` says where they were checked (address and
+    section), empty if they were not. ``gmacs`` is multiply-adds per image in billions, as
+    published (torchvision's ``_ops`` is rounded to 3 decimals). ``top1``/``top5`` are
+    percentages on ``dataset``.
     """
 
     source: str
@@ -34,6 +38,7 @@ class Reference:
     params: int | None = None
     gmacs: float | None = None
     dataset: str = "ImageNet-1K"
+    verified: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +110,7 @@ def _load_extra_modules() -> None:
 
     import models as pkg
 
-    skip = {"registry", "suites", "torchvision_zoo"}
+    skip = {"registry", "suites", "torchvision_zoo"}  # timm_zoo imports timm only on demand
     for info in pkgutil.iter_modules(pkg.__path__):
         if info.name not in skip and not info.name.startswith("_"):
             importlib.import_module(f"models.{info.name}")
@@ -141,15 +146,63 @@ def _suggest(name: str, choices: Iterable[str]) -> str:
     return f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
 
 
+TIMM_PREFIX = "timm:"
+_GLOB_CHARS = frozenset("*?[")
+
+
 def get_spec(name: str) -> ModelSpec:
-    """The spec registered as ``name``; unknown names raise with close matches."""
+    """The spec registered as ``name``, or timm's network for ``timm:NAME``; unknown names
+    raise with close matches (a ``timm:`` name without timm installed says how to install it)."""
     _ensure_loaded()
+    if name.startswith(TIMM_PREFIX):
+        from models import timm_zoo
+
+        return timm_zoo.timm_spec(name[len(TIMM_PREFIX) :])
     try:
         return _REGISTRY[name]
     except KeyError:
         raise UnknownModel(
             f"unknown model {name!r}{_suggest(name, _REGISTRY)}; see `effbench models` for the list"
         ) from None
+
+
+def resolve_model_names(names: Sequence[str], cap: int = 50) -> tuple[str, ...]:
+    """Expand and validate model names for a sweep, in order, each once.
+
+    A name with ``*``, ``?`` or ``[`` is an fnmatch pattern: ``timm:PATTERN`` over
+    ``timm.list_models()``, any other over the registry; a pattern matching nothing or more
+    than ``cap`` networks raises. Every other name is checked with :func:`get_spec` (unknown
+    names raise with close matches). Returns the canonical names (``timm:`` names keep
+    their prefix).
+    """
+    out: list[str] = []
+    for raw in names:
+        name = raw.strip()
+        if not name:
+            continue
+        if _GLOB_CHARS & set(name):
+            expanded = _expand_pattern(name)
+            if not expanded:
+                raise UnknownModel(
+                    f"no model matches {name!r}; see `effbench models` (or timm.list_models())"
+                )
+            if len(expanded) > cap:
+                raise UnknownModel(
+                    f"{name!r} matches {len(expanded)} models, more than the cap of {cap}; "
+                    "narrow the pattern"
+                )
+            out.extend(expanded)
+        else:
+            out.append(get_spec(name).name)
+    return tuple(dict.fromkeys(out))
+
+
+def _expand_pattern(pattern: str) -> list[str]:
+    if pattern.startswith(TIMM_PREFIX):
+        from models import timm_zoo
+
+        return [TIMM_PREFIX + n for n in timm_zoo.list_timm(pattern[len(TIMM_PREFIX) :])]
+    return list_models(include=pattern)
 
 
 def get_model(name: str) -> nn.Module:
@@ -169,4 +222,6 @@ def suite_models(name: str) -> tuple[str, ...]:
         raise UnknownSuite(
             f"unknown suite {name!r}{_suggest(name, known)}; known suites: {', '.join(known)}"
         ) from None
-    return tuple(n for n in names if n in _REGISTRY)
+    # timm names stay (built on demand); registry names missing here (an older torchvision)
+    # are left out.
+    return tuple(n for n in names if n in _REGISTRY or n.startswith(TIMM_PREFIX))

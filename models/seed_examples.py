@@ -55,14 +55,19 @@ register_seeds(
             builder=builder,
             image_size=28,
             in_chans=128,
-            reference=Reference(source=f"{_SEED_000}: {what}", params=params),
+            reference=Reference(
+                source=f"{_SEED_000}, {section} section: {what}",
+                params=params,
+                verified=f"{_SEED_000}, {section} section: '{what}'",
+            ),
             description=description,
         )
-        for name, builder, params, what, description in (
+        for name, builder, params, section, what, description in (
             (
                 "seed_conv3x3_128",
                 conv3x3_128,
                 147_456,
+                "GoogLeNet",
                 "3*3*128*128 = 147,456",
                 "3×3 conv 128→128 (the seeds' bottleneck baseline)",
             ),
@@ -70,6 +75,7 @@ register_seeds(
                 "seed_bottleneck_128_32",
                 bottleneck_128_32,
                 40_960,
+                "GoogLeNet",
                 "1*1*128*32 + 3*3*32*128 = 40,960",
                 "1×1 128→32 then 3×3 32→128 (the seeds' bottleneck)",
             ),
@@ -77,6 +83,7 @@ register_seeds(
                 "seed_conv5x5_128",
                 conv5x5_128,
                 None,
+                "VGG",
                 "a 5×5 conv, '400k' parameters",
                 "5×5 conv 128→128 (receptive field 5)",
             ),
@@ -84,6 +91,7 @@ register_seeds(
                 "seed_two_conv3x3_128",
                 two_conv3x3_128,
                 None,
+                "VGG",
                 "two 3×3 convs, '294k' parameters",
                 "two 3×3 convs 128→128 (receptive field 5)",
             ),

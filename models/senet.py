@@ -7,11 +7,14 @@ In SE-ResNet the block acts on the residual branch before the identity sum (Fig.
 ``SqueezeExcitation`` works on any NCHW feature map, so other backbones can use it; ``add_se``
 wraps a backbone's modules to append one after them.
 
-SE-ResNet-50 is torchvision's ResNet-50 (stride on the 3×3, "v1.5") with an SE block in every
-bottleneck; the paper's bottleneck strides on the first 1×1 (its Table 1 ResNet-50 is the
-original), which changes no parameter count. The paper reports 3.87 GFLOPs (multiply-adds)
-against 3.86 for ResNet-50 and "∼2.5 million additional parameters" over ResNet-50's "∼25
-million" (Sec. 4, "Model and Computational Complexity"); it lists no total.
+SE-ResNet-50 is the authors' released network (Caffe, github.com/hujie-frank/SENet; ported
+by Cadene's pretrainedmodels and timm as ``legacy_seresnet50``): the original ResNet-50 with an
+SE block in every bottleneck, striding on the first 1×1 convolution of a block (torchvision's
+and timm's ``seresnet50`` stride on the 3×3, "v1.5": the same 28,088,024 parameters but 4.09
+instead of 3.86 G-MACs). Both parameter counts and our 3.86 G-MACs equal timm's
+``legacy_seresnet50`` exactly (``tests/test_timm_source.py``). The paper reports 3.87 GFLOPs
+(multiply-adds) against 3.86 for ResNet-50 and "∼2.5 million additional parameters" over
+ResNet-50's "∼25 million" (Sec. 4, "Model and Computational Complexity"); it lists no total.
 """
 
 from __future__ import annotations
@@ -72,10 +75,14 @@ def add_se(
 
 
 class SEBottleneck(Bottleneck):
-    """torchvision's ResNet bottleneck with an SE block on the residual before the sum."""
+    """torchvision's ResNet bottleneck with an SE block on the residual before the sum, and
+    the original ResNet's stride on the first 1×1 convolution (as the SE authors' model)."""
 
-    def __init__(self, inplanes: int, planes: int, *args: object, **kwargs: object) -> None:
-        super().__init__(inplanes, planes, *args, **kwargs)  # type: ignore[arg-type]
+    def __init__(
+        self, inplanes: int, planes: int, stride: int = 1, *args: object, **kwargs: object
+    ) -> None:
+        super().__init__(inplanes, planes, stride, *args, **kwargs)  # type: ignore[arg-type]
+        self.conv1.stride, self.conv2.stride = self.conv2.stride, self.conv1.stride
         self.se = SqueezeExcitation(planes * self.expansion, reduction=16)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -87,7 +94,7 @@ class SEBottleneck(Bottleneck):
 
 
 def se_resnet50() -> ResNet:
-    """SE-ResNet-50: ResNet-50 [3, 4, 6, 3] with SE bottlenecks (r = 16)."""
+    """SE-ResNet-50: the original ResNet-50 [3, 4, 6, 3] with SE bottlenecks (r = 16)."""
     return ResNet(SEBottleneck, [3, 4, 6, 3])  # type: ignore[arg-type]
 
 
@@ -102,7 +109,8 @@ register_seeds(
                 source=(
                     "Hu et al. 2018 (CVPR), Table 2, SE-ResNet-50 (re-implementation, single "
                     "224×224 crop, ILSVRC-2012 val): 23.29% top-1, 6.62% top-5 error, 3.87 "
-                    "GFLOPs; parameters only as '∼2.5 million' over ResNet-50's '∼25 million'"
+                    "GFLOPs; parameters only as '∼2.5 million' over ResNet-50's '∼25 million' "
+                    "(unverified: typed from the paper, its table text not found)"
                 ),
                 top1=76.71,
                 top5=93.38,

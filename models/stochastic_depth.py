@@ -9,6 +9,8 @@ This module is built for inference, so it only implements that test-time rule.
 The network is He et al.'s CIFAR ResNet-110 (3 stages of 18 basic blocks, 16/32/64 filters,
 32×32 inputs, 10 classes); when a stage halves the grid and doubles the depth, the shortcut
 is a stride-2 subsampling with zero-padded channels (parameter-free), as in the authors' code.
+That gives 1,727,962 parameters; ports that use 1×1 projection shortcuts instead (option B)
+count 1,730,714. timm has no CIFAR ResNet.
 """
 
 from __future__ import annotations
@@ -99,7 +101,8 @@ register_seeds(
                 source=(
                     "Huang et al. 2016 (ECCV), Table 1, 110-layer ResNet with stochastic depth, "
                     "CIFAR-10+ test error 5.25%; parameters: He et al. 2016 (CVPR), Table 6, "
-                    "the same 110-layer network, 1.7M"
+                    "the same 110-layer network, 1.7M (unverified: typed from the papers, their "
+                    "table text not found)"
                 ),
                 top1=94.75,
                 params=1_700_000,

@@ -6,6 +6,11 @@ k = 10: conv 3×3 (16) → conv2 group (160 maps, 32×32) → conv3 (320, 16×16
 8×8) → BN-ReLU → 8×8 average pooling → 10-way fully connected. Each block is
 BN-ReLU-conv3×3-(dropout)-BN-ReLU-conv3×3, plus a 1×1 convolution on the shortcut where the
 depth or grid changes. Dropout (the paper's WRN-28-10-dropout) is identity at inference.
+
+Our 36,479,194 parameters equal those the widely used PyTorch port asserts for its
+CIFAR-10 WRN-28-10 (osmr/imgclsmob, ``pytorchcv``); timm has no CIFAR WRN (its
+``wide_resnet50_2``, the ImageNet WRN-50-2 of the seeds suite, is checked against
+torchvision's in ``tests/test_timm_source.py``).
 """
 
 from __future__ import annotations
@@ -89,11 +94,16 @@ register_seeds(
             reference=Reference(
                 source=(
                     "Zagoruyko & Komodakis 2016 (BMVC), Table 5: WRN-28-10, 36.5M parameters, "
-                    "CIFAR-10 test error 4.17%"
+                    "CIFAR-10 test error 4.17% (accuracy unverified: the table text was not "
+                    "found; papers-with-code lists 3.89% for the dropout variant)"
                 ),
                 top1=95.83,
                 params=36_500_000,
                 dataset="CIFAR-10 (standard augmentation)",
+                verified=(
+                    "36.5M: our exact count, 36,479,194, is the one the osmr/imgclsmob "
+                    "(pytorchcv) WRN-28-10 CIFAR-10 test asserts (weight_count == 36479194)"
+                ),
             ),
             description="Wide ResNet WRN-28-10 (pre-activation, k=10) for 32×32 CIFAR-10",
         )

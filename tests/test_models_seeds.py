@@ -3,6 +3,7 @@ counts against the papers' figures (within their rounding) and the papers' map s
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -51,6 +52,27 @@ def test_every_implementation_is_registered_in_the_seeds_suite() -> None:
     for name in OURS:
         ref = get_spec(name).reference
         assert ref is not None and ref.source
+
+
+@pytest.mark.parametrize("name", sorted(OURS))
+def test_every_reference_figure_names_its_table_and_says_if_it_was_checked(name: str) -> None:
+    ref = get_spec(name).reference
+    figures = (ref.top1, ref.top5, ref.params, ref.gmacs)
+    if all(f is None for f in figures):
+        return
+    # the paper (authors and year) or the seed notes, and the table, figure or section
+    assert re.search(r"\b(19|20)\d\d\b|seed notes", ref.source), ref.source
+    assert re.search(r"Table|Fig\.|Sec\.|abstract|section", ref.source), ref.source
+    assert ref.verified or "unverified" in ref.source, ref.source
+
+
+def test_se_resnet50_strides_on_the_first_1x1_as_the_authors_model() -> None:
+    model = get_model("se_resnet50")
+    first = model.layer2[0]
+    assert first.conv1.stride == (2, 2) and first.conv2.stride == (1, 1)
+    # the original ResNet-50 costs 3.86 G-MACs; Table 2 gives 3.87 GFLOPs for SE-ResNet-50
+    macs = count_macs(get_spec("se_resnet50").build, (1, 3, 224, 224))
+    assert abs(macs / 1e9 - get_spec("se_resnet50").reference.gmacs) < 0.015
 
 
 @pytest.mark.parametrize("name", sorted(OURS))
@@ -139,12 +161,13 @@ def test_fractalnet_counts_the_papers_layout() -> None:
     assert params("fractalnet20_cifar") == by_hand
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Table 1's 38.6M is not reproduced by the paper's stated layout (33.7M); see module",
-)
-def test_fractalnet_matches_the_papers_38_6m() -> None:
-    assert round(params("fractalnet20_cifar") / 1e5) == 386
+def test_fractalnet_keeps_the_papers_38_6m_and_states_our_33_7m() -> None:
+    # Table 1 prints 38.6M; no layout the paper states gives it (models/fractalnet.py has the
+    # evidence). Our count is the stated layout's, and the source must say both figures.
+    ref = get_spec("fractalnet20_cifar").reference
+    assert ref.params == 38_600_000
+    assert round(params("fractalnet20_cifar") / 1e5) == 337
+    assert "38.6M" in ref.source and "33.7M" in ref.source
 
 
 def shapes(insp: Inspection, names: list[str]) -> list[tuple[int, ...] | None]:
@@ -171,8 +194,9 @@ def test_nin_ends_in_1000_maps_of_6x6() -> None:
     [
         # Fig. 9: 35×35×384 after the stem, 17×17×1024 after Reduction-A, 8×8×1536 after B.
         ("inception_v4", [(384, 35), (1024, 17), (1536, 8)]),
-        # Figs. 15-18 with the Fig. 3 stem: 384, then 384+384+384, then 1152+384+288+320.
-        ("inception_resnet_v2", [(384, 35), (1152, 17), (2144, 8)]),
+        # TF-slim's release: Mixed-5b 96+64+96+64 = 320, Mixed-6a 320+384+384 = 1088,
+        # Mixed-7a 1088+384+288+320 = 2080.
+        ("inception_resnet_v2", [(320, 35), (1088, 17), (2080, 8)]),
     ],
 )
 def test_inception_v4_grids(name: str, grids: list[tuple[int, int]]) -> None:

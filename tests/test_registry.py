@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import fnmatch
+import sys
+
 import pytest
 import torchvision
 from torchvision.models import get_model_weights
 
 from bench.errors import UnknownModel, UnknownSuite
 from bench.probes.flops import build_on_meta, count_macs, count_params
-from models import get_spec, list_models, suite_models
+from models import get_spec, list_models, resolve_model_names, suite_models
 
 TORCHVISION = sorted(torchvision.models.list_models(module=torchvision.models))
 # A representative subset for CI: one or two per family, cheap to count on `meta`.
@@ -89,3 +92,27 @@ def test_suites() -> None:
     assert suite_models("all") == tuple(list_models())
     with pytest.raises(UnknownSuite, match="canziani"):
         suite_models("canzani")
+
+
+def test_timm_name_without_timm_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    from models import timm_zoo
+
+    monkeypatch.setitem(sys.modules, "timm", None)  # `import timm` raises ImportError
+    timm_zoo.timm_spec.cache_clear()
+    try:
+        with pytest.raises(UnknownModel, match=r"pip install 'effbench\[timm\]'") as info:
+            get_spec("timm:resnet18")
+        assert "\n" not in str(info.value)
+    finally:
+        timm_zoo.timm_spec.cache_clear()
+
+
+def test_resolve_model_names_expands_registry_patterns_and_validates_names() -> None:
+    tv = [n for n in TORCHVISION if fnmatch.fnmatch(n, "resnet1*")]
+    expected = tuple(sorted([*tv, "resnet110_stochastic_depth_cifar"]))
+    assert resolve_model_names(["resnet1*"]) == expected
+    assert resolve_model_names([" alexnet", "vgg16", "alexnet"]) == ("alexnet", "vgg16")
+    with pytest.raises(UnknownModel, match=r"did you mean 'resnet50'"):
+        resolve_model_names(["alexnet", "resnet5O"])
+    with pytest.raises(UnknownModel, match="more than the cap of 2"):
+        resolve_model_names(["resnet1*"], cap=2)

@@ -285,6 +285,19 @@ def _no_accuracy_note(missing: Sequence[str]) -> str:
     return f" {_names(missing)} {has} no published accuracy and {be} left out."
 
 
+def _unverified(per_model: pd.DataFrame) -> list[str]:
+    """Networks whose accuracy source says it was not checked against the paper's text."""
+    src = per_model["accuracy_source"].astype("string")
+    return [str(m) for m in per_model.index[src.str.contains("unverified", na=False)]]
+
+
+def _unverified_note(per_model: pd.DataFrame) -> str:
+    names = _unverified(per_model)
+    if not names:
+        return ""
+    return f" The accuracy of {_names(names)} is unverified (not checked against the paper's text)."
+
+
 def _accuracy_sources(per_model: pd.DataFrame) -> str:
     """The sources of the published accuracies, their common prefix said once."""
     sources = sorted({str(s) for s in per_model["accuracy_source"].dropna()})
@@ -321,15 +334,20 @@ def accuracy_bar(data: ReportData) -> FigureResult:
     pm = per_model.loc[with_acc].sort_values("top1")
     fig, (ax,) = _new_figure(1, title, height=0.35 * len(pm) + 1.2)
     ax.barh(pm.index, pm["top1"], color=[data.colors[m] for m in pm.index])
-    for y, v in enumerate(pm["top1"]):
-        ax.text(v + 0.3, y, f"{v:.1f}", va="center", fontsize=LABEL_FONTSIZE)
+    unverified = set(_unverified(pm))
+    for y, (m, v) in enumerate(pm["top1"].items()):
+        label = f"{v:.1f} (unverified)" if m in unverified else f"{v:.1f}"
+        ax.text(v + 0.3, y, label, va="center", fontsize=LABEL_FONTSIZE)
     ax.set_xlabel("top-1 accuracy (%)")
     ax.set_xlim(0, min(100.0, pm["top1"].max() * 1.1))
     ax.grid(axis="y", visible=False)
     best, worst = pm.index[-1], pm.index[0]
     reading = (
         f"{best} is the most accurate ({pm.loc[best, 'top1']:.1f}% top-1), {worst} the least "
-        f"({pm.loc[worst, 'top1']:.1f}%)." + _no_accuracy_note(without) + _accuracy_sources(pm)
+        f"({pm.loc[worst, 'top1']:.1f}%)."
+        + _no_accuracy_note(without)
+        + _unverified_note(pm)
+        + _accuracy_sources(pm)
     )
     return FigureResult(name, title, fig, reading)
 
