@@ -7,14 +7,18 @@ Exit codes: 0 success; 1 a command ran but found a problem it reports (e.g. a re
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
+import math
+import os
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.errors import BenchError, InvalidOption, OutputNotWritable
+from bench.errors import BenchError, Interrupted, InvalidOption, OutputNotWritable
 from bench.plan import DTYPES, MACS_COUNTERS, Options, Timing, parse_size_bytes
 
 # The default sweeps of `effbench run` with no model selection (and of `nox -s bench`).
@@ -31,11 +35,30 @@ class _Parser(argparse.ArgumentParser):
 
 def _csv(cast: Any) -> Any:
     def parse(text: str) -> tuple[Any, ...]:
-        items = [t.strip() for t in text.split(",") if t.strip()]
+        items = [t.strip() for t in text.split(",")]
+        if not any(items):
+            raise argparse.ArgumentTypeError("is empty; give one or more comma-separated values")
+        if not all(items):
+            raise argparse.ArgumentTypeError(f"{text!r} has an empty item; remove the extra comma")
         try:
             return tuple(cast(t) for t in items)
         except ValueError:
             raise argparse.ArgumentTypeError(f"cannot read {text!r} as a comma list") from None
+
+    return parse
+
+
+def _number(cast: Any) -> Any:
+    """A finite int or float: argparse's ``float`` accepts 'nan' and 'inf'."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"cannot read {text!r} as a number") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+        return value
 
     return parse
 
@@ -49,14 +72,18 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="sweep models x batch sizes x devices x dtypes into parquet")
     sel = run.add_mutually_exclusive_group()
     sel.add_argument("--suite", help="a named suite (see `effbench models --suites`)")
-    sel.add_argument("--models", type=_csv(str), help="comma-separated model names")
+    sel.add_argument(
+        "--models",
+        type=_csv(str),
+        help="comma-separated model names or patterns (timm:NAME, timm:PATTERN* with timm)",
+    )
     run.add_argument("--batch-sizes", type=_csv(int), help="e.g. 1,2,4,8 (default per device)")
     run.add_argument("--devices", type=_csv(str), help="cpu, cuda (every GPU), cuda:N, mps")
-    run.add_argument("--dtypes", type=_csv(str), default=("float32",), help=", ".join(DTYPES))
-    run.add_argument("--image-size", type=int, help="override each model's default input size")
-    run.add_argument("--threads", type=int, help="intra-op threads (default: available cores)")
-    run.add_argument("--repeats", type=int, default=1, help="fresh-process repeats of each cell")
-    run.add_argument("--out", type=Path, default=Path("results"), help="results folder")
+    run.add_argument("--dtypes", type=_csv(str), help=", ".join(DTYPES) + " (default float32)")
+    run.add_argument("--image-size", type=_number(int), help="override each model's input size")
+    run.add_argument("--threads", type=_number(int), help="intra-op threads (default: all cores)")
+    run.add_argument("--repeats", type=_number(int), help="fresh-process repeats of each cell (1)")
+    run.add_argument("--out", type=Path, help="results folder (default: results)")
     run.add_argument("--run-id", help="name of the run folder (default: time stamp + random)")
     run.add_argument(
         "--resume",
@@ -73,20 +100,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="an arm of an interleaved A/B run (two or more; repeat for more variables); "
         "each gets its own run folder <run-id>-<NAME>, and their groups alternate",
     )
-    run.add_argument("--flops-counter", choices=MACS_COUNTERS, default="torch")
-    run.add_argument("--warmup-iters", type=int, help="warm-up iterations (at least)")
-    run.add_argument("--warmup-time", type=float, help="warm-up seconds (at least)")
-    run.add_argument("--min-time", type=float, help="timed seconds before stopping is allowed")
-    run.add_argument("--max-time", type=float, help="timed seconds after which a cell stops")
-    run.add_argument("--min-iters", type=int, help="timed iterations before stopping is allowed")
+    run.add_argument("--flops-counter", choices=MACS_COUNTERS, help="torch (default) or fvcore")
+    run.add_argument("--warmup-iters", type=_number(int), help="warm-up iterations (at least)")
+    run.add_argument("--warmup-time", type=_number(float), help="warm-up seconds (at least)")
     run.add_argument(
-        "--target-ci", type=float, help="stop when the median's 95%% CI is within ±this (0.01)"
+        "--min-time", type=_number(float), help="timed seconds before stopping is allowed"
     )
     run.add_argument(
-        "--cell-timeout", type=float, default=600.0, help="seconds before a hung cell is killed"
+        "--max-time", type=_number(float), help="timed seconds after which a cell stops"
+    )
+    run.add_argument(
+        "--min-iters", type=_number(int), help="timed iterations before stopping is allowed"
+    )
+    run.add_argument(
+        "--target-ci",
+        type=_number(float),
+        help="stop when the median's 95%% CI is within ±this (0.01)",
+    )
+    run.add_argument(
+        "--cell-timeout", type=_number(float), help="seconds before a hung cell is killed (600)"
     )
     run.add_argument("--memory-cap", help="limit each CPU worker's extra memory, e.g. 2GiB")
-    run.add_argument("--tf32", action="store_true", help="allow TF32 on CUDA (off by default)")
+    run.add_argument(
+        "--tf32", action="store_const", const=True, help="allow TF32 on CUDA (off by default)"
+    )
     run.add_argument(
         "--executor",
         choices=("fork", "subprocess"),
@@ -104,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
         "inspect", help="per-layer shapes, params, MACs and receptive fields, with totals"
     )
     insp.add_argument("model")
-    insp.add_argument("--image-size", type=int)
+    insp.add_argument("--image-size", type=_number(int))
     insp.add_argument("--format", choices=("table", "json", "csv"), default="table")
 
     show = sub.add_parser("show", help="print a summary table of results (folders or files)")
@@ -183,78 +220,160 @@ def _timing(args: argparse.Namespace, base: Timing) -> Timing:
     return Timing(**values)
 
 
+# Options that make the plan: recorded in the manifest, so refused with --resume.
+PLAN_FLAGS = {
+    "suite": "--suite",
+    "models": "--models",
+    "batch_sizes": "--batch-sizes",
+    "devices": "--devices",
+    "dtypes": "--dtypes",
+    "image_size": "--image-size",
+    "threads": "--threads",
+    "repeats": "--repeats",
+    "out": "--out",
+    "run_id": "--run-id",
+    "variant": "--variant",
+    "flops_counter": "--flops-counter",
+    "warmup_iters": "--warmup-iters",
+    "warmup_time": "--warmup-time",
+    "min_time": "--min-time",
+    "max_time": "--max-time",
+    "min_iters": "--min-iters",
+    "target_ci": "--target-ci",
+    "cell_timeout": "--cell-timeout",
+    "memory_cap": "--memory-cap",
+    "tf32": "--tf32",
+}
+
+
+class _Catalog(Mapping[str, Any]):
+    """Model name -> :class:`bench.plan.ModelShape`, looked up in the registry on demand (so
+    that names outside ``list_models()``, such as ``timm:NAME``, resolve too)."""
+
+    def __init__(self) -> None:
+        self._shapes: dict[str, Any] = {}
+
+    def __getitem__(self, name: str) -> Any:
+        from bench.errors import UnknownModel
+        from bench.plan import ModelShape
+        from models import get_spec
+
+        if name not in self._shapes:
+            try:
+                spec = get_spec(name)
+            except UnknownModel:
+                raise KeyError(name) from None
+            self._shapes[name] = ModelShape(spec.image_size, spec.in_chans)
+        return self._shapes[name]
+
+    def __contains__(self, name: object) -> bool:
+        try:
+            self[name]  # type: ignore[index]
+        except KeyError:
+            return False
+        return True
+
+    def __iter__(self) -> Any:
+        return iter(self._shapes)
+
+    def __len__(self) -> int:
+        return len(self._shapes)
+
+
+def _new_options(args: argparse.Namespace, has_gpu: bool) -> Options:
+    """The options of a new run from the command line and the defaults for this machine."""
+    from models import resolve_model_names, suite_models
+
+    default = GPU_DEFAULT if has_gpu else CPU_DEFAULT
+    if args.models:
+        # patterns (timm:PATTERN*) expand here; unknown names fail with suggestions
+        names = resolve_model_names(args.models)
+    else:
+        names = suite_models(args.suite or default["suite"])
+    base_timing = Timing() if (has_gpu or args.models or args.suite) else CPU_DEFAULT_TIMING
+    return Options(
+        models=tuple(names),
+        batch_sizes=args.batch_sizes or default["batch_sizes"],
+        devices=args.devices or default["devices"],
+        dtypes=args.dtypes or ("float32",),
+        image_size=args.image_size,
+        threads=args.threads,
+        repeats=1 if args.repeats is None else args.repeats,
+        macs_counter=args.flops_counter or "torch",
+        timing=_timing(args, base_timing),
+        cell_timeout_s=600.0 if args.cell_timeout is None else args.cell_timeout,
+        memory_cap_bytes=parse_size_bytes(args.memory_cap) if args.memory_cap else None,
+        tf32=bool(args.tf32),
+    )
+
+
 def _cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from bench import devices
     from bench.executor import LocalExecutor, default_executor
-    from bench.plan import ModelShape, expand_plan, parse_variants
+    from bench.plan import expand_plan, parse_variants, resolve
     from bench.runner import (
         check_new_run,
         new_run_id,
         open_lane,
-        resume_options,
+        resume_run,
         run_interleaved,
         start_run,
     )
-    from models import get_spec, list_models, suite_models
+    from models import get_spec
 
     inventory = devices.discover()
-    catalog = {}
-    for name in list_models():
-        spec = get_spec(name)
-        catalog[name] = ModelShape(spec.image_size, spec.in_chans)
-
+    catalog = _Catalog()
     executor = LocalExecutor() if args.executor == "subprocess" else default_executor()
-    lanes = []  # (run folder, run id, options, groups)
+    lanes = []  # (run folder, run id, options, groups, lock)
     if args.resume is not None:
-        if args.variant:
-            raise InvalidOption("--variant cannot be changed on --resume; the plan is recorded")
-        for run_dir in dict.fromkeys(args.resume):
-            run_id, options = resume_options(run_dir)
-            lanes.append((run_dir, run_id, options, expand_plan(options, catalog, inventory)))
+        given = [flag for key, flag in PLAN_FLAGS.items() if getattr(args, key) is not None]
+        if given:
+            raise InvalidOption(
+                f"--resume runs the plan recorded in the run folder; drop {', '.join(given)} "
+                "(start a new run to change the plan)"
+            )
+        folders = list({os.path.realpath(p): p for p in args.resume}.values())
+        try:
+            for run_dir in folders:
+                r = resume_run(run_dir, catalog, inventory)
+                lanes.append((r.run_dir, r.run_id, r.options, r.groups, r.lock))
+        except BaseException:
+            for lane in lanes:
+                lane[4].release()
+            raise
     else:
+        out = args.out if args.out is not None else Path("results")
         has_gpu = any(d.startswith("cuda:") for d in inventory.devices)
-        default = GPU_DEFAULT if has_gpu else CPU_DEFAULT
-        if args.models:
-            names = args.models
-            for n in names:
-                get_spec(n)  # unknown names fail with suggestions
-        else:
-            names = suite_models(args.suite or default["suite"])
-        base_timing = Timing() if (has_gpu or args.models or args.suite) else CPU_DEFAULT_TIMING
-        options = Options(
-            models=tuple(names),
-            batch_sizes=args.batch_sizes or default["batch_sizes"],
-            devices=args.devices or default["devices"],
-            dtypes=args.dtypes,
-            image_size=args.image_size,
-            threads=args.threads,
-            repeats=args.repeats,
-            macs_counter=args.flops_counter,
-            timing=_timing(args, base_timing),
-            cell_timeout_s=args.cell_timeout,
-            memory_cap_bytes=parse_size_bytes(args.memory_cap) if args.memory_cap else None,
-            tf32=args.tf32,
-        )
+        options = resolve(_new_options(args, has_gpu), catalog, inventory)
         groups = expand_plan(options, catalog, inventory)
         env = devices.environment(inventory).to_dict()
         variants = parse_variants(args.variant or ())
         if not variants:
-            run_dir = start_run(args.out, args.run_id, options, groups, env, argv)
-            lanes.append((run_dir, run_dir.name, options, groups))
+            run_dir, lock = start_run(out, args.run_id, options, groups, env, argv)
+            lanes.append((run_dir, run_dir.name, options, groups, lock))
         else:
             stem = args.run_id or new_run_id()
             ids = [f"{stem}-{v.name}" for v in variants]
             for run_id in ids:  # refuse before any folder is created
-                check_new_run(args.out, run_id)
+                check_new_run(out, run_id)
             for v, run_id in zip(variants, ids, strict=True):
                 opts = dataclasses.replace(options, variant=v.name, env=v.env)
-                run_dir = start_run(args.out, run_id, opts, groups, env, argv)
-                lanes.append((run_dir, run_id, opts, groups))
+                run_dir, lock = start_run(out, run_id, opts, groups, env, argv)
+                lanes.append((run_dir, run_id, opts, groups, lock))
     for run_dir, *_ in lanes:
         print(f"effbench: writing to {run_dir}", file=sys.stderr)
-    idle_w: dict[str, float | None] = {}  # measured once per device, shared by the lanes
-    opened = [open_lane(*lane, idle_w=idle_w) for lane in lanes]
-    summaries = run_interleaved(opened, executor, get_spec, devices.device_name, argv)
+    try:
+        idle_w: dict[str, float | None] = {}  # measured once per device, shared by the lanes
+        opened = [open_lane(*lane, idle_w=idle_w) for lane in lanes]
+        summaries = run_interleaved(opened, executor, get_spec, devices.device_name, argv)
+    except Interrupted as e:
+        folders = " ".join(str(lane[0]) for lane in lanes)
+        print(
+            f"\neffbench: stopped by {signal.Signals(e.signum).name}; every row written so far "
+            f"is kept; finish the run with `effbench run --resume {folders}`",
+            file=sys.stderr,
+        )
+        return 128 + e.signum
     for summary in summaries:
         counts = (
             ", ".join(f"{n} {s}" for s, n in sorted(summary.statuses.items())) or "nothing to do"
@@ -268,6 +387,30 @@ def _cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
             file=sys.stderr,
         )
     return 0
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    """SIGINT, SIGTERM and SIGHUP stop a sweep: the first raises :class:`Interrupted` where
+    the runner is (the executor then kills the worker's process group, and the rows already
+    written stay); a second one ends the process at once. The previous handlers come back
+    afterwards."""
+    stopping = False
+
+    def handler(signum: int, _frame: Any) -> None:
+        nonlocal stopping
+        if stopping:
+            os._exit(128 + signum)
+        stopping = True
+        raise Interrupted(signum)
+
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, handler) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def _emit(rows: list[dict[str, Any]], fmt: str, columns: Sequence[str]) -> None:
@@ -396,7 +539,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         if args.command == "run":
-            return _cmd_run(args, ["effbench", *argv])
+            with _stop_on_signals():
+                return _cmd_run(args, ["effbench", *argv])
         if args.command == "models":
             return _cmd_models(args)
         if args.command == "inspect":
@@ -421,11 +565,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.close()
         return 0
     except KeyboardInterrupt:
-        print(
-            "effbench: interrupted; rows written so far are kept (resume with --resume)",
-            file=sys.stderr,
-        )
+        print("effbench: interrupted", file=sys.stderr)
         return 130
+    except Interrupted as e:  # before a run folder was written
+        print(f"effbench: stopped by {signal.Signals(e.signum).name}", file=sys.stderr)
+        return 128 + e.signum
 
 
 def entry() -> None:

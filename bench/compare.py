@@ -50,10 +50,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.errors import BenchError, InvalidOption, ResultsCorrupt
-from bench.store import MANIFEST, load_results, read_manifest
+from bench.errors import BenchError, InvalidOption, NothingCompared, ResultsCorrupt
+from bench.escape import markdown_text
+from bench.keys import CellKey
+from bench.store import discover, load_discovered
 
-MATCH_KEY = ("model", "batch_size", "device_name", "dtype", "image_size", "threads")
+MATCH_KEY = CellKey.MATCH_COLUMNS  # what a cell is matched on across the two sides
 VERDICTS = ("regression", "inconclusive", "improvement", "unchanged")  # most severe first
 # Run-to-run noise a single repeat cannot see (log scale: a factor of 2), used when each side
 # has one repeat. docs/compare.md: on the shared 2-core CI machine, single repeats of the same
@@ -640,6 +642,8 @@ def compare_sides(base: Side, cand: Side, settings: Settings) -> Comparison:
     matched = sorted((k for k in keys_b if k in keys_c), key=str)
     only_b = tuple(sorted((k for k in keys_b if k not in keys_c), key=str))
     only_c = tuple(sorted((k for k in keys_c if k not in keys_b), key=str))
+    if not matched:
+        raise NothingCompared(nothing_compared(base, cand, only_b, only_c))
 
     pending: list[
         tuple[
@@ -792,6 +796,35 @@ def compare_sides(base: Side, cand: Side, settings: Settings) -> Comparison:
     )  # fmt: skip
 
 
+def nothing_compared(
+    base: Side, cand: Side, only_b: Sequence[tuple[Any, ...]], only_c: Sequence[tuple[Any, ...]]
+) -> str:
+    """The one-line error when the two sides share no cell: what each side has, and which
+    key columns keep them apart."""
+    apart = []
+    for i, col in enumerate(MATCH_KEY):
+        vb, vc = {str(k[i]) for k in only_b}, {str(k[i]) for k in only_c}
+        if not vb & vc:
+            apart.append(f"{col} ({_few(sorted(vb))} vs {_few(sorted(vc))})")
+    why = (
+        "they differ in " + "; ".join(apart)
+        if apart
+        else "each key value occurs on both sides, but no combination of them does"
+    )
+    return (
+        f"nothing was compared: {_plain(base.label)} and {_plain(cand.label)} share no cell "
+        f"(cells match on {', '.join(MATCH_KEY)}); {why}. The baseline has "
+        f"{_few([_cell_name(k) for k in only_b])}; the candidate has "
+        f"{_few([_cell_name(k) for k in only_c])}. Compare runs of the same sweep on the same "
+        "kind of device"
+    )
+
+
+def _few(items: Sequence[str], limit: int = 3) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
 def _time_span(side: Side) -> tuple[pd.Timestamp, pd.Timestamp] | None:
     if "timestamp" not in side.rows:
         return None
@@ -854,23 +887,16 @@ def check_environments(comparison: Comparison) -> None:
 
 
 def load_side(path: str | Path) -> Side:
-    """Rows and run environments of a run folder, a folder of runs or a part file."""
+    """Rows and run environments of a run folder, a folder of runs or a part file (found
+    by :func:`bench.store.discover`, as every loader finds them)."""
     p = Path(path)
-    if not p.exists():
-        raise ResultsCorrupt(
-            f"{p} does not exist; give a run folder written by `effbench run` "
-            "(results/<run_id>) or a folder of them"
-        )
-    rows = load_results([p])
+    found = discover([p])
+    rows = load_discovered(found).rows
     if rows.empty:
         raise ResultsCorrupt(f"{p} holds no result rows; run `effbench run` first")
-    if p.is_file():
-        folders = [p.parent] if (p.parent / MANIFEST).exists() else []
-    elif (p / MANIFEST).exists():
-        folders = [p]
-    else:
-        folders = [d for d in sorted(p.iterdir()) if (d / MANIFEST).exists()]
-    envs = tuple(read_manifest(f).get("environment", {}) for f in folders)
+    envs = tuple(
+        env for r in found.runs if isinstance(env := r.manifest.get("environment", {}), Mapping)
+    )
     return Side(str(p), rows, envs)
 
 
@@ -902,9 +928,14 @@ def _fmt_ratio(r: float | None) -> str:
     return "-" if r is None else f"{r:.3f}"
 
 
+def _plain(value: object) -> str:
+    """``value`` on one line without control characters (also invalid in XML 1.0)."""
+    return re.sub(r"[\x00-\x1f\x7f]+", " ", str(value))
+
+
 def _cell_name(key: tuple[Any, ...]) -> str:
     c = dict(zip(MATCH_KEY, key, strict=True))
-    return (
+    return _plain(
         f"{c['model']} bs={c['batch_size']} {c['device_name']} {c['dtype']} "
         f"{c['image_size']}px t{c['threads']}"
     )
@@ -923,7 +954,8 @@ def to_markdown(c: Comparison) -> str:
     lines = [
         f"### effbench compare: {summary_line(c)}",
         "",
-        f"Baseline `{c.baseline}` vs candidate `{c.candidate}`; metrics: {', '.join(c.metrics)}. "
+        f"Baseline {markdown_text(c.baseline)} vs candidate {markdown_text(c.candidate)}; "
+        f"metrics: {', '.join(c.metrics)}. "
         + (
             "Ratio = candidate / baseline: the Hodges–Lehmann estimate (median of the ratios "
             "of every candidate repeat to every baseline repeat) with its Mann–Whitney "
@@ -971,7 +1003,9 @@ def to_markdown(c: Comparison) -> str:
     if c.env_differences:
         lines.append(
             "**Environments differ** (compared anyway): "
-            + "; ".join(f"{k}: {b} vs {v}" for k, b, v in c.env_differences)
+            + "; ".join(
+                f"{k}: {markdown_text(b)} vs {markdown_text(v)}" for k, b, v in c.env_differences
+            )
         )
         lines.append("")
     lines += [
@@ -980,10 +1014,10 @@ def to_markdown(c: Comparison) -> str:
         "|---|---|---|---:|---|---|---:|---:|---:|---:|---:|---|---|---|",
     ]
     for r in c.results:
-        k = r.cell
+        k = {col: markdown_text(v) for col, v in r.cell.items()}
         verdict = f"**{r.verdict}**" if r.verdict == "regression" else r.verdict
         interval = "-" if r.ci_low is None else f"[{_fmt_ratio(r.ci_low)}, {_fmt_ratio(r.ci_high)}]"
-        evidence = r.evidence + (f": {r.note}" if r.note else "")
+        evidence = markdown_text(r.evidence + (f": {r.note}" if r.note else ""))
         lines.append(
             f"| {verdict} | {r.metric} | {k['model']} | {k['batch_size']} | {k['device_name']} "
             f"| {k['dtype']} | {k['image_size']} | {k['threads']} "
@@ -995,7 +1029,7 @@ def to_markdown(c: Comparison) -> str:
         ("Only in the candidate (new cells, nothing to compare with)", c.only_candidate),
     ):
         if keys:
-            lines += ["", f"**{title}:** " + "; ".join(_cell_name(k) for k in keys)]
+            lines += ["", f"**{title}:** " + "; ".join(markdown_text(_cell_name(k)) for k in keys)]
     return "\n".join(lines) + "\n"
 
 
@@ -1087,7 +1121,7 @@ def to_junit(c: Comparison) -> str:
             f"{r.verdict}: ratio {_fmt_ratio(r.ratio)} interval "
             f"[{_fmt_ratio(r.ci_low)}, {_fmt_ratio(r.ci_high)}] baseline "
             f"{_fmt_value(r.base_value, r.metric)} candidate {_fmt_value(r.cand_value, r.metric)} "
-            f"repeats {r.n_base}/{r.n_cand} ({r.evidence}) {r.note}".strip()
+            f"repeats {r.n_base}/{r.n_cand} ({r.evidence}) {_plain(r.note)}".strip()
         )
         if r.verdict == "regression":
             ET.SubElement(case, "failure", message=detail, type="regression").text = detail

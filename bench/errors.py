@@ -33,3 +33,19 @@ class ResultsCorrupt(BenchError):
 
 class WorkerProtocolError(BenchError):
     """A worker process sent something the runner cannot understand."""
+
+
+class NothingCompared(BenchError):
+    """A comparison's two sides share no cell, so nothing was compared."""
+
+
+class RunLocked(BenchError):
+    """Another runner holds the run folder's lock."""
+
+
+class Interrupted(BaseException):
+    """A signal (SIGINT, SIGTERM, SIGHUP) asked the sweep to stop; ``signum`` says which."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum

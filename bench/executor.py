@@ -77,8 +77,13 @@ class LocalExecutor:
                 proc.stdin.close()
             except BrokenPipeError:
                 pass
-            outcome = self._pump(proc, on_message, cell_timeout_s)
-            proc.wait()
+            try:
+                outcome = self._pump(proc, on_message, cell_timeout_s)
+            except BaseException:  # a signal, or a protocol error: no worker outlives it
+                _killpg(proc.pid)
+                raise
+            finally:
+                proc.wait()
             err.seek(0)
             return _worker_exit(outcome, proc.returncode, err.read())
 
@@ -142,12 +147,29 @@ class ForkServerExecutor:
 
         self._ctx = mp.get_context("forkserver")
         self._ctx.set_forkserver_preload(["bench.worker_preload"])
+        self._started = False
+
+    def _start_server(self) -> None:
+        """Start the fork server (and multiprocessing's resource tracker) with SIGINT
+        ignored, a disposition they keep across exec: a Ctrl-C reaches the whole job, and
+        the runner, not its helpers, decides what it means. Without this, a Ctrl-C while
+        the server imports torch prints its traceback."""
+        from multiprocessing import forkserver
+
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            forkserver.ensure_running()
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        self._started = True
 
     def run(
         self, task: Task, on_message: Callable[[Message], None], cell_timeout_s: float
     ) -> WorkerExit:
         from bench.worker import fork_main
 
+        if not self._started:
+            self._start_server()
         with tempfile.NamedTemporaryFile(prefix="effbench-worker-", suffix=".err") as err:
             recv, send = self._ctx.Pipe(duplex=False)
             proc = self._ctx.Process(
@@ -176,6 +198,9 @@ class ForkServerExecutor:
                     if msg.get("event") == "start":
                         deadline = time.monotonic() + cell_timeout_s
                     on_message(msg)
+            except BaseException:  # a signal, or a protocol error: no worker outlives it
+                _killpg(proc.pid)
+                raise
             finally:
                 recv.close()
                 proc.join()

@@ -85,7 +85,16 @@ def inspect_model(name: str, image_size: int | None = None) -> Inspection:
     size = spec.image_size if image_size is None else image_size
     if size < 1:
         raise InvalidOption(f"image size must be a positive integer, got {size}")
-    return inspect_module(spec.builder, (1, spec.in_chans, size, size), name=name)
+    try:
+        return inspect_module(spec.builder, (1, spec.in_chans, size, size), name=name)
+    except (RuntimeError, ValueError) as e:
+        if image_size is None:
+            raise
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InvalidOption(
+            f"{name} cannot take a {size}x{size} input ({first}); use a larger --image-size "
+            f"(its own is {spec.image_size})"
+        ) from e
 
 
 def inspect_module(

@@ -7,12 +7,15 @@ worker process measures, walking its batch sizes upward.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from bench.errors import DeviceUnavailable, InvalidOption
+from bench.keys import CellKey, RowKey
 
 DTYPES = ("float32", "float16", "bfloat16")
 MACS_COUNTERS = ("torch", "fvcore")
@@ -30,17 +33,57 @@ class Timing:
     min_iters: int = 5
 
     def validate(self) -> None:
-        if self.warmup_iters < 0 or self.warmup_time_s < 0:
-            raise InvalidOption("warm-up iterations and time must be >= 0")
-        if self.min_time_s < 0 or self.max_time_s <= 0 or self.min_time_s > self.max_time_s:
+        _check_count("--warmup-iters", self.warmup_iters, 0, MAX_ITERS)
+        _check_count("--min-iters", self.min_iters, 1, MAX_ITERS)
+        _check_seconds("--warmup-time", self.warmup_time_s, 0.0, MAX_CELL_S)
+        _check_seconds("--min-time", self.min_time_s, 0.0, MAX_CELL_S)
+        _check_seconds("--max-time", self.max_time_s, 0.0, MAX_CELL_S)
+        if self.max_time_s <= 0 or self.min_time_s > self.max_time_s:
             raise InvalidOption(
                 f"need 0 <= --min-time ({self.min_time_s}) <= --max-time ({self.max_time_s})"
                 " and --max-time > 0"
             )
-        if not 0 < self.target_ci < 1:
+        if not (isinstance(self.target_ci, int | float) and 0 < self.target_ci < 1):
             raise InvalidOption("--target-ci must be a fraction between 0 and 1, e.g. 0.01")
-        if self.min_iters < 1:
-            raise InvalidOption("--min-iters must be >= 1")
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Timing:
+        if not isinstance(d, Mapping):
+            raise InvalidOption(f"timing must be an object, not {d!r}")
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise InvalidOption(f"unknown timing settings {sorted(unknown)}")
+        for name in ("warmup_iters", "min_iters"):
+            if name in d:
+                _expect(d[name], int, name)
+        for name in ("warmup_time_s", "min_time_s", "max_time_s", "target_ci"):
+            if name in d:
+                _expect_number(d[name], name)
+        return cls(**d)
+
+
+# Upper bounds of the numeric options: far above any sensible value, low enough that a typo
+# (an extra zero, inf) fails at once instead of running for days.
+MAX_CELL_S = 24 * 3600.0
+MAX_ITERS = 10**7
+MAX_REPEATS = 10_000
+MAX_BATCH = 1 << 20
+MAX_IMAGE = 1 << 14
+
+
+def _check_seconds(flag: str, value: float, low: float, high: float) -> None:
+    if not (isinstance(value, int | float) and math.isfinite(value) and low <= value <= high):
+        raise InvalidOption(f"{flag} {value!r} must be a number of seconds in [{low:g}, {high:g}]")
+
+
+def _check_count(flag: str, value: int, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidOption(f"{flag} {value!r} must be an integer in [{low}, {high}]")
+
+
+def _expect_number(value: Any, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidOption(f"{name} must be a number, not {value!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,11 +110,33 @@ class Options:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Options:
+        """Options as recorded in a manifest; wrong types raise :class:`InvalidOption`."""
+        if not isinstance(d, Mapping):
+            raise InvalidOption(f"options must be an object, not {d!r}")
         d = dict(d)
-        d["timing"] = Timing(**d.get("timing", {}))
-        for key in ("models", "batch_sizes", "devices", "dtypes"):
-            d[key] = tuple(d[key])
-        d["env"] = tuple((str(k), str(v)) for k, v in d.get("env", ()))
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise InvalidOption(f"unknown options {sorted(unknown)}")
+        d["timing"] = Timing.from_dict(d.get("timing", {}))
+        for key in ("models", "devices", "dtypes"):
+            d[key] = _str_tuple(d.get(key), key)
+        d["batch_sizes"] = _int_tuple(d.get("batch_sizes"), "batch_sizes")
+        for key in ("image_size", "threads", "memory_cap_bytes"):
+            if d.get(key) is not None:
+                _expect(d[key], int, key)
+        if "repeats" in d:
+            _expect(d["repeats"], int, "repeats")
+        if "cell_timeout_s" in d:
+            _expect_number(d["cell_timeout_s"], "cell_timeout_s")
+        for key in ("macs_counter",):
+            if key in d:
+                _expect(d[key], str, key)
+        env = d.get("env", ())
+        if not isinstance(env, list | tuple) or not all(
+            isinstance(p, list | tuple) and len(p) == 2 for p in env
+        ):
+            raise InvalidOption(f"env must be a list of [name, value] pairs, not {env!r}")
+        d["env"] = tuple((str(k), str(v)) for k, v in env)
         return cls(**d)
 
 
@@ -158,26 +223,19 @@ class Cell:
     repeat: int
 
     @property
-    def key(self) -> tuple[str, str, str, int, int, int, int]:
-        """(model, device, dtype, batch_size, image_size, threads, repeat)."""
-        return (
-            self.model,
-            self.device,
-            self.dtype,
-            self.batch_size,
-            self.image_size,
-            self.threads,
+    def key(self) -> RowKey:
+        """The cell's identity and repeat: one row of a run."""
+        return RowKey(
+            CellKey(
+                self.model,
+                self.device,
+                self.dtype,
+                self.batch_size,
+                self.image_size,
+                self.threads,
+            ),
             self.repeat,
         )
-
-    @property
-    def slug(self) -> str:
-        """A file-name-safe identifier of the cell."""
-        raw = (
-            f"{self.model}_{self.device}_{self.dtype}_bs{self.batch_size}"
-            f"_{self.image_size}px_t{self.threads}_r{self.repeat}"
-        )
-        return re.sub(r"[^A-Za-z0-9_.-]", "-", raw)
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,16 +267,48 @@ class Group:
         )
 
     def with_batch_sizes(self, batch_sizes: tuple[int, ...]) -> Group:
-        return Group(
-            self.model,
-            self.device,
-            self.dtype,
-            self.image_size,
-            self.in_chans,
-            self.threads,
-            self.repeat,
-            batch_sizes,
-        )
+        return dataclasses.replace(self, batch_sizes=batch_sizes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Group:
+        """A group as recorded in a manifest; wrong types raise :class:`InvalidOption`."""
+        if not isinstance(d, Mapping):
+            raise InvalidOption(f"a planned group must be an object, not {d!r}")
+        values = {}
+        for f in dataclasses.fields(cls):
+            if f.name not in d:
+                raise InvalidOption(f"a planned group lacks {f.name!r}")
+            values[f.name] = d[f.name]
+        for name in ("model", "device", "dtype"):
+            _expect(values[name], str, name)
+        for name in ("image_size", "in_chans", "threads", "repeat"):
+            _expect(values[name], int, name)
+        values["batch_sizes"] = _int_tuple(values["batch_sizes"], "batch_sizes")
+        return cls(**values)
+
+
+def _expect(value: Any, kind: type, name: str) -> None:
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise InvalidOption(f"{name} must be {kind.__name__}, not {value!r}")
+
+
+def _int_tuple(value: Any, name: str) -> tuple[int, ...]:
+    if not isinstance(value, list | tuple):
+        raise InvalidOption(f"{name} must be a list of integers, not {value!r}")
+    for v in value:
+        _expect(v, int, name)
+    return tuple(value)
+
+
+def _str_tuple(value: Any, name: str) -> tuple[str, ...]:
+    if not isinstance(value, list | tuple):
+        raise InvalidOption(f"{name} must be a list of names, not {value!r}")
+    for v in value:
+        _expect(v, str, name)
+    return tuple(value)
 
 
 def expand_devices(requested: tuple[str, ...], inventory: Inventory) -> tuple[str, ...]:
@@ -261,24 +351,45 @@ def validate(options: Options, catalog: Mapping[str, ModelShape]) -> None:
     for b in options.batch_sizes:
         if b < 1:
             raise InvalidOption(f"batch size {b} is not allowed; batch sizes must be >= 1")
+        _check_count("--batch-sizes", b, 1, MAX_BATCH)
+    if not options.devices:
+        raise InvalidOption("no devices; pass --devices cpu (or cuda, cuda:N, mps)")
+    if not options.dtypes:
+        raise InvalidOption(f"no dtypes; pass --dtypes with one or more of {', '.join(DTYPES)}")
     for dt in options.dtypes:
         if dt not in DTYPES:
             raise InvalidOption(f"unknown dtype {dt!r}; choose from {', '.join(DTYPES)}")
-    if options.image_size is not None and options.image_size < 1:
-        raise InvalidOption(f"--image-size {options.image_size} must be >= 1")
-    if options.threads is not None and options.threads < 1:
-        raise InvalidOption(f"--threads {options.threads} must be >= 1")
-    if options.repeats < 1:
-        raise InvalidOption(f"--repeats {options.repeats} must be >= 1")
+    if options.image_size is not None:
+        _check_count("--image-size", options.image_size, 1, MAX_IMAGE)
+    if options.threads is not None:
+        _check_count("--threads", options.threads, 1, 4096)
+    _check_count("--repeats", options.repeats, 1, MAX_REPEATS)
     if options.macs_counter not in MACS_COUNTERS:
         raise InvalidOption(
             f"unknown MACs counter {options.macs_counter!r}; choose {', '.join(MACS_COUNTERS)}"
         )
-    if options.cell_timeout_s <= 0:
-        raise InvalidOption("--cell-timeout must be > 0 seconds")
+    if not (
+        isinstance(options.cell_timeout_s, int | float)
+        and math.isfinite(options.cell_timeout_s)
+        and 0 < options.cell_timeout_s <= 7 * MAX_CELL_S
+    ):
+        raise InvalidOption(
+            f"--cell-timeout {options.cell_timeout_s!r} must be a number of seconds in "
+            f"(0, {7 * MAX_CELL_S:g}]"
+        )
     if options.memory_cap_bytes is not None and options.memory_cap_bytes <= 0:
         raise InvalidOption("--memory-cap must be a positive size, e.g. 512MiB")
     options.timing.validate()
+
+
+def resolve(options: Options, catalog: Mapping[str, ModelShape], inventory: Inventory) -> Options:
+    """``options`` with every machine-dependent default made explicit (threads, ``cuda``
+    expanded to ``cuda:N``), after validating them: what the manifest records, so that a
+    resume on another machine (or under ``taskset``) runs exactly the same plan."""
+    validate(options, catalog)
+    devices = expand_devices(options.devices, inventory)
+    threads = options.threads or inventory.default_threads
+    return dataclasses.replace(options, devices=devices, threads=threads)
 
 
 def expand_plan(
@@ -289,29 +400,61 @@ def expand_plan(
     Repeats are the outer loop, so that drift over a long sweep hits every repeat alike
     (repeat 0 of every group, then repeat 1, ...). Batch sizes ascend within a group.
     """
-    validate(options, catalog)
-    devices = expand_devices(options.devices, inventory)
-    for dev in devices:
-        for dt in options.dtypes:
-            if dt not in inventory.devices[dev]:
-                raise DeviceUnavailable(
-                    f"dtype {dt} is not supported on {dev} by this torch build "
-                    f"(supported: {', '.join(sorted(inventory.devices[dev]))}); "
-                    "drop it from --dtypes or choose another device"
-                )
-    threads = options.threads or inventory.default_threads
+    options = resolve(options, catalog, inventory)
     batch_sizes = tuple(sorted(set(options.batch_sizes)))
+    assert options.threads is not None
     groups = []
     for repeat in range(options.repeats):
         for model in dict.fromkeys(options.models):
             shape = catalog[model]
             size = options.image_size or shape.image_size
-            for dev in devices:
+            for dev in options.devices:
                 for dt in dict.fromkeys(options.dtypes):
                     groups.append(
-                        Group(model, dev, dt, size, shape.in_chans, threads, repeat, batch_sizes)
+                        Group(
+                            model,
+                            dev,
+                            dt,
+                            size,
+                            shape.in_chans,
+                            options.threads,
+                            repeat,
+                            batch_sizes,
+                        )
                     )
-    return tuple(groups)
+    groups_t = tuple(groups)
+    check_runnable(groups_t, catalog, inventory)
+    return groups_t
+
+
+def check_runnable(
+    groups: Sequence[Group], catalog: Mapping[str, ModelShape], inventory: Inventory
+) -> None:
+    """Refuse a plan this machine cannot run as planned: a model not registered here, a
+    device absent, a dtype the device cannot run, more threads than available cores."""
+    for g in groups:
+        if g.model not in catalog:
+            raise InvalidOption(
+                f"model {g.model!r} of the plan is not registered here; load its plugin "
+                "($EFFBENCH_PLUGINS) or see `effbench models`"
+            )
+        if g.device not in inventory.devices:
+            raise DeviceUnavailable(
+                f"the plan measures on {g.device}, which is not present on this machine "
+                f"(present: {', '.join(inventory.devices)}); run it where that device is"
+            )
+        if g.dtype not in inventory.devices[g.device]:
+            raise DeviceUnavailable(
+                f"dtype {g.dtype} is not supported on {g.device} by this torch build "
+                f"(supported: {', '.join(sorted(inventory.devices[g.device]))}); "
+                "drop it from --dtypes or choose another device"
+            )
+        if g.threads > inventory.default_threads:
+            raise DeviceUnavailable(
+                f"the plan uses {g.threads} threads but only {inventory.default_threads} "
+                "cores are available to this process (taskset/cgroup?); give it the cores, "
+                "or start a new run with --threads"
+            )
 
 
 def all_cells(groups: tuple[Group, ...]) -> tuple[Cell, ...]:

@@ -7,7 +7,9 @@ flight, and ``resume`` measures exactly the cells that have no row yet.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import signal
 import sys
 import time
 import uuid
@@ -18,11 +20,30 @@ from typing import Any, TextIO
 
 import pandas as pd
 
-from bench.errors import InvalidOption, ResultsCorrupt
+from bench.errors import Interrupted, InvalidOption, ResultsCorrupt, WorkerProtocolError
 from bench.executor import Executor, Message
-from bench.plan import Cell, Group, Options, all_cells
+from bench.keys import RowKey
+from bench.plan import (
+    Cell,
+    Group,
+    Inventory,
+    ModelShape,
+    Options,
+    all_cells,
+    check_runnable,
+    expand_plan,
+)
 from bench.schema import SCHEMA_VERSION, Row
-from bench.store import ensure_writable, load_run, read_manifest, row_keys, write_manifest
+from bench.store import (
+    MANIFEST,
+    RunLock,
+    ensure_writable,
+    load_run,
+    read_manifest,
+    row_keys,
+    validate_run_id,
+    write_manifest,
+)
 from bench.store import write_row as store_row
 from bench.worker import Task, base_row
 
@@ -94,34 +115,44 @@ def start_run(
     groups: Sequence[Group],
     environment: Mapping[str, Any],
     argv: Sequence[str],
-) -> Path:
-    """Create ``out/<run_id>`` with its manifest; refuse to overwrite an existing run."""
+) -> tuple[Path, RunLock]:
+    """Create ``out/<run_id>``, lock it and write its manifest: the resolved options and the
+    plan (every group, as it will be measured), so that a resume runs exactly this plan.
+    Refuses a folder that already holds a run."""
     run_id = run_id or new_run_id()
     run_dir = check_new_run(out, run_id)
     ensure_writable(run_dir)
-    write_manifest(
-        run_dir,
-        {
-            "run_id": run_id,
-            "schema_version": SCHEMA_VERSION,
-            "created": dt.datetime.now(dt.timezone.utc).isoformat(),
-            "argv": list(argv),
-            "options": options.to_dict(),
-            "planned_cells": len(all_cells(tuple(groups))),
-            "environment": dict(environment),
-            "sessions": [],
-        },
-    )
-    return run_dir
+    lock = RunLock(run_dir)
+    try:
+        check_new_run(out, run_id)  # again under the lock: another runner may have won
+        write_manifest(
+            run_dir,
+            {
+                "run_id": run_id,
+                "schema_version": SCHEMA_VERSION,
+                "created": dt.datetime.now(dt.timezone.utc).isoformat(),
+                "argv": list(argv),
+                "options": options.to_dict(),
+                "plan": [g.to_dict() for g in groups],
+                "planned_cells": len(all_cells(tuple(groups))),
+                "environment": dict(environment),
+                "sessions": [],
+            },
+        )
+    except BaseException:
+        lock.release()
+        raise
+    return run_dir, lock
 
 
 def check_new_run(out: Path, run_id: str) -> Path:
     """``out/<run_id>``, after checking that it can be written and holds no run yet."""
-    if "/" in run_id or run_id in {"", ".", ".."}:
-        raise InvalidOption(f"--run-id {run_id!r} must be a plain folder name")
+    validate_run_id(run_id)
     run_dir = out / run_id
     ensure_writable(out)
-    if run_dir.exists() and any(run_dir.iterdir()):
+    if run_dir.exists() and any(
+        p.name == MANIFEST or p.name.startswith("part-") for p in run_dir.iterdir()
+    ):
         raise InvalidOption(
             f"{run_dir} already holds a run; continue it with `effbench run --resume {run_dir}` "
             "or choose another --run-id"
@@ -129,15 +160,67 @@ def check_new_run(out: Path, run_id: str) -> Path:
     return run_dir
 
 
-def resume_options(run_dir: Path) -> tuple[str, Options]:
-    """The run id and options recorded in ``run_dir``'s manifest."""
+@dataclass(frozen=True, slots=True)
+class Resumed:
+    """A run folder to finish: its lock (held), id, recorded options and plan."""
+
+    run_dir: Path
+    lock: RunLock
+    run_id: str
+    options: Options
+    groups: tuple[Group, ...]
+
+
+def resume_run(run_dir: Path, catalog: Mapping[str, ModelShape], inventory: Inventory) -> Resumed:
+    """Lock ``run_dir`` and read the plan its manifest records; refuse when this machine
+    cannot run that plan as recorded (see :func:`bench.plan.check_runnable`)."""
     if not run_dir.is_dir():
         raise InvalidOption(f"cannot resume {run_dir}: no such folder")
-    manifest = read_manifest(run_dir)
+    lock = RunLock(run_dir)
     try:
-        return manifest["run_id"], Options.from_dict(manifest["options"])
-    except (KeyError, TypeError) as e:
-        raise ResultsCorrupt(f"{run_dir}/manifest.json lacks a valid plan: {e}") from e
+        manifest = read_manifest(run_dir)
+        run_id, options, groups = _recorded_plan(run_dir, manifest, catalog, inventory)
+        check_runnable(groups, catalog, inventory)
+    except BaseException:
+        lock.release()
+        raise
+    return Resumed(run_dir, lock, run_id, options, groups)
+
+
+def _recorded_plan(
+    run_dir: Path,
+    manifest: Mapping[str, Any],
+    catalog: Mapping[str, ModelShape],
+    inventory: Inventory,
+) -> tuple[str, Options, tuple[Group, ...]]:
+    where = f"{run_dir / MANIFEST}"
+    try:
+        run_id = validate_run_id(manifest["run_id"])
+        options = Options.from_dict(manifest["options"])
+        recorded = manifest.get("plan")
+        if recorded is not None:
+            if not isinstance(recorded, list):
+                raise InvalidOption(f"plan must be a list of groups, not {recorded!r}")
+            return run_id, options, tuple(Group.from_dict(g) for g in recorded)
+    except KeyError as e:
+        raise ResultsCorrupt(f"{where} lacks {e}; it was not written by `effbench run`") from e
+    except (InvalidOption, ResultsCorrupt) as e:
+        raise ResultsCorrupt(f"{where} holds an invalid plan: {e}") from e
+    # Written before plans were recorded: expand its options, with the thread count its rows
+    # were measured at (the machine's default may differ now).
+    if options.threads is None:
+        threads = set(load_run(run_dir)["threads"].dropna().astype(int))
+        if len(threads) > 1:
+            raise ResultsCorrupt(
+                f"{where} records no thread count and its rows mix {sorted(threads)}; "
+                "start a new run with --threads"
+            )
+        if threads:
+            options = dataclasses.replace(options, threads=threads.pop())
+    try:
+        return run_id, options, expand_plan(options, catalog, inventory)
+    except InvalidOption as e:
+        raise ResultsCorrupt(f"{where}: cannot run its plan here: {e}") from e
 
 
 @dataclass
@@ -147,6 +230,7 @@ class Lane:
     run_dir: Path
     run_id: str
     options: Options
+    lock: RunLock
     pending: list[Group]
     progress: Progress
     idle_w: dict[str, float | None]
@@ -162,10 +246,12 @@ def open_lane(
     run_id: str,
     options: Options,
     groups: Sequence[Group],
+    lock: RunLock,
     progress_stream: TextIO | None = None,
     idle_w: dict[str, float | None] | None = None,
 ) -> Lane:
-    """Read what ``run_dir`` already holds; the lane's ``pending`` groups are the rest.
+    """Read what ``run_dir`` (locked by ``lock``) already holds; the lane's ``pending``
+    groups are the rest.
 
     ``idle_w`` holds idle powers already measured this session (the lanes of an interleaved
     run share it): only devices not in it are measured, and they are added to it."""
@@ -183,7 +269,7 @@ def open_lane(
     idle_w = {} if idle_w is None else idle_w
     unmeasured = [d for d in dict.fromkeys(g.device for g in pending) if d not in idle_w]
     idle_w.update(measure_idle_power(unmeasured, progress.stream))
-    return Lane(run_dir, run_id, options, pending, progress, idle_w, _macs_cache(existing))
+    return Lane(run_dir, run_id, options, lock, pending, progress, idle_w, _macs_cache(existing))
 
 
 def run_group(
@@ -198,7 +284,11 @@ def run_group(
     options = lane.options
 
     def write(cell: Cell, row: Row) -> None:
-        store_row(lane.run_dir, cell.slug, row)
+        if row.batch_size != cell.batch_size or RowKey.of(row.to_dict()) != cell.key:
+            raise WorkerProtocolError(
+                f"worker reported a row for {RowKey.of(row.to_dict())}, not for {cell.key}"
+            )
+        store_row(lane.run_dir, cell.key.stem, row)
         lane.written += 1
         lane.timed_s += row.timed_s or 0.0
         lane.progress.done += 1
@@ -251,11 +341,15 @@ def run_group(
             write(cells[b], row)
 
 
-def close_lane(lane: Lane, argv: Sequence[str]) -> RunSummary:
-    """Record this session in the lane's manifest and summarise it."""
+def close_lane(lane: Lane, argv: Sequence[str], interrupted: str | None = None) -> RunSummary:
+    """Record this session in the lane's manifest (with the signal that stopped it, if
+    one did), release the folder's lock and summarise the session."""
     lane.progress.finish()
     wall = time.monotonic() - lane.started
-    _record_session(lane.run_dir, argv, wall, lane.written, lane.timed_s)
+    try:
+        _record_session(lane.run_dir, argv, wall, lane.written, lane.timed_s, interrupted)
+    finally:
+        lane.lock.release()
     total = lane.progress.total
     return RunSummary(lane.run_dir, total, lane.written, lane.statuses, wall, lane.timed_s)
 
@@ -283,8 +377,13 @@ def run_interleaved(
     """Measure several run folders (the variants of an A/B run) group by group in the order
     of :func:`interleave`, so that drift of the machine hits every variant alike. Each
     lane's manifest records the wall time of the whole interleaved session."""
-    for lane, g in interleave(lanes):
-        run_group(lane, g, executor, spec_of, device_name_of)
+    try:
+        for lane, g in interleave(lanes):
+            run_group(lane, g, executor, spec_of, device_name_of)
+    except Interrupted as e:
+        for lane in lanes:
+            close_lane(lane, argv, interrupted=signal.Signals(e.signum).name)
+        raise
     return [close_lane(lane, argv) for lane in lanes]
 
 
@@ -322,16 +421,22 @@ def _macs_cache(df: pd.DataFrame) -> dict[tuple[Any, ...], int]:
 
 
 def _record_session(
-    run_dir: Path, argv: Sequence[str], wall_s: float, written: int, timed_s: float
+    run_dir: Path,
+    argv: Sequence[str],
+    wall_s: float,
+    written: int,
+    timed_s: float,
+    interrupted: str | None = None,
 ) -> None:
     manifest = read_manifest(run_dir)
-    manifest.setdefault("sessions", []).append(
-        {
-            "argv": list(argv),
-            "finished": dt.datetime.now(dt.timezone.utc).isoformat(),
-            "wall_s": round(wall_s, 3),
-            "rows_written": written,
-            "timed_s": round(timed_s, 3),
-        }
-    )
+    session: dict[str, Any] = {
+        "argv": list(argv),
+        "finished": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "wall_s": round(wall_s, 3),
+        "rows_written": written,
+        "timed_s": round(timed_s, 3),
+    }
+    if interrupted:
+        session["interrupted_by"] = interrupted
+    manifest.setdefault("sessions", []).append(session)
     write_manifest(run_dir, manifest)

@@ -112,6 +112,3 @@ ARROW_SCHEMA = pa.schema(
 )
 COLUMNS: tuple[str, ...] = tuple(ARROW_SCHEMA.names)
 REQUIRED_COLUMNS = ("run_id", "model", "batch_size", "device", "dtype", "status")
-
-# Columns that identify a cell; with ``repeat`` they identify a row.
-CELL_KEY = ("model", "device", "dtype", "batch_size", "image_size", "threads")

@@ -14,17 +14,21 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from bench.errors import OutputNotWritable, ResultsCorrupt
-from bench.schema import ARROW_SCHEMA, CELL_KEY, COLUMNS, REQUIRED_COLUMNS, Row
+from bench.errors import InvalidOption, OutputNotWritable, ResultsCorrupt, RunLocked
+from bench.keys import CellKey, RowKey
+from bench.schema import ARROW_SCHEMA, COLUMNS, REQUIRED_COLUMNS, Row
 
 MANIFEST = "manifest.json"
 PART_GLOB = "part-*.parquet"
@@ -43,9 +47,25 @@ def ensure_writable(folder: Path) -> None:
         ) from e
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux shows it."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _atomic_write_bytes(path: Path, write: Any) -> None:
+    """Write to a temporary file beside ``path``, fsync, rename into place. The file gets
+    the mode any new file would (0666 less the umask; mkstemp alone gives 0600)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -56,10 +76,11 @@ def _atomic_write_bytes(path: Path, write: Any) -> None:
         raise
 
 
-def write_row(run_dir: Path, slug: str, row: Row) -> Path:
-    """Write ``row`` as ``part-<slug>.parquet`` in ``run_dir``, atomically."""
+def write_row(run_dir: Path, stem: str, row: Row) -> Path:
+    """Write ``row`` as ``part-<stem>.parquet`` in ``run_dir``, atomically. The runner names
+    a part after its :class:`bench.keys.RowKey` (``key.stem``), so each cell has one file."""
     table = pa.Table.from_pylist([row.to_dict()], schema=ARROW_SCHEMA)
-    path = run_dir / f"part-{slug}.parquet"
+    path = run_dir / f"part-{stem}.parquet"
     try:
         _atomic_write_bytes(path, lambda f: pq.write_table(table, f))
     except OSError as e:
@@ -67,6 +88,40 @@ def write_row(run_dir: Path, slug: str, row: Row) -> Path:
             f"cannot write {path}: {e}; check free space and permissions"
         ) from e
     return path
+
+
+LOCK = ".lock"
+
+
+class RunLock:
+    """An exclusive ``fcntl.flock`` on ``<run_dir>/.lock``, held while one runner writes the
+    folder; the kernel releases it when the process ends, however it ends."""
+
+    def __init__(self, run_dir: Path) -> None:
+        import fcntl
+
+        self.path = run_dir / LOCK
+        try:
+            self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as e:
+            raise OutputNotWritable(f"cannot create {self.path}: {e.strerror or e}") from e
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(self._fd, 64).decode(errors="replace").strip() or "unknown"
+            os.close(self._fd)
+            self._fd = None
+            raise RunLocked(
+                f"{run_dir} is being written by another effbench process (PID {holder}); "
+                "wait for it to finish or stop it, then resume"
+            ) from None
+        os.ftruncate(self._fd, 0)
+        os.write(self._fd, f"{os.getpid()}\n".encode())
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = None
 
 
 def write_manifest(run_dir: Path, manifest: Mapping[str, Any]) -> None:
@@ -77,32 +132,201 @@ def write_manifest(run_dir: Path, manifest: Mapping[str, Any]) -> None:
         raise OutputNotWritable(f"cannot write {run_dir / MANIFEST}: {e}") from e
 
 
+# --------------------------------------------------------------------------- reading
+
+MAX_RUN_ID = 200
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# Key columns older files may lack, and what they are filled with when the run's manifest
+# does not say (README, "Columns"): 0 means "not recorded".
+NOT_RECORDED = 0
+
+
+def run_id_problem(text: object) -> str | None:
+    """Why ``text`` cannot name a run folder, or ``None`` when it is a plain folder name."""
+    if not isinstance(text, str):
+        return f"is a {type(text).__name__}, not text"
+    if not text:
+        return "is empty"
+    if text in {".", ".."}:
+        return "names the current or the parent folder"
+    if "/" in text or "\\" in text:
+        return "contains a path separator"
+    if _CONTROL.search(text):
+        return "contains a control character"
+    if len(text) > MAX_RUN_ID:
+        return f"is longer than {MAX_RUN_ID} characters"
+    return None
+
+
+def _shown(value: object, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def validate_run_id(text: object) -> str:
+    """``text`` when it is a plain folder name (non-empty, no '/', '\\', '.' or '..', no
+    control characters, at most ``MAX_RUN_ID`` characters); else :class:`InvalidOption`."""
+    problem = run_id_problem(text)
+    if problem is not None:
+        raise InvalidOption(
+            f"run id {_shown(text)} {problem}; it must be a plain folder name (no '/', '\\', "
+            f"'..' or control characters, at most {MAX_RUN_ID} characters), "
+            "e.g. --run-id nightly-2026-01-01"
+        )
+    assert isinstance(text, str)
+    return text
+
+
 def read_manifest(run_dir: Path) -> dict[str, Any]:
+    """``run_dir``'s manifest; :class:`ResultsCorrupt` when it is missing, unreadable, not
+    a JSON object, or names the run by something that is not a plain folder name."""
     path = run_dir / MANIFEST
     try:
-        return json.loads(path.read_text())
+        manifest = json.loads(path.read_text())
     except FileNotFoundError:
         raise ResultsCorrupt(
             f"{run_dir} has no {MANIFEST}; it is not an effbench run folder "
             "(give the folder `effbench run` wrote, e.g. results/<run_id>)"
         ) from None
-    except (OSError, json.JSONDecodeError) as e:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ResultsCorrupt(f"cannot read {path}: {e}") from e
+    if not isinstance(manifest, dict):
+        raise ResultsCorrupt(
+            f"{path} is not an effbench manifest (a JSON object); give a folder written by "
+            "`effbench run`"
+        )
+    if "run_id" in manifest and (problem := run_id_problem(manifest["run_id"])):
+        raise ResultsCorrupt(
+            f"{path} names its run {_shown(manifest['run_id'])}, which {problem}; a run id "
+            "must be a plain folder name. Give a folder written by `effbench run`, or set "
+            "run_id in that manifest to the folder's name"
+        )
+    return manifest
 
 
-def _read_part(path: Path) -> pd.DataFrame:
+@dataclass(frozen=True, slots=True)
+class RunFolder:
+    """A run folder (one holding ``manifest.json``) and the part files read from it."""
+
+    path: Path
+    manifest_path: Path
+    manifest: Mapping[str, Any]
+    parts: tuple[Path, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Discovery:
+    """What a list of paths holds: run folders, and part files outside any run folder
+    (stray parts beside run folders, parts of folders without a manifest). Every part file
+    appears once, however many times and however spelled it was given."""
+
+    runs: tuple[RunFolder, ...]
+    loose: tuple[Path, ...]
+
+    @property
+    def files(self) -> tuple[Path, ...]:
+        return (*(p for r in self.runs for p in r.parts), *self.loose)
+
+
+def _parts(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.glob(PART_GLOB) if p.is_file())
+
+
+def _is_run(folder: Path) -> bool:
+    return (folder / MANIFEST).is_file()
+
+
+def discover(paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str]) -> Discovery:
+    """Find the run folders and part files behind ``paths``: run folders, folders of run
+    folders (such as ``results/``, stray parts in it included) and part files, in any mix.
+    Paths are told apart by what they resolve to, so a run given twice is read once."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    runs: dict[Path, tuple[Path, dict[str, Any], list[Path]]] = {}
+    loose: list[Path] = []
+    seen: set[Path] = set()
+
+    def add(folder: Path | None, files: Iterable[Path]) -> None:
+        if folder is not None and folder.resolve() not in runs:
+            runs[folder.resolve()] = (folder, read_manifest(folder), [])
+        for f in files:
+            if f.resolve() in seen:
+                continue
+            seen.add(f.resolve())
+            (runs[folder.resolve()][2] if folder is not None else loose).append(f)
+
+    for p in map(Path, paths):
+        try:
+            _discover_one(p, add)
+        except OSError as e:
+            raise ResultsCorrupt(f"cannot read {p}: {e.strerror or e}") from e
+    folders = tuple(
+        RunFolder(path, path / MANIFEST, manifest, tuple(parts))
+        for path, manifest, parts in runs.values()
+    )
+    return Discovery(folders, tuple(loose))
+
+
+def _discover_one(p: Path, add: Callable[[Path | None, Iterable[Path]], None]) -> None:
+    if p.is_file():
+        _check_part_name(p)
+        add(p.parent if _is_run(p.parent) else None, [p])
+    elif p.is_dir() and _is_run(p):
+        add(p, _parts(p))
+    elif p.is_dir():
+        subs = [d for d in sorted(p.iterdir()) if d.is_dir() and (_is_run(d) or _parts(d))]
+        own = _parts(p)
+        if not subs and not own:
+            raise ResultsCorrupt(
+                f"{p} holds no effbench results (no {PART_GLOB} and no {MANIFEST}); "
+                "run `effbench run --out ...` first"
+            )
+        for d in subs:
+            add(d if _is_run(d) else None, _parts(d))
+        add(None, own)
+    else:
+        raise ResultsCorrupt(
+            f"{p} does not exist; give a run folder (results/<run_id>), a folder of runs "
+            "such as results/, or a part file"
+        )
+
+
+def _check_part_name(path: Path) -> None:
+    if path.name == MANIFEST:
+        raise ResultsCorrupt(
+            f"{path} is a run's manifest, not its results; give the run folder, not its "
+            f"manifest: {path.parent}"
+        )
+    if path.suffix != ".parquet":
+        raise ResultsCorrupt(
+            f"{path} is not a parquet part file; give a run folder (results/<run_id>), a "
+            "folder of runs such as results/, or a part-*.parquet file"
+        )
+
+
+def _read_part(path: Path, run: Path | None) -> pd.DataFrame:
+    """One part file as a frame; :class:`ResultsCorrupt` unless it is an effbench result
+    with every required column filled."""
     try:
         table = pq.read_table(path)
     except (OSError, pa.ArrowException) as e:
-        raise ResultsCorrupt(
-            f"cannot read {path} as parquet ({e}); delete it and run "
-            "`effbench run --resume <run folder>` to measure that cell again"
-        ) from e
+        advice = (
+            f"delete it and run `effbench run --resume {run}` to measure that cell again"
+            if run is not None
+            else "give only files written by `effbench run`"
+        )
+        raise ResultsCorrupt(f"cannot read {path} as parquet ({e}); {advice}") from e
     missing = [c for c in REQUIRED_COLUMNS if c not in table.column_names]
     if missing:
         raise ResultsCorrupt(
             f"{path} is not an effbench result (missing columns {', '.join(missing)}); "
             "give only files and folders written by `effbench run`"
+        )
+    empty = [c for c in REQUIRED_COLUMNS if table.column(c).null_count]
+    if empty:
+        raise ResultsCorrupt(
+            f"{path} has rows without {', '.join(empty)}; it was not written by "
+            "`effbench run`: delete it or give only files written by `effbench run`"
         )
     return table.to_pandas()
 
@@ -116,36 +340,133 @@ def _normalize(df: pd.DataFrame) -> pd.DataFrame:
     return df[[*COLUMNS, *extra]]
 
 
-def _expand(path: Path) -> list[Path]:
-    if path.is_file():
-        return [path]
-    if path.is_dir():
-        parts = sorted(path.glob(PART_GLOB))
-        if parts or (path / MANIFEST).exists():
-            return parts
-        # a folder of run folders, such as results/
-        nested = sorted(p for d in sorted(path.iterdir()) if d.is_dir() for p in d.glob(PART_GLOB))
-        if nested:
-            return nested
+def _positive_int(value: object) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return int(value) if value >= 1 and float(value).is_integer() else None
+
+
+def _recorded(manifest: Mapping[str, Any], column: str) -> int | None:
+    """A key value every row of the run shares, as its manifest records it."""
+    options = manifest.get("options")
+    options = options if isinstance(options, Mapping) else {}
+    value = _positive_int(options.get(column))
+    if value is None and column == "threads":  # the sweep ran with the machine's default
+        env = manifest.get("environment")
+        value = _positive_int(env.get("default_threads")) if isinstance(env, Mapping) else None
+    return value
+
+
+def _device_name(manifest: Mapping[str, Any], device: object) -> str:
+    """The device's name as the run's environment record gives it; else ``device``."""
+    env = manifest.get("environment")
+    env = env if isinstance(env, Mapping) else {}
+    text = str(device)
+    if text == "cpu" and isinstance(env.get("cpu_model"), str):
+        return env["cpu_model"]
+    gpus = env.get("gpus")
+    m = re.fullmatch(r"cuda:(\d+)", text)
+    if m and isinstance(gpus, list) and int(m.group(1)) < len(gpus):
+        gpu = gpus[int(m.group(1))]
+        if isinstance(gpu, Mapping) and isinstance(gpu.get("name"), str):
+            return gpu["name"]
+    return text
+
+
+def _migrate_keys(
+    df: pd.DataFrame, source: np.ndarray, manifests: Sequence[Mapping[str, Any]]
+) -> tuple[str, ...]:
+    """Fill the cell-key columns that older files lack (or leave empty), in place:
+    ``image_size`` and ``threads`` from the run's manifest, else ``NOT_RECORDED``;
+    ``repeat`` 0 (one repeat per cell before ``--repeats``); ``device_name`` from the run's
+    environment record, else the device. ``source[i]`` indexes the manifest of row i.
+    Returns one note per column filled."""
+    notes = []
+    for col in ("image_size", "threads", "repeat", "batch_size"):
+        raw = df[col] if col in df.columns else pd.Series([None] * len(df), dtype=object)
+        values = pd.to_numeric(raw, errors="coerce")
+        bad = (values.isna() & raw.notna()) | (values.notna() & (values % 1 != 0))
+        if bad.any():
+            raise ResultsCorrupt(
+                f"{col} {_shown(raw[bad].iloc[0])} is not a whole number in some row; give "
+                "only files written by `effbench run`"
+            )
+        gap = values.isna().to_numpy()
+        if gap.any():
+            recorded = [_recorded(m, col) if col != "repeat" else 0 for m in manifests]
+            fill = np.array([recorded[s] for s in source[gap]], dtype=object)
+            unknown = int(sum(v is None for v in fill))
+            fill[[v is None for v in fill]] = NOT_RECORDED
+            values[gap] = fill.astype(np.int64)
+            known = int(gap.sum()) - unknown
+            how = ["set to 0 (one repeat per cell)"] if col == "repeat" else []
+            how += [f"{known} from the run's manifest"] if known and col != "repeat" else []
+            how += [f"{unknown} set to {NOT_RECORDED} (not recorded)"] if unknown else []
+            notes.append(f"{int(gap.sum())} row(s) lack {col}: {', '.join(how)}")
+        df[col] = values.astype(np.int64)
+    raw = df["device_name"] if "device_name" in df.columns else pd.Series([None] * len(df))
+    gap = raw.isna().to_numpy()
+    if gap.any():
+        names = [
+            _device_name(manifests[s], d)
+            for s, d in zip(source[gap], df["device"].to_numpy()[gap], strict=True)
+        ]
+        df["device_name"] = raw.astype(object).where(~gap, pd.Series(names, index=df.index[gap]))
+        notes.append(f"{int(gap.sum())} row(s) lack device_name: named from the run's environment")
+    return tuple(notes)
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    """Rows read from a :class:`Discovery`: ``counts[i]`` rows came from ``files[i]``, and
+    ``notes`` say which key columns were filled by the migration on read."""
+
+    rows: pd.DataFrame
+    files: tuple[Path, ...]
+    counts: tuple[int, ...]
+    notes: tuple[str, ...]
+
+    def rows_of(self, parts: Iterable[Path]) -> int:
+        """How many rows came from ``parts`` (part paths as the discovery named them)."""
+        count = dict(zip(self.files, self.counts, strict=True))
+        return sum(count.get(p, 0) for p in parts)
+
+
+def load_discovered(found: Discovery) -> Loaded:
+    """Read every part file of ``found`` into one frame, migrating older files on read."""
+    manifests: list[Mapping[str, Any]] = [r.manifest for r in found.runs] + [{}]
+    sources = [(i, f) for i, r in enumerate(found.runs) for f in r.parts]
+    sources += [(len(found.runs), f) for f in found.loose]
+    frames = [_read_part(f, found.runs[i].path if i < len(found.runs) else None)
+              for i, f in sources]  # fmt: skip
+    counts = tuple(len(f) for f in frames)
+    kept = [f for f in frames if len(f)]
+    df = pd.concat(kept, ignore_index=True) if kept else pd.DataFrame(columns=list(COLUMNS))
+    source = np.repeat(np.array([i for i, _ in sources], dtype=np.int64), counts)
+    notes = _migrate_keys(df, source, manifests)
+    rows = _normalize(df)
+    if len(rows) != sum(counts):  # a part must contribute exactly its rows
         raise ResultsCorrupt(
-            f"{path} holds no effbench results (no {PART_GLOB} and no {MANIFEST}); "
-            "run `effbench run --out ...` first"
+            f"read {len(rows)} rows from {len(frames)} part files holding {sum(counts)}"
         )
-    raise ResultsCorrupt(f"{path} does not exist; give a run folder, results/ or a parquet file")
+    return Loaded(rows, tuple(f for _, f in sources), counts, notes)
 
 
-def load_results(paths: Iterable[str | os.PathLike[str]]) -> pd.DataFrame:
-    """Read any mix of run folders, folders of runs and part files into one DataFrame."""
-    files: list[Path] = []
-    for p in paths:
-        files.extend(_expand(Path(p)))
-    if not files:
-        return _normalize(pd.DataFrame(columns=list(COLUMNS)))
-    frames = [_read_part(f) for f in dict.fromkeys(files)]
-    frames = [f for f in frames if len(f)]
-    if not frames:
-        return _normalize(pd.DataFrame(columns=list(COLUMNS)))
-    return _normalize(pd.concat(frames, ignore_index=True))
+def load_results(
+    paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str],
+    expected_rows: int | None = None,
+) -> pd.DataFrame:
+    """Read any mix of run folders, folders of runs and part files into one DataFrame.
+
+    Every part file is read once and contributes exactly its rows; with ``expected_rows``
+    a different total is :class:`ResultsCorrupt`."""
+    loaded = load_discovered(discover(paths))
+    if expected_rows is not None and len(loaded.rows) != expected_rows:
+        raise ResultsCorrupt(
+            f"expected {expected_rows} rows, found {len(loaded.rows)} in "
+            f"{len(loaded.files)} part files; some cells are missing or were written twice"
+        )
+    return loaded.rows
 
 
 def load_run(run_dir: Path) -> pd.DataFrame:
@@ -155,12 +476,19 @@ def load_run(run_dir: Path) -> pd.DataFrame:
     return load_results([run_dir])
 
 
-def row_keys(df: pd.DataFrame) -> set[tuple[Any, ...]]:
-    """Keys (cell key + repeat) of the rows in ``df``."""
-    cols = [*CELL_KEY, "repeat"]
-    return {tuple(r) for r in df[cols].itertuples(index=False, name=None)}
+def row_keys(df: pd.DataFrame) -> set[RowKey]:
+    """Keys (cell key + repeat) of the rows in ``df``; rows lacking a key value (files
+    older than a key column) match no planned cell and are left out."""
+    cols = [*CellKey.COLUMNS, "repeat"]
+    keys = set()
+    for values in df[cols].to_dict(orient="records"):
+        try:
+            keys.add(RowKey.of(values))
+        except (TypeError, ValueError):
+            continue
+    return keys
 
 
-def done_keys(run_dir: Path) -> set[tuple[Any, ...]]:
+def done_keys(run_dir: Path) -> set[RowKey]:
     """Keys (cell key + repeat) of the rows already written in ``run_dir``."""
     return row_keys(load_run(run_dir))

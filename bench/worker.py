@@ -328,11 +328,28 @@ def _die_with_parent(check_parent: bool = True) -> None:
         os._exit(3)
 
 
+def _release_fork_server() -> None:
+    """Close this worker's copy of the runner's keep-alive pipe to the fork server.
+
+    multiprocessing hands every forked child that descriptor; while a hung worker holds it,
+    the fork server never sees the runner's end close, so a SIGKILLed runner would leave
+    both behind (the worker's PDEATHSIG waits on the fork server). Without it, the fork
+    server exits with the runner and the worker follows."""
+    from multiprocessing import forkserver
+
+    server = getattr(forkserver, "_forkserver", None)
+    fd = getattr(server, "_forkserver_alive_fd", None)
+    if isinstance(fd, int):
+        os.close(fd)
+        server._forkserver_alive_fd = None  # type: ignore[union-attr]
+
+
 def fork_main(task_json: str, conn: Any, stderr_path: str) -> None:
     """Entry point of a worker forked from the executor's fork server (which has torch,
     torchvision and the registry imported but has run nothing): messages go over
     ``conn``; everything the worker prints goes to ``stderr_path``."""
     os.setsid()  # its own process group, so a timeout kills its helpers too
+    _release_fork_server()
     _die_with_parent(check_parent=False)
     fd = os.open(stderr_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     sys.stdout.flush()

@@ -6,6 +6,7 @@ import itertools
 import json
 import math
 import random
+import re
 import statistics
 import subprocess
 import sys
@@ -20,7 +21,7 @@ import pytest
 
 from bench import compare as cmp
 from bench.cli import main
-from bench.errors import InvalidOption, ResultsCorrupt
+from bench.errors import InvalidOption, NothingCompared, ResultsCorrupt
 from bench.schema import Row
 from bench.store import write_manifest, write_row
 
@@ -235,8 +236,9 @@ def test_unmatched_cells_are_listed_in_every_format() -> None:
         {("m", 1): _scaled(1), ("m", 2): _scaled(1)},
         {("m", 1): _scaled(1), ("m", 4): _scaled(1)},
     )
-    assert [k[:2] for k in c.only_baseline] == [("m", 2)]
-    assert [k[:2] for k in c.only_candidate] == [("m", 4)]
+    cell = dict.fromkeys(cmp.MATCH_KEY)
+    assert [dict(zip(cell, k, strict=True))["batch_size"] for k in c.only_baseline] == [2]
+    assert [dict(zip(cell, k, strict=True))["batch_size"] for k in c.only_candidate] == [4]
     assert len(c.results) == 1
     assert c.exit_code() == 0
     assert c.exit_code(fail_on_inconclusive=True) == 2  # a baseline cell went unmeasured
@@ -251,9 +253,12 @@ def test_unmatched_cells_are_listed_in_every_format() -> None:
 
 def test_cells_match_on_device_name_and_threads() -> None:
     base = _rows({("m", 1): _scaled(1)})
-    cand = _rows({("m", 1): _scaled(1)}, threads=2)
-    c = cmp.compare_sides(_side(base), _side(cand), cmp.Settings(metrics=("latency",)))
-    assert not c.results and len(c.only_baseline) == len(c.only_candidate) == 1
+    s = cmp.Settings(metrics=("latency",))
+    for differ in ({"threads": 2}, {"device_name": "Other CPU"}):
+        cand = _rows({("m", 1): _scaled(1)}, **differ)
+        (col,) = differ
+        with pytest.raises(NothingCompared, match=rf"differ in {col} "):
+            cmp.compare_sides(_side(base), _side(cand), s)
 
 
 # --------------------------------------------------------------------------- environments
@@ -663,3 +668,50 @@ def test_rank_test_choice_is_validated(capsys: pytest.CaptureFixture) -> None:
         cmp.Settings(test="rank", trim=0.2).validate()
     assert main(["compare", "a", "b", "--test", "bogus"]) == 2
     assert "invalid choice: 'bogus'" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- hostile input
+
+
+def _unescaped_pipes(line: str) -> int:
+    return line.count("|") - line.count("\\|")
+
+
+def test_compare_given_a_manifest_says_give_the_run_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    run = _write_run(tmp_path / "run", _rows({("m", 1): _scaled(1)}))
+    err = _error(["compare", str(run), str(run / "manifest.json")], capsys)
+    assert "give the run folder, not its manifest" in err and str(run) in err
+    assert "delete" not in err
+    (tmp_path / "notes.txt").write_text("x")
+    err = _error(["compare", str(run), str(tmp_path / "notes.txt")], capsys)
+    assert "not a parquet part file" in err and "delete" not in err
+
+
+def test_nothing_compared_exits_2_and_says_what_each_side_has(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    base = _write_run(tmp_path / "base", _rows({("resnet18", 1): _scaled(1)}))
+    cand = _write_run(tmp_path / "cand", _rows({("alexnet", 1): _scaled(1)}))
+    for fmt in ("md", "json", "junit"):
+        err = _error(["compare", str(base), str(cand), "--format", fmt], capsys)
+        assert "nothing was compared" in err
+        assert "differ in model (resnet18 vs alexnet)" in err
+        assert "resnet18 bs=1" in err and "alexnet bs=1" in err
+
+
+def test_markdown_escapes_html_and_markdown_in_names() -> None:
+    evil = "<img src=x onerror=alert(1)>|*bold*|[link](javascript:alert(1))"
+    rows = {(evil, 1): _scaled(1), ("plain", 1): _scaled(1)}
+    base = _side(_rows(rows, device_name="<b>GPU</b>"), "`base`|<i>")
+    cand = _side(_rows({(evil, 1): _scaled(1.3), ("plain", 2): _scaled(1)},
+                       device_name="<b>GPU</b>"), "cand")  # fmt: skip
+    md = cmp.to_markdown(cmp.compare_sides(base, cand, cmp.Settings(metrics=("latency",))))
+    assert "<img" not in md and "<b>" not in md and "<i>" not in md
+    assert not re.search(r"(?<!\\)\]\(javascript", md)  # no link
+    assert not re.search(r"(?<!\\)\*bold", md)  # no emphasis
+    table = [ln for ln in md.splitlines() if ln.startswith("|")]
+    assert len(table) == 2 + 1  # header, rule, the one matched cell
+    assert len({_unescaped_pipes(ln) for ln in table}) == 1  # no cell broke the table
+    assert "&lt;img src=x onerror=alert(1)&gt;" in md

@@ -95,13 +95,13 @@ def test_options_round_trip_through_manifest_dict() -> None:
     assert Options.from_dict(opts.to_dict()) == opts
 
 
-def test_cell_slug_is_file_safe_and_unique() -> None:
+def test_cell_file_stems_are_file_safe_and_unique() -> None:
     groups = expand_plan(
         Options(models=("a",), devices=("cuda",), batch_sizes=(1, 2)), CATALOG, TWO_GPUS
     )
-    slugs = [c.slug for c in all_cells(groups)]
-    assert len(set(slugs)) == 4
-    assert all(":" not in s and "/" not in s for s in slugs)
+    stems = [c.key.stem for c in all_cells(groups)]
+    assert len(set(stems)) == 4
+    assert all(":" not in s and "/" not in s for s in stems)
 
 
 @pytest.mark.parametrize(

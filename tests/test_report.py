@@ -462,3 +462,31 @@ def test_default_out_is_reports_run_id(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.chdir(tmp_path)
     assert main(["report", str(FIXTURE)]) == 0
     assert (tmp_path / "reports" / "cpu-sample" / "index.html").is_file()
+
+
+def test_summary_md_and_csv_are_safe_from_hostile_names(tmp_path: Path) -> None:
+    import csv
+    import io
+
+    names = ["<script>alert(1)</script>", '=HYPERLINK("http://x")', "+1|*b*", "-2", "@cmd",
+             r"tex$\frac{$"]  # fmt: skip
+    run = tmp_path / "hostile"
+    run.mkdir()
+    write_manifest(run, {"run_id": "hostile"})
+    real = load_results([FIXTURE])
+    rec = {k: to_plain(v) for k, v in real[real["status"] == "ok"].iloc[0].to_dict().items()}
+    for i, name in enumerate(names):
+        r = {**rec, "model": name, "family": name, "device_name": "=cmd", "run_id": "hostile"}
+        write_row(run, f"evil{i}", Row.from_dict(r))
+    out = build_report([run], tmp_path / "report").out  # "$" in a name is no TeX
+    md = (out / "summary.md").read_text()
+    assert "<script>" not in md and "&lt;script&gt;" in md
+    rows = [ln for ln in md.splitlines() if ln.startswith("|")]
+    assert len(rows) == 2 + len(names)
+    assert len({ln.count("|") - ln.count("\\|") for ln in rows}) == 1  # no cell broke out
+    cells = list(csv.DictReader(io.StringIO((out / "summary.csv").read_text())))
+    assert sorted(c["model"] for c in cells) == sorted(
+        "'" + n if n[0] in "=+-@" else n for n in names
+    )
+    assert all(c["setup"].startswith("'=cmd") for c in cells)
+    assert all(float(c["params_m"]) == pytest.approx(rec["params"] / 1e6) for c in cells)

@@ -231,7 +231,7 @@ def test_variants_interleave_their_groups_and_get_their_environment(out_dir: Pat
     ]
     # both arms resume together, each with its own environment, measuring only what is gone
     for run in (narrow, wide):
-        next(run.glob("part-env_width_*_r1.parquet")).unlink()
+        next(run.glob("part-env_width_*_r1-*.parquet")).unlink()
     r = effbench(["run", "--resume", str(narrow), str(wide)])
     assert r.returncode == 0, r.stderr
     again = load_results([narrow, wide])

@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from bench.errors import ResultsCorrupt
+from bench.keys import CellKey, RowKey
 from bench.schema import COLUMNS, Row
 from bench.store import done_keys, load_results, write_manifest, write_row
 
@@ -99,8 +100,8 @@ def test_empty_folder_is_refused(tmp_path: Path) -> None:
 def test_done_keys_and_idempotent_rewrite(tmp_path: Path) -> None:
     d = _run(tmp_path, "k", [_row("m", 1), _row("m", 2, repeat=1)])
     assert done_keys(d) == {
-        ("m", "cpu", "float32", 1, 8, 1, 0),
-        ("m", "cpu", "float32", 2, 8, 1, 1),
+        RowKey(CellKey("m", "cpu", "float32", 1, 8, 1), 0),
+        RowKey(CellKey("m", "cpu", "float32", 2, 8, 1), 1),
     }
     write_row(d, "c0", _row("m", 1))  # the same cell again replaces its part
     assert len(load_results([d])) == 2

@@ -50,6 +50,8 @@ def render_style() -> dict[str, object]:
     rc.update(
         {
             "svg.hashsalt": "effbench-report",
+            # names are data: a model called "a$\frac{$" is drawn as written, not as TeX
+            "text.parse_math": False,
             "svg.fonttype": "path",
             "figure.dpi": DPI,
             "savefig.dpi": DPI,
@@ -77,8 +79,20 @@ def _prepare(out: Path) -> None:
         )
     try:
         (out / FIGURE_DIR).mkdir(parents=True, exist_ok=True)
+        inside = (out / FIGURE_DIR).resolve().parent == out.resolve()
     except OSError as e:
         raise OutputNotWritable(f"cannot create {out / FIGURE_DIR}: {e}") from e
+    # the stale-figure clean-up deletes in this folder: it must be the report's own
+    if (out / FIGURE_DIR).is_symlink() or not inside:
+        raise OutputNotWritable(
+            f"{out / FIGURE_DIR} is a link to another folder; remove it or choose another --out"
+        )
+
+
+def _unlink_link(path: Path) -> None:
+    """Remove ``path`` if it is a symbolic link, so that writing it cannot write elsewhere."""
+    if path.is_symlink():
+        path.unlink()
 
 
 def build_report(paths: Sequence[str | Path], out: Path | None = None) -> ReportResult:
@@ -96,6 +110,8 @@ def build_report(paths: Sequence[str | Path], out: Path | None = None) -> Report
                 result = make(data)
                 if result.fig is not None:
                     rel = [f"{FIGURE_DIR}/{result.name}.png", f"{FIGURE_DIR}/{result.name}.svg"]
+                    for r in rel:
+                        _unlink_link(out / r)
                     result.fig.savefig(out / rel[0], format="png", metadata={"Software": None})
                     result.fig.savefig(out / rel[1], format="svg", metadata={"Date": None})
                     written += [out / r for r in rel]
@@ -110,9 +126,14 @@ def build_report(paths: Sequence[str | Path], out: Path | None = None) -> Report
                         result.fits,
                     )
                 figures.append(result)
-        # Figures of an earlier report in the same folder that this input does not draw.
+        # Figures of an earlier report in the same folder that this input does not draw:
+        # only files (or links, which unlink removes, not their targets) in figures/.
         for stale in sorted((out / FIGURE_DIR).iterdir()):
-            if _FIGURE_FILE.match(stale.name) and stale not in written:
+            if (
+                _FIGURE_FILE.match(stale.name)
+                and stale not in written
+                and (stale.is_symlink() or stale.is_file())
+            ):
                 stale.unlink()
         table = summary_table(data)
         texts = {
@@ -122,6 +143,7 @@ def build_report(paths: Sequence[str | Path], out: Path | None = None) -> Report
             "report.json": report_json(data, figures, files),
         }
         for name, text in texts.items():
+            _unlink_link(out / name)
             (out / name).write_text(text, encoding="utf-8")
             written.append(out / name)
     except OSError as e:

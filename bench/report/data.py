@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,8 @@ import numpy as np
 import pandas as pd
 
 from bench.errors import ResultsCorrupt
-from bench.store import MANIFEST, PART_GLOB, load_results, read_manifest
+from bench.keys import CellKey
+from bench.store import Discovery, Loaded, discover, load_discovered, run_id_problem
 
 MIB = 1024**2
 
@@ -57,7 +58,7 @@ FIRST_COLUMNS = (
     "dtype",
     "threads",
 )
-CELL_COLUMNS = ("setup", "model", "batch_size", "image_size")
+CELL_COLUMNS = ("setup", *CellKey.WORKLOAD_COLUMNS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +93,7 @@ class ReportData:
     setups: tuple[str, ...]
     models: tuple[str, ...]
     colors: dict[str, tuple[float, float, float]]
+    notes: tuple[str, ...] = ()  # what the loader filled in for older files
 
 
 def fit_line(x: Sequence[float], y: Sequence[float]) -> LineFit:
@@ -130,25 +132,22 @@ def pareto_front(names: Sequence[str], ops: Sequence[float], acc: Sequence[float
     return sorted(front, key=lambda n: ops[list(names).index(n)])
 
 
-def run_folders(paths: Iterable[str | Path]) -> list[Path]:
-    """The run folders behind ``paths`` (run folders, folders of runs, or part files)."""
-    found: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_file():
-            found.append(p.parent)
-        elif p.is_dir() and ((p / MANIFEST).exists() or any(p.glob(PART_GLOB))):
-            found.append(p)
-        elif p.is_dir():
-            found.extend(
-                d
-                for d in sorted(p.iterdir())
-                if d.is_dir() and ((d / MANIFEST).exists() or any(d.glob(PART_GLOB)))
-            )
-    return list(dict.fromkeys(found))
-
-
-def _manifest_or_empty(folder: Path) -> dict[str, Any]:
-    return read_manifest(folder) if (folder / MANIFEST).exists() else {}
+def _runs(found: Discovery, loaded: Loaded) -> list[RunInfo]:
+    """One entry per run folder read, and one per folder of loose part files (a folder
+    without a manifest: its environment is unknown and its run id is the folder's name)."""
+    runs = [
+        RunInfo(str(r.path), str(r.manifest.get("run_id") or r.path.resolve().name),
+                dict(r.manifest), loaded.rows_of(r.parts))
+        for r in found.runs
+    ]  # fmt: skip
+    by_folder: dict[Path, list[Path]] = {}
+    for f in found.loose:
+        by_folder.setdefault(f.parent, []).append(f)
+    runs += [
+        RunInfo(str(folder), folder.resolve().name or str(folder), {}, loaded.rows_of(parts))
+        for folder, parts in by_folder.items()
+    ]
+    return runs
 
 
 def _setup_labels(rows: pd.DataFrame) -> pd.Series:
@@ -158,7 +157,7 @@ def _setup_labels(rows: pd.DataFrame) -> pd.Series:
     threads = rows["threads"].astype("Int64").astype(str)
     base = base.where(~is_cpu, base + " · " + threads + " thr")
     base = base.where(is_cpu, rows["device"].astype(str) + " " + base)
-    hosts_per_label = rows.groupby(base)["host"].nunique()
+    hosts_per_label = rows.groupby(base, dropna=False)["host"].nunique()
     ambiguous = base.map(hosts_per_label) > 1
     return base.where(~ambiguous, base + " @ " + rows["host"].astype(str))
 
@@ -174,19 +173,19 @@ def model_colors(models: Sequence[str]) -> dict[str, tuple[float, float, float]]
 
 def load_report_data(paths: Sequence[str | Path]) -> ReportData:
     """Read ``paths`` and build the per-cell table (median of repeats) and failure table."""
-    folders = run_folders(paths)
-    rows = load_results(paths)
+    found = discover(paths)
+    loaded = load_discovered(found)
+    rows = loaded.rows
     if rows.empty:
         raise ResultsCorrupt(
             f"{', '.join(map(str, paths))} hold no result rows; run `effbench run` first"
         )
-    manifests = {f: _manifest_or_empty(f) for f in folders}
+    runs = _runs(found, loaded)
     host_of: dict[str, str] = {}
-    runs = []
-    for folder, man in manifests.items():
-        run_id = str(man.get("run_id", folder.name))
-        host_of[run_id] = str((man.get("environment") or {}).get("hostname", "unknown host"))
-        runs.append(RunInfo(str(folder), run_id, man, int((rows["run_id"] == run_id).sum())))
+    for run in runs:
+        env = run.manifest.get("environment")
+        host = env.get("hostname") if isinstance(env, dict) else None
+        host_of[run.run_id] = str(host or "unknown host")
     rows = rows.copy()
     rows["host"] = rows["run_id"].map(host_of).fillna("unknown host")
     rows["setup"] = _setup_labels(rows)
@@ -208,6 +207,7 @@ def load_report_data(paths: Sequence[str | Path]) -> ReportData:
         setups=setups,
         models=models,
         colors=model_colors(models),
+        notes=loaded.notes,
     )
 
 
@@ -216,10 +216,11 @@ def _cells(ok: pd.DataFrame) -> pd.DataFrame:
     numeric = ok[[*keys, *MEDIAN_COLUMNS]].copy()
     for c in MEDIAN_COLUMNS:
         numeric[c] = pd.to_numeric(numeric[c], errors="coerce")
-    grouped = numeric.groupby(keys, sort=True)
+    # dropna=False: a row is never lost to an empty key (the loader fills older files' keys)
+    grouped = numeric.groupby(keys, sort=True, dropna=False)
     med = grouped[list(MEDIAN_COLUMNS)].median()
-    first = ok.groupby(keys, sort=True)[list(FIRST_COLUMNS)].first()
-    extra = ok.groupby(keys, sort=True).agg(
+    first = ok.groupby(keys, sort=True, dropna=False)[list(FIRST_COLUMNS)].first()
+    extra = ok.groupby(keys, sort=True, dropna=False).agg(
         n_repeats=("status", "size"),
         noisy=("noisy", lambda s: bool(s.fillna(False).astype(bool).any())),
     )
@@ -243,9 +244,10 @@ def _cells(ok: pd.DataFrame) -> pd.DataFrame:
 
 
 def report_name(runs: Sequence[RunInfo]) -> str:
-    """The default report folder name: the run id for one run, else a short digest."""
+    """The default report folder name: the run id for one run (when it is a plain folder
+    name, as :func:`bench.store.read_manifest` checks), else a short digest."""
     ids = sorted({r.run_id for r in runs})
-    if len(ids) == 1:
+    if len(ids) == 1 and run_id_problem(ids[0]) is None:
         return ids[0]
     digest = hashlib.sha256("\n".join(ids).encode()).hexdigest()[:8]
     return f"{len(ids)}-runs-{digest}"

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bench.escape import csv_text, markdown_text
 from bench.report.data import ReportData
 from bench.report.figures import DPI
 
@@ -68,7 +69,8 @@ def summary_table(data: ReportData) -> pd.DataFrame:
         rec["rows_failed"] = int(failed.get((setup, model), 0))
         if len(g):
             b1 = g[g["batch_size"] == 1]
-            best = g.loc[g["time_per_image_ms"].idxmin()]
+            timed = g["time_per_image_ms"].notna().any()  # older files may lack it
+            best = g.loc[g["time_per_image_ms"].idxmin()] if timed else None
             power = g["power_net_w"].where(np.isfinite(g["power_net_w"]), g["power_w_mean"])
             energy = g["energy_net_per_image_j"].where(
                 np.isfinite(g["energy_net_per_image_j"]), g["energy_per_image_j"]
@@ -79,8 +81,8 @@ def summary_table(data: ReportData) -> pd.DataFrame:
                 top1_pct=g["top1"].iloc[0],
                 top5_pct=g["top5"].iloc[0],
                 time_per_image_ms_bs1=b1["time_per_image_ms"].iloc[0] if len(b1) else np.nan,
-                time_per_image_ms_best=best["time_per_image_ms"],
-                best_batch_size=best["batch_size"],
+                time_per_image_ms_best=np.nan if best is None else best["time_per_image_ms"],
+                best_batch_size=np.nan if best is None else best["batch_size"],
                 throughput_ips_max=g["throughput_ips"].max(),
                 peak_memory_mib_bs1=b1["peak_memory_mib"].iloc[0] if len(b1) else np.nan,
                 weights_mib=g["weights_mib"].iloc[0],
@@ -118,16 +120,19 @@ def _columns_of(df: pd.DataFrame) -> list[Column]:
 
 
 def summary_csv(df: pd.DataFrame) -> str:
-    return df.to_csv(index=False, float_format="%.10g", lineterminator="\n")
+    """The summary table as CSV; text that a spreadsheet would run as a formula gets a
+    leading ``'`` (numbers are written as numbers)."""
+    safe = df.copy()
+    for col in safe.columns:
+        if not pd.api.types.is_numeric_dtype(safe[col]):
+            safe[col] = safe[col].map(csv_text)
+    return safe.to_csv(index=False, float_format="%.10g", lineterminator="\n")
 
 
 def _md_table(headings: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    def esc(s: str) -> str:
-        return s.replace("|", "\\|").replace("\n", " ")
-
-    lines = ["| " + " | ".join(map(esc, headings)) + " |"]
+    lines = ["| " + " | ".join(map(markdown_text, headings)) + " |"]
     lines.append("|" + "|".join("---" for _ in headings) + "|")
-    lines += ["| " + " | ".join(esc(c) for c in r) + " |" for r in rows]
+    lines += ["| " + " | ".join(markdown_text(c) for c in r) + " |" for r in rows]
     return lines
 
 
@@ -135,18 +140,20 @@ def summary_markdown(data: ReportData, df: pd.DataFrame, figures: Sequence[Any])
     lines = ["# effbench report", ""]
     lines.append(
         f"{len(data.runs)} run(s): "
-        + ", ".join(f"`{r.run_id}` ({r.path})" for r in data.runs)
+        + ", ".join(f"{markdown_text(r.run_id)} ({markdown_text(r.path)})" for r in data.runs)
         + f"; {len(data.cells)} measured cells, {len(data.failures)} failed rows."
     )
+    if data.notes:
+        lines += ["", "Read from older files: " + "; ".join(map(markdown_text, data.notes)) + "."]
     cols = _columns_of(df)
     for setup, g in df.groupby("setup", sort=True):
-        lines += ["", f"## {setup}", ""]
+        lines += ["", f"## {markdown_text(setup)}", ""]
         rows = [[_cell(r[c.key], c.fmt) for c in cols] for _, r in g.iterrows()]
         lines += _md_table([c.heading for c in cols], rows)
     skipped = [f for f in figures if f.skipped]
     if skipped:
         lines += ["", "## Figures left out", ""]
-        lines += [f"- {f.title}: {f.skipped}" for f in skipped]
+        lines += [f"- {markdown_text(f.title)}: {markdown_text(f.skipped)}" for f in skipped]
     lines += ["", "## Cells that did not finish", ""]
     if len(data.failures):
         lines += _md_table(
@@ -351,6 +358,11 @@ def index_html(
         "Models for Practical Applications</i> (arXiv:1605.07678). Times, memory, power and "
         "counts are measured by effbench; accuracies are published figures with their source."
         "</p>",
+        *(
+            [f'<p class="lead">Read from older files: {_e("; ".join(data.notes))}.</p>']
+            if data.notes
+            else []
+        ),
         "<nav>" + "".join(f'<a href="#{a}">{_e(t)}</a>' for a, t in toc) + "</nav>",
         '<h2 id="summary">Summary</h2>',
         "<p>One table per setup (machine, device, dtype, threads); click a heading to sort. "
@@ -406,6 +418,7 @@ def report_json(data: ReportData, figures: Sequence[Any], files: dict[str, list[
             for r in data.runs
         ],
         "rows": len(data.rows),
+        "loader_notes": list(data.notes),
         "cells_plotted": len(data.cells),
         "rows_not_ok": len(data.failures),
         "setups": list(data.setups),
