@@ -100,7 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="an arm of an interleaved A/B run (two or more; repeat for more variables); "
         "each gets its own run folder <run-id>-<NAME>, and their groups alternate",
     )
-    run.add_argument("--flops-counter", choices=MACS_COUNTERS, help="torch (default) or fvcore")
+    run.add_argument(
+        "--macs-counter",
+        "--flops-counter",  # its first name, kept for scripts that use it
+        dest="macs_counter",
+        choices=MACS_COUNTERS,
+        help="how multiply-adds are counted: torch (default) or fvcore",
+    )
     run.add_argument("--warmup-iters", type=_number(int), help="warm-up iterations (at least)")
     run.add_argument("--warmup-time", type=_number(float), help="warm-up seconds (at least)")
     run.add_argument(
@@ -233,7 +239,7 @@ PLAN_FLAGS = {
     "out": "--out",
     "run_id": "--run-id",
     "variant": "--variant",
-    "flops_counter": "--flops-counter",
+    "macs_counter": "--macs-counter",
     "warmup_iters": "--warmup-iters",
     "warmup_time": "--warmup-time",
     "min_time": "--min-time",
@@ -299,7 +305,7 @@ def _new_options(args: argparse.Namespace, has_gpu: bool) -> Options:
         image_size=args.image_size,
         threads=args.threads,
         repeats=1 if args.repeats is None else args.repeats,
-        macs_counter=args.flops_counter or "torch",
+        macs_counter=args.macs_counter or "torch",
         timing=_timing(args, base_timing),
         cell_timeout_s=600.0 if args.cell_timeout is None else args.cell_timeout,
         memory_cap_bytes=parse_size_bytes(args.memory_cap) if args.memory_cap else None,

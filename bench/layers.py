@@ -3,7 +3,7 @@ fields, one row per leaf layer.
 
 Method (one image, batch 1, on the ``meta`` device, so nothing is computed):
 
-- Multiply-adds use the convention of ``bench.probes.flops.count_macs(counter="torch")``:
+- Multiply-adds use the convention of ``bench.probes.macs.count_macs(counter="torch")``:
   ``FlopCounterMode`` FLOPs (conv, linear, matmul, attention) divided by 2, attributed to the
   innermost module that ran them (a module's count minus its children's). A container that
   runs such ops itself (e.g. a functional matmul) gets a row of its own, so the rows add up to
@@ -35,7 +35,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from torch.utils.weak import WeakTensorKeyDictionary
 
 from bench.errors import InvalidOption
-from bench.probes.flops import build_on_meta, count_params, weights_bytes
+from bench.probes.macs import build_on_meta, count_params, weights_bytes
 
 FORMATS = ("table", "json", "csv")
 

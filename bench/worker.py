@@ -125,7 +125,7 @@ def run_task(task: Task, emit: Callable[[dict[str, Any]], None]) -> None:
 
     from bench.devices import device_name as _device_name
     from bench.devices import synchronizer, torch_dtype
-    from bench.probes.flops import count_macs, count_params, weights_bytes
+    from bench.probes.macs import count_macs, count_params, weights_bytes
     from bench.probes.memory import memory_probe_for
     from bench.probes.power import open_monitor
     from bench.probes.timing import measure_latency

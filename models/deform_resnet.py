@@ -13,7 +13,7 @@ accuracy, parameter or operation count for this network.
 Importing this module registers a multiply-add formula for ``torchvision::deform_conv2d``
 with ``torch.utils.flop_counter`` (the kernel part, as a convolution: N·C_out·H_out·W_out·
 (C_in/groups)·k_h·k_w multiply-adds; bilinear sampling is not counted), so that
-``FlopCounterMode`` and ``bench.probes.flops.count_macs`` do not count it as zero.
+``FlopCounterMode`` and ``bench.probes.macs.count_macs`` do not count it as zero.
 """
 
 from __future__ import annotations

@@ -80,3 +80,11 @@ def test_models_listing_counts_params(capsys: pytest.CaptureFixture[str]) -> Non
     }
     for r in rows:
         assert r["params"] == get_model_weights(r["model"]).DEFAULT.meta["num_params"]
+
+
+def test_flops_counter_is_still_accepted_as_the_macs_counter_flag() -> None:
+    from bench.cli import build_parser
+
+    for flag in ("--macs-counter", "--flops-counter"):
+        args = build_parser().parse_args(["run", "--models", "lenet5", flag, "fvcore"])
+        assert args.macs_counter == "fvcore"

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from bench.layers import Inspection, inspect_model
-from bench.probes.flops import count_macs, count_params
+from bench.probes.macs import count_macs, count_params
 from models import get_model, get_spec, list_models, suite_models
 from models.alexnet2012 import paper_lrn
 from models.stochastic_depth import StochasticBasicBlock, survival_probabilities

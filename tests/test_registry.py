@@ -10,7 +10,7 @@ import torchvision
 from torchvision.models import get_model_weights
 
 from bench.errors import UnknownModel, UnknownSuite
-from bench.probes.flops import build_on_meta, count_macs, count_params
+from bench.probes.macs import build_on_meta, count_macs, count_params
 from models import get_spec, list_models, resolve_model_names, suite_models
 
 TORCHVISION = sorted(torchvision.models.list_models(module=torchvision.models))

@@ -182,7 +182,7 @@ def test_cuda_sweep_records_allocator_peak_and_settings(out_dir: Path) -> None:
 
 def test_fvcore_counter_is_selectable_and_recorded(out_dir: Path) -> None:
     r = effbench(
-        ["run", "--models", "tiny_mlp", "--batch-sizes", "1,2", "--flops-counter", "fvcore"]
+        ["run", "--models", "tiny_mlp", "--batch-sizes", "1,2", "--macs-counter", "fvcore"]
         + ["--out", str(out_dir), "--run-id", "fv", *FAST]
     )
     assert r.returncode == 0, r.stderr

@@ -17,7 +17,7 @@ import pytest
 from torch import nn
 
 from bench.errors import UnknownModel
-from bench.probes.flops import build_on_meta, count_macs, count_params
+from bench.probes.macs import build_on_meta, count_macs, count_params
 from models import get_spec, resolve_model_names, suite_models
 
 timm = pytest.importorskip("timm")

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from bench.errors import InvalidOption
-from bench.probes.flops import count_macs, count_params, weights_bytes
+from bench.probes.macs import count_macs, count_params, weights_bytes
 
 
 def _conv_net() -> nn.Module:

@@ -21,8 +21,7 @@ import torch
 from torch import nn
 
 from bench.errors import InvalidOption
-
-COUNTERS = ("torch", "fvcore")
+from bench.plan import MACS_COUNTERS as COUNTERS
 
 
 def count_params(model: nn.Module) -> int:
