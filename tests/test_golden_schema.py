@@ -1,0 +1,30 @@
+"""The parquet a fixed small sweep writes keeps its columns, arrow types and counted values.
+
+``tests/data/golden_sweep.json`` was written by ``scripts/golden_sweep.py`` from this sweep
+run with the code before the probe-window refactor (issue 12); it guards the refactor and
+every later change to the row contract (a deliberate change regenerates it and says so)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from conftest import ROOT, effbench
+
+sys.path.insert(0, str(ROOT / "scripts"))
+from golden_sweep import describe
+
+GOLDEN = Path(__file__).parent / "data" / "golden_sweep.json"
+
+
+def test_a_fixed_sweep_writes_the_golden_columns_types_and_counts(tmp_path: Path) -> None:
+    args = ["run", "--models", "lenet5,tiny_mlp", "--batch-sizes", "1,2", "--threads", "1"]
+    args += ["--min-time", "0.05", "--max-time", "0.2", "--warmup-iters", "1"]
+    args += ["--warmup-time", "0", "--out", str(tmp_path), "--run-id", "g"]
+    r = effbench(args)
+    assert r.returncode == 0, r.stderr
+    golden = json.loads(GOLDEN.read_text())
+    got = json.loads(json.dumps(describe(tmp_path / "g")))
+    assert got["columns"] == golden["columns"]
+    assert got["counted"] == golden["counted"]
