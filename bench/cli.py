@@ -64,11 +64,20 @@ def _number(cast: Any) -> Any:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from bench.compare import LATENCY_STATISTICS, TESTS
-
     p = _Parser(prog="effbench", description="Efficiency benchmarks for image classifiers.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _add_run(sub)
+    _add_info_commands(sub)
+    _add_compare(sub)
+    rep = sub.add_parser("report", help="figures, index.html and summary tables from runs")
+    rep.add_argument(
+        "results", nargs="+", type=Path, metavar="RESULTS", help="run folders or results/"
+    )
+    rep.add_argument("--out", type=Path, help="report folder (default: reports/<run id>)")
+    return p
 
+
+def _add_run(sub: Any) -> None:
     run = sub.add_parser("run", help="sweep models x batch sizes x devices x dtypes into parquet")
     sel = run.add_mutually_exclusive_group()
     sel.add_argument("--suite", help="a named suite (see `effbench models --suites`)")
@@ -138,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
         "interpreter per worker",
     )
 
+
+def _add_info_commands(sub: Any) -> None:
+    """`models`, `inspect`, `show` and `env`."""
     models = sub.add_parser("models", help="list registered models and their reference figures")
     models.add_argument("--suite", help="only this suite")
     models.add_argument("--suites", action="store_true", help="list the suites instead")
@@ -158,6 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     env = sub.add_parser("env", help="print this machine's environment record")
     env.add_argument("--format", choices=("table", "json"), default="table")
+
+
+def _add_compare(sub: Any) -> None:
+    from bench.compare import LATENCY_STATISTICS, TESTS
 
     cmp = sub.add_parser(
         "compare", help="regression gate: is CANDIDATE worse than BASELINE, cell by cell?"
@@ -203,13 +219,6 @@ def build_parser() -> argparse.ArgumentParser:
         default="100%",
         help="assumed run-to-run noise when each side has one repeat (100%%: a factor of 2)",
     )
-
-    rep = sub.add_parser("report", help="figures, index.html and summary tables from runs")
-    rep.add_argument(
-        "results", nargs="+", type=Path, metavar="RESULTS", help="run folders or results/"
-    )
-    rep.add_argument("--out", type=Path, help="report folder (default: reports/<run id>)")
-    return p
 
 
 def _timing(args: argparse.Namespace, base: Timing) -> Timing:
@@ -458,36 +467,34 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-SHOW_COLUMNS = [
-    "run_id",
-    "model",
-    "device",
-    "dtype",
-    "batch_size",
-    "repeat",
-    "status",
-    "latency_ms_median",
-    "latency_ms_iqr",
-    "n_samples",
-    "throughput_ips",
-    "gmacs",
-    "params",
-    "peak_memory_mib",
-    "weights_mib",
-]
+def _shown() -> list[tuple[str, str, Any]]:
+    """`effbench show`'s columns, from the schema's declarations: (source column, shown
+    name, conversion); bytes are shown in MiB and multiply-adds in billions."""
+    from bench.schema import SHOWN
+    from bench.units import to_gmacs, to_mib
+
+    out: list[tuple[str, str, Any]] = []
+    for c in SHOWN:
+        if c.unit == "bytes":
+            out.append((c.name, c.name.removesuffix("_bytes") + "_mib", to_mib))
+        elif c.unit == "MACs":
+            out.append((c.name, "g" + c.name, to_gmacs))
+        else:
+            out.append((c.name, c.name, None))
+    return out
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
     from bench.store import load_results
 
-    df = load_results(args.results)
-    df = df.assign(
-        gmacs=df["macs"] / 1e9,
-        peak_memory_mib=df["peak_memory_bytes"] / 2**20,
-        weights_mib=df["weights_bytes"] / 2**20,
-    ).sort_values(["run_id", "model", "device", "dtype", "repeat", "batch_size"])
-    rows = df[SHOW_COLUMNS].round(3).to_dict(orient="records")
-    _emit(rows, args.format, SHOW_COLUMNS)
+    df = load_results(args.results).sort_values(
+        ["run_id", "model", "device", "dtype", "repeat", "batch_size"]
+    )
+    shown = _shown()
+    df = df.assign(**{name: convert(df[src]) for src, name, convert in shown if convert})
+    columns = [name for _, name, _ in shown]
+    rows = df[columns].round(3).to_dict(orient="records")
+    _emit(rows, args.format, columns)
     return 0
 
 

@@ -140,19 +140,9 @@ class Environment:
 
 
 def _nvidia_driver() -> str | None:
-    try:
-        import pynvml  # type: ignore[import-not-found]
-    except ImportError:
-        return None
-    try:
-        pynvml.nvmlInit()
-        try:
-            v = pynvml.nvmlSystemGetDriverVersion()
-            return v.decode() if isinstance(v, bytes) else str(v)
-        finally:
-            pynvml.nvmlShutdown()
-    except pynvml.NVMLError:
-        return None
+    from bench.probes.nvml import driver_version
+
+    return driver_version()
 
 
 def environment(inventory: Inventory | None = None) -> Environment:

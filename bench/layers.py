@@ -24,18 +24,17 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils.flop_counter import FlopCounterMode
 from torch.utils.weak import WeakTensorKeyDictionary
 
 from bench.errors import InvalidOption
-from bench.probes.macs import build_on_meta, count_params, weights_bytes
+from bench.probes.macs import build_on_meta, count_params, flop_counter_mode, weights_bytes
 
 FORMATS = ("table", "json", "csv")
 
@@ -86,7 +85,8 @@ def inspect_model(name: str, image_size: int | None = None) -> Inspection:
     if size < 1:
         raise InvalidOption(f"image size must be a positive integer, got {size}")
     try:
-        return inspect_module(spec.builder, (1, spec.in_chans, size, size), name=name)
+        shape = (1, spec.in_chans, size, size)
+        return inspect_module(spec.builder, shape, name=name, formulas=spec.macs_formulas)
     except (RuntimeError, ValueError) as e:
         if image_size is None:
             raise
@@ -98,12 +98,16 @@ def inspect_model(name: str, image_size: int | None = None) -> Inspection:
 
 
 def inspect_module(
-    build: Callable[[], nn.Module], input_shape: tuple[int, ...], name: str = ""
+    build: Callable[[], nn.Module],
+    input_shape: tuple[int, ...],
+    name: str = "",
+    formulas: Mapping[Any, Callable[..., int]] | None = None,
 ) -> Inspection:
-    """Inspect the model that ``build()`` returns on an input of ``input_shape`` (batch 1)."""
+    """Inspect the model that ``build()`` returns on an input of ``input_shape`` (batch 1);
+    ``formulas`` are FLOP formulas for operators torch does not know (as ``count_macs``)."""
     model = build_on_meta(build)
     x = torch.empty(input_shape, device="meta")
-    macs_by_module = _exclusive_macs(model, x)
+    macs_by_module = _exclusive_macs(model, x, formulas)
     shapes, fields, calls, order = _trace(model, x)
 
     rows: list[LayerRow] = []
@@ -148,9 +152,11 @@ def inspect_module(
     )
 
 
-def _exclusive_macs(model: nn.Module, x: torch.Tensor) -> dict[str, int]:
+def _exclusive_macs(
+    model: nn.Module, x: torch.Tensor, formulas: Mapping[Any, Callable[..., int]] | None = None
+) -> dict[str, int]:
     """Multiply-adds per module name ("" is the root), each counted once, innermost module."""
-    counter = FlopCounterMode(display=False)
+    counter = flop_counter_mode(formulas)
     with counter:
         model(x)
     counts = counter.get_flop_counts()

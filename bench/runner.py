@@ -33,6 +33,7 @@ from bench.plan import (
     check_runnable,
     expand_plan,
 )
+from bench.probes.registry import extra_columns
 from bench.schema import SCHEMA_VERSION, Row
 from bench.store import (
     MANIFEST,
@@ -45,7 +46,7 @@ from bench.store import (
     write_manifest,
 )
 from bench.store import write_row as store_row
-from bench.worker import Task, base_row
+from bench.worker import Task, base_row, failed_cells
 
 
 def new_run_id() -> str:
@@ -288,7 +289,7 @@ def run_group(
             raise WorkerProtocolError(
                 f"worker reported a row for {RowKey.of(row.to_dict())}, not for {cell.key}"
             )
-        store_row(lane.run_dir, cell.key.stem, row)
+        store_row(lane.run_dir, cell.key.stem, row, extra_columns())
         lane.written += 1
         lane.timed_s += row.timed_s or 0.0
         lane.progress.done += 1
@@ -322,23 +323,13 @@ def run_group(
     )
     outcome = executor.run(task, on_message, options.cell_timeout_s)
     missing = [b for b in g.batch_sizes if b not in seen]
-    if missing:
-        status = outcome.status if outcome.status != "ok" else "crashed"
-        detail = outcome.detail or "worker ended without reporting this cell"
-        spec = spec_of(g.model)
-        name = device_name_of(g.device)
-        for i, b in enumerate(missing):
-            if i:
-                lane.progress.cell(cells[b])
-            row = base_row(
-                task,
-                b,
-                status if i == 0 else "skipped",
-                spec,
-                name,
-                error=detail if i == 0 else f"skipped: {status} at batch {missing[0]}",
-            )
-            write(cells[b], row)
+    status = outcome.status if outcome.status != "ok" else "crashed"
+    detail = outcome.detail or "worker ended without reporting this cell"
+    spec, name = spec_of(g.model), device_name_of(g.device)
+    for i, (b, st, err) in enumerate(failed_cells(missing, status, detail)):
+        if i:
+            lane.progress.cell(cells[b])
+        write(cells[b], base_row(task, b, st, spec=spec, device_name=name, error=err))
 
 
 def close_lane(lane: Lane, argv: Sequence[str], interrupted: str | None = None) -> RunSummary:

@@ -1,14 +1,21 @@
 """The result row: one per (run, cell, repeat). Column names are a contract.
 
-Units live in the names: ``_ms`` milliseconds, ``_bytes`` bytes, ``_w`` watts, ``_j`` joules,
-``_mhz``, ``_c`` degrees Celsius; ``macs`` are multiply-adds per image; ``gmacs`` billions.
-Pure Python: importing this module does not import torch.
+Every column is declared once, here, with its type, unit and meaning (:class:`Column`); the
+:class:`Row` dataclass, the arrow schema, the README's column table and `effbench show`
+are derived from these declarations. Probes fill the groups they declare
+(:data:`LATENCY` the timing probe, :data:`MEMORY` the memory probe, :data:`POWER` the power
+probe); a new probe brings its own declarations (see ``bench/probes/base.py``).
+
+Units live in the names: ``_ms`` milliseconds, ``_bytes`` bytes, ``_w`` watts, ``_j``
+joules, ``_mhz``, ``_c`` degrees Celsius; ``macs`` are multiply-adds per image; ``gmacs``
+billions. Pure Python: importing this module does not import torch.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
@@ -17,98 +24,191 @@ SCHEMA_VERSION = 1
 
 STATUSES = ("ok", "oom", "skipped", "crashed", "timeout", "error")
 
-
-@dataclass(frozen=True, slots=True)
-class Row:
-    """One measured (or failed) cell of a sweep."""
-
-    run_id: str
-    repeat: int
-    timestamp: str
-    model: str
-    family: str
-    batch_size: int
-    image_size: int
-    in_chans: int
-    device: str
-    device_name: str
-    dtype: str
-    threads: int
-    status: str
-    error: str | None = None
-    # latency, per forward of one batch
-    latency_ms_median: float | None = None
-    latency_ms_mean: float | None = None
-    latency_ms_p10: float | None = None
-    latency_ms_p90: float | None = None
-    latency_ms_iqr: float | None = None
-    latency_ms_ci_low: float | None = None
-    latency_ms_ci_high: float | None = None
-    latency_ms_samples: tuple[float, ...] = field(default=())
-    n_samples: int | None = None
-    converged: bool | None = None
-    noisy: bool | None = None
-    time_per_image_ms: float | None = None
-    throughput_ips: float | None = None
-    timed_s: float | None = None
-    cell_wall_s: float | None = None
-    # counts
-    params: int | None = None
-    macs: int | None = None
-    macs_counter: str | None = None
-    # memory
-    weights_bytes: int | None = None
-    peak_memory_bytes: int | None = None
-    memory_method: str | None = None
-    # power (filled by the power probe where a source exists)
-    power_w_mean: float | None = None
-    power_w_idle: float | None = None
-    energy_j: float | None = None
-    energy_per_image_j: float | None = None
-    power_source: str | None = None
-    gpu_clock_mhz: float | None = None
-    gpu_mem_clock_mhz: float | None = None
-    gpu_temp_c: float | None = None
-    throttled: bool | None = None
-    throttle_reasons: str | None = None
-    # published reference figures and where they come from
-    top1: float | None = None
-    top5: float | None = None
-    accuracy_source: str | None = None
-    params_ref: int | None = None
-    gmacs_ref: float | None = None
-    # environment of the measurement
-    torch_version: str | None = None
-    tf32: bool | None = None
-    cudnn_benchmark: bool | None = None
-    schema_version: int = SCHEMA_VERSION
-
-    def to_dict(self) -> dict[str, Any]:
-        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        d["latency_ms_samples"] = list(self.latency_ms_samples)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Row:
-        known = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in d.items() if k in known}
-        values["latency_ms_samples"] = tuple(values.get("latency_ms_samples") or ())
-        return cls(**values)
-
-
-_ARROW_TYPES: dict[str, pa.DataType] = {
-    "str": pa.string(),
-    "str | None": pa.string(),
-    "int": pa.int64(),
-    "int | None": pa.int64(),
-    "float | None": pa.float64(),
-    "bool | None": pa.bool_(),
-    "tuple[float, ...]": pa.list_(pa.float64()),
+# Column kinds: python annotation text (for the Row dataclass) and arrow type.
+KINDS: dict[str, tuple[str, pa.DataType]] = {
+    "str": ("str", pa.string()),
+    "str?": ("str | None", pa.string()),
+    "int": ("int", pa.int64()),
+    "int?": ("int | None", pa.int64()),
+    "float?": ("float | None", pa.float64()),
+    "bool?": ("bool | None", pa.bool_()),
+    "floats": ("tuple[float, ...]", pa.list_(pa.float64())),
 }
 
-ARROW_SCHEMA = pa.schema(
-    [pa.field(f.name, _ARROW_TYPES[str(f.type)]) for f in dataclasses.fields(Row)],
-    metadata={b"effbench_schema_version": str(SCHEMA_VERSION).encode()},
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """One column of the row: name, kind (a key of :data:`KINDS`), unit ('' if none), a
+    one-line meaning, and whether `effbench show` prints it."""
+
+    name: str
+    kind: str
+    unit: str
+    meaning: str
+    shown: bool = False
+
+    @property
+    def arrow_type(self) -> pa.DataType:
+        return KINDS[self.kind][1]
+
+    @property
+    def required(self) -> bool:
+        """No default: every row has a value."""
+        return not self.kind.endswith("?") and self.kind != "floats"
+
+
+def _c(name: str, kind: str, unit: str, meaning: str, shown: bool = False) -> Column:
+    return Column(name, kind, unit, meaning, shown)
+
+
+IDENTITY = (
+    _c("run_id", "str", "", "run folder name", True),
+    _c("repeat", "int", "", "fresh-process repeat index (`--repeats`)", True),
+    _c("timestamp", "str", "UTC", "start of the cell (ISO 8601)"),
+    _c("model", "str", "", "registered name", True),
+    _c("family", "str", "", "architecture family (torchvision module, timm, or ours)"),
+    _c("batch_size", "int", "images", "images per forward", True),
+    _c("image_size", "int", "px", "input height = width"),
+    _c("in_chans", "int", "", "input channels: input is batch × in_chans × size × size"),
+    _c("device", "str", "", "`cpu`, `cuda:N` or `mps`", True),
+    _c("device_name", "str", "", "CPU model or GPU name"),
+    _c("dtype", "str", "", "`float32`, `float16` or `bfloat16`", True),
+    _c("threads", "int", "", "intra-op threads"),
+    _c("status", "str", "", "`ok`, `oom`, `skipped`, `crashed`, `timeout` or `error`", True),
+    _c("error", "str?", "", "why the cell is not `ok` (or a probe's note)"),
 )
+LATENCY = (
+    _c("latency_ms_median", "float?", "ms", "median forward of one batch", True),
+    _c("latency_ms_mean", "float?", "ms", "mean forward of one batch"),
+    _c("latency_ms_p10", "float?", "ms", "10th percentile forward"),
+    _c("latency_ms_p90", "float?", "ms", "90th percentile forward"),
+    _c("latency_ms_iqr", "float?", "ms", "interquartile range of the forwards", True),
+    _c("latency_ms_ci_low", "float?", "ms", "distribution-free 95% CI of the median, low"),
+    _c("latency_ms_ci_high", "float?", "ms", "distribution-free 95% CI of the median, high"),
+    _c("latency_ms_samples", "floats", "ms", "every timed iteration"),
+    _c("n_samples", "int?", "", "iterations timed", True),
+    _c("converged", "bool?", "", "whether the median's CI reached ±`--target-ci`"),
+    _c("noisy", "bool?", "", "IQR above 10% of the median"),
+    _c("time_per_image_ms", "float?", "ms", "median ÷ batch size"),
+    _c("throughput_ips", "float?", "images/s", "images per second at the median", True),
+    _c("timed_s", "float?", "s", "seconds spent in timed iterations"),
+    _c("cell_wall_s", "float?", "s", "wall time of the cell in the worker"),
+)
+COUNTS = (
+    _c("params", "int?", "", "parameters counted from the built model", True),
+    _c("macs", "int?", "MACs", "multiply-adds per image", True),
+    _c("macs_counter", "str?", "", "which counter produced `macs` (`torch` or `fvcore`)"),
+    _c("weights_bytes", "int?", "bytes", "parameters and buffers in the run's dtype", True),
+)
+MEMORY = (
+    _c("peak_memory_bytes", "int?", "bytes", "peak above the pre-model baseline", True),
+    _c("memory_method", "str?", "", "how peak memory was measured, or why not"),
+)
+POWER = (
+    _c("power_w_mean", "float?", "W", "mean power over the timed window (gross)"),
+    _c("power_w_idle", "float?", "W", "the device's idle power, measured at the run's start"),
+    _c("energy_j", "float?", "J", "energy per forward of one batch (gross)"),
+    _c("energy_per_image_j", "float?", "J", "energy per image (gross)"),
+    _c("power_source", "str?", "", "sensor and method, or why there is none"),
+    _c("gpu_clock_mhz", "float?", "MHz", "mean SM clock during the window"),
+    _c("gpu_mem_clock_mhz", "float?", "MHz", "mean memory clock during the window"),
+    _c("gpu_temp_c", "float?", "°C", "GPU temperature at the window's end"),
+    _c("throttled", "bool?", "", "whether the GPU throttled during the window"),
+    _c("throttle_reasons", "str?", "", "NVML's throttle reasons, decoded"),
+)
+REFERENCE = (
+    _c("top1", "float?", "%", "published ImageNet-1K top-1 accuracy"),
+    _c("top5", "float?", "%", "published ImageNet-1K top-5 accuracy"),
+    _c("accuracy_source", "str?", "", "where the accuracy comes from"),
+    _c("params_ref", "int?", "", "published parameter count"),
+    _c("gmacs_ref", "float?", "GMACs", "published multiply-adds per image"),
+)
+SETTINGS = (
+    _c("torch_version", "str?", "", "torch version of the worker"),
+    _c("tf32", "bool?", "", "TF32 allowed (CUDA)"),
+    _c("cudnn_benchmark", "bool?", "", "cuDNN autotuner on (CUDA)"),
+    _c("schema_version", "int", "", "version of this contract"),
+)
+DECLARED: tuple[Column, ...] = (
+    *IDENTITY,
+    *LATENCY,
+    *COUNTS,
+    *MEMORY,
+    *POWER,
+    *REFERENCE,
+    *SETTINGS,
+)
+
+
+def _row_fields(columns: Sequence[Column]) -> list[tuple[str, str, Any]]:
+    fields: list[tuple[str, str, Any]] = []
+    for c in columns:
+        kind = KINDS[c.kind][0]
+        if c.name == "schema_version":
+            fields.append((c.name, kind, dataclasses.field(default=SCHEMA_VERSION)))
+        elif c.kind == "floats":
+            fields.append((c.name, kind, dataclasses.field(default=())))
+        elif c.required:
+            fields.append((c.name, kind))  # type: ignore[arg-type]
+        else:
+            fields.append((c.name, kind, dataclasses.field(default=None)))
+    return fields
+
+
+def _to_dict(self: Any) -> dict[str, Any]:
+    """Every column, the contract's then the ``extra`` ones (probes outside it)."""
+    d = {c.name: getattr(self, c.name) for c in DECLARED}
+    d["latency_ms_samples"] = list(self.latency_ms_samples)
+    d.update(self.extra)
+    return d
+
+
+def _from_dict(cls: type, d: dict[str, Any]) -> Any:
+    """The inverse of ``to_dict``: names outside the contract go to ``extra``."""
+    known = {c.name for c in DECLARED}
+    values = {k: v for k, v in d.items() if k in known}
+    values["latency_ms_samples"] = tuple(values.get("latency_ms_samples") or ())
+    values["extra"] = tuple((k, v) for k, v in d.items() if k not in known and k != "extra")
+    return cls(**values)
+
+
+Row = dataclasses.make_dataclass(
+    "Row",
+    # ``extra``: (name, value) pairs of columns that probes outside the contract fill
+    [
+        *_row_fields(DECLARED),
+        ("extra", "tuple[tuple[str, Any], ...]", dataclasses.field(default=())),
+    ],
+    frozen=True,
+    slots=True,
+    namespace={
+        "__doc__": "One measured (or failed) cell of a sweep (fields: :data:`DECLARED`).",
+        "__module__": __name__,
+        "to_dict": _to_dict,
+        "from_dict": classmethod(_from_dict),
+    },
+)
+
+
+def arrow_schema(extra: Iterable[Column] = ()) -> pa.Schema:
+    """The declared columns, then ``extra`` ones (a probe outside the contract)."""
+    return pa.schema(
+        [pa.field(c.name, c.arrow_type) for c in (*DECLARED, *extra)],
+        metadata={b"effbench_schema_version": str(SCHEMA_VERSION).encode()},
+    )
+
+
+def markdown_table(columns: Sequence[Column] = DECLARED) -> str:
+    """The README's column table: one line per declared column."""
+    lines = ["| column | unit | meaning |", "|---|---|---|"]
+    lines += [f"| `{c.name}` | {c.unit} | {c.meaning} |" for c in columns]
+    return "\n".join(lines) + "\n"
+
+
+ARROW_SCHEMA = arrow_schema()
 COLUMNS: tuple[str, ...] = tuple(ARROW_SCHEMA.names)
+SHOWN: tuple[Column, ...] = tuple(c for c in DECLARED if c.shown)
 REQUIRED_COLUMNS = ("run_id", "model", "batch_size", "device", "dtype", "status")
+
+if __name__ == "__main__":
+    print(markdown_table(), end="")

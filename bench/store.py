@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 from bench.errors import InvalidOption, OutputNotWritable, ResultsCorrupt, RunLocked
 from bench.keys import CellKey, RowKey
-from bench.schema import ARROW_SCHEMA, COLUMNS, REQUIRED_COLUMNS, Row
+from bench.schema import ARROW_SCHEMA, COLUMNS, REQUIRED_COLUMNS, Column, Row, arrow_schema
 
 MANIFEST = "manifest.json"
 PART_GLOB = "part-*.parquet"
@@ -76,10 +76,12 @@ def _atomic_write_bytes(path: Path, write: Any) -> None:
         raise
 
 
-def write_row(run_dir: Path, stem: str, row: Row) -> Path:
+def write_row(run_dir: Path, stem: str, row: Row, extra: Sequence[Column] = ()) -> Path:
     """Write ``row`` as ``part-<stem>.parquet`` in ``run_dir``, atomically. The runner names
-    a part after its :class:`bench.keys.RowKey` (``key.stem``), so each cell has one file."""
-    table = pa.Table.from_pylist([row.to_dict()], schema=ARROW_SCHEMA)
+    a part after its :class:`bench.keys.RowKey` (``key.stem``), so each cell has one file.
+    ``extra`` declares the columns of probes outside the contract that the row carries."""
+    schema = arrow_schema(extra) if extra else ARROW_SCHEMA
+    table = pa.Table.from_pylist([row.to_dict()], schema=schema)
     path = run_dir / f"part-{stem}.parquet"
     try:
         _atomic_write_bytes(path, lambda f: pq.write_table(table, f))

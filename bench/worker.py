@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import json
 import os
 import resource
@@ -24,7 +25,7 @@ import signal
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -62,7 +63,7 @@ def now_iso() -> str:
 
 
 def base_row(
-    task: Task, batch_size: int, status: str, spec: Any, device_name: str, **fields: Any
+    task: Task, batch_size: int, status: str, *, spec: Any, device_name: str, **fields: Any
 ) -> Row:
     """A row for ``batch_size`` of ``task`` with identity and reference columns filled."""
     g = task.group
@@ -88,7 +89,7 @@ def base_row(
         gmacs_ref=getattr(ref, "gmacs", None),
     )
     values.update(fields)
-    return Row(**values)
+    return Row.from_dict(values)
 
 
 def is_oom(exc: BaseException) -> bool:
@@ -118,19 +119,96 @@ def _apply_memory_cap(cap_bytes: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
 
 
+def failed_cells(
+    batch_sizes: Sequence[int], status: str, detail: str
+) -> list[tuple[int, str, str]]:
+    """The one failure policy: the first remaining cell gets ``status`` and ``detail``; the
+    larger batch sizes of the group become ``skipped`` (they would fail the same way, and
+    measuring them could take down the machine). Used by the worker and by the runner."""
+    return [
+        (b, status, detail)
+        if i == 0
+        else (b, "skipped", f"skipped: {status} at batch {batch_sizes[0]}")
+        for i, b in enumerate(batch_sizes)
+    ]
+
+
+@dataclass
+class _Setup:
+    """What a worker prepares once per group: the model, its counts, its probes."""
+
+    model: Any
+    fields: dict[str, Any]  # counts shared by every ok row of the group
+    probes: list[Any]
+    sync: Callable[[], None]
+
+
 def run_task(task: Task, emit: Callable[[dict[str, Any]], None]) -> None:
-    """Measure every cell of ``task.group``, emitting messages as they happen."""
+    """Measure every cell of ``task.group``, emitting messages as they happen: build the
+    model once; per batch size warm up, open every probe's window, time, close the windows
+    and merge their columns into one row."""
     os.environ.update(task.env)  # before anything reads them (the model's builder, say)
     import torch
 
-    from bench.devices import device_name as _device_name
-    from bench.devices import synchronizer, torch_dtype
-    from bench.probes.macs import count_macs, count_params, weights_bytes
-    from bench.probes.memory import memory_probe_for
-    from bench.probes.power import open_monitor
-    from bench.probes.timing import measure_latency
-    from bench.stats import summarize
+    from bench.devices import device_name, torch_dtype
     from models import get_spec
+
+    g = task.group
+    spec = get_spec(g.model)
+    cuda = g.device.startswith("cuda")
+    settings = dict(
+        torch_version=torch.__version__,
+        tf32=task.tf32 if cuda else None,
+        cudnn_benchmark=True if cuda else None,
+    )
+    row = functools.partial(
+        base_row, task, spec=spec, device_name=device_name(g.device), **settings
+    )
+    remaining = list(g.batch_sizes)
+
+    def fail(status: str, detail: str, in_flight: bool) -> None:
+        for i, (b, st, err) in enumerate(failed_cells(remaining, status, detail)):
+            if i or not in_flight:
+                emit({"event": "start", "batch_size": b})
+            emit({"event": "row", "row": row(b, st, error=err).to_dict()})
+
+    dtype = torch_dtype(g.dtype)
+    try:
+        setup = _prepare(task, spec, torch, dtype)
+    except Exception as e:
+        fail("oom" if is_oom(e) else "error", f"model build failed: {_short(e)}", False)
+        return
+    gen = torch.Generator().manual_seed(0)
+    while remaining:
+        b = remaining[0]
+        emit({"event": "start", "batch_size": b})
+        started, t0 = now_iso(), time.perf_counter()
+        try:
+            x = torch.randn(b, g.in_chans, g.image_size, g.image_size, generator=gen)
+            columns = _measure_cell(task, setup, x.to(device=g.device, dtype=dtype))
+        except Exception as e:
+            if cuda:
+                torch.cuda.empty_cache()
+            if is_oom(e):
+                fail("oom", f"out of memory at batch {b}: {_short(e)}", True)
+            else:
+                traceback.print_exc(file=sys.stderr)
+                fail("error", _short(e), True)
+            return
+        columns.update(setup.fields, timestamp=started, cell_wall_s=time.perf_counter() - t0)
+        emit({"event": "row", "row": row(b, "ok", **columns).to_dict()})
+        remaining.pop(0)
+    for probe in setup.probes:
+        probe.close()
+
+
+def _prepare(task: Task, spec: Any, torch: Any, dtype: Any) -> _Setup:
+    """Set the runtime up, open the probes (memory's baseline is taken here, before the
+    model exists), build the model and count it. Raises what the build raises."""
+    from bench.devices import synchronizer
+    from bench.probes.base import ProbeContext
+    from bench.probes.macs import count_macs, count_params, weights_bytes
+    from bench.probes.registry import registered
 
     g = task.group
     torch.set_num_threads(g.threads)
@@ -140,154 +218,66 @@ def run_task(task: Task, emit: Callable[[dict[str, Any]], None]) -> None:
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = task.tf32
         torch.backends.cudnn.allow_tf32 = task.tf32
-    spec = get_spec(g.model)
-    dev_name = _device_name(g.device)
-    env_fields = dict(
-        torch_version=torch.__version__,
-        tf32=task.tf32 if cuda else None,
-        cudnn_benchmark=True if cuda else None,
-    )
-    remaining = list(g.batch_sizes)
-
-    def fail_rest(status: str, first_error: str, rest_error: str, in_flight: bool) -> None:
-        for i, b in enumerate(remaining):
-            if i or not in_flight:
-                emit({"event": "start", "batch_size": b})
-            emit(
-                {
-                    "event": "row",
-                    "row": base_row(
-                        task,
-                        b,
-                        status if i == 0 else "skipped",
-                        spec,
-                        dev_name,
-                        error=first_error if i == 0 else rest_error,
-                        **env_fields,
-                    ).to_dict(),
-                }
-            )
-
-    dtype = torch_dtype(g.dtype)
+    fields: dict[str, Any] = {}
     _warm_runtime(torch, g.device, dtype)
-    mem = memory_probe_for(g.device)
-    mem.baseline()
+    sync = synchronizer(g.device)
+    ctx = ProbeContext(g.device, sync, task.idle_power_w)
+    probes = [cls.open(ctx) for cls in registered()]
     if task.memory_cap_bytes and not cuda:
         _apply_memory_cap(task.memory_cap_bytes)
-    try:
-        model = spec.build().to(device=g.device, dtype=dtype)
-    except Exception as e:
-        status = "oom" if is_oom(e) else "error"
-        fail_rest(status, f"model build failed: {_short(e)}", "skipped: model build failed", False)
-        return
-    params = count_params(model)
-    wbytes = weights_bytes(model)
-    macs, macs_counter, macs_note = task.macs, task.macs_counter, None
+    model = spec.build().to(device=g.device, dtype=dtype)
+    fields.update(params=count_params(model), weights_bytes=weights_bytes(model))
+    macs = task.macs
     if macs is None:
         try:
-            macs = count_macs(
-                spec.builder, (1, g.in_chans, g.image_size, g.image_size), macs_counter
-            )
+            shape = (1, g.in_chans, g.image_size, g.image_size)
+            macs = count_macs(spec.builder, shape, task.macs_counter, formulas=spec.macs_formulas)
         except Exception as e:
-            macs, macs_note = None, f"MACs not counted ({macs_counter}): {_short(e)}"
-    sync = synchronizer(g.device)
-    power = open_monitor(g.device, sync=sync)
+            fields["error"] = f"MACs not counted ({task.macs_counter}): {_short(e)}"
+    fields.update(macs=macs, macs_counter=task.macs_counter if macs is not None else None)
+    return _Setup(model, fields, probes, sync)
+
+
+def _measure_cell(task: Task, setup: _Setup, x: Any) -> dict[str, Any]:
+    """Warm up and time one batch with every probe's window open over the timed loop; a
+    probe that fails records why in its note column and leaves the rest of the row."""
+    import torch
+
+    from bench.probes.base import Window
+    from bench.probes.timing import LatencyWindow, measure_latency
+
     t = task.timing
-    min_time = max(t.min_time_s, power.min_window_s)
-    max_time = max(t.max_time_s, min_time)
-    gen = torch.Generator().manual_seed(0)
+    min_time = max([t.min_time_s, *(p.min_window_s for p in setup.probes)])
 
-    while remaining:
-        b = remaining[0]
-        emit({"event": "start", "batch_size": b})
-        started = now_iso()
-        t0 = time.perf_counter()
-        try:
-            x = torch.randn(b, g.in_chans, g.image_size, g.image_size, generator=gen)
-            x = x.to(device=g.device, dtype=dtype)
+    def forward(x: Any = x) -> Any:
+        return setup.model(x)
 
-            def forward(x: Any = x) -> Any:
-                return model(x)
+    def begin() -> None:
+        for probe in setup.probes:
+            probe.begin()
 
-            def before_timed() -> None:
-                mem.reset_peak()
-                power.begin_window()
-
-            with torch.inference_mode():
-                timing = measure_latency(
-                    forward,
-                    sync=sync,
-                    warmup_iters=t.warmup_iters,
-                    warmup_time_s=t.warmup_time_s,
-                    min_time_s=min_time,
-                    max_time_s=max_time,
-                    target_ci=t.target_ci,
-                    min_iters=t.min_iters,
-                    before_timed=before_timed,
-                )
-                reading = power.end_window()
-                peak = mem.peak_above_baseline()
-            del x
-        except Exception as e:
-            if cuda:
-                torch.cuda.empty_cache()
-            if is_oom(e):
-                fail_rest(
-                    "oom",
-                    f"out of memory at batch {b}: {_short(e)}",
-                    f"skipped: oom at batch {b}",
-                    True,
-                )
-            else:
-                traceback.print_exc(file=sys.stderr)
-                fail_rest("error", _short(e), f"skipped: error at batch {b}", True)
-            return
-        s = summarize(timing.samples_ms)
-        n_iter = len(timing.samples_ms)
-        energy = reading.energy_j / n_iter if reading.energy_j is not None else None
-        row = base_row(
-            task,
-            b,
-            "ok",
-            spec,
-            dev_name,
-            timestamp=started,
-            error=macs_note,
-            latency_ms_median=s.median,
-            latency_ms_mean=s.mean,
-            latency_ms_p10=s.p10,
-            latency_ms_p90=s.p90,
-            latency_ms_iqr=s.iqr,
-            latency_ms_ci_low=s.ci_low,
-            latency_ms_ci_high=s.ci_high,
-            latency_ms_samples=timing.samples_ms,
-            n_samples=s.n,
-            converged=timing.converged,
-            noisy=s.noisy,
-            time_per_image_ms=s.median / b,
-            throughput_ips=b / (s.median / 1e3),
-            timed_s=timing.timed_s,
-            cell_wall_s=time.perf_counter() - t0,
-            params=params,
-            macs=macs,
-            macs_counter=macs_counter if macs is not None else None,
-            weights_bytes=wbytes,
-            peak_memory_bytes=peak if peak >= 0 else None,
-            memory_method=mem.method,
-            power_w_mean=reading.power_w_mean,
-            power_w_idle=task.idle_power_w,
-            energy_j=energy,
-            energy_per_image_j=energy / b if energy is not None else None,
-            power_source=reading.source,
-            gpu_clock_mhz=reading.gpu_clock_mhz,
-            gpu_mem_clock_mhz=reading.gpu_mem_clock_mhz,
-            gpu_temp_c=reading.gpu_temp_c,
-            throttled=reading.throttled,
-            throttle_reasons=reading.throttle_reasons,
-            **env_fields,
+    with torch.inference_mode():
+        timing = measure_latency(
+            forward,
+            sync=setup.sync,
+            warmup_iters=t.warmup_iters,
+            warmup_time_s=t.warmup_time_s,
+            min_time_s=min_time,
+            max_time_s=max(t.max_time_s, min_time),
+            target_ci=t.target_ci,
+            min_iters=t.min_iters,
+            before_timed=begin,
         )
-        emit({"event": "row", "row": row.to_dict()})
-        remaining.pop(0)
+        window = Window(x.shape[0], timing.samples_ms, timing.timed_s, timing.converged)
+        columns: dict[str, Any] = {}
+        for probe in reversed(setup.probes):
+            try:
+                columns.update(probe.end(window))
+            except Exception as e:
+                traceback.print_exc(file=sys.stderr)
+                columns[probe.note_column] = f"failed: {_short(e)}"
+    columns.update(LatencyWindow().end(window))
+    return columns
 
 
 def _warm_runtime(torch: Any, device: str, dtype: Any) -> None:

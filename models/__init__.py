@@ -1,6 +1,12 @@
-"""Architecture registry and our own implementations of the networks the suite benchmarks."""
+"""Architecture registry and our own implementations of the networks the suite benchmarks.
 
+Importing this package imports only the registry; the model modules and plugins are
+imported at the first lookup (``list_models``, ``get_spec``, ...) by ``models._loader``.
+"""
+
+from models import _loader
 from models.registry import (
+    ModelSource,
     ModelSpec,
     Reference,
     extend_suite,
@@ -9,12 +15,17 @@ from models.registry import (
     list_models,
     list_suites,
     register_model,
+    register_source,
     register_suite,
     resolve_model_names,
+    set_loader,
     suite_models,
 )
 
+set_loader(_loader.load_all)
+
 __all__ = [
+    "ModelSource",
     "ModelSpec",
     "Reference",
     "extend_suite",
@@ -23,6 +34,7 @@ __all__ = [
     "list_models",
     "list_suites",
     "register_model",
+    "register_source",
     "register_suite",
     "resolve_model_names",
     "suite_models",

@@ -1,6 +1,6 @@
 """Experiment-only networks for validating `effbench compare` (scripts/regression_experiment.py).
 
-Not part of the normal registry: the name starts with ``_``, so ``models.registry`` does not
+Not part of the normal registry: the name starts with ``_``, so ``models._loader`` does not
 auto-import it and `effbench models` does not list these. A sweep that wants them names the
 module in ``$EFFBENCH_PLUGINS`` (``EFFBENCH_PLUGINS=models._regression_probe``); worker
 processes inherit the variable and import it too, which is how the registration reaches them.

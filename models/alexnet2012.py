@@ -18,8 +18,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models._common import register_seeds
-from models.registry import ModelSpec, Reference
+from models._common import SEEDS
+from models.registry import Reference, register_model
 
 
 def paper_lrn() -> nn.LocalResponseNorm:
@@ -27,6 +27,30 @@ def paper_lrn() -> nn.LocalResponseNorm:
     return nn.LocalResponseNorm(size=5, alpha=1e-4 * 5, beta=0.75, k=2.0)
 
 
+@register_model(
+    name="alexnet2012",
+    family="alexnet",
+    image_size=224,
+    suites=SEEDS,
+    reference=Reference(
+        source=(
+            "Krizhevsky et al. 2012 (NIPS): abstract/Sec. 1 '60 million parameters'; "
+            "Table 2, 1 CNN, ILSVRC-2012 val: 40.7% top-1, 18.2% top-5 error"
+        ),
+        top1=59.3,
+        top5=81.8,
+        params=60_000_000,
+        dataset="ImageNet-1K (ILSVRC-2012 val)",
+        verified=(
+            "'60 million parameters' in the abstract (slidestalk.com/u3807/ImageNet_"
+            "Classification_with_Deep_Convolutional_Neural_Networks, the paper's text); "
+            "40.7%/18.2% as the '(Krizhevsky et al., 2012), 1 convnet' row of Zeiler & "
+            "Fergus's Table 2 (speakerdeck.com/hakka_labs/visualization-and-"
+            "understanding-convolutional-neural-networks, the ZFNet paper's text)"
+        ),
+    ),
+    description="AlexNet 2012: 96-filter conv1, two-GPU grouped convs, LRN",
+)
 class AlexNet2012(nn.Module):
     """The two-tower AlexNet of the NIPS 2012 paper, for 3×224×224 inputs, 1000 classes."""
 
@@ -62,33 +86,3 @@ class AlexNet2012(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))
-
-
-register_seeds(
-    [
-        ModelSpec(
-            name="alexnet2012",
-            family="alexnet",
-            builder=AlexNet2012,
-            image_size=224,
-            reference=Reference(
-                source=(
-                    "Krizhevsky et al. 2012 (NIPS): abstract/Sec. 1 '60 million parameters'; "
-                    "Table 2, 1 CNN, ILSVRC-2012 val: 40.7% top-1, 18.2% top-5 error"
-                ),
-                top1=59.3,
-                top5=81.8,
-                params=60_000_000,
-                dataset="ImageNet-1K (ILSVRC-2012 val)",
-                verified=(
-                    "'60 million parameters' in the abstract (slidestalk.com/u3807/ImageNet_"
-                    "Classification_with_Deep_Convolutional_Neural_Networks, the paper's text); "
-                    "40.7%/18.2% as the '(Krizhevsky et al., 2012), 1 convnet' row of Zeiler & "
-                    "Fergus's Table 2 (speakerdeck.com/hakka_labs/visualization-and-"
-                    "understanding-convolutional-neural-networks, the ZFNet paper's text)"
-                ),
-            ),
-            description="AlexNet 2012: 96-filter conv1, two-GPU grouped convs, LRN",
-        )
-    ]
-)

@@ -10,10 +10,11 @@ res5 uses stride 1 and dilation 2 for detection and segmentation; for ImageNet
 classification the stride-2, dilation-1 stage is kept. The paper reports no ImageNet
 accuracy, parameter or operation count for this network.
 
-Importing this module registers a multiply-add formula for ``torchvision::deform_conv2d``
-with ``torch.utils.flop_counter`` (the kernel part, as a convolution: N·C_out·H_out·W_out·
-(C_in/groups)·k_h·k_w multiply-adds; bilinear sampling is not counted), so that
-``FlopCounterMode`` and ``bench.probes.macs.count_macs`` do not count it as zero.
+The spec carries a multiply-add formula for ``torchvision::deform_conv2d`` (the kernel part,
+as a convolution: N·C_out·H_out·W_out·(C_in/groups)·k_h·k_w multiply-adds; bilinear sampling
+is not counted) in ``macs_formulas``; the MAC counters pass it to ``FlopCounterMode`` as
+``custom_mapping`` so that the deformable convolutions do not count as zero. Importing this
+module changes nothing in torch's global FLOP registry.
 """
 
 from __future__ import annotations
@@ -23,16 +24,15 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils import flop_counter
 from torchvision.models import resnet50
 from torchvision.models.resnet import ResNet
 from torchvision.ops import DeformConv2d
 
-from models._common import register_seeds
-from models.registry import ModelSpec, Reference
+from models._common import SEEDS
+from models.registry import Reference, register_model
 
 
-def _deform_conv2d_flop(
+def deform_conv2d_flops(
     input_shape: torch.Size,
     weight_shape: torch.Size,
     *args: Any,
@@ -43,15 +43,6 @@ def _deform_conv2d_flop(
     assert out_shape is not None
     _, c_in_per_group, kh, kw = weight_shape
     return 2 * prod(out_shape) * c_in_per_group * kh * kw
-
-
-def _register_flop_formula() -> None:
-    op = torch.ops.torchvision.deform_conv2d
-    if op not in flop_counter.flop_registry:
-        flop_counter.register_flop_formula(op)(_deform_conv2d_flop)
-
-
-_register_flop_formula()
 
 
 class DeformableConv3x3(nn.Module):
@@ -68,29 +59,24 @@ class DeformableConv3x3(nn.Module):
         return self.conv(x, self.offset(x))
 
 
-def deform_resnet50() -> ResNet:
+@register_model(
+    name="deform_resnet50",
+    family="deformable",
+    image_size=224,
+    suites=SEEDS,
+    reference=Reference(
+        source=(
+            "Dai et al. 2017 (ICCV), Sec. 3: deformable convolution in res5a-c with "
+            "offset convolutions; no ImageNet classification figures given"
+        ),
+    ),
+    description="ResNet-50 with deformable 3×3 convolutions (and offset convs) in res5",
+    macs_formulas={torch.ops.torchvision.deform_conv2d: deform_conv2d_flops},
+)
+def deform_resnet50(num_classes: int = 1000) -> ResNet:
     """ResNet-50 whose three res5 (``layer4``) 3×3 convolutions are deformable."""
-    model = resnet50(weights=None)
+    model = resnet50(weights=None, num_classes=num_classes)
     for block in model.layer4:
         conv = block.conv2
         block.conv2 = DeformableConv3x3(conv.in_channels, conv.out_channels, conv.stride[0])
     return model
-
-
-register_seeds(
-    [
-        ModelSpec(
-            name="deform_resnet50",
-            family="deformable",
-            builder=deform_resnet50,
-            image_size=224,
-            reference=Reference(
-                source=(
-                    "Dai et al. 2017 (ICCV), Sec. 3: deformable convolution in res5a-c with "
-                    "offset convolutions; no ImageNet classification figures given"
-                ),
-            ),
-            description="ResNet-50 with deformable 3×3 convolutions (and offset convs) in res5",
-        )
-    ]
-)

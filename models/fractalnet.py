@@ -28,8 +28,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models._common import register_seeds
-from models.registry import ModelSpec, Reference
+from models._common import SEEDS
+from models.registry import Reference, register_model
 
 
 class ConvUnit(nn.Sequential):
@@ -78,6 +78,29 @@ class FractalBlock(nn.Module):
         return inputs[0]
 
 
+@register_model(
+    name="fractalnet20_cifar",
+    family="fractalnet",
+    image_size=32,
+    suites=SEEDS,
+    reference=Reference(
+        source=(
+            "Larsson et al. 2017 (ICLR), Table 1, row 'FractalNet (20 layers, 38.6M "
+            "params)': C10+ test error 5.22% (4.60% with drop-path + dropout); the "
+            "38.6M is as printed: the layout of Sec. 4, built here, has 33.7M (see "
+            "models/fractalnet.py)"
+        ),
+        top1=94.78,
+        params=38_600_000,
+        dataset="CIFAR-10 (standard augmentation)",
+        verified=(
+            "Table 1 as transcribed in github.com/khanrc/pt.fractalnet README.md "
+            "('Paper' rows: C10+ 5.22%, + drop-path + dropout 4.60%) and the 38.6M in "
+            "its exp-note-kor.md; the paper's own text was not found"
+        ),
+    ),
+    description="FractalNet, 5 blocks × 3 columns (20 layers), mean joins, 32×32 CIFAR-10",
+)
 class FractalNet(nn.Module):
     """FractalNet for 3×32×32 inputs (B blocks, each followed by 2×2 max pooling)."""
 
@@ -100,32 +123,3 @@ class FractalNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.flatten(self.features(x)))
-
-
-register_seeds(
-    [
-        ModelSpec(
-            name="fractalnet20_cifar",
-            family="fractalnet",
-            builder=FractalNet,
-            image_size=32,
-            reference=Reference(
-                source=(
-                    "Larsson et al. 2017 (ICLR), Table 1, row 'FractalNet (20 layers, 38.6M "
-                    "params)': C10+ test error 5.22% (4.60% with drop-path + dropout); the "
-                    "38.6M is as printed: the layout of Sec. 4, built here, has 33.7M (see "
-                    "models/fractalnet.py)"
-                ),
-                top1=94.78,
-                params=38_600_000,
-                dataset="CIFAR-10 (standard augmentation)",
-                verified=(
-                    "Table 1 as transcribed in github.com/khanrc/pt.fractalnet README.md "
-                    "('Paper' rows: C10+ 5.22%, + drop-path + dropout 4.60%) and the 38.6M in "
-                    "its exp-note-kor.md; the paper's own text was not found"
-                ),
-            ),
-            description="FractalNet, 5 blocks × 3 columns (20 layers), mean joins, 32×32 CIFAR-10",
-        )
-    ]
-)

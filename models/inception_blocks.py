@@ -14,8 +14,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models._common import register_seeds
-from models.registry import ModelSpec, Reference
+from models._common import SEEDS
+from models.registry import Reference, register_model
 
 
 def conv_relu(in_chans: int, out_chans: int, kernel_size: int) -> nn.Sequential:
@@ -26,6 +26,20 @@ def conv_relu(in_chans: int, out_chans: int, kernel_size: int) -> nn.Sequential:
     )
 
 
+@register_model(
+    name="inception3a_naive",
+    family="inception_block",
+    image_size=28,
+    in_chans=192,
+    suites=SEEDS,
+    reference=Reference(
+        source=(
+            "Szegedy et al. 2015 (CVPR), Fig. 2(a) with Table 1's inception(3a) filter "
+            "counts; the paper gives no figures for the naive module"
+        ),
+    ),
+    description="naive Inception module on inception(3a)'s 192×28×28 input (416 maps out)",
+)
 class NaiveInception(nn.Module):
     """Fig. 2(a): parallel 1×1, 3×3, 5×5 convolutions and 3×3 max pooling, concatenated."""
 
@@ -42,6 +56,23 @@ class NaiveInception(nn.Module):
         )
 
 
+@register_model(
+    name="inception3a_bottleneck",
+    family="inception_block",
+    image_size=28,
+    in_chans=192,
+    suites=SEEDS,
+    reference=Reference(
+        source=(
+            "Szegedy et al. 2015 (CVPR), Table 1, inception(3a): params 159K, ops 128M "
+            "(the 159K matches the weights without biases, 163,328, divided by 1024; "
+            "unverified: typed from the paper, its table text not found)"
+        ),
+        params=159_000,
+        gmacs=0.128,
+    ),
+    description="Inception module with 1×1 reductions, inception(3a) (256 maps out)",
+)
 class BottleneckInception(nn.Module):
     """Fig. 2(b): 1×1 reductions before the 3×3 and 5×5 and a 1×1 projection after pooling."""
 
@@ -67,40 +98,3 @@ class BottleneckInception(nn.Module):
         return torch.cat(
             [self.branch1x1(x), self.branch3x3(x), self.branch5x5(x), self.branch_pool(x)], 1
         )
-
-
-register_seeds(
-    [
-        ModelSpec(
-            name="inception3a_naive",
-            family="inception_block",
-            builder=NaiveInception,
-            image_size=28,
-            in_chans=192,
-            reference=Reference(
-                source=(
-                    "Szegedy et al. 2015 (CVPR), Fig. 2(a) with Table 1's inception(3a) filter "
-                    "counts; the paper gives no figures for the naive module"
-                ),
-            ),
-            description="naive Inception module on inception(3a)'s 192×28×28 input (416 maps out)",
-        ),
-        ModelSpec(
-            name="inception3a_bottleneck",
-            family="inception_block",
-            builder=BottleneckInception,
-            image_size=28,
-            in_chans=192,
-            reference=Reference(
-                source=(
-                    "Szegedy et al. 2015 (CVPR), Table 1, inception(3a): params 159K, ops 128M "
-                    "(the 159K matches the weights without biases, 163,328, divided by 1024; "
-                    "unverified: typed from the paper, its table text not found)"
-                ),
-                params=159_000,
-                gmacs=0.128,
-            ),
-            description="Inception module with 1×1 reductions, inception(3a) (256 maps out)",
-        ),
-    ]
-)

@@ -34,8 +34,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models._common import ConvBNReLU, register_seeds
-from models.registry import ModelSpec, Reference
+from models._common import SEEDS, ConvBNReLU
+from models.registry import Reference, register_model
 
 
 class Stem(nn.Module):
@@ -326,6 +326,30 @@ class Classifier(nn.Sequential):
         )
 
 
+_TABLE2 = (
+    "Szegedy et al. 2017 (AAAI), Table 2, single crop, single model, non-blacklisted ILSVRC-2012 "
+    "val: {top1_err}% top-1, {top5_err}% top-5 error; no parameter or operation count given"
+)
+_CHECKED = (
+    "top-1 {top1}% listed for the paper on wizwand.com/paper/68fa62b91e209131ce9fae18 "
+    "(papers-with-code results); the top-5 and the table text itself were not found"
+)
+
+
+@register_model(
+    name="inception_v4",
+    family="inception_v4",
+    image_size=299,
+    suites=SEEDS,
+    reference=Reference(
+        source=_TABLE2.format(top1_err="20.0", top5_err="5.0"),
+        top1=80.0,
+        top5=95.0,
+        dataset="ImageNet-1K (ILSVRC-2012 val, non-blacklisted)",
+        verified=_CHECKED.format(top1="80.0"),
+    ),
+    description="Inception-v4: pure Inception, 4/7/3 A/B/C modules, 299×299",
+)
 class InceptionV4(nn.Sequential):
     """Inception-v4 (Fig. 9) for 3×299×299 inputs."""
 
@@ -341,6 +365,20 @@ class InceptionV4(nn.Sequential):
         )
 
 
+@register_model(
+    name="inception_resnet_v2",
+    family="inception_v4",
+    image_size=299,
+    suites=SEEDS,
+    reference=Reference(
+        source=_TABLE2.format(top1_err="19.9", top5_err="4.9"),
+        top1=80.1,
+        top5=95.1,
+        dataset="ImageNet-1K (ILSVRC-2012 val, non-blacklisted)",
+        verified=_CHECKED.format(top1="80.1"),
+    ),
+    description="Inception-ResNet-v2 as released (TF-slim): 10/20/10 residual blocks",
+)
 class InceptionResNetV2(nn.Sequential):
     """Inception-ResNet-v2 as released (TF-slim) for 3×299×299 inputs."""
 
@@ -356,45 +394,3 @@ class InceptionResNetV2(nn.Sequential):
             ConvBNReLU(2080, 1536, 1),
             Classifier(1536, num_classes),
         )
-
-
-_TABLE2 = (
-    "Szegedy et al. 2017 (AAAI), Table 2, single crop, single model, non-blacklisted ILSVRC-2012 "
-    "val: {top1_err}% top-1, {top5_err}% top-5 error; no parameter or operation count given"
-)
-_CHECKED = (
-    "top-1 {top1}% listed for the paper on wizwand.com/paper/68fa62b91e209131ce9fae18 "
-    "(papers-with-code results); the top-5 and the table text itself were not found"
-)
-register_seeds(
-    [
-        ModelSpec(
-            name="inception_v4",
-            family="inception_v4",
-            builder=InceptionV4,
-            image_size=299,
-            reference=Reference(
-                source=_TABLE2.format(top1_err="20.0", top5_err="5.0"),
-                top1=80.0,
-                top5=95.0,
-                dataset="ImageNet-1K (ILSVRC-2012 val, non-blacklisted)",
-                verified=_CHECKED.format(top1="80.0"),
-            ),
-            description="Inception-v4: pure Inception, 4/7/3 A/B/C modules, 299×299",
-        ),
-        ModelSpec(
-            name="inception_resnet_v2",
-            family="inception_v4",
-            builder=InceptionResNetV2,
-            image_size=299,
-            reference=Reference(
-                source=_TABLE2.format(top1_err="19.9", top5_err="4.9"),
-                top1=80.1,
-                top5=95.1,
-                dataset="ImageNet-1K (ILSVRC-2012 val, non-blacklisted)",
-                verified=_CHECKED.format(top1="80.1"),
-            ),
-            description="Inception-ResNet-v2 as released (TF-slim): 10/20/10 residual blocks",
-        ),
-    ]
-)

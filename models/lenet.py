@@ -20,8 +20,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from models._common import register_seeds
-from models.registry import ModelSpec, Reference
+from models._common import SEEDS
+from models.registry import Reference, register_model
 
 # Table I of the paper: which S2 maps feed each C3 map.
 C3_TABLE: tuple[tuple[int, ...], ...] = (
@@ -91,6 +91,31 @@ class EuclideanRBF(nn.Module):
         return x2 - 2.0 * (x @ self.codes.t()) + w2
 
 
+@register_model(
+    name="lenet5",
+    family="lenet",
+    image_size=32,
+    in_chans=1,
+    suites=SEEDS,
+    reference=Reference(
+        source=(
+            "LeCun et al. 1998, Proc. IEEE 86(11): Sec. II-B per-layer trainable "
+            "parameters (C1 156, S2 12, C3 1,516, S4 32, C5 48,120, F6 10,164; sum "
+            "60,000); Sec. III-C: 0.95% test error without distortions (accuracy "
+            "unverified: typed from the paper, its text not found)"
+        ),
+        top1=99.05,
+        params=60_000,
+        dataset="MNIST",
+        verified=(
+            "per-layer counts C1 (5·5·1+1)·6, S2 (1+1)·6, C3 1516, S4 (1+1)·16 as "
+            "transcribed in deeplearning-500-questions ch04 Table 4.1 (contextqmd.com/"
+            "libraries/deeplearning-500-questions, ChapterIV_ClassicNetwork); their "
+            "sum with C5 and F6 is 60,000, counted by tests/test_models_seeds.py"
+        ),
+    ),
+    description="LeNet-5 with the paper's sparse C3, trainable subsampling, RBF output",
+)
 class LeNet5(nn.Module):
     """LeNet-5 for 1×32×32 inputs; returns 10 RBF penalties (lower is better)."""
 
@@ -116,34 +141,3 @@ class LeNet5(nn.Module):
         x = self.act4(self.s4(self.act3(self.c3(x))))
         x = self.flatten(self.act5(self.c5(x)))
         return self.output(self.act6(self.f6(x)))
-
-
-register_seeds(
-    [
-        ModelSpec(
-            name="lenet5",
-            family="lenet",
-            builder=LeNet5,
-            image_size=32,
-            in_chans=1,
-            reference=Reference(
-                source=(
-                    "LeCun et al. 1998, Proc. IEEE 86(11): Sec. II-B per-layer trainable "
-                    "parameters (C1 156, S2 12, C3 1,516, S4 32, C5 48,120, F6 10,164; sum "
-                    "60,000); Sec. III-C: 0.95% test error without distortions (accuracy "
-                    "unverified: typed from the paper, its text not found)"
-                ),
-                top1=99.05,
-                params=60_000,
-                dataset="MNIST",
-                verified=(
-                    "per-layer counts C1 (5·5·1+1)·6, S2 (1+1)·6, C3 1516, S4 (1+1)·16 as "
-                    "transcribed in deeplearning-500-questions ch04 Table 4.1 (contextqmd.com/"
-                    "libraries/deeplearning-500-questions, ChapterIV_ClassicNetwork); their "
-                    "sum with C5 and F6 is 60,000, counted by tests/test_models_seeds.py"
-                ),
-            ),
-            description="LeNet-5 with the paper's sparse C3, trainable subsampling, RBF output",
-        )
-    ]
-)

@@ -15,8 +15,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models._common import register_seeds
-from models.registry import ModelSpec, Reference
+from models._common import SEEDS
+from models.registry import Reference, register_model
 
 
 def mlpconv(
@@ -34,6 +34,19 @@ def mlpconv(
     ]
 
 
+@register_model(
+    name="nin_imagenet",
+    family="nin",
+    image_size=224,
+    suites=SEEDS,
+    reference=Reference(
+        source=(
+            "Lin et al. 2014 (ICLR) for the mlpconv design; ImageNet layout from the "
+            "authors' Caffe model-zoo NIN-imagenet; the paper gives no ImageNet figures"
+        ),
+    ),
+    description="Network in Network (ImageNet): 4 mlpconv layers, global average pooling",
+)
 class NiN(nn.Module):
     """NiN for 3×224×224 ImageNet inputs; global average pooling gives the class scores."""
 
@@ -54,22 +67,3 @@ class NiN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.flatten(self.pool(self.features(x)))
-
-
-register_seeds(
-    [
-        ModelSpec(
-            name="nin_imagenet",
-            family="nin",
-            builder=NiN,
-            image_size=224,
-            reference=Reference(
-                source=(
-                    "Lin et al. 2014 (ICLR) for the mlpconv design; ImageNet layout from the "
-                    "authors' Caffe model-zoo NIN-imagenet; the paper gives no ImageNet figures"
-                ),
-            ),
-            description="Network in Network (ImageNet): 4 mlpconv layers, global average pooling",
-        )
-    ]
-)

@@ -3,21 +3,40 @@ its builder and the published reference figures that come with it.
 
 Modelled on torchvision's ``models/_api.py`` (``register_model`` / ``list_models`` /
 ``get_model``) and timm's ``_registry.py``: a builder is registered under a unique name,
-and suites are named tuples of registered names.
+and suites are named tuples of registered names. Two ways to register::
+
+    @register_model(name="lenet5", family="lenet", image_size=32, reference=Reference(...))
+    class LeNet5(nn.Module): ...
+
+    register_model(ModelSpec(name="tiny", family="test", builder=Tiny, image_size=8))
+
+This module imports no model module: ``models/__init__`` installs the function that does
+(:func:`set_loader`), and other libraries' zoos (timm) add themselves as a
+:class:`ModelSource`, so the imports all point one way, into this module.
 """
 
 from __future__ import annotations
 
 import difflib
 import fnmatch
-from collections.abc import Callable, Iterable, Sequence
+import inspect
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, TypeVar, overload
 
 from torch import nn
 
-from bench.errors import UnknownModel, UnknownSuite
+from bench.errors import InvalidOption, UnknownModel, UnknownSuite
 
-Builder = Callable[[], nn.Module]
+Builder = Callable[..., nn.Module]
+# A FlopCounterMode formula: (input shapes..., out_shape=...) -> FLOPs (2 per multiply-add).
+MacsFormula = Callable[..., int]
+B = TypeVar("B", bound=Builder)
+
+TIMM_PREFIX = "timm:"
+PLUGINS_ENV = "EFFBENCH_PLUGINS"
+_GLOB_CHARS = frozenset("*?[")
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,9 +60,19 @@ class Reference:
     verified: str = ""
 
 
+def _frozen_formulas(formulas: Mapping[Any, MacsFormula] | None) -> Mapping[Any, MacsFormula]:
+    return MappingProxyType(dict(formulas or {}))
+
+
 @dataclass(frozen=True, slots=True)
 class ModelSpec:
-    """A registered network: how to build it and what input it takes (C×H×W)."""
+    """A registered network: how to build it and what input it takes (C×H×W).
+
+    ``suites`` are the suites the network joins when registered (besides ``all``).
+    ``macs_formulas`` maps an operator packet (``torch.ops.NS.OP``) that torch's
+    ``FlopCounterMode`` does not know to its FLOP formula; the MAC counters pass it as
+    ``FlopCounterMode(custom_mapping=...)``, so nothing global is changed.
+    """
 
     name: str
     family: str
@@ -53,24 +82,123 @@ class ModelSpec:
     origin: str = "effbench"
     reference: Reference | None = None
     description: str = ""
+    suites: tuple[str, ...] = ()
+    macs_formulas: Mapping[Any, MacsFormula] = field(
+        default_factory=lambda: MappingProxyType({}), repr=False, compare=False
+    )
 
-    def build(self) -> nn.Module:
-        """Build the network without weights, in its inference configuration (``eval()``)."""
-        return self.builder().eval()
+    def build(self, **config: Any) -> nn.Module:
+        """Build the network without weights, in its inference configuration (``eval()``);
+        ``config`` goes to the builder (``num_classes=10``), an option it lacks raises."""
+        _check_config(self, config)
+        try:
+            model = self.builder(**config)
+        except TypeError as e:
+            if config and "unexpected keyword argument" in str(e):
+                raise InvalidOption(
+                    f"model {self.name!r} cannot be built with {_options(config)} ({e}); "
+                    "leave the option out or see the builder's arguments"
+                ) from e
+            raise
+        return model.eval()
+
+
+def _options(config: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in config.items())
+
+
+def _check_config(spec: ModelSpec, config: Mapping[str, Any]) -> None:
+    """Refuse options the builder's signature cannot take (a ``**kwargs`` builder is asked)."""
+    if not config:
+        return
+    try:
+        params = inspect.signature(spec.builder).parameters.values()
+    except (TypeError, ValueError):  # not introspectable: let the builder decide
+        return
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return
+    takes = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    unknown = [k for k in config if k not in takes]
+    if unknown:
+        raise InvalidOption(
+            f"model {spec.name!r} takes no option {', '.join(map(repr, unknown))}; "
+            f"it takes {', '.join(map(repr, takes)) if takes else 'no options'}"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSource:
+    """Networks named ``prefix + NAME``, built on demand by another library (timm).
+
+    ``spec(NAME)`` returns the spec (raising ``UnknownModel`` with close matches);
+    ``names(PATTERN)`` lists the library's names (without the prefix) matching an fnmatch
+    pattern.
+    """
+
+    prefix: str
+    spec: Callable[[str], ModelSpec]
+    names: Callable[[str], list[str]]
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
 _SUITES: dict[str, tuple[str, ...]] = {}
 _SUITE_DOCS: dict[str, str] = {}
+_SOURCES: dict[str, ModelSource] = {}
+_LOADER: Callable[[], None] | None = None
 _LOADED = False
 
 
-def register_model(spec: ModelSpec) -> ModelSpec:
-    """Add ``spec`` to the registry; a name may be registered once only."""
+@overload
+def register_model(spec: ModelSpec, /) -> ModelSpec: ...
+
+
+@overload
+def register_model(
+    spec: None = None,
+    /,
+    *,
+    name: str | None = None,
+    family: str,
+    image_size: int,
+    in_chans: int = 3,
+    origin: str = "effbench",
+    reference: Reference | None = None,
+    description: str = "",
+    suites: Iterable[str] = (),
+    macs_formulas: Mapping[Any, MacsFormula] | None = None,
+) -> Callable[[B], B]: ...
+
+
+def register_model(spec: ModelSpec | None = None, /, **meta: Any) -> ModelSpec | Callable[[B], B]:
+    """Add a network to the registry; a name may be registered once only.
+
+    ``register_model(ModelSpec(...))`` registers a spec and returns it (the plugin form).
+    ``@register_model(name=..., family=..., image_size=..., reference=...)`` on a builder
+    (a function or a class) registers it with that metadata and returns the builder
+    unchanged; ``name`` defaults to the builder's ``__name__``.
+    """
+    if spec is not None:
+        if meta:
+            raise TypeError("register_model takes a ModelSpec or keyword metadata, not both")
+        _add(spec)
+        return spec
+
+    def decorate(builder: B) -> B:
+        fields = {"name": getattr(builder, "__name__", ""), **meta}
+        fields["suites"] = tuple(fields.get("suites", ()))
+        fields["macs_formulas"] = _frozen_formulas(fields.get("macs_formulas"))
+        _add(ModelSpec(builder=builder, **fields))
+        return builder
+
+    return decorate
+
+
+def _add(spec: ModelSpec) -> None:
     if spec.name in _REGISTRY:
         raise ValueError(f"model {spec.name!r} is already registered")
+    if "all" in spec.suites:
+        raise ValueError(f"model {spec.name!r}: every model is in suite 'all'; leave it out")
     _REGISTRY[spec.name] = spec
-    return spec
 
 
 def register_suite(name: str, models: Iterable[str], doc: str = "") -> None:
@@ -82,46 +210,39 @@ def register_suite(name: str, models: Iterable[str], doc: str = "") -> None:
 
 
 def extend_suite(name: str, models: Iterable[str]) -> None:
-    """Append registered models to an existing suite (our own implementations use this)."""
+    """Append registered models to an existing suite (or name ``suites=`` when registering)."""
     if name not in _SUITES:
         raise ValueError(f"suite {name!r} is not defined")
     _SUITES[name] = _SUITES[name] + tuple(m for m in models if m not in _SUITES[name])
 
 
+def register_source(source: ModelSource) -> None:
+    """Let names starting with ``source.prefix`` be built by ``source`` (timm's zoo does)."""
+    if source.prefix in _SOURCES:
+        raise ValueError(f"model source {source.prefix!r} is already registered")
+    _SOURCES[source.prefix] = source
+
+
+def set_loader(load: Callable[[], None]) -> None:
+    """Install the function that imports every model module and plugin; it runs once,
+    at the first lookup (``models/__init__`` installs ``models._loader.load_all``)."""
+    global _LOADER
+    _LOADER = load
+
+
 def _ensure_loaded() -> None:
     global _LOADED
-    if not _LOADED:
-        _LOADED = True
-        from models import suites, torchvision_zoo  # noqa: F401  (registration side effects)
-
-        _load_extra_modules()
-
-
-PLUGINS_ENV = "EFFBENCH_PLUGINS"
-
-
-def _load_extra_modules() -> None:
-    """Import our own implementations (they register themselves on import), then any
-    modules named in ``$EFFBENCH_PLUGINS`` (comma-separated), which is how users add
-    their own networks; worker processes inherit the variable."""
-    import importlib
-    import os
-    import pkgutil
-
-    import models as pkg
-
-    skip = {"registry", "suites", "torchvision_zoo"}  # timm_zoo imports timm only on demand
-    for info in pkgutil.iter_modules(pkg.__path__):
-        if info.name not in skip and not info.name.startswith("_"):
-            importlib.import_module(f"models.{info.name}")
-    for name in filter(None, (m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(","))):
-        try:
-            importlib.import_module(name)
-        except ImportError as e:
-            raise UnknownModel(
-                f"cannot import plugin module {name!r} named in ${PLUGINS_ENV} ({e}); "
-                "check the name and PYTHONPATH"
-            ) from e
+    if _LOADED or _LOADER is None:
+        return
+    _LOADED = True  # set first: modules being loaded may look names up
+    _LOADER()
+    for spec in _REGISTRY.values():
+        missing = [s for s in spec.suites if s not in _SUITES]
+        if missing:
+            raise ValueError(
+                f"model {spec.name!r} names undefined suite(s) {', '.join(map(repr, missing))}; "
+                f"define them with register_suite (known: {', '.join(_SUITES)})"
+            )
 
 
 def list_models(include: str | None = None, exclude: str | None = None) -> list[str]:
@@ -146,24 +267,30 @@ def _suggest(name: str, choices: Iterable[str]) -> str:
     return f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
 
 
-TIMM_PREFIX = "timm:"
-_GLOB_CHARS = frozenset("*?[")
+def _source_of(name: str) -> ModelSource | None:
+    return next((s for p, s in _SOURCES.items() if name.startswith(p)), None)
 
 
 def get_spec(name: str) -> ModelSpec:
     """The spec registered as ``name``, or timm's network for ``timm:NAME``; unknown names
     raise with close matches (a ``timm:`` name without timm installed says how to install it)."""
     _ensure_loaded()
-    if name.startswith(TIMM_PREFIX):
-        from models import timm_zoo
-
-        return timm_zoo.timm_spec(name[len(TIMM_PREFIX) :])
+    source = _source_of(name)
+    if source is not None:
+        return source.spec(name[len(source.prefix) :])
     try:
         return _REGISTRY[name]
     except KeyError:
         raise UnknownModel(
             f"unknown model {name!r}{_suggest(name, _REGISTRY)}; see `effbench models` for the list"
         ) from None
+
+
+def get_model(name: str, **config: Any) -> nn.Module:
+    """Build network ``name`` without weights, in ``eval()`` mode; ``config`` goes to its
+    builder (``get_model("resnet18", num_classes=10)``); an option it cannot take raises
+    ``InvalidOption``."""
+    return get_spec(name).build(**config)
 
 
 def resolve_model_names(names: Sequence[str], cap: int = 50) -> tuple[str, ...]:
@@ -198,20 +325,16 @@ def resolve_model_names(names: Sequence[str], cap: int = 50) -> tuple[str, ...]:
 
 
 def _expand_pattern(pattern: str) -> list[str]:
-    if pattern.startswith(TIMM_PREFIX):
-        from models import timm_zoo
-
-        return [TIMM_PREFIX + n for n in timm_zoo.list_timm(pattern[len(TIMM_PREFIX) :])]
+    _ensure_loaded()
+    source = _source_of(pattern)
+    if source is not None:
+        return [source.prefix + n for n in source.names(pattern[len(source.prefix) :])]
     return list_models(include=pattern)
 
 
-def get_model(name: str) -> nn.Module:
-    """Build the registered network ``name`` without weights, in ``eval()`` mode."""
-    return get_spec(name).build()
-
-
 def suite_models(name: str) -> tuple[str, ...]:
-    """Names in suite ``name`` (``all`` is every registered model)."""
+    """Names in suite ``name`` (``all`` is every registered model): the suite's own list,
+    then the models that named it in ``suites=``, in registration order."""
     _ensure_loaded()
     if name == "all":
         return tuple(sorted(_REGISTRY))
@@ -222,6 +345,7 @@ def suite_models(name: str) -> tuple[str, ...]:
         raise UnknownSuite(
             f"unknown suite {name!r}{_suggest(name, known)}; known suites: {', '.join(known)}"
         ) from None
-    # timm names stay (built on demand); registry names missing here (an older torchvision)
-    # are left out.
-    return tuple(n for n in names if n in _REGISTRY or n.startswith(TIMM_PREFIX))
+    joined = tuple(n for n, s in _REGISTRY.items() if name in s.suites and n not in names)
+    # names of a source (timm) stay, built on demand; registry names missing here (an older
+    # torchvision) are left out.
+    return tuple(n for n in (*names, *joined) if n in _REGISTRY or _source_of(n) is not None)

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from models._common import register_seeds
-from models.registry import ModelSpec, Reference
+from models._common import SEEDS
+from models.registry import Reference, register_model
 
 
 def conv(in_chans: int, out_chans: int, kernel_size: int) -> list[nn.Module]:
@@ -26,75 +26,79 @@ def conv(in_chans: int, out_chans: int, kernel_size: int) -> list[nn.Module]:
     ]
 
 
+_SEED_000 = "seed notes 000 (Modern CNN lecture notes)"
+
+
+def _seed_example(
+    name: str, params: int | None, section: str, what: str, description: str
+) -> dict[str, object]:
+    """The registry metadata of one of the seed notes' examples (``what`` quotes them)."""
+    return {
+        "name": name,
+        "family": "seed_example",
+        "image_size": 28,
+        "in_chans": 128,
+        "suites": SEEDS,
+        "reference": Reference(
+            source=f"{_SEED_000}, {section} section: {what}",
+            params=params,
+            verified=f"{_SEED_000}, {section} section: '{what}'",
+        ),
+        "description": description,
+    }
+
+
+@register_model(
+    **_seed_example(
+        "seed_conv3x3_128",
+        147_456,
+        "GoogLeNet",
+        "3*3*128*128 = 147,456",
+        "3×3 conv 128→128 (the seeds' bottleneck baseline)",
+    )
+)
 def conv3x3_128() -> nn.Sequential:
     """One 3×3 convolution, 128→128 channels."""
     return nn.Sequential(*conv(128, 128, 3))
 
 
+@register_model(
+    **_seed_example(
+        "seed_bottleneck_128_32",
+        40_960,
+        "GoogLeNet",
+        "1*1*128*32 + 3*3*32*128 = 40,960",
+        "1×1 128→32 then 3×3 32→128 (the seeds' bottleneck)",
+    )
+)
 def bottleneck_128_32() -> nn.Sequential:
     """1×1 convolution 128→32, then 3×3 convolution 32→128."""
     return nn.Sequential(*conv(128, 32, 1), *conv(32, 128, 3))
 
 
+@register_model(
+    **_seed_example(
+        "seed_conv5x5_128",
+        None,
+        "VGG",
+        "a 5×5 conv, '400k' parameters",
+        "5×5 conv 128→128 (receptive field 5)",
+    )
+)
 def conv5x5_128() -> nn.Sequential:
     """One 5×5 convolution, 128→128 channels."""
     return nn.Sequential(*conv(128, 128, 5))
 
 
+@register_model(
+    **_seed_example(
+        "seed_two_conv3x3_128",
+        None,
+        "VGG",
+        "two 3×3 convs, '294k' parameters",
+        "two 3×3 convs 128→128 (receptive field 5)",
+    )
+)
 def two_conv3x3_128() -> nn.Sequential:
     """Two stacked 3×3 convolutions, 128→128→128 channels."""
     return nn.Sequential(*conv(128, 128, 3), *conv(128, 128, 3))
-
-
-_SEED_000 = "seed notes 000 (Modern CNN lecture notes)"
-register_seeds(
-    [
-        ModelSpec(
-            name=name,
-            family="seed_example",
-            builder=builder,
-            image_size=28,
-            in_chans=128,
-            reference=Reference(
-                source=f"{_SEED_000}, {section} section: {what}",
-                params=params,
-                verified=f"{_SEED_000}, {section} section: '{what}'",
-            ),
-            description=description,
-        )
-        for name, builder, params, section, what, description in (
-            (
-                "seed_conv3x3_128",
-                conv3x3_128,
-                147_456,
-                "GoogLeNet",
-                "3*3*128*128 = 147,456",
-                "3×3 conv 128→128 (the seeds' bottleneck baseline)",
-            ),
-            (
-                "seed_bottleneck_128_32",
-                bottleneck_128_32,
-                40_960,
-                "GoogLeNet",
-                "1*1*128*32 + 3*3*32*128 = 40,960",
-                "1×1 128→32 then 3×3 32→128 (the seeds' bottleneck)",
-            ),
-            (
-                "seed_conv5x5_128",
-                conv5x5_128,
-                None,
-                "VGG",
-                "a 5×5 conv, '400k' parameters",
-                "5×5 conv 128→128 (receptive field 5)",
-            ),
-            (
-                "seed_two_conv3x3_128",
-                two_conv3x3_128,
-                None,
-                "VGG",
-                "two 3×3 convs, '294k' parameters",
-                "two 3×3 convs 128→128 (receptive field 5)",
-            ),
-        )
-    ]
-)

@@ -25,8 +25,8 @@ import torch
 from torch import nn
 from torchvision.models.resnet import Bottleneck, ResNet
 
-from models._common import register_seeds
-from models.registry import ModelSpec, Reference
+from models._common import SEEDS
+from models.registry import Reference, register_model
 
 
 class SqueezeExcitation(nn.Module):
@@ -93,31 +93,25 @@ class SEBottleneck(Bottleneck):
         return self.relu(out + identity)
 
 
-def se_resnet50() -> ResNet:
-    """SE-ResNet-50: the original ResNet-50 [3, 4, 6, 3] with SE bottlenecks (r = 16)."""
-    return ResNet(SEBottleneck, [3, 4, 6, 3])  # type: ignore[arg-type]
-
-
-register_seeds(
-    [
-        ModelSpec(
-            name="se_resnet50",
-            family="senet",
-            builder=se_resnet50,
-            image_size=224,
-            reference=Reference(
-                source=(
-                    "Hu et al. 2018 (CVPR), Table 2, SE-ResNet-50 (re-implementation, single "
-                    "224×224 crop, ILSVRC-2012 val): 23.29% top-1, 6.62% top-5 error, 3.87 "
-                    "GFLOPs; parameters only as '∼2.5 million' over ResNet-50's '∼25 million' "
-                    "(unverified: typed from the paper, its table text not found)"
-                ),
-                top1=76.71,
-                top5=93.38,
-                gmacs=3.87,
-                dataset="ImageNet-1K (ILSVRC-2012 val)",
-            ),
-            description="SE-ResNet-50: ResNet-50 with squeeze-and-excitation (r=16) per block",
-        )
-    ]
+@register_model(
+    name="se_resnet50",
+    family="senet",
+    image_size=224,
+    suites=SEEDS,
+    reference=Reference(
+        source=(
+            "Hu et al. 2018 (CVPR), Table 2, SE-ResNet-50 (re-implementation, single "
+            "224×224 crop, ILSVRC-2012 val): 23.29% top-1, 6.62% top-5 error, 3.87 "
+            "GFLOPs; parameters only as '∼2.5 million' over ResNet-50's '∼25 million' "
+            "(unverified: typed from the paper, its table text not found)"
+        ),
+        top1=76.71,
+        top5=93.38,
+        gmacs=3.87,
+        dataset="ImageNet-1K (ILSVRC-2012 val)",
+    ),
+    description="SE-ResNet-50: ResNet-50 with squeeze-and-excitation (r=16) per block",
 )
+def se_resnet50(num_classes: int = 1000) -> ResNet:
+    """SE-ResNet-50: the original ResNet-50 [3, 4, 6, 3] with SE bottlenecks (r = 16)."""
+    return ResNet(SEBottleneck, [3, 4, 6, 3], num_classes=num_classes)  # type: ignore[arg-type]

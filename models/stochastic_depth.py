@@ -19,8 +19,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from models._common import register_seeds
-from models.registry import ModelSpec, Reference
+from models._common import SEEDS
+from models.registry import Reference, register_model
 
 
 def survival_probabilities(num_blocks: int, p_last: float = 0.5) -> list[float]:
@@ -64,6 +64,24 @@ class StochasticBasicBlock(nn.Module):
         return self.relu2(self.shortcut(x) + self.survival * residual)
 
 
+@register_model(
+    name="resnet110_stochastic_depth_cifar",
+    family="stochastic_depth",
+    image_size=32,
+    suites=SEEDS,
+    reference=Reference(
+        source=(
+            "Huang et al. 2016 (ECCV), Table 1, 110-layer ResNet with stochastic depth, "
+            "CIFAR-10+ test error 5.25%; parameters: He et al. 2016 (CVPR), Table 6, "
+            "the same 110-layer network, 1.7M (unverified: typed from the papers, their "
+            "table text not found)"
+        ),
+        top1=94.75,
+        params=1_700_000,
+        dataset="CIFAR-10 (standard augmentation)",
+    ),
+    description="CIFAR ResNet-110, stochastic depth (linear decay to 0.5), test-time rule",
+)
 class StochasticDepthResNet(nn.Module):
     """CIFAR ResNet-(6n+2) with stochastic-depth inference scaling; 3×32×32 inputs."""
 
@@ -88,27 +106,3 @@ class StochasticDepthResNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.blocks(self.relu(self.bn1(self.conv1(x))))
         return self.fc(self.flatten(self.pool(x)))
-
-
-register_seeds(
-    [
-        ModelSpec(
-            name="resnet110_stochastic_depth_cifar",
-            family="stochastic_depth",
-            builder=StochasticDepthResNet,
-            image_size=32,
-            reference=Reference(
-                source=(
-                    "Huang et al. 2016 (ECCV), Table 1, 110-layer ResNet with stochastic depth, "
-                    "CIFAR-10+ test error 5.25%; parameters: He et al. 2016 (CVPR), Table 6, "
-                    "the same 110-layer network, 1.7M (unverified: typed from the papers, their "
-                    "table text not found)"
-                ),
-                top1=94.75,
-                params=1_700_000,
-                dataset="CIFAR-10 (standard augmentation)",
-            ),
-            description="CIFAR ResNet-110, stochastic depth (linear decay to 0.5), test-time rule",
-        )
-    ]
-)

@@ -8,7 +8,8 @@ counted from the built network like every other model's. A ``timm:`` network car
 ``Reference`` only where a cited source gives figures for that architecture: the papers of the
 seed networks we implement ourselves, for timm's ports of the same networks (``_SAME_AS``).
 
-Defines the ``timm-seeds`` suite: timm's versions of the seed notes' networks.
+Registers itself as the registry's source of ``timm:`` names, and defines the ``timm-seeds``
+suite: timm's versions of the seed notes' networks.
 """
 
 from __future__ import annotations
@@ -21,7 +22,15 @@ from types import ModuleType
 from torch import nn
 
 from bench.errors import UnknownModel
-from models.registry import TIMM_PREFIX, ModelSpec, Reference, get_spec, register_suite
+from models.registry import (
+    TIMM_PREFIX,
+    ModelSource,
+    ModelSpec,
+    Reference,
+    get_spec,
+    register_source,
+    register_suite,
+)
 
 INSTALL_HINT = "pip install 'effbench[timm]'"
 
@@ -77,8 +86,8 @@ def list_timm(pattern: str = "*") -> list[str]:
     return sorted(n for n in _timm().list_models() if fnmatch.fnmatch(n, pattern))
 
 
-def _build(name: str) -> nn.Module:
-    return _timm().create_model(name, pretrained=False)
+def _build(name: str, **config: object) -> nn.Module:
+    return _timm().create_model(name, pretrained=False, **config)
 
 
 def _input_shape(name: str) -> tuple[int, int]:
@@ -125,3 +134,6 @@ def timm_spec(name: str) -> ModelSpec:
         reference=_reference(name),
         description=f"timm {timm.__version__} create_model({name!r}, pretrained=False)",
     )
+
+
+register_source(ModelSource(prefix=TIMM_PREFIX, spec=timm_spec, names=list_timm))

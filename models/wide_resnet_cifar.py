@@ -18,8 +18,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models._common import register_seeds
-from models.registry import ModelSpec, Reference
+from models._common import SEEDS
+from models.registry import Reference, register_model
 
 
 class WideBasicBlock(nn.Module):
@@ -79,33 +79,27 @@ class WideResNet(nn.Module):
         return self.fc(self.flatten(self.pool(x)))
 
 
-def wrn28_10() -> WideResNet:
-    """WRN-28-10, 10 classes."""
-    return WideResNet(28, 10)
-
-
-register_seeds(
-    [
-        ModelSpec(
-            name="wrn28_10_cifar",
-            family="wide_resnet",
-            builder=wrn28_10,
-            image_size=32,
-            reference=Reference(
-                source=(
-                    "Zagoruyko & Komodakis 2016 (BMVC), Table 5: WRN-28-10, 36.5M parameters, "
-                    "CIFAR-10 test error 4.17% (accuracy unverified: the table text was not "
-                    "found; papers-with-code lists 3.89% for the dropout variant)"
-                ),
-                top1=95.83,
-                params=36_500_000,
-                dataset="CIFAR-10 (standard augmentation)",
-                verified=(
-                    "36.5M: our exact count, 36,479,194, is the one the osmr/imgclsmob "
-                    "(pytorchcv) WRN-28-10 CIFAR-10 test asserts (weight_count == 36479194)"
-                ),
-            ),
-            description="Wide ResNet WRN-28-10 (pre-activation, k=10) for 32×32 CIFAR-10",
-        )
-    ]
+@register_model(
+    name="wrn28_10_cifar",
+    family="wide_resnet",
+    image_size=32,
+    suites=SEEDS,
+    reference=Reference(
+        source=(
+            "Zagoruyko & Komodakis 2016 (BMVC), Table 5: WRN-28-10, 36.5M parameters, "
+            "CIFAR-10 test error 4.17% (accuracy unverified: the table text was not "
+            "found; papers-with-code lists 3.89% for the dropout variant)"
+        ),
+        top1=95.83,
+        params=36_500_000,
+        dataset="CIFAR-10 (standard augmentation)",
+        verified=(
+            "36.5M: our exact count, 36,479,194, is the one the osmr/imgclsmob "
+            "(pytorchcv) WRN-28-10 CIFAR-10 test asserts (weight_count == 36479194)"
+        ),
+    ),
+    description="Wide ResNet WRN-28-10 (pre-activation, k=10) for 32×32 CIFAR-10",
 )
+def wrn28_10(num_classes: int = 10) -> WideResNet:
+    """WRN-28-10 (10 classes unless told)."""
+    return WideResNet(28, 10, num_classes=num_classes)

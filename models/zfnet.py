@@ -17,9 +17,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models._common import register_seeds
+from models._common import SEEDS
 from models.alexnet2012 import paper_lrn
-from models.registry import ModelSpec, Reference
+from models.registry import Reference, register_model
 
 
 class ZFNet(nn.Module):
@@ -62,58 +62,52 @@ class ZFNet(nn.Module):
         return self.classifier(self.features(x))
 
 
-def zfnet() -> ZFNet:
-    """The Fig. 3 model (conv3-5: 384, 384, 256)."""
-    return ZFNet((384, 384, 256))
-
-
-def zfnet_512_1024_512() -> ZFNet:
-    """Table 2 variant (b): conv3-5 widened to 512, 1024, 512."""
-    return ZFNet((512, 1024, 512))
-
-
-register_seeds(
-    [
-        ModelSpec(
-            name="zfnet",
-            family="zfnet",
-            builder=zfnet,
-            image_size=224,
-            reference=Reference(
-                source=(
-                    "Zeiler & Fergus, 'Visualizing and Understanding Convolutional Networks' "
-                    "(arXiv:1311.2901, the version found; ECCV 2014), Table 2, '1 convnet as per "
-                    "Fig. 2' (the model drawn in Fig. 3 of the ECCV version), ILSVRC-2012 val: "
-                    "38.3% top-1, 16.4% top-5 error; no parameter count given"
-                ),
-                top1=61.7,
-                top5=83.6,
-                dataset="ImageNet-1K (ILSVRC-2012 val)",
-                verified=(
-                    "Table 2 of the paper's text at speakerdeck.com/hakka_labs/visualization-"
-                    "and-understanding-convolutional-neural-networks ('1 convnet as per Fig. 2 "
-                    "38.3 16.4 16.5'); 38.4%/16.5% typed here earlier from memory was not found"
-                ),
-            ),
-            description="ZFNet (Fig. 3): 7×7/2 conv1, dense conv3-5 of 384, 384, 256",
+@register_model(
+    name="zfnet",
+    family="zfnet",
+    image_size=224,
+    suites=SEEDS,
+    reference=Reference(
+        source=(
+            "Zeiler & Fergus, 'Visualizing and Understanding Convolutional Networks' "
+            "(arXiv:1311.2901, the version found; ECCV 2014), Table 2, '1 convnet as per "
+            "Fig. 2' (the model drawn in Fig. 3 of the ECCV version), ILSVRC-2012 val: "
+            "38.3% top-1, 16.4% top-5 error; no parameter count given"
         ),
-        ModelSpec(
-            name="zfnet_512_1024_512",
-            family="zfnet",
-            builder=zfnet_512_1024_512,
-            image_size=224,
-            reference=Reference(
-                source=(
-                    "Zeiler & Fergus 2014 (ECCV), Table 2, '1 convnet as per Fig. 3 but with "
-                    "layers 3,4,5: 512,1024,512 maps - (b)', ILSVRC-2012 val: 37.5% top-1, "
-                    "16.0% top-5 error; no parameter count given (unverified: this row is not in "
-                    "the version of Table 2 found)"
-                ),
-                top1=62.5,
-                top5=84.0,
-                dataset="ImageNet-1K (ILSVRC-2012 val)",
-            ),
-            description="ZFNet variant (b) of Table 2, the seeds' conv3-5 of 512, 1024, 512",
+        top1=61.7,
+        top5=83.6,
+        dataset="ImageNet-1K (ILSVRC-2012 val)",
+        verified=(
+            "Table 2 of the paper's text at speakerdeck.com/hakka_labs/visualization-"
+            "and-understanding-convolutional-neural-networks ('1 convnet as per Fig. 2 "
+            "38.3 16.4 16.5'); 38.4%/16.5% typed here earlier from memory was not found"
         ),
-    ]
+    ),
+    description="ZFNet (Fig. 3): 7×7/2 conv1, dense conv3-5 of 384, 384, 256",
 )
+def zfnet(num_classes: int = 1000) -> ZFNet:
+    """The Fig. 3 model (conv3-5: 384, 384, 256)."""
+    return ZFNet((384, 384, 256), num_classes)
+
+
+@register_model(
+    name="zfnet_512_1024_512",
+    family="zfnet",
+    image_size=224,
+    suites=SEEDS,
+    reference=Reference(
+        source=(
+            "Zeiler & Fergus 2014 (ECCV), Table 2, '1 convnet as per Fig. 3 but with "
+            "layers 3,4,5: 512,1024,512 maps - (b)', ILSVRC-2012 val: 37.5% top-1, "
+            "16.0% top-5 error; no parameter count given (unverified: this row is not in "
+            "the version of Table 2 found)"
+        ),
+        top1=62.5,
+        top5=84.0,
+        dataset="ImageNet-1K (ILSVRC-2012 val)",
+    ),
+    description="ZFNet variant (b) of Table 2, the seeds' conv3-5 of 512, 1024, 512",
+)
+def zfnet_512_1024_512(num_classes: int = 1000) -> ZFNet:
+    """Table 2 variant (b): conv3-5 widened to 512, 1024, 512."""
+    return ZFNet((512, 1024, 512), num_classes)

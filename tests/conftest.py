@@ -2,24 +2,32 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PLUGINS = Path(__file__).resolve().parent / "plugins"
+PLUGINS = Path(__file__).resolve().parent / "plugins"  # on sys.path: pyproject's `pythonpath`
+PLUGIN_MODULE = "effbench_test_models"
 
-# The worker processes import the registry fresh; the variables make the test models
-# (tests/plugins/effbench_test_models.py) importable and registered there too.
-os.environ["EFFBENCH_PLUGINS"] = "effbench_test_models"
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in (str(PLUGINS), str(ROOT), os.environ.get("PYTHONPATH", "")) if p
-)
-sys.path.insert(0, str(PLUGINS))
+
+@pytest.fixture(scope="session", autouse=True)
+def plugin_models_everywhere() -> Iterator[None]:
+    """Register the test models (tests/plugins/effbench_test_models.py) in this process, and
+    set ``EFFBENCH_PLUGINS`` and ``PYTHONPATH`` for the session so that worker processes,
+    which import the registry fresh, register them too; the variables are restored after."""
+    path = os.pathsep.join(p for p in (str(PLUGINS), str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EFFBENCH_PLUGINS", PLUGIN_MODULE)
+        mp.setenv("PYTHONPATH", path)
+        importlib.import_module(PLUGIN_MODULE)
+        yield
+
 
 # Short timing for functional tests: the numbers are not what these tests check.
 FAST = ["--min-time", "0.05", "--max-time", "0.3", "--warmup-iters", "1", "--warmup-time", "0"]

@@ -18,6 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from factories import make_row
 
 from bench import compare as cmp
 from bench.cli import main
@@ -33,27 +34,18 @@ ENV = {"torch_version": "2.14.1+cu130", "cuda_version": "13.0", "cudnn_version":
 
 
 def _row(model: str, batch: int, value: float, repeat: int, **kw: object) -> Row:
+    """A row whose repeat measured ``value`` ms (three equal samples), with a memory and a
+    torch version to compare."""
     fields: dict[str, object] = dict(
-        run_id="r",
-        repeat=repeat,
-        timestamp="t",
-        model=model,
         family="test",
-        batch_size=batch,
         image_size=64,
-        in_chans=3,
-        device="cpu",
         device_name="Test CPU",
-        dtype="float32",
-        threads=1,
-        status="ok",
         latency_ms_median=value,
         latency_ms_samples=(value,) * 3,
         peak_memory_bytes=1_000_000,
         torch_version="2.14.1+cu130",
     )
-    fields.update(kw)
-    return Row(**fields)  # type: ignore[arg-type]
+    return make_row(model, batch, repeat, **{**fields, **kw})
 
 
 def _rows(cells: dict[tuple[str, int], list[float]], **kw: object) -> list[Row]:

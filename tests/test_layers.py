@@ -116,8 +116,15 @@ def test_totals_equal_count_params_and_count_macs(name: str) -> None:
     insp = inspect_model(name)
     shape = (1, spec.in_chans, spec.image_size, spec.image_size)
     assert insp.params == count_params(spec.build()) == sum(r.params for r in insp.rows)
-    assert insp.macs == count_macs(spec.build, shape) == sum(r.macs for r in insp.rows)
+    macs = count_macs(spec.build, shape, formulas=spec.macs_formulas)
+    assert insp.macs == macs == sum(r.macs for r in insp.rows)
     assert insp.input_shape == shape
+
+
+def test_deformable_convolutions_are_counted_with_the_specs_formula() -> None:
+    insp = inspect_model("deform_resnet50")
+    for block in range(3):  # res5a-c: 7×7×512 outputs, 3×3×512 multiply-adds each
+        assert row(insp, f"layer4.{block}.conv2.conv").macs == 7 * 7 * 512 * 3 * 3 * 512
 
 
 @pytest.mark.parametrize(

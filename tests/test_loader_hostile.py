@@ -9,7 +9,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from test_store import _row  # the row factory of the loader's own tests
+from factories import make_row
 
 from bench.cli import main
 from bench.errors import InvalidOption, OutputNotWritable, ResultsCorrupt
@@ -62,9 +62,9 @@ def _files_under(root: Path) -> set[Path]:
 
 def test_folder_of_runs_with_a_stray_part_loads_every_row(tmp_path: Path) -> None:
     results = tmp_path / "results"
-    _run(results / "a", [_row("m", b) for b in (1, 2, 4, 8, 16, 32)])
-    _run(results / "b", [_row("n", b, run_id="b") for b in (1, 2, 4, 8, 16, 32)])
-    write_row(results, "stray", _row("stray", 1, run_id="stray"))
+    _run(results / "a", [make_row("m", b) for b in (1, 2, 4, 8, 16, 32)])
+    _run(results / "b", [make_row("n", b, run_id="b") for b in (1, 2, 4, 8, 16, 32)])
+    write_row(results, "stray", make_row("stray", 1, run_id="stray"))
     df = load_results([results])
     assert len(df) == 6 + 6 + 1
     assert sorted(df["model"].value_counts().items()) == [("m", 6), ("n", 6), ("stray", 1)]
@@ -76,7 +76,7 @@ def test_folder_of_runs_with_a_stray_part_loads_every_row(tmp_path: Path) -> Non
 def test_same_run_given_relative_absolute_and_linked_is_read_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    a = _run(tmp_path / "results" / "a", [_row("m", b) for b in (1, 2, 4)])
+    a = _run(tmp_path / "results" / "a", [make_row("m", b) for b in (1, 2, 4)])
     (tmp_path / "alias").symlink_to(a, target_is_directory=True)
     part = sorted(a.glob("part-*.parquet"))[0]
     monkeypatch.chdir(tmp_path)
@@ -87,7 +87,7 @@ def test_same_run_given_relative_absolute_and_linked_is_read_once(
 
 
 def test_a_single_path_string_is_one_path_not_its_characters(tmp_path: Path) -> None:
-    a = _run(tmp_path / "a", [_row("m", 1), _row("m", 2)])
+    a = _run(tmp_path / "a", [make_row("m", 1), make_row("m", 2)])
     assert len(load_results(str(a))) == 2
     assert len(load_results(a)) == 2
 
@@ -95,7 +95,7 @@ def test_a_single_path_string_is_one_path_not_its_characters(tmp_path: Path) -> 
 def test_a_part_contributes_exactly_its_rows_and_the_count_can_be_checked(
     tmp_path: Path,
 ) -> None:
-    d = _run(tmp_path / "r", [_row("m", 1)])
+    d = _run(tmp_path / "r", [make_row("m", 1)])
     _old_part(d / "part-three.parquet", 3)  # an older file with several rows in one part
     loaded = load_discovered(discover([d]))
     assert sorted(loaded.counts) == [1, 3] and len(loaded.rows) == 4
@@ -134,7 +134,7 @@ def test_old_parts_without_a_manifest_get_the_documented_sentinel(tmp_path: Path
 def test_report_keeps_rows_of_old_parts_without_image_size(tmp_path: Path) -> None:
     _old_part(tmp_path / "old" / "part-a.parquet", 3, model="a")
     _old_part(tmp_path / "old" / "part-b.parquet", 2, model="b")
-    new = _run(tmp_path / "new", [_row("c", 1), _row("c", 2)])
+    new = _run(tmp_path / "new", [make_row("c", 1), make_row("c", 2)])
     data = load_report_data([tmp_path / "old", new])
     assert len(data.rows) == 3 + 2 + 2
     assert len(data.cells) == 3 + 2 + 2  # every cell is plotted, none lost to a NaN key
@@ -176,7 +176,7 @@ def test_manifest_run_id_that_is_not_a_folder_name_is_corrupt(
     run = work / "results" / "r"
     run.mkdir(parents=True)
     write_manifest(run, {"run_id": run_id})
-    write_row(run, "c0", _row("m", 1))
+    write_row(run, "c0", make_row("m", 1))
     with pytest.raises(ResultsCorrupt, match="must be a plain folder name"):
         load_results([run])
     before = _files_under(tmp_path)
@@ -200,7 +200,7 @@ def test_validate_run_id_accepts_plain_names() -> None:
 
 
 def test_stale_figure_cleanup_never_deletes_outside_the_report(tmp_path: Path) -> None:
-    run = _run(tmp_path / "r", [_row("m", 1, params=10, macs=100), _row("m", 2)])
+    run = _run(tmp_path / "r", [make_row("m", 1, params=10, macs=100), make_row("m", 2)])
     victim = tmp_path / "victim"
     victim.mkdir()
     for name in ("01-accuracy.png", "99-stale.png"):

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 from torch import nn
 
 from bench.errors import InvalidOption
-from bench.probes.macs import count_macs, count_params, weights_bytes
+from bench.probes.macs import count_macs, count_params, logger_level, weights_bytes
 
 
 def _conv_net() -> nn.Module:
@@ -51,3 +53,51 @@ def test_fvcore_counts_the_same_convention_a_little_higher() -> None:
 def test_unknown_counter_is_refused() -> None:
     with pytest.raises(InvalidOption, match="fvcore"):
         count_macs(_conv_net, (1, 3, 16, 16), "ptflops")
+
+
+class _Deform(nn.Module):
+    """A 3×3 deformable convolution 4→6 (torchvision's op, unknown to FlopCounterMode)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from torchvision.ops import DeformConv2d
+
+        self.offset = nn.Conv2d(4, 18, 3, padding=1)
+        self.conv = DeformConv2d(4, 6, 3, padding=1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x, self.offset(x))
+
+
+def test_formulas_count_an_unknown_op_for_that_count_only() -> None:
+    from torch.utils.flop_counter import flop_registry
+
+    from models.deform_resnet import deform_conv2d_flops
+
+    op = torch.ops.torchvision.deform_conv2d
+    offset = 8 * 8 * 18 * (3 * 3 * 4)
+    kernel = 8 * 8 * 6 * (3 * 3 * 4)
+    assert count_macs(_Deform, (1, 4, 8, 8)) == offset  # torch alone counts it as zero
+    assert count_macs(_Deform, (1, 4, 8, 8), formulas={op: deform_conv2d_flops}) == offset + kernel
+    assert op not in flop_registry
+    assert count_macs(_Deform, (1, 4, 8, 8)) == offset
+
+
+def test_fvcore_leaves_its_logger_level_as_it_found_it() -> None:
+    logger = logging.getLogger("fvcore")
+    before = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        count_macs(_conv_net, (1, 3, 16, 16), "fvcore")
+        assert logger.level == logging.INFO
+    finally:
+        logger.setLevel(before)
+
+
+def test_logger_level_is_scoped_even_on_error() -> None:
+    logger = logging.getLogger("effbench-test-logger")
+    logger.setLevel(logging.DEBUG)
+    with pytest.raises(RuntimeError), logger_level("effbench-test-logger", logging.ERROR):
+        assert logger.level == logging.ERROR
+        raise RuntimeError("boom")
+    assert logger.level == logging.DEBUG

@@ -8,33 +8,49 @@ from collections.abc import Iterator
 
 import pytest
 import torch
+from torch.utils.flop_counter import flop_registry
 
+from bench.errors import InvalidOption
 from bench.layers import Inspection, inspect_model
 from bench.probes.macs import count_macs, count_params
 from models import get_model, get_spec, list_models, suite_models
 from models.alexnet2012 import paper_lrn
 from models.stochastic_depth import StochasticBasicBlock, survival_probabilities
 
-OURS = {
-    "lenet5": (10,),
-    "alexnet2012": (1000,),
-    "zfnet": (1000,),
-    "zfnet_512_1024_512": (1000,),
-    "nin_imagenet": (1000,),
-    "inception3a_naive": (416, 28, 28),
-    "inception3a_bottleneck": (256, 28, 28),
-    "inception_v4": (1000,),
-    "inception_resnet_v2": (1000,),
-    "se_resnet50": (1000,),
-    "resnet110_stochastic_depth_cifar": (10,),
-    "wrn28_10_cifar": (10,),
-    "fractalnet20_cifar": (10,),
-    "deform_resnet50": (1000,),
-    "seed_conv3x3_128": (128, 28, 28),
-    "seed_bottleneck_128_32": (128, 28, 28),
-    "seed_conv5x5_128": (128, 28, 28),
-    "seed_two_conv3x3_128": (128, 28, 28),
+# Every network we implement ourselves, from the registry: a new one is tested here as soon
+# as it is registered.
+OURS = sorted(n for n in list_models() if get_spec(n).origin == "effbench")
+# Classifier outputs per image, from the dataset its reference figures are on.
+CLASSES = {"ImageNet-1K": 1000, "CIFAR-10": 10, "MNIST": 10}
+# The building blocks output feature maps of their input's size; channels by hand (GoogLeNet
+# Table 1: 3a naive 64 + 128 + 32 + 192 pooled = 416, bottleneck 64 + 128 + 32 + 32 = 256).
+BLOCK_FAMILIES = {"inception_block", "seed_example"}
+BLOCK_CHANNELS = {
+    "inception3a_naive": 416,
+    "inception3a_bottleneck": 256,
+    "seed_conv3x3_128": 128,
+    "seed_bottleneck_128_32": 128,
+    "seed_conv5x5_128": 128,
+    "seed_two_conv3x3_128": 128,
 }
+
+
+def expected_output(name: str) -> tuple[int, ...]:
+    """Output shape per image: a feature map for a block, class scores for a classifier."""
+    spec = get_spec(name)
+    if spec.family in BLOCK_FAMILIES:
+        return (BLOCK_CHANNELS[name], spec.image_size, spec.image_size)
+    dataset = spec.reference.dataset if spec.reference else ""
+    classes = [n for prefix, n in CLASSES.items() if dataset.startswith(prefix)]
+    assert classes, f"{name}: add the class count of {dataset!r} to CLASSES"
+    return (classes[0],)
+
+
+def test_the_registry_lists_all_our_implementations() -> None:
+    # a floor, so that a loader that silently skipped modules cannot pass with a short list
+    assert len(OURS) >= 18
+    assert {"lenet5", "deform_resnet50", "seed_two_conv3x3_128", "zfnet_512_1024_512"} <= set(OURS)
+    assert set(BLOCK_CHANNELS) <= set(OURS)
 
 
 @pytest.fixture
@@ -46,8 +62,6 @@ def one_thread() -> Iterator[None]:
 
 
 def test_every_implementation_is_registered_in_the_seeds_suite() -> None:
-    ours = {n for n in list_models() if get_spec(n).origin == "effbench"}
-    assert set(OURS) <= ours
     assert set(OURS) <= set(suite_models("seeds"))
     for name in OURS:
         ref = get_spec(name).reference
@@ -83,7 +97,7 @@ def test_forward_gives_the_expected_shape(name: str, one_thread: None) -> None:
     assert not model.training
     with torch.no_grad():
         y = model(torch.randn(batch, spec.in_chans, spec.image_size, spec.image_size))
-    assert tuple(y.shape) == (batch, *OURS[name])
+    assert tuple(y.shape) == (batch, *expected_output(name))
     assert torch.isfinite(y).all()
 
 
@@ -144,9 +158,28 @@ def test_deform_resnet50_adds_offset_convs_and_counts_deformable_macs() -> None:
     offset_params = 3 * (3 * 3 * 512 * 18 + 18)  # 2·3·3 offset maps per res5 3×3 conv
     assert params("deform_resnet50") - params("resnet50") == offset_params
     shape = (1, 3, 224, 224)
-    extra = count_macs(deform.build, shape) - count_macs(base.build, shape)
+    deform_macs = count_macs(deform.build, shape, formulas=deform.macs_formulas)
+    extra = deform_macs - count_macs(base.build, shape)
     # only the offset convs are new; the deformable convs count as the convs they replace
     assert extra == 3 * (7 * 7 * 18 * 3 * 3 * 512)
+    # the formula comes with the spec, per count; torch's own registry does not know the op
+    deform_conv = 3 * (7 * 7 * 512 * 3 * 3 * 512)
+    assert count_macs(deform.build, shape) == deform_macs - deform_conv
+    assert torch.ops.torchvision.deform_conv2d not in flop_registry
+    assert inspect_model("deform_resnet50").macs == deform_macs
+
+
+def test_get_model_passes_options_to_the_builder() -> None:
+    for name in ("alexnet2012", "zfnet", "deform_resnet50", "wrn28_10_cifar", "resnet18"):
+        model = get_model(name, num_classes=7)
+        spec = get_spec(name)
+        with torch.device("meta"):
+            x = torch.empty(1, spec.in_chans, spec.image_size, spec.image_size)
+        assert tuple(model.to("meta")(x).shape) == (1, 7), name
+    with pytest.raises(InvalidOption, match=r"'lenet5' takes no option 'num_classes'"):
+        get_model("lenet5", num_classes=7)
+    with pytest.raises(InvalidOption, match=r"'zfnet' takes no option 'depth'.*'num_classes'"):
+        get_model("zfnet", depth=3)
 
 
 def test_fractalnet_counts_the_papers_layout() -> None:

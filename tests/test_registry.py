@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
+import ast
 import fnmatch
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torchvision
+from torch import nn
 from torchvision.models import get_model_weights
 
-from bench.errors import UnknownModel, UnknownSuite
+from bench.errors import InvalidOption, UnknownModel, UnknownSuite
 from bench.probes.macs import build_on_meta, count_macs, count_params
-from models import get_spec, list_models, resolve_model_names, suite_models
+from models import (
+    ModelSpec,
+    Reference,
+    get_model,
+    get_spec,
+    list_models,
+    register_model,
+    registry,
+    resolve_model_names,
+    suite_models,
+)
 
 TORCHVISION = sorted(torchvision.models.list_models(module=torchvision.models))
 # A representative subset for CI: one or two per family, cheap to count on `meta`.
@@ -116,3 +130,73 @@ def test_resolve_model_names_expands_registry_patterns_and_validates_names() -> 
         resolve_model_names(["alexnet", "resnet5O"])
     with pytest.raises(UnknownModel, match="more than the cap of 2"):
         resolve_model_names(["resnet1*"], cap=2)
+
+
+@pytest.fixture
+def scratch_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Registrations in the test go to copies of the registry's tables, dropped after."""
+    list_models()  # load first, so the copies hold every model
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    monkeypatch.setattr(registry, "_SUITES", dict(registry._SUITES))
+
+
+def test_register_model_as_a_decorator_and_with_a_spec(scratch_registry: None) -> None:
+    ref = Reference(source="a test, Table 1", params=4 * 2 + 2)
+
+    @register_model(name="t_dec", family="test", image_size=8, reference=ref, suites=["smoke"])
+    def t_dec(num_classes: int = 2) -> nn.Module:
+        return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, num_classes))
+
+    assert t_dec.__name__ == "t_dec"  # the builder comes back unchanged
+    spec = get_spec("t_dec")
+    assert (spec.family, spec.image_size, spec.in_chans, spec.origin) == ("test", 8, 3, "effbench")
+    assert spec.reference == ref and spec.builder is t_dec
+    assert suite_models("smoke")[-1] == "t_dec"
+    assert get_model("t_dec", num_classes=5)[-1].out_features == 5
+    with pytest.raises(InvalidOption, match=r"takes no option 'width'; it takes 'num_classes'"):
+        get_model("t_dec", width=3)
+
+    plugin = register_model(ModelSpec(name="t_spec", family="test", builder=t_dec, image_size=4))
+    assert get_spec("t_spec") is plugin and "t_spec" in list_models()
+    with pytest.raises(ValueError, match="already registered"):
+        register_model(name="t_spec", family="test", image_size=4)(t_dec)
+    with pytest.raises(TypeError, match="not both"):
+        register_model(plugin, family="test")  # type: ignore[call-overload]
+
+
+def test_options_a_kwargs_builder_cannot_take_are_one_line_errors() -> None:
+    with pytest.raises(InvalidOption, match=r"'resnet18' cannot be built with foo=1") as info:
+        get_model("resnet18", foo=1)
+    assert "\n" not in str(info.value)
+    assert get_model("resnet18", num_classes=10).fc.out_features == 10
+
+
+def test_the_registry_imports_no_model_module() -> None:
+    # Every import in models/registry.py, at any depth: none may point back into `models`
+    # (the loader and timm's zoo import the registry, never the other way round).
+    tree = ast.parse(Path(registry.__file__).read_text())
+    imported = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    imported += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    assert imported and not [m for m in imported if m == "models" or m.startswith("models.")]
+
+
+def test_loading_the_registry_changes_nothing_global() -> None:
+    code = (
+        "import logging\n"
+        "from torch.utils import flop_counter\n"
+        "before = dict(flop_counter.flop_registry)\n"
+        "import models\n"
+        "n = len(models.list_models())\n"
+        "assert flop_counter.flop_registry == before\n"
+        "assert logging.getLogger('fvcore').level == logging.NOTSET\n"
+        "print(n)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert int(out.stdout) >= len(TORCHVISION)

@@ -28,29 +28,21 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from factories import make_row
 from matplotlib.text import Text
 
 from bench.cli import main
 from bench.report import build_report
 from bench.report.data import fit_line, load_report_data, pareto_front
-from bench.report.figures import accuracy_vs_ops, accuracy_vs_throughput, place_labels
+from bench.report.figures import FIGURES, accuracy_vs_ops, accuracy_vs_throughput, place_labels
+from bench.report.page import summary_table
 from bench.schema import Row
 from bench.store import load_results, read_manifest, write_manifest, write_row
 
 FIXTURE = Path(__file__).parent / "data" / "runs" / "cpu-sample"
 SYNTHETIC_GPU = "SYNTHETIC GPU (generated test data, not a measurement)"
-ALL_FIGURES = (
-    "01-accuracy",
-    "02-accuracy-vs-ops",
-    "03-time-per-image",
-    "04-power",
-    "05-memory",
-    "06-memory-vs-params",
-    "07-ops-vs-time",
-    "08-accuracy-vs-throughput",
-    "09-accuracy-density",
-    "10-energy-vs-accuracy",
-)
+# Every figure of bench.report.figures.FIGURES, numbered in order: "01-...", "02-...", ...
+ALL_FIGURE_NUMBERS = [f"{i:02d}-" for i in range(1, len(FIGURES) + 1)]
 POWER_FIGURES = ("04-power", "10-energy-vs-accuracy")
 
 
@@ -214,7 +206,8 @@ def test_every_figure_is_a_sensible_image(which: str, cpu_report: Path, multi_re
     # The CPU fixture has no power source; the synthetic one has power in one setup.
     expected_out = set(POWER_FIGURES) if which == "cpu" else set()
     assert left_out == expected_out
-    assert drawn == set(ALL_FIGURES) - expected_out
+    assert drawn.isdisjoint(left_out)
+    assert sorted(n[:3] for n in drawn | left_out) == ALL_FIGURE_NUMBERS
     for name in drawn:
         w, h = png_size(out / "figures" / f"{name}.png")
         assert 500 <= w <= 4000 and 250 <= h <= 4000, (name, w, h)
@@ -284,6 +277,29 @@ def test_summary_csv_matches_the_raw_rows(cpu_report: Path) -> None:
         )
         assert row["throughput_ips_max"] == pytest.approx(best["throughput_ips"], rel=1e-9)
     assert set(table["model"]) == {r["model"] for r in raw.values()}
+
+
+def test_power_and_energy_are_net_of_idle_only_where_idle_was_measured(tmp_path: Path) -> None:
+    run = tmp_path / "power"
+    run.mkdir()
+    write_manifest(run, {"run_id": "power"})
+    power = dict(power_w_mean=100.0, time_per_image_ms=2.0, energy_per_image_j=0.2)
+    write_row(run, "idle", make_row("m", 1, power_w_idle=40.0, **power))
+    write_row(run, "no-idle", make_row("m", 2, **power))
+    write_row(run, "no-power", make_row("n", 1))
+    data = load_report_data([run])
+    cells = data.cells.set_index(["model", "batch_size"])
+    assert cells.loc[("m", 1), "power_is_net"] and cells.loc[("m", 1), "energy_is_net"]
+    assert cells.loc[("m", 1), "power_plot_w"] == pytest.approx(60.0)
+    assert cells.loc[("m", 1), "energy_plot_per_image_j"] == pytest.approx(0.2 - 40.0 * 2e-3)
+    assert not cells.loc[("m", 2), "power_is_net"] and not cells.loc[("m", 2), "energy_is_net"]
+    assert cells.loc[("m", 2), "power_plot_w"] == 100.0
+    assert cells.loc[("m", 2), "energy_plot_per_image_j"] == 0.2
+    assert not cells.loc[("n", 1), "power_is_net"]
+    assert math.isnan(cells.loc[("n", 1), "power_plot_w"])
+    table = summary_table(data).set_index("model")  # the table shows the same choice
+    assert table.loc["m", "power_w_max"] == 100.0
+    assert table.loc["m", "energy_per_image_j_min"] == pytest.approx(0.2 - 40.0 * 2e-3)
 
 
 def test_setups_are_not_averaged_and_repeats_take_the_median(

@@ -8,33 +8,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from factories import make_row
 
 from bench.errors import ResultsCorrupt
 from bench.keys import CellKey, RowKey
 from bench.schema import COLUMNS, Row
 from bench.store import done_keys, load_results, write_manifest, write_row
-
-
-def _row(model: str, b: int, repeat: int = 0, **kw: object) -> Row:
-    values: dict[str, object] = dict(
-        run_id="r",
-        repeat=repeat,
-        timestamp="t",
-        model=model,
-        family="f",
-        batch_size=b,
-        image_size=8,
-        in_chans=3,
-        device="cpu",
-        device_name="cpu",
-        dtype="float32",
-        threads=1,
-        status="ok",
-        latency_ms_samples=(1.0, 2.0, 3.0),
-        latency_ms_median=2.0,
-    )
-    values.update(kw)
-    return Row(**values)  # type: ignore[arg-type]
 
 
 def _run(tmp_path: Path, name: str, rows: list[Row]) -> Path:
@@ -48,8 +27,8 @@ def _run(tmp_path: Path, name: str, rows: list[Row]) -> Path:
 
 def test_mix_of_folders_and_files(tmp_path: Path) -> None:
     (tmp_path / "results").mkdir()
-    a = _run(tmp_path / "results", "a", [_row("m1", 1), _row("m1", 2)])
-    b = _run(tmp_path / "results", "b", [_row("m2", 1)])
+    a = _run(tmp_path / "results", "a", [make_row("m1", 1), make_row("m1", 2)])
+    b = _run(tmp_path / "results", "b", [make_row("m2", 1)])
     part = next(b.glob("part-*.parquet"))
     assert len(load_results([a, part])) == 3
     assert len(load_results([tmp_path / "results"])) == 3  # a folder of runs
@@ -86,7 +65,7 @@ def test_foreign_parquet_is_refused(tmp_path: Path) -> None:
 
 
 def test_corrupt_parquet_is_refused(tmp_path: Path) -> None:
-    d = _run(tmp_path, "c", [_row("m", 1)])
+    d = _run(tmp_path, "c", [make_row("m", 1)])
     (d / "part-broken.parquet").write_bytes(b"garbage")
     with pytest.raises(ResultsCorrupt, match=r"part-broken\.parquet"):
         load_results([d])
@@ -98,11 +77,11 @@ def test_empty_folder_is_refused(tmp_path: Path) -> None:
 
 
 def test_done_keys_and_idempotent_rewrite(tmp_path: Path) -> None:
-    d = _run(tmp_path, "k", [_row("m", 1), _row("m", 2, repeat=1)])
+    d = _run(tmp_path, "k", [make_row("m", 1), make_row("m", 2, repeat=1)])
     assert done_keys(d) == {
         RowKey(CellKey("m", "cpu", "float32", 1, 8, 1), 0),
         RowKey(CellKey("m", "cpu", "float32", 2, 8, 1), 1),
     }
-    write_row(d, "c0", _row("m", 1))  # the same cell again replaces its part
+    write_row(d, "c0", make_row("m", 1))  # the same cell again replaces its part
     assert len(load_results([d])) == 2
     assert not list(d.glob(".*"))  # no temporary files left

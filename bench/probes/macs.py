@@ -5,7 +5,10 @@ the model's input shape, the model in ``eval()`` with autograd enabled, as torch
 computed its ``_ops`` metadata. Two counters:
 
 - ``torch``: ``torch.utils.flop_counter.FlopCounterMode`` (conv, linear, matmul, bmm,
-  attention) total FLOPs divided by 2. Equals torchvision's ``_ops`` for its models.
+  attention) total FLOPs divided by 2. Equals torchvision's ``_ops`` for its models. An
+  operator torch does not know (torchvision's ``deform_conv2d``) is counted with the
+  formula the model's spec gives (``ModelSpec.macs_formulas``), passed per count as
+  ``FlopCounterMode(custom_mapping=...)``; torch's global registry is left alone.
 - ``fvcore``: ``fvcore.nn.FlopCountAnalysis.total()``, which already counts one "flop"
   per multiply-add and also counts batch norm, pooling and element-wise ops, so it reads
   somewhat higher. Runs on a real CPU tensor (fvcore traces with ``torch.jit``).
@@ -13,9 +16,11 @@ computed its ``_ops`` metadata. Two counters:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -39,14 +44,17 @@ def count_macs(
     build: Callable[[], nn.Module],
     input_shape: tuple[int, ...],
     counter: str = "torch",
+    formulas: Mapping[Any, Callable[..., int]] | None = None,
 ) -> int:
     """Multiply-adds for one forward pass of ``input_shape`` (batch included).
 
     ``build`` is called to make a fresh model (on the ``meta`` device for the ``torch``
-    counter), so the caller's model and its device are left alone.
+    counter), so the caller's model and its device are left alone. ``formulas`` maps
+    operators the ``torch`` counter does not know to their FLOP formulas (a registered
+    model's ``spec.macs_formulas``); fvcore has its own op handlers and ignores them.
     """
     if counter == "torch":
-        return _count_torch(build, input_shape)
+        return _count_torch(build, input_shape, formulas)
     if counter == "fvcore":
         return _count_fvcore(build, input_shape)
     raise InvalidOption(f"unknown MACs counter {counter!r}; choose one of {', '.join(COUNTERS)}")
@@ -65,15 +73,37 @@ def build_on_meta(build: Callable[[], nn.Module]) -> nn.Module:
         return build().to("meta").eval()
 
 
-def _count_torch(build: Callable[[], nn.Module], input_shape: tuple[int, ...]) -> int:
+def flop_counter_mode(formulas: Mapping[Any, Callable[..., int]] | None = None) -> Any:
+    """A silent ``FlopCounterMode`` that also knows ``formulas`` (operator packet to FLOP
+    formula), for this count only."""
     from torch.utils.flop_counter import FlopCounterMode
 
+    return FlopCounterMode(display=False, custom_mapping=dict(formulas or {}))
+
+
+def _count_torch(
+    build: Callable[[], nn.Module],
+    input_shape: tuple[int, ...],
+    formulas: Mapping[Any, Callable[..., int]] | None,
+) -> int:
     model = build_on_meta(build)
     x = torch.empty(input_shape, device="meta")
-    counter = FlopCounterMode(display=False)
+    counter = flop_counter_mode(formulas)
     with counter:
         model(x)
     return int(counter.get_total_flops()) // 2
+
+
+@contextlib.contextmanager
+def logger_level(name: str, level: int) -> Iterator[None]:
+    """Set logger ``name`` to ``level`` inside the block only; its own level comes back."""
+    logger = logging.getLogger(name)
+    before = logger.level
+    logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.setLevel(before)
 
 
 def _count_fvcore(build: Callable[[], nn.Module], input_shape: tuple[int, ...]) -> int:
@@ -84,7 +114,6 @@ def _count_fvcore(build: Callable[[], nn.Module], input_shape: tuple[int, ...]) 
     analysis = FlopCountAnalysis(model, x)
     analysis.unsupported_ops_warnings(False)
     analysis.uncalled_modules_warnings(False)
-    logging.getLogger("fvcore").setLevel(logging.ERROR)
-    with warnings.catch_warnings(), torch.no_grad():
+    with logger_level("fvcore", logging.ERROR), warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         return int(analysis.total())

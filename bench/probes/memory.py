@@ -22,10 +22,13 @@ worker, so activation memory is ``peak_memory_bytes - weights_bytes``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Protocol
+from typing import Any, ClassVar, Protocol
 
 from bench.errors import BenchError
+from bench.probes.base import ProbeContext, Window
+from bench.schema import MEMORY, Column
 
 PROC_STATUS = Path("/proc/self/status")
 PROC_CLEAR_REFS = Path("/proc/self/clear_refs")
@@ -122,3 +125,33 @@ def memory_probe_for(device: str) -> MemoryProbe:
             return CpuRssProbe()
         return UnavailableProbe("no /proc/self/clear_refs on this OS")
     return UnavailableProbe(f"no peak-memory method for {device}")
+
+
+class MemoryWindow:
+    """The memory probe: its baseline is read when it opens (before the model is built),
+    the peak is reset when the window begins and read when it ends."""
+
+    columns: ClassVar[tuple[Column, ...]] = MEMORY
+    note_column: ClassVar[str] = "memory_method"
+    min_window_s = 0.0
+
+    def __init__(self, probe: MemoryProbe) -> None:
+        self._probe = probe
+        probe.baseline()
+
+    @classmethod
+    def open(cls, ctx: ProbeContext) -> MemoryWindow:
+        return cls(memory_probe_for(ctx.device))
+
+    def begin(self) -> None:
+        self._probe.reset_peak()
+
+    def end(self, window: Window) -> Mapping[str, Any]:
+        peak = self._probe.peak_above_baseline()
+        return {
+            "peak_memory_bytes": peak if peak >= 0 else None,
+            "memory_method": self._probe.method,
+        }
+
+    def close(self) -> None:
+        return None

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Protocol
 
-from bench.probes.power import (
+from bench.probes.power_base import (
     IDLE_WINDOW_S,
     NullPowerMonitor,
     PowerMonitor,
@@ -381,6 +381,26 @@ def _with(reading: PowerReading, telemetry: dict[str, Any]) -> PowerReading:
     from dataclasses import replace
 
     return replace(reading, **telemetry)
+
+
+def driver_version(module: str = "pynvml") -> str | None:
+    """The NVIDIA driver's version through NVML, or None where NVML cannot say (no library,
+    no driver). ``module`` is the same seam as :func:`open_nvml_monitor`'s."""
+    try:
+        nvml = importlib.import_module(module)
+    except ImportError:
+        return None
+    try:
+        nvml.nvmlInit()
+    except nvml.NVMLError:
+        return None
+    try:
+        v = nvml.nvmlSystemGetDriverVersion()
+        return v.decode() if isinstance(v, bytes) else str(v)
+    except nvml.NVMLError:
+        return None
+    finally:
+        nvml.nvmlShutdown()
 
 
 def open_nvml_monitor(

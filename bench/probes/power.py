@@ -19,72 +19,31 @@ not move), the energy stays ``None`` and ``source`` says so: never zero, never m
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, ClassVar
 
-# Seconds of idle over which the runner measures each device's idle power at the start of
-# a run (Canziani et al. 2016 report power net of idle).
-IDLE_WINDOW_S = 3.0
+from bench.probes.base import ProbeContext, Window
+from bench.probes.nvml import open_nvml_monitor
+from bench.probes.power_base import (
+    IDLE_WINDOW_S,
+    NullPowerMonitor,
+    PowerMonitor,
+    PowerReading,
+    too_short,
+)
+from bench.probes.rapl import open_rapl_monitor
+from bench.schema import POWER, Column
 
-
-@dataclass(frozen=True, slots=True)
-class PowerReading:
-    """Energy over one measurement window. ``None`` where no source could measure it."""
-
-    source: str
-    duration_s: float | None = None
-    energy_j: float | None = None
-    power_w_mean: float | None = None
-    gpu_clock_mhz: float | None = None
-    gpu_temp_c: float | None = None
-    throttled: bool | None = None
-    throttle_reasons: str | None = None
-    gpu_mem_clock_mhz: float | None = None
-
-
-class PowerMonitor(Protocol):
-    source: str
-    min_window_s: float
-    note: str | None
-
-    def begin_window(self) -> None: ...
-
-    def end_window(self) -> PowerReading: ...
-
-    def idle_power_w(self, duration_s: float = IDLE_WINDOW_S) -> float | None: ...
-
-    def close(self) -> None: ...
-
-
-class NullPowerMonitor:
-    """No power source: windows measure nothing and say why in ``source``."""
-
-    min_window_s = 0.0
-
-    def __init__(self, why: str, detail: str | None = None) -> None:
-        self.source = f"unavailable: {why}"
-        self.note: str | None = f"{self.source}: {detail}" if detail else self.source
-
-    def begin_window(self) -> None:
-        return None
-
-    def end_window(self) -> PowerReading:
-        return PowerReading(source=self.source)
-
-    def idle_power_w(self, duration_s: float = IDLE_WINDOW_S) -> float | None:
-        return None
-
-    def close(self) -> None:
-        return None
-
-
-def too_short(source: str, duration_s: float, why: str) -> PowerReading:
-    """A flagged reading: the window could not be resolved, so no energy is reported."""
-    return PowerReading(
-        source=f"{source}; not reported: {why}",
-        duration_s=duration_s,
-    )
+__all__ = [
+    "IDLE_WINDOW_S",
+    "NullPowerMonitor",
+    "PowerMonitor",
+    "PowerReading",
+    "PowerWindow",
+    "describe_sources",
+    "open_monitor",
+    "too_short",
+]
 
 
 def open_monitor(device: str, sync: Callable[[], None] | None = None) -> PowerMonitor:
@@ -94,14 +53,10 @@ def open_monitor(device: str, sync: Callable[[], None] | None = None) -> PowerMo
     edges so the window covers exactly the work timed.
     """
     if device.startswith("cuda"):
-        from bench.probes.nvml import open_nvml_monitor
-
         return open_nvml_monitor(device, sync=sync)
     if device == "cpu":
         if not sys.platform.startswith("linux"):
             return NullPowerMonitor("RAPL not readable", f"RAPL is Linux-only, not {sys.platform}")
-        from bench.probes.rapl import open_rapl_monitor
-
         return open_rapl_monitor()
     return NullPowerMonitor(f"no power source for {device}")
 
@@ -122,3 +77,42 @@ def describe_sources(devices: Iterable[str]) -> dict[str, str]:
         finally:
             mon.close()
     return out
+
+
+class PowerWindow:
+    """The power probe: the device's monitor over the timed window. Energy is per forward
+    of one batch (window energy ÷ iterations) and per image; power is the window's mean."""
+
+    columns: ClassVar[tuple[Column, ...]] = POWER
+    note_column: ClassVar[str] = "power_source"
+
+    def __init__(self, monitor: PowerMonitor, idle_power_w: float | None) -> None:
+        self._monitor = monitor
+        self._idle_w = idle_power_w
+        self.min_window_s = monitor.min_window_s
+
+    @classmethod
+    def open(cls, ctx: ProbeContext) -> PowerWindow:
+        return cls(open_monitor(ctx.device, sync=ctx.sync), ctx.idle_power_w)
+
+    def begin(self) -> None:
+        self._monitor.begin_window()
+
+    def end(self, window: Window) -> Mapping[str, Any]:
+        reading = self._monitor.end_window()
+        energy = reading.energy_j / window.iterations if reading.energy_j is not None else None
+        return {
+            "power_w_mean": reading.power_w_mean,
+            "power_w_idle": self._idle_w,
+            "energy_j": energy,
+            "energy_per_image_j": energy / window.batch_size if energy is not None else None,
+            "power_source": reading.source,
+            "gpu_clock_mhz": reading.gpu_clock_mhz,
+            "gpu_mem_clock_mhz": reading.gpu_mem_clock_mhz,
+            "gpu_temp_c": reading.gpu_temp_c,
+            "throttled": reading.throttled,
+            "throttle_reasons": reading.throttle_reasons,
+        }
+
+    def close(self) -> None:
+        self._monitor.close()

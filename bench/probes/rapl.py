@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.probes.power import (
+from bench.probes.power_base import (
     IDLE_WINDOW_S,
     NullPowerMonitor,
     PowerMonitor,

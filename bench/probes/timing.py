@@ -13,10 +13,13 @@ On CUDA ``sync`` is ``torch.cuda.synchronize`` so each sample covers the whole f
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
-from bench.stats import ci_relative_halfwidth
+from bench.probes.base import ProbeContext, Window
+from bench.schema import LATENCY, Column
+from bench.stats import ci_relative_halfwidth, summarize
 
 Clock = Callable[[], float]
 
@@ -85,3 +88,44 @@ def measure_latency(
             # re-check after ~10% more samples: keeps the sort off the hot path
             check_at = n + max(1, n // 10)
     return TimingResult(tuple(samples), done, warmup_s, timed, converged)
+
+
+class LatencyWindow:
+    """The timing probe's columns: the window's samples summarised (median, spread, CI),
+    per image and as throughput. The samples come from :func:`measure_latency`, which
+    drives the window; ``cell_wall_s`` is filled by the worker. Unlike the other probes it
+    cannot fail on its own: without a latency the cell is an ``error`` row."""
+
+    columns: ClassVar[tuple[Column, ...]] = LATENCY
+    note_column: ClassVar[str] = "error"
+    min_window_s = 0.0
+
+    @classmethod
+    def open(cls, ctx: ProbeContext) -> LatencyWindow:
+        return cls()
+
+    def begin(self) -> None:
+        return None
+
+    def end(self, window: Window) -> Mapping[str, Any]:
+        s = summarize(window.samples_ms)
+        b = window.batch_size
+        return {
+            "latency_ms_median": s.median,
+            "latency_ms_mean": s.mean,
+            "latency_ms_p10": s.p10,
+            "latency_ms_p90": s.p90,
+            "latency_ms_iqr": s.iqr,
+            "latency_ms_ci_low": s.ci_low,
+            "latency_ms_ci_high": s.ci_high,
+            "latency_ms_samples": window.samples_ms,
+            "n_samples": s.n,
+            "converged": window.converged,
+            "noisy": s.noisy,
+            "time_per_image_ms": s.median / b,
+            "throughput_ips": b / (s.median / 1e3),
+            "timed_s": window.timed_s,
+        }
+
+    def close(self) -> None:
+        return None

@@ -24,8 +24,7 @@ import pandas as pd
 from bench.errors import ResultsCorrupt
 from bench.keys import CellKey
 from bench.store import Discovery, Loaded, discover, load_discovered, run_id_problem
-
-MIB = 1024**2
+from bench.units import ms_to_s, to_gmacs, to_mib, to_millions
 
 # Per-cell columns summarized by the median of repeats.
 MEDIAN_COLUMNS = (
@@ -228,17 +227,33 @@ def _cells(ok: pd.DataFrame) -> pd.DataFrame:
     b = cells["batch_size"].astype(float)
     cells["time_per_image_ms_p10"] = cells["latency_ms_p10"] / b
     cells["time_per_image_ms_p90"] = cells["latency_ms_p90"] / b
-    cells["gmacs"] = pd.to_numeric(cells["macs"], errors="coerce") / 1e9
-    cells["params_m"] = pd.to_numeric(cells["params"], errors="coerce") / 1e6
-    cells["peak_memory_mib"] = cells["peak_memory_bytes"] / MIB
-    cells["weights_mib"] = pd.to_numeric(cells["weights_bytes"], errors="coerce") / MIB
+    cells["gmacs"] = to_gmacs(pd.to_numeric(cells["macs"], errors="coerce"))
+    cells["params_m"] = to_millions(pd.to_numeric(cells["params"], errors="coerce"))
+    cells["peak_memory_mib"] = to_mib(cells["peak_memory_bytes"])
+    cells["weights_mib"] = to_mib(pd.to_numeric(cells["weights_bytes"], errors="coerce"))
     cells["top1"] = pd.to_numeric(cells["top1"], errors="coerce")
     cells["top5"] = pd.to_numeric(cells["top5"], errors="coerce")
-    # Net of idle where the idle power was measured; energy likewise (idle power times the
-    # time per image is the idle share of each image's energy).
+    return _net_of_idle(cells)
+
+
+def _net_of_idle(cells: pd.DataFrame) -> pd.DataFrame:
+    """Power and energy net of idle, and the one choice of what the report shows.
+
+    ``power_net_w`` and ``energy_net_per_image_j`` subtract the idle power measured before
+    the run (idle power times the time per image is the idle share of each image's
+    energy); they are NaN where no idle power was measured. ``power_plot_w`` and
+    ``energy_plot_per_image_j`` are what every figure and table shows: net where it is
+    known, else gross; ``power_is_net`` and ``energy_is_net`` say which, per cell.
+    """
     cells["power_net_w"] = cells["power_w_mean"] - cells["power_w_idle"]
-    cells["energy_net_per_image_j"] = (
-        cells["energy_per_image_j"] - cells["power_w_idle"] * cells["time_per_image_ms"] / 1e3
+    cells["energy_net_per_image_j"] = cells["energy_per_image_j"] - ms_to_s(
+        cells["power_w_idle"] * cells["time_per_image_ms"]
+    )
+    cells["power_is_net"] = np.isfinite(cells["power_net_w"].astype(float))
+    cells["power_plot_w"] = cells["power_net_w"].where(cells["power_is_net"], cells["power_w_mean"])
+    cells["energy_is_net"] = np.isfinite(cells["energy_net_per_image_j"].astype(float))
+    cells["energy_plot_per_image_j"] = cells["energy_net_per_image_j"].where(
+        cells["energy_is_net"], cells["energy_per_image_j"]
     )
     return cells
 

@@ -6,7 +6,9 @@ Each function takes the tidy :class:`~bench.report.data.ReportData` and returns 
 ``fig=None`` and a sentence saying why the figure is left out. Figures are built on
 ``matplotlib.figure.Figure`` with the Agg canvas, never through pyplot, so the report does
 not depend on (or change) the process's matplotlib backend. Setups (machine, device, dtype,
-threads) get one panel each and are never averaged together.
+threads) get one panel each and are never averaged together; :func:`_by_setup` is the one
+place a figure splits cells into panels. Power and energy are drawn as
+:mod:`bench.report.data` chose them (``power_plot_w``, ``energy_plot_per_image_j``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from bench.report.data import LineFit, ReportData, fit_line, models_with, pareto_front
+from bench.units import MEGA, MIB, MS_PER_S, to_mib, to_millions
 
 DPI = 150
 PANEL_W_IN = 5.4
@@ -79,6 +82,49 @@ def _new_figure(
     for ax in axes[n_panels:]:
         ax.remove()
     return fig, list(axes[:n_panels])
+
+
+@dataclass(frozen=True, slots=True)
+class Panel:
+    """One axes of a faceted figure: the setup it shows and that setup's cells."""
+
+    ax: Any
+    setup: str
+    cells: pd.DataFrame
+
+
+def _by_setup(cells: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """The cells of each setup, setups in sorted order: the one place figures facet."""
+    return [(setup, cells[cells["setup"] == setup]) for setup in sorted(cells["setup"].unique())]
+
+
+def _setup_panels(cells: pd.DataFrame, title: str) -> tuple[Figure, list[Panel]]:
+    """A figure with one panel per setup (see :func:`_by_setup`)."""
+    groups = _by_setup(cells)
+    fig, axes = _new_figure(len(groups), title)
+    return fig, [Panel(ax, setup, sc) for ax, (setup, sc) in zip(axes, groups, strict=True)]
+
+
+def _batch_lines(
+    data: ReportData,
+    cells: pd.DataFrame,
+    title: str,
+    line: Callable[[Panel, pd.DataFrame, Any], None],
+    finish: Callable[[Panel], str],
+) -> tuple[Figure, list[str]]:
+    """A figure of one panel per setup, each network a line against batch size (log2
+    axis), and the network legend. ``line(panel, g, color)`` draws one network's cells
+    ``g`` (sorted by batch size); ``finish(panel)`` labels the panel after the batch axis
+    is set and returns a sentence for the reading ("" for none)."""
+    fig, panels = _setup_panels(cells, title)
+    parts = []
+    for panel in panels:
+        for model, g in panel.cells.groupby("model", sort=True):
+            line(panel, g.sort_values("batch_size"), data.colors[model])
+        _log2_batch_axis(panel.ax, panel.cells["batch_size"].astype(int))
+        parts.append(finish(panel))
+    _model_legend(fig, data, cells["model"].unique())
+    return fig, parts
 
 
 def _plain(v: float, _pos: Any = None) -> str:
@@ -185,12 +231,7 @@ def place_labels(
     )
     frame = ax.get_window_extent(renderer)
     frame_box = (frame.x0, frame.y0, frame.x1, frame.y1)
-    dims = []
-    for t in texts:
-        probe = ax.text(0, 0, t, fontsize=LABEL_FONTSIZE)
-        bb = probe.get_window_extent(renderer)
-        probe.remove()
-        dims.append((bb.width + 2.0, bb.height + 1.0))
+    dims = _label_sizes(ax, renderer, texts)
     # Each point is an obstacle the size of its marker (at least a few pixels).
     point_boxes = [
         (p[0] - max(r, 3.0), p[1] - max(r, 3.0), p[0] + max(r, 3.0), p[1] + max(r, 3.0))
@@ -201,27 +242,8 @@ def place_labels(
     order = sorted(range(len(texts)), key=lambda i: (-pts[i][1], pts[i][0], texts[i]))
     for i in order:
         (px, py), r, (w, h) = pts[i], radii[i], dims[i]
-        best: tuple[float, float, float, float] | None = None
-        best_cost = math.inf
-        for gap in _GAPS_PX:
-            for ux, uy in _DIRECTIONS:
-                cx = px + ux * (r + gap + w / 2)
-                cy = py + uy * (r + gap + h / 2)
-                box = (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
-                cost = 1000.0 * sum(_boxes_overlap(box, b) for b in placed)
-                cost += 30.0 * sum(
-                    _boxes_overlap(box, b) for j, b in enumerate(point_boxes) if j != i
-                )
-                inside = _boxes_overlap(box, frame_box)
-                cost += 100.0 * (w * h - inside)
-                if cost < best_cost:
-                    best_cost, best = cost, (cx, cy, gap, 0.0)
-                if cost == 0:
-                    break
-            if best_cost == 0:
-                break
-        assert best is not None
-        cx, cy, gap, _ = best
+        others = [b for j, b in enumerate(point_boxes) if j != i]
+        cx, cy, gap = _label_position((px, py), r, (w, h), placed, others, frame_box)
         placed.append((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2))
         arrow = (
             {"arrowstyle": "-", "color": "0.45", "lw": 0.6, "shrinkA": 0, "shrinkB": r / px_per_pt}
@@ -243,6 +265,50 @@ def place_labels(
             )
         )
     return annotations
+
+
+def _label_sizes(ax: Any, renderer: Any, texts: Sequence[str]) -> list[tuple[float, float]]:
+    """Each label's (width, height) in pixels as drawn, with a pixel or two of margin."""
+    dims = []
+    for t in texts:
+        probe = ax.text(0, 0, t, fontsize=LABEL_FONTSIZE)
+        bb = probe.get_window_extent(renderer)
+        probe.remove()
+        dims.append((bb.width + 2.0, bb.height + 1.0))
+    return dims
+
+
+def _label_position(
+    point: tuple[float, float],
+    radius: float,
+    size: tuple[float, float],
+    placed: Sequence[tuple[float, ...]],
+    obstacles: Sequence[tuple[float, ...]],
+    frame_box: tuple[float, ...],
+) -> tuple[float, float, float]:
+    """The centre (pixels) and gap of the cheapest box of ``size`` around ``point``, nearest
+    first: overlapping a placed label costs most, leaving the axes less, covering another
+    point least; the first position that costs nothing is taken."""
+    (px, py), r, (w, h) = point, radius, size
+    best: tuple[float, float, float] | None = None
+    best_cost = math.inf
+    for gap in _GAPS_PX:
+        for ux, uy in _DIRECTIONS:
+            cx = px + ux * (r + gap + w / 2)
+            cy = py + uy * (r + gap + h / 2)
+            box = (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
+            cost = 1000.0 * sum(_boxes_overlap(box, b) for b in placed)
+            cost += 30.0 * sum(_boxes_overlap(box, b) for b in obstacles)
+            inside = _boxes_overlap(box, frame_box)
+            cost += 100.0 * (w * h - inside)
+            if cost < best_cost:
+                best_cost, best = cost, (cx, cy, gap)
+            if cost == 0:
+                break
+        if best_cost == 0:
+            break
+    assert best is not None
+    return best
 
 
 def _darker(color: Any) -> tuple[float, float, float]:
@@ -398,30 +464,26 @@ def time_vs_batch(data: ReportData) -> FigureResult:
     cells = data.cells.dropna(subset=["time_per_image_ms"])
     if cells.empty:
         return _skip(name, title, "No cell finished with a timing, so there is nothing to plot.")
-    setups = sorted(cells["setup"].unique())
-    fig, axes = _new_figure(len(setups), title)
-    parts = []
-    for ax, setup in zip(axes, setups, strict=True):
-        sc = cells[cells["setup"] == setup]
-        for model, g in sc.groupby("model", sort=True):
-            g = g.sort_values("batch_size")
-            c = data.colors[model]
-            ax.fill_between(
-                g["batch_size"],
-                g["time_per_image_ms_p10"],
-                g["time_per_image_ms_p90"],
-                color=c,
-                alpha=0.18,
-                lw=0,
-            )
-            ax.plot(g["batch_size"], g["time_per_image_ms"], marker="o", ms=3.5, color=c, lw=1.5)
-        _log2_batch_axis(ax, sc["batch_size"].astype(int))
-        ax.set_yscale("log")
-        _log_axis(ax.yaxis)
-        ax.set_ylabel("time per image (ms)")
-        ax.set_title(setup, fontsize=9)
-        parts.append(_batching_gain(sc, setup))
-    _model_legend(fig, data, cells["model"].unique())
+
+    def line(p: Panel, g: pd.DataFrame, c: Any) -> None:
+        p.ax.fill_between(
+            g["batch_size"],
+            g["time_per_image_ms_p10"],
+            g["time_per_image_ms_p90"],
+            color=c,
+            alpha=0.18,
+            lw=0,
+        )
+        p.ax.plot(g["batch_size"], g["time_per_image_ms"], marker="o", ms=3.5, color=c, lw=1.5)
+
+    def finish(p: Panel) -> str:
+        p.ax.set_yscale("log")
+        _log_axis(p.ax.yaxis)
+        p.ax.set_ylabel("time per image (ms)")
+        p.ax.set_title(p.setup, fontsize=9)
+        return _batching_gain(p.cells, p.setup)
+
+    fig, parts = _batch_lines(data, cells, title, line, finish)
     reading = (
         "Lines are the median time per image (median of repeats); bands span the 10th to 90th "
         "percentile of the per-forward latency divided by the batch size. "
@@ -461,9 +523,7 @@ def power_vs_batch(data: ReportData) -> FigureResult:
             title,
             f"No power was measured in these runs{why}, so power and energy figures are left out.",
         )
-    cells = cells.copy()
-    has_idle = np.isfinite(cells["power_net_w"].astype(float))
-    cells["power_plot_w"] = cells["power_net_w"].where(has_idle, cells["power_w_mean"])
+    has_idle = cells["power_is_net"]
     ylabel = (
         "power above idle (W)"
         if has_idle.all()
@@ -471,19 +531,16 @@ def power_vs_batch(data: ReportData) -> FigureResult:
         if not has_idle.any()
         else "power (W; above idle where idle was measured)"
     )
-    setups = sorted(cells["setup"].unique())
-    fig, axes = _new_figure(len(setups), title)
-    for ax, setup in zip(axes, setups, strict=True):
-        sc = cells[cells["setup"] == setup]
-        for model, g in sc.groupby("model", sort=True):
-            g = g.sort_values("batch_size")
-            ax.plot(
-                g["batch_size"], g["power_plot_w"], marker="o", ms=3.5, color=data.colors[model]
-            )
-        _log2_batch_axis(ax, sc["batch_size"].astype(int))
-        ax.set_ylabel(ylabel)
-        ax.set_title(setup, fontsize=9)
-    _model_legend(fig, data, cells["model"].unique())
+
+    def line(p: Panel, g: pd.DataFrame, c: Any) -> None:
+        p.ax.plot(g["batch_size"], g["power_plot_w"], marker="o", ms=3.5, color=c)
+
+    def finish(p: Panel) -> str:
+        p.ax.set_ylabel(ylabel)
+        p.ax.set_title(p.setup, fontsize=9)
+        return ""
+
+    fig, _ = _batch_lines(data, cells, title, line, finish)
     sources = sorted({str(s) for s in cells["power_source"].dropna()})
     reading = (
         f"Mean power over the timed forwards ({'; '.join(sources)}), "
@@ -504,33 +561,34 @@ def memory_vs_batch(data: ReportData) -> FigureResult:
     cells = data.cells.dropna(subset=["peak_memory_mib"])
     if cells.empty:
         return _skip(name, title, "No cell recorded a peak memory, so there is nothing to plot.")
-    setups = sorted(cells["setup"].unique())
-    fig, axes = _new_figure(len(setups), title)
-    shares = []
-    for ax, setup in zip(axes, setups, strict=True):
-        sc = cells[cells["setup"] == setup]
-        bs = sc["batch_size"].astype(int)
-        for model, g in sc.groupby("model", sort=True):
-            g = g.sort_values("batch_size")
-            c = data.colors[model]
-            ax.plot(g["batch_size"], g["peak_memory_mib"], marker="o", ms=3.5, color=c)
-            w = g["weights_mib"].dropna()
-            if len(w):
-                ax.hlines(float(w.iloc[0]), bs.min(), bs.max(), colors=[c], linestyles=":", lw=1.3)
-        _log2_batch_axis(ax, bs)
-        ax.set_yscale("log")
-        _log_axis(ax.yaxis)
-        ax.set_ylabel("memory (MiB)")
-        methods = sorted({str(m) for m in sc["memory_method"].dropna()})
-        ax.set_title(f"{setup}\nsolid: peak ({', '.join(methods)}) · dotted: weights", fontsize=8)
-        b1 = sc[sc["batch_size"] == bs.min()]
+
+    def line(p: Panel, g: pd.DataFrame, c: Any) -> None:
+        p.ax.plot(g["batch_size"], g["peak_memory_mib"], marker="o", ms=3.5, color=c)
+        w = g["weights_mib"].dropna()
+        if len(w):
+            bs = p.cells["batch_size"].astype(int)
+            p.ax.hlines(float(w.iloc[0]), bs.min(), bs.max(), colors=[c], linestyles=":", lw=1.3)
+
+    def finish(p: Panel) -> str:
+        p.ax.set_yscale("log")
+        _log_axis(p.ax.yaxis)
+        p.ax.set_ylabel("memory (MiB)")
+        methods = sorted({str(m) for m in p.cells["memory_method"].dropna()})
+        p.ax.set_title(
+            f"{p.setup}\nsolid: peak ({', '.join(methods)}) · dotted: weights", fontsize=8
+        )
+        smallest = int(p.cells["batch_size"].astype(int).min())
+        b1 = p.cells[p.cells["batch_size"] == smallest]
         share = (b1["weights_mib"] / b1["peak_memory_mib"]).dropna()
-        if len(share):
-            shares.append(
-                f"On {setup}, weights are {share.min():.0%}–{share.max():.0%} of the peak at "
-                f"batch {bs.min()}."
-            )
-    _model_legend(fig, data, cells["model"].unique())
+        if not len(share):
+            return ""
+        return (
+            f"On {p.setup}, weights are {share.min():.0%}–{share.max():.0%} of the peak at "
+            f"batch {smallest}."
+        )
+
+    fig, parts = _batch_lines(data, cells, title, line, finish)
+    shares = [p for p in parts if p]
     reading = (
         "Peak memory is what the worker held above its pre-model baseline during the measured "
         "forward (weights included); the dotted line of the same colour is the weights alone, "
@@ -584,13 +642,13 @@ def memory_vs_params(data: ReportData) -> FigureResult:
         return _skip(
             name, title, "No network has both a peak memory and a parameter count at batch size 1."
         )
-    setups = sorted(cells["setup"].unique())
-    fig, axes = _new_figure(len(setups), title)
+    fig, panels = _setup_panels(cells, title)
     fits, readings, pending = [], [], []
-    for ax, setup in zip(axes, setups, strict=True):
-        sub = cells[cells["setup"] == setup].sort_values("model")
+    for p in panels:
+        ax, setup = p.ax, p.setup
+        sub = p.cells.sort_values("model")
         sub = sub.assign(params=sub["params"].astype(float))
-        fit, colors = _scatter_fit_panel(ax, data, sub, "params", "peak_memory_bytes", 1e6, 2**20)
+        fit, colors = _scatter_fit_panel(ax, data, sub, "params", "peak_memory_bytes", MEGA, MIB)
         ax.set_xlabel("parameters (millions)")
         ax.set_ylabel("peak memory at batch 1 (MiB)")
         ax.set_title(setup, fontsize=9)
@@ -612,19 +670,23 @@ def memory_vs_params(data: ReportData) -> FigureResult:
         )
         _fit_box(
             ax,
-            f"slope {fit.slope:.2f} bytes/parameter\nintercept {fit.intercept / 2**20:.1f} MiB"
+            f"slope {fit.slope:.2f} bytes/parameter\nintercept {to_mib(fit.intercept):.1f} MiB"
             f"\nR² {fit.r2:.3f} (n = {fit.n})",
         )
         readings.append(
             f"On {setup}, each parameter adds {fit.slope:.2f} bytes of peak memory at batch 1 "
-            f"(float32 weights alone are 4), above a fixed {fit.intercept / 2**20:.1f} MiB "
+            f"(float32 weights alone are 4), above a fixed {to_mib(fit.intercept):.1f} MiB "
             f"(R² = {fit.r2:.3f}, {fit.n} networks)."
         )
     _freeze_layout(fig)
     labels = []
     for ax, sub, colors in pending:
         labels += place_labels(
-            ax, list(sub["params"] / 1e6), list(sub["peak_memory_mib"]), list(sub["model"]), colors
+            ax,
+            list(to_millions(sub["params"])),
+            list(sub["peak_memory_mib"]),
+            list(sub["model"]),
+            colors,
         )
     reading = "Least-squares line of peak memory on parameter count. " + " ".join(readings)
     return FigureResult(name, title, fig, reading, fits=tuple(fits), labels=tuple(labels))
@@ -646,8 +708,7 @@ def ops_vs_time(data: ReportData) -> FigureResult:
     if cells.empty:
         return _skip(name, title, "No network has both a MAC count and a timing.")
     panels: list[tuple[str, int, pd.DataFrame]] = []
-    for setup in sorted(cells["setup"].unique()):
-        sc = cells[cells["setup"] == setup]
+    for setup, sc in _by_setup(cells):
         for b in (1, _larger_batch(sc)):
             sub = sc[sc["batch_size"] == b] if b is not None else sc.iloc[0:0]
             if len(sub):
@@ -683,7 +744,7 @@ def ops_vs_time(data: ReportData) -> FigureResult:
         )
         readings.append(
             f"{setup}, batch {b}: {fit.slope:.3g} ms per G-MAC, R² = {fit.r2:.3f} "
-            f"({fit.n} networks; {1e3 / fit.slope if fit.slope > 0 else float('nan'):.3g} "
+            f"({fit.n} networks; {MS_PER_S / fit.slope if fit.slope > 0 else float('nan'):.3g} "
             "G-MAC/s effective)."
         )
     _freeze_layout(fig)
@@ -716,12 +777,12 @@ def accuracy_vs_throughput(data: ReportData) -> FigureResult:
     cells = data.cells.dropna(subset=["top1", "throughput_ips", "gmacs"])
     if cells.empty:
         return _skip(name, title, "No network has both a published accuracy and a throughput.")
-    setups = sorted(cells["setup"].unique())
     max_ops = float(cells["gmacs"].max())
-    fig, axes = _new_figure(len(setups), title)
+    fig, panels = _setup_panels(cells, title)
     pending, readings = [], []
-    for ax, setup in zip(axes, setups, strict=True):
-        best = _best_per_model(cells[cells["setup"] == setup], "throughput_ips", pd.Series.idxmax)
+    for p in panels:
+        ax, setup = p.ax, p.setup
+        best = _best_per_model(p.cells, "throughput_ips", pd.Series.idxmax)
         sizes, scale = _bubble_sizes(best["gmacs"], max_ops)
         colors = [data.colors[m] for m in best["model"]]
         ax.scatter(
@@ -803,25 +864,25 @@ def energy_vs_accuracy(data: ReportData) -> FigureResult:
             f"No energy was measured in these runs{why}, so energy per image cannot be set "
             "against accuracy.",
         )
-    cells = cells.dropna(subset=["top1"]).copy()
+    cells = cells.dropna(subset=["top1"])
     if cells.empty:
         return _skip(
             name, title, "The networks with an energy measurement have no published accuracy."
         )
-    net = np.isfinite(cells["energy_net_per_image_j"].astype(float))
-    cells["energy_plot_j"] = cells["energy_net_per_image_j"].where(net, cells["energy_per_image_j"])
-    setups = sorted(cells["setup"].unique())
-    fig, axes = _new_figure(len(setups), title)
+    net = cells["energy_is_net"]
+    energy = "energy_plot_per_image_j"
+    fig, panels = _setup_panels(cells, title)
     pending = []
-    for ax, setup in zip(axes, setups, strict=True):
-        best = _best_per_model(cells[cells["setup"] == setup], "energy_plot_j", pd.Series.idxmin)
+    for p in panels:
+        ax = p.ax
+        best = _best_per_model(p.cells, energy, pd.Series.idxmin)
         colors = [data.colors[m] for m in best["model"]]
-        ax.scatter(best["energy_plot_j"], best["top1"], c=colors, s=30, edgecolors="0.25", lw=0.5)
+        ax.scatter(best[energy], best["top1"], c=colors, s=30, edgecolors="0.25", lw=0.5)
         ax.set_xlabel(
             "energy per image (J" + (", above idle)" if net.all() else ")") + ", best batch size"
         )
         ax.set_ylabel("top-1 accuracy (%)")
-        ax.set_title(setup, fontsize=9)
+        ax.set_title(p.setup, fontsize=9)
         ax.margins(0.18)
         texts = [
             f"{m} (bs {int(b)})" for m, b in zip(best["model"], best["batch_size"], strict=True)
@@ -830,7 +891,7 @@ def energy_vs_accuracy(data: ReportData) -> FigureResult:
     _freeze_layout(fig)
     labels = []
     for ax, best, texts, colors in pending:
-        labels += place_labels(ax, list(best["energy_plot_j"]), list(best["top1"]), texts, colors)
+        labels += place_labels(ax, list(best[energy]), list(best["top1"]), texts, colors)
     reading = "Each network at the batch size with its lowest energy per image (in the label); " + (
         "energy above idle power."
         if net.all()

@@ -56,7 +56,8 @@ SUMMARY_COLUMNS: tuple[Column, ...] = (
 
 def summary_table(data: ReportData) -> pd.DataFrame:
     """One row per (setup, network): counts, published accuracy and the measured figures
-    (medians of repeats). Networks whose every cell failed get a row with only failures."""
+    (medians of repeats; power and energy net of idle where known, as the figures show
+    them). Networks whose every cell failed get a row with only failures."""
     records = []
     failed = data.rows[data.rows["status"] != "ok"].groupby(["setup", "model"]).size()
     pairs = sorted(set(zip(data.rows["setup"], data.rows["model"], strict=True)))
@@ -71,10 +72,6 @@ def summary_table(data: ReportData) -> pd.DataFrame:
             b1 = g[g["batch_size"] == 1]
             timed = g["time_per_image_ms"].notna().any()  # older files may lack it
             best = g.loc[g["time_per_image_ms"].idxmin()] if timed else None
-            power = g["power_net_w"].where(np.isfinite(g["power_net_w"]), g["power_w_mean"])
-            energy = g["energy_net_per_image_j"].where(
-                np.isfinite(g["energy_net_per_image_j"]), g["energy_per_image_j"]
-            )
             rec.update(
                 params_m=g["params_m"].iloc[0],
                 gmacs=g["gmacs"].iloc[0],
@@ -86,8 +83,8 @@ def summary_table(data: ReportData) -> pd.DataFrame:
                 throughput_ips_max=g["throughput_ips"].max(),
                 peak_memory_mib_bs1=b1["peak_memory_mib"].iloc[0] if len(b1) else np.nan,
                 weights_mib=g["weights_mib"].iloc[0],
-                power_w_max=power.max(),
-                energy_per_image_j_min=energy.min(),
+                power_w_max=g["power_plot_w"].max(),
+                energy_per_image_j_min=g["energy_plot_per_image_j"].min(),
                 batch_sizes_ok=len(g),
                 noisy_cells=int(g["noisy"].sum()),
                 repeats_max=int(g["n_repeats"].max()),

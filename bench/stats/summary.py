@@ -1,4 +1,5 @@
-"""Pure statistics of timing samples. No torch import."""
+"""Summaries of one repeat's timing samples: median, percentiles, IQR and a distribution-free
+confidence interval of the median. Pure: numpy only, no torch."""
 
 from __future__ import annotations
 

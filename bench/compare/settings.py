@@ -1,0 +1,134 @@
+"""What a comparison is asked: the metrics, the threshold, the test and its allowances,
+parsed and checked once. Pure: the standard library only."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from bench.errors import InvalidOption
+from bench.keys import CellKey
+
+MATCH_KEY = CellKey.MATCH_COLUMNS  # what a cell is matched on across the two sides
+VERDICTS = ("regression", "inconclusive", "improvement", "unchanged")  # most severe first
+# Run-to-run noise a single repeat cannot see (log scale: a factor of 2), used when each side
+# has one repeat. docs/compare.md: on the shared 2-core CI machine, single repeats of the same
+# cell differed by more than 50% in 6-8% of pairs (so a ±50% floor gave 2-6% false
+# regressions), by more than 100% in well under 1%. Quiet runners may lower it with
+# --single-run-floor after measuring their own A/A spread.
+SINGLE_RUN_FLOOR = math.log(2.0)
+# Drift a baseline measured at another time carries (log scale, ±20%), used when the two sides
+# do not overlap in time. docs/compare.md: on the shared CI machine two runs of 10 repeats
+# each, minutes apart, differed by a median of 9% per cell (95th percentile 33%), and without
+# this allowance 7-9% of A/A cells were false regressions. Interleaved A/B runs
+# (`effbench run --variant`) need none; steady runners may lower it with --drift-floor.
+DRIFT_FLOOR = math.log(1.20)
+FAILED = ("oom", "crashed", "timeout", "error")
+
+
+@dataclass(frozen=True, slots=True)
+class Metric:
+    name: str
+    column: str
+    unit: str
+    samples_column: str | None = None
+
+
+# The per-repeat value of the latency metric: the median of the repeat's timed iterations
+# (default), or their 10th percentile, which ignores interference that slows only part of a
+# repeat's iterations; docs/compare.md measures both on a shared machine.
+LATENCY_STATISTICS = {"median": "latency_ms_median", "p10": "latency_ms_p10"}
+
+# How the per-repeat values of two sides are compared when both have 2+ repeats:
+# welch: ratio of geometric means, Welch's t interval on the logs (the default; works from 2
+#        repeats per side);
+# rank:  Hodges-Lehmann estimate (median of all candidate/baseline ratios of repeats) with the
+#        Mann-Whitney interval, exact up to EXACT_RANK_LIMIT pairs. Distribution-free: on a
+#        shared machine, whose per-repeat values are skewed (most repeats fast, some much
+#        slower), it needs far fewer repeats (docs/compare.md), but it cannot reach alpha
+#        0.01 below 5 repeats per side.
+TESTS = {
+    "welch": "ratio of geometric means, Welch interval on log values",
+    "rank": "Hodges-Lehmann ratio, Mann-Whitney interval",
+}
+
+METRICS: dict[str, Metric] = {
+    "latency": Metric("latency", "latency_ms_median", "ms", "latency_ms_samples"),
+    "memory": Metric("memory", "peak_memory_bytes", "bytes"),
+    "energy": Metric("energy", "energy_j", "J"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Threshold:
+    """A relative change, parsed once from '5%' or '0.05'."""
+
+    fraction: float
+
+    @classmethod
+    def parse(cls, text: str, upper: float = 1.0, allow_zero: bool = False) -> Threshold:
+        """``text`` as a fraction in (0, ``upper``) ([0, ``upper``) with ``allow_zero``);
+        '5%' and '0.05' are the same."""
+        m = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(%?)\s*", text)
+        if not m:
+            raise InvalidOption(f"cannot read threshold {text!r}; write it like 5% or 0.05")
+        value = float(m.group(1)) / (100 if m.group(2) else 1)
+        smallest_ok = value >= 0 if allow_zero else value > 0
+        if not smallest_ok or value >= upper:
+            raise InvalidOption(f"threshold {text!r} must lie between 0% and {upper:.0%}, e.g. 5%")
+        return cls(value)
+
+    @property
+    def log_bound(self) -> float:
+        return math.log1p(self.fraction)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    metrics: tuple[str, ...] | None = None  # None: every metric with data on both sides
+    threshold: Threshold = field(default_factory=lambda: Threshold(0.05))
+    alpha: float = 0.01
+    single_run_floor: float = SINGLE_RUN_FLOOR
+    drift_floor: float = DRIFT_FLOOR  # log scale; only for sides measured at different times
+    trim: float = 0.0  # > 0: Yuen's trimmed test across repeats (bench.stats.inference.welch)
+    latency_statistic: str = "median"  # a key of LATENCY_STATISTICS
+    test: str = "welch"  # a key of TESTS: how repeats are compared
+
+    def metric(self, name: str) -> Metric:
+        """The metric ``name`` as these settings read it (latency: which per-repeat value)."""
+        m = METRICS[name]
+        if name == "latency":
+            return Metric(m.name, LATENCY_STATISTICS[self.latency_statistic], m.unit,
+                          m.samples_column)  # fmt: skip
+        return m
+
+    def validate(self) -> None:
+        if self.latency_statistic not in LATENCY_STATISTICS:
+            raise InvalidOption(
+                f"unknown latency statistic {self.latency_statistic!r}; choose from "
+                f"{', '.join(LATENCY_STATISTICS)}"
+            )
+        if self.test not in TESTS:
+            raise InvalidOption(f"unknown test {self.test!r}; choose from {', '.join(TESTS)}")
+        if not 0 <= self.trim < 0.5:
+            raise InvalidOption(f"trim {self.trim} must lie in [0, 0.5)")
+        if self.trim and self.test != "welch":
+            raise InvalidOption("trimming (Yuen's test) applies to the welch test only")
+        if not 0 < self.alpha < 1:
+            raise InvalidOption(f"--alpha {self.alpha} must lie between 0 and 1, e.g. 0.01")
+        for m in self.metrics or ():
+            if m not in METRICS:
+                raise InvalidOption(f"unknown metric {m!r}; choose from {', '.join(METRICS)}")
+
+
+def parse_metrics(values: Iterable[str] | None) -> tuple[str, ...] | None:
+    """``--metric latency --metric memory`` or ``--metric latency,memory``."""
+    if not values:
+        return None
+    names = tuple(n.strip() for v in values for n in v.split(",") if n.strip())
+    for n in names:
+        if n not in METRICS:
+            raise InvalidOption(f"unknown metric {n!r}; choose from {', '.join(METRICS)}")
+    return names

@@ -1,0 +1,44 @@
+"""The words and numbers every output of a comparison shares: cell names, values with
+units, ratios, the one-line summary."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from bench.compare.results import Comparison
+from bench.compare.settings import MATCH_KEY, METRICS, VERDICTS
+
+
+def fmt_value(value: float | None, metric: str) -> str:
+    if value is None:
+        return "-"
+    if metric == "memory":
+        return f"{value / 2**20:.1f} MiB"
+    unit = METRICS[metric].unit
+    return f"{value:.4g} {unit}"
+
+
+def fmt_ratio(r: float | None) -> str:
+    return "-" if r is None else f"{r:.3f}"
+
+
+def plain(value: object) -> str:
+    """``value`` on one line without control characters (also invalid in XML 1.0)."""
+    return re.sub(r"[\x00-\x1f\x7f]+", " ", str(value))
+
+
+def cell_name(key: tuple[Any, ...]) -> str:
+    c = dict(zip(MATCH_KEY, key, strict=True))
+    return plain(
+        f"{c['model']} bs={c['batch_size']} {c['device_name']} {c['dtype']} "
+        f"{c['image_size']}px t{c['threads']}"
+    )
+
+
+def summary_line(c: Comparison) -> str:
+    counts = ", ".join(f"{c.count(v)} {v}" for v in VERDICTS)
+    return (
+        f"{counts} ({len(c.results)} cell-metric comparisons; "
+        f"{len(c.only_baseline)} baseline-only, {len(c.only_candidate)} candidate-only cells)"
+    )

@@ -1,0 +1,41 @@
+"""An example probe, used only in tests: the process's CPU time per forward. The whole of
+what adding a probe takes is this file and its last line (docs/architecture.md)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from bench.probes.base import ProbeContext, Window
+from bench.probes.registry import register_probe
+from bench.schema import Column
+
+
+class CpuTimeProbe:
+    """CPU seconds this process spent (user + system, all threads) over the window, per
+    forward of one batch, from ``time.process_time``."""
+
+    columns: ClassVar[tuple[Column, ...]] = (
+        Column("cpu_time_ms", "float?", "ms", "process CPU time per forward of one batch"),
+        Column("cpu_time_source", "str?", "", "how CPU time was read, or why not"),
+    )
+    note_column: ClassVar[str] = "cpu_time_source"
+    min_window_s = 0.0
+
+    @classmethod
+    def open(cls, ctx: ProbeContext) -> CpuTimeProbe:
+        return cls()
+
+    def begin(self) -> None:
+        self._start = time.process_time()
+
+    def end(self, window: Window) -> Mapping[str, Any]:
+        spent_ms = (time.process_time() - self._start) * 1e3
+        return {"cpu_time_ms": spent_ms / window.iterations, "cpu_time_source": "process_time"}
+
+    def close(self) -> None:
+        return None
+
+
+register_probe(CpuTimeProbe)

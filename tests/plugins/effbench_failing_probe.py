@@ -1,0 +1,36 @@
+"""A probe whose window always fails, used only in tests: its error must land in its own
+note column while the latency and the other probes' columns are kept."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from bench.probes.base import ProbeContext, Window
+from bench.probes.registry import register_probe
+from bench.schema import Column
+
+
+class FailingProbe:
+    columns: ClassVar[tuple[Column, ...]] = (
+        Column("flaky_value", "float?", "", "never filled: the probe always fails"),
+        Column("flaky_source", "str?", "", "why the flaky probe has no value"),
+    )
+    note_column: ClassVar[str] = "flaky_source"
+    min_window_s = 0.0
+
+    @classmethod
+    def open(cls, ctx: ProbeContext) -> FailingProbe:
+        return cls()
+
+    def begin(self) -> None:
+        return None
+
+    def end(self, window: Window) -> Mapping[str, Any]:
+        raise OSError("sensor unplugged")
+
+    def close(self) -> None:
+        return None
+
+
+register_probe(FailingProbe)

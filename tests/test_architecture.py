@@ -1,0 +1,145 @@
+"""The import graph of `bench` and `models`: no cycle, and no import from a lower layer to a
+higher one (docs/architecture.md). Module-level and function-level imports both count."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("bench", "models")
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _modules() -> dict[str, Path]:
+    return {_module_name(p): p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")}
+
+
+def _resolve(name: str, modules: dict[str, Path]) -> str | None:
+    """The module of ours ``name`` refers to (an attribute import resolves to its module)."""
+    while name:
+        if name in modules:
+            return name
+        name = name.rpartition(".")[0]
+    return None
+
+
+def _imports(module: str, path: Path, modules: dict[str, Path]) -> set[str]:
+    found: set[str] = set()
+    is_pkg = path.name == "__init__.py"
+    for node in ast.walk(ast.parse(path.read_text())):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = module if is_pkg else module.rpartition(".")[0]
+                for _ in range(node.level - 1):
+                    anchor = anchor.rpartition(".")[0]
+                base = f"{anchor}.{base}" if base else anchor
+            names = [f"{base}.{a.name}" for a in node.names] or [base]
+        for n in names:
+            target = _resolve(n, modules)
+            if target and target != module:
+                found.add(target)
+    return found
+
+
+def _graph() -> dict[str, set[str]]:
+    modules = _modules()
+    return {m: _imports(m, p, modules) for m, p in modules.items()}
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def _reach(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen: set[str] = set()
+    todo = [start]
+    while todo:
+        for w in graph[todo.pop()]:
+            if w not in seen:
+                seen.add(w)
+                todo.append(w)
+    return seen
+
+
+def _under(module: str, prefixes: tuple[str, ...]) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in prefixes)
+
+
+HIGH = ("bench.cli", "bench.runner", "bench.executor", "bench.worker")
+# (who, what it may never reach, directly or through another module)
+FORBIDDEN = [
+    (("bench.probes",), ("bench.cli", "bench.runner", "bench.executor", "bench.worker")),
+    (("bench.report", "bench.compare"), ("bench.probes", *HIGH)),
+    (("bench.store", "bench.schema", "bench.keys", "bench.plan", "bench.stats"), HIGH),
+    (("bench.plan", "bench.keys", "bench.schema"), ("bench.probes", "models")),
+    (("models",), HIGH),
+]
+
+
+def test_there_is_no_import_cycle() -> None:
+    assert _cycles(_graph()) == []
+
+
+@pytest.mark.parametrize(("who", "never"), FORBIDDEN)
+def test_no_import_runs_back_up_the_layers(who: tuple[str, ...], never: tuple[str, ...]) -> None:
+    graph = _graph()
+    bad = {
+        m: sorted(w for w in _reach(graph, m) if _under(w, never)) for m in graph if _under(m, who)
+    }
+    assert {m: w for m, w in bad.items() if w} == {}
+
+
+def test_the_checker_sees_function_level_imports_and_cycles() -> None:
+    # the checker itself must be able to fail: a function-level import closing a loop
+    modules = {"a": Path("a.py"), "b": Path("b.py")}
+    tree = "def f():\n    from b import g\n"
+    found = set()
+    for node in ast.walk(ast.parse(tree)):
+        if isinstance(node, ast.ImportFrom):
+            found.add(_resolve(f"{node.module}.g", modules))
+    assert found == {"b"}
+    assert _cycles({"a": {"b"}, "b": {"a"}, "c": set()}) == [["a", "b"]]

@@ -1,0 +1,55 @@
+"""The probe window protocol: a new probe is one file plus one registration line, its
+columns reach the parquet with their declared types, and a failing probe loses nothing
+but its own columns."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from conftest import FAST, effbench
+
+from bench import load_results
+
+
+def _run(tmp_path: Path, plugin: str, model: str = "lenet5") -> Path:
+    env = dict(os.environ)
+    env["EFFBENCH_PLUGINS"] = f"effbench_test_models,{plugin}"
+    args = ["run", "--models", model, "--batch-sizes", "1,4", "--threads", "1", *FAST]
+    r = effbench([*args, "--out", str(tmp_path), "--run-id", "p"], env=env)
+    assert r.returncode == 0, r.stderr
+    return tmp_path / "p"
+
+
+def test_an_example_probe_fills_its_declared_columns(tmp_path: Path) -> None:
+    run = _run(tmp_path, "effbench_cpu_time_probe")
+    df = load_results([run])
+    assert list(df["status"]) == ["ok", "ok"]
+    part = next(run.glob("part-*.parquet"))
+    assert str(pq.read_schema(part).field("cpu_time_ms").type) == "double"
+    assert set(df["cpu_time_source"]) == {"process_time"}
+    # one thread: the CPU time of a forward is close to its wall time, never far above it
+    ratio = df["cpu_time_ms"] / df["latency_ms_mean"]
+    assert ((ratio > 0.2) & (ratio < 1.5)).all(), ratio.tolist()
+
+
+def test_a_failing_probe_records_its_error_and_keeps_the_latency(tmp_path: Path) -> None:
+    df = load_results([_run(tmp_path, "effbench_failing_probe")])
+    assert list(df["status"]) == ["ok", "ok"]
+    assert df["flaky_source"].str.startswith("failed: OSError: sensor unplugged").all()
+    assert df["flaky_value"].isna().all()
+    assert (df["latency_ms_median"] > 0).all() and df["peak_memory_bytes"].notna().all()
+
+
+def test_a_probe_may_not_take_a_contract_column() -> None:
+    from bench.probes.registry import register_probe
+    from bench.schema import Column
+
+    class Clash:
+        columns = (Column("latency_ms_median", "float?", "ms", "taken"),)
+        note_column = "latency_ms_median"
+
+    with pytest.raises(ValueError, match="already taken"):
+        register_probe(Clash)  # type: ignore[arg-type]

@@ -1,0 +1,50 @@
+"""The row contract is declared once (bench/schema.py) and everything else follows it."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+from bench.probes.registry import BUILTIN
+from bench.probes.timing import LatencyWindow
+from bench.schema import ARROW_SCHEMA, DECLARED, KINDS, Row, markdown_table
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def test_readme_column_table_is_the_generated_one() -> None:
+    text = README.read_text()
+    block = re.search(r"<!-- columns:.*?-->\n(.*?)<!-- /columns -->", text, re.S)
+    assert block is not None, "README lost its generated column table markers"
+    assert block.group(1) == markdown_table(), "regenerate it: python -m bench.schema"
+
+
+def test_row_fields_and_arrow_schema_follow_the_declarations() -> None:
+    names = [c.name for c in DECLARED]
+    assert len(names) == len(set(names))
+    fields = dataclasses.fields(Row)
+    assert [f.name for f in fields] == [*names, "extra"]  # extra: probes outside the contract
+    assert names == ARROW_SCHEMA.names
+    for c, f in zip(DECLARED, fields[:-1], strict=True):
+        assert f.type == KINDS[c.kind][0]
+        assert ARROW_SCHEMA.field(c.name).type == c.arrow_type
+
+
+def test_units_live_in_the_names() -> None:
+    suffix = {"ms": "_ms", "bytes": "_bytes", "W": "_w", "J": "_j", "MHz": "_mhz", "°C": "_c"}
+    for c in DECLARED:
+        if c.unit in suffix:
+            assert suffix[c.unit] in c.name, c
+        assert c.meaning and not c.meaning.endswith("."), c
+
+
+def test_every_probe_column_is_declared_by_exactly_one_probe() -> None:
+    declared = {c.name for c in DECLARED}
+    owners: dict[str, str] = {}
+    for probe in (*BUILTIN, LatencyWindow):
+        for c in probe.columns:
+            assert c.name in declared
+            assert c.name not in owners, f"{c.name} declared by {owners.get(c.name)} too"
+            owners[c.name] = probe.__name__
+        assert probe.note_column in {c.name for c in probe.columns} | {"error"}
