@@ -89,6 +89,12 @@ def _add_run(sub: Any) -> None:
     run.add_argument("--batch-sizes", type=_csv(int), help="e.g. 1,2,4,8 (default per device)")
     run.add_argument("--devices", type=_csv(str), help="cpu, cuda (every GPU), cuda:N, mps")
     run.add_argument("--dtypes", type=_csv(str), help=", ".join(DTYPES) + " (default float32)")
+    run.add_argument(
+        "--configs",
+        type=_csv(str),
+        help="configurations (default eager): channels_last, autocast, compile, "
+        "compile-max-autotune, compile:BACKEND, cudagraphs, joined by '+' (docs/configs.md)",
+    )
     run.add_argument("--image-size", type=_number(int), help="override each model's input size")
     run.add_argument("--threads", type=_number(int), help="intra-op threads (default: all cores)")
     run.add_argument("--repeats", type=_number(int), help="fresh-process repeats of each cell (1)")
@@ -242,6 +248,7 @@ PLAN_FLAGS = {
     "batch_sizes": "--batch-sizes",
     "devices": "--devices",
     "dtypes": "--dtypes",
+    "configs": "--configs",
     "image_size": "--image-size",
     "threads": "--threads",
     "repeats": "--repeats",
@@ -311,6 +318,7 @@ def _new_options(args: argparse.Namespace, has_gpu: bool) -> Options:
         batch_sizes=args.batch_sizes or default["batch_sizes"],
         devices=args.devices or default["devices"],
         dtypes=args.dtypes or ("float32",),
+        configs=args.configs or ("eager",),
         image_size=args.image_size,
         threads=args.threads,
         repeats=1 if args.repeats is None else args.repeats,

@@ -22,7 +22,7 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 @dataclass(frozen=True, slots=True, order=True)
 class CellKey:
-    """(model, device, dtype, batch size, image size, threads): one cell of a sweep."""
+    """(model, device, dtype, batch size, image size, threads, configuration): one cell."""
 
     model: str
     device: str
@@ -30,6 +30,7 @@ class CellKey:
     batch_size: int
     image_size: int
     threads: int
+    config: str = "eager"
 
     COLUMNS: ClassVar[tuple[str, ...]] = (
         "model",
@@ -38,6 +39,7 @@ class CellKey:
         "batch_size",
         "image_size",
         "threads",
+        "config",
     )
     # Across machines a cell is matched by the device's name (``cuda:0`` on one box may be
     # another GPU than ``cuda:0`` on the next), so compare keys on ``device_name``.
@@ -48,6 +50,7 @@ class CellKey:
         "batch_size",
         "image_size",
         "threads",
+        "config",
     )
     # What is measured, as opposed to the setup it is measured on (device, dtype, threads).
     WORKLOAD_COLUMNS: ClassVar[tuple[str, ...]] = ("model", "batch_size", "image_size")
@@ -62,6 +65,7 @@ class CellKey:
             int(values["batch_size"]),
             int(values["image_size"]),
             int(values["threads"]),
+            str(values.get("config") or "eager"),
         )
 
     def stem(self, repeat: int) -> str:
@@ -74,7 +78,7 @@ class CellKey:
         readable = _UNSAFE.sub(
             "-",
             f"{self.model}_{self.device}_{self.dtype}_bs{self.batch_size}"
-            f"_{self.image_size}px_t{self.threads}_r{repeat}",
+            f"_{self.image_size}px_t{self.threads}_{self.config}_r{repeat}",
         )[:_MAX_READABLE]
         exact = json.dumps([*astuple(self), repeat], ensure_ascii=False)
         digest = hashlib.sha256(exact.encode()).hexdigest()[:16]

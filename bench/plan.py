@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from bench.configs import check_config, parse_config
 from bench.errors import DeviceUnavailable, InvalidOption
 from bench.keys import CellKey, RowKey
 
@@ -102,6 +103,7 @@ class Options:
     cell_timeout_s: float = 600.0
     memory_cap_bytes: int | None = None
     tf32: bool = False
+    configs: tuple[str, ...] = ("eager",)  # canonical configuration names (bench.configs)
     variant: str | None = None  # the name of this run's variant (`--variant`), if any
     env: tuple[tuple[str, str], ...] = ()  # set in every worker before the model is built
 
@@ -120,6 +122,7 @@ class Options:
         d["timing"] = Timing.from_dict(d.get("timing", {}))
         for key in ("models", "devices", "dtypes"):
             d[key] = _str_tuple(d.get(key), key)
+        d["configs"] = _str_tuple(d.get("configs", ("eager",)), "configs")
         d["batch_sizes"] = _int_tuple(d.get("batch_sizes"), "batch_sizes")
         for key in ("image_size", "threads", "memory_cap_bytes"):
             if d.get(key) is not None:
@@ -221,6 +224,7 @@ class Cell:
     in_chans: int
     threads: int
     repeat: int
+    config: str = "eager"
 
     @property
     def key(self) -> RowKey:
@@ -233,6 +237,7 @@ class Cell:
                 self.batch_size,
                 self.image_size,
                 self.threads,
+                self.config,
             ),
             self.repeat,
         )
@@ -250,6 +255,7 @@ class Group:
     threads: int
     repeat: int
     batch_sizes: tuple[int, ...]
+    config: str = "eager"
 
     def cells(self) -> tuple[Cell, ...]:
         return tuple(
@@ -262,6 +268,7 @@ class Group:
                 self.in_chans,
                 self.threads,
                 self.repeat,
+                self.config,
             )
             for b in self.batch_sizes
         )
@@ -277,12 +284,12 @@ class Group:
         """A group as recorded in a manifest; wrong types raise :class:`InvalidOption`."""
         if not isinstance(d, Mapping):
             raise InvalidOption(f"a planned group must be an object, not {d!r}")
-        values = {}
+        values = {"config": "eager"}  # groups recorded before configurations ran eager
         for f in dataclasses.fields(cls):
-            if f.name not in d:
+            if f.name not in d and f.name != "config":
                 raise InvalidOption(f"a planned group lacks {f.name!r}")
-            values[f.name] = d[f.name]
-        for name in ("model", "device", "dtype"):
+            values[f.name] = d.get(f.name, values.get(f.name))
+        for name in ("model", "device", "dtype", "config"):
             _expect(values[name], str, name)
         for name in ("image_size", "in_chans", "threads", "repeat"):
             _expect(values[name], int, name)
@@ -359,6 +366,10 @@ def validate(options: Options, catalog: Mapping[str, ModelShape]) -> None:
     for dt in options.dtypes:
         if dt not in DTYPES:
             raise InvalidOption(f"unknown dtype {dt!r}; choose from {', '.join(DTYPES)}")
+    if not options.configs:
+        raise InvalidOption("no configurations; pass --configs eager (or channels_last, ...)")
+    for text in options.configs:
+        parse_config(text)
     if options.image_size is not None:
         _check_count("--image-size", options.image_size, 1, MAX_IMAGE)
     if options.threads is not None:
@@ -389,7 +400,8 @@ def resolve(options: Options, catalog: Mapping[str, ModelShape], inventory: Inve
     validate(options, catalog)
     devices = expand_devices(options.devices, inventory)
     threads = options.threads or inventory.default_threads
-    return dataclasses.replace(options, devices=devices, threads=threads)
+    configs = tuple(dict.fromkeys(parse_config(c).name for c in options.configs))
+    return dataclasses.replace(options, devices=devices, threads=threads, configs=configs)
 
 
 def expand_plan(
@@ -410,18 +422,21 @@ def expand_plan(
             size = options.image_size or shape.image_size
             for dev in options.devices:
                 for dt in dict.fromkeys(options.dtypes):
-                    groups.append(
-                        Group(
-                            model,
-                            dev,
-                            dt,
-                            size,
-                            shape.in_chans,
-                            options.threads,
-                            repeat,
-                            batch_sizes,
+                    for config in options.configs:
+                        check_config(parse_config(config), dev, dt)
+                        groups.append(
+                            Group(
+                                model,
+                                dev,
+                                dt,
+                                size,
+                                shape.in_chans,
+                                options.threads,
+                                repeat,
+                                batch_sizes,
+                                config,
+                            )
                         )
-                    )
     groups_t = tuple(groups)
     check_runnable(groups_t, catalog, inventory)
     return groups_t
@@ -443,6 +458,7 @@ def check_runnable(
                 f"the plan measures on {g.device}, which is not present on this machine "
                 f"(present: {', '.join(inventory.devices)}); run it where that device is"
             )
+        check_config(parse_config(g.config), g.device, g.dtype)
         if g.dtype not in inventory.devices[g.device]:
             raise DeviceUnavailable(
                 f"dtype {g.dtype} is not supported on {g.device} by this torch build "

@@ -73,7 +73,8 @@ class Progress:
     def cell(self, cell: Cell) -> None:
         line = (
             f"{self.label}[{self.done + 1:>4}/{self.total}] {cell.model} {cell.device} "
-            f"{cell.dtype} bs={cell.batch_size} r{cell.repeat}"
+            f"{cell.dtype}{'' if cell.config == 'eager' else ' ' + cell.config} "
+            f"bs={cell.batch_size} r{cell.repeat}"
             f"  elapsed {_fmt_s(time.monotonic() - self.started)}  left ~{self._eta()}"
         )
         if self.stream.isatty():

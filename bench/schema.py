@@ -76,6 +76,7 @@ IDENTITY = (
     _c("threads", "int", "", "intra-op threads"),
     _c("status", "str", "", "`ok`, `oom`, `skipped`, `crashed`, `timeout` or `error`", True),
     _c("error", "str?", "", "why the cell is not `ok` (or a probe's note)"),
+    _c("config", "str", "", "configuration (`eager`, `channels_last+compile`, ...)", True),
 )
 LATENCY = (
     _c("latency_ms_median", "float?", "ms", "median forward of one batch", True),
@@ -93,6 +94,15 @@ LATENCY = (
     _c("throughput_ips", "float?", "images/s", "images per second at the median", True),
     _c("timed_s", "float?", "s", "seconds spent in timed iterations"),
     _c("cell_wall_s", "float?", "s", "wall time of the cell in the worker"),
+)
+# Filled by the worker for the row's configuration (docs/configs.md).
+CONFIG = (
+    _c("compile_s", "float?", "s", "wall time of the compiling calls (never in the latency)"),
+    _c("graph_breaks", "int?", "", "graph breaks dynamo reported while compiling"),
+    _c("recompiled", "bool?", "", "a recompilation happened inside the timed loop"),
+    _c("max_abs_err", "float?", "", "largest |output - eager float32 output|, same input"),
+    _c("max_rel_err", "float?", "", "max_abs_err ÷ largest |eager float32 output|"),
+    _c("output_ok", "bool?", "", "max_rel_err within the dtype's tolerance"),
 )
 COUNTS = (
     _c("params", "int?", "", "parameters counted from the built model", True),
@@ -132,6 +142,7 @@ SETTINGS = (
 DECLARED: tuple[Column, ...] = (
     *IDENTITY,
     *LATENCY,
+    *CONFIG,
     *COUNTS,
     *MEMORY,
     *POWER,
@@ -146,6 +157,8 @@ def _row_fields(columns: Sequence[Column]) -> list[tuple[str, str, Any]]:
         kind = KINDS[c.kind][0]
         if c.name == "schema_version":
             fields.append((c.name, kind, dataclasses.field(default=SCHEMA_VERSION)))
+        elif c.name == "config":
+            fields.append((c.name, kind, dataclasses.field(default="eager")))
         elif c.kind == "floats":
             fields.append((c.name, kind, dataclasses.field(default=())))
         elif c.required:

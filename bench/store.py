@@ -380,7 +380,8 @@ def _migrate_keys(
 ) -> tuple[str, ...]:
     """Fill the cell-key columns that older files lack (or leave empty), in place:
     ``image_size`` and ``threads`` from the run's manifest, else ``NOT_RECORDED``;
-    ``repeat`` 0 (one repeat per cell before ``--repeats``); ``device_name`` from the run's
+    ``repeat`` 0 (one repeat per cell before ``--repeats``); ``config`` eager (the only
+    configuration before ``--configs``); ``device_name`` from the run's
     environment record, else the device. ``source[i]`` indexes the manifest of row i.
     Returns one note per column filled."""
     notes = []
@@ -406,6 +407,11 @@ def _migrate_keys(
             how += [f"{unknown} set to {NOT_RECORDED} (not recorded)"] if unknown else []
             notes.append(f"{int(gap.sum())} row(s) lack {col}: {', '.join(how)}")
         df[col] = values.astype(np.int64)
+    raw = df["config"] if "config" in df.columns else pd.Series([None] * len(df), dtype=object)
+    gap = raw.isna().to_numpy()
+    if gap.any():  # before configurations were a sweep axis, every row ran eager
+        df["config"] = raw.astype(object).where(~gap, "eager")
+        notes.append(f"{int(gap.sum())} row(s) lack config: set to eager (written before it)")
     raw = df["device_name"] if "device_name" in df.columns else pd.Series([None] * len(df))
     gap = raw.isna().to_numpy()
     if gap.any():

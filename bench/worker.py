@@ -81,6 +81,7 @@ def base_row(
         device_name=device_name,
         dtype=g.dtype,
         threads=g.threads,
+        config=g.config,
         status=status,
         top1=getattr(ref, "top1", None),
         top5=getattr(ref, "top5", None),
@@ -137,10 +138,19 @@ def failed_cells(
 class _Setup:
     """What a worker prepares once per group: the model, its counts, its probes."""
 
-    model: Any
+    model: Any  # placed for the configuration, not compiled (compilation is per cell)
     fields: dict[str, Any]  # counts shared by every ok row of the group
     probes: list[Any]
     sync: Callable[[], None]
+    config: Any  # bench.configs.Config
+    dtype: Any  # torch dtype of the row
+    reference: Any  # bench.configure.Reference, or None where this is the reference
+
+    def close(self) -> None:
+        for probe in self.probes:
+            probe.close()
+        if self.reference is not None:
+            self.reference.close()
 
 
 def run_task(task: Task, emit: Callable[[dict[str, Any]], None]) -> None:
@@ -179,32 +189,35 @@ def run_task(task: Task, emit: Callable[[dict[str, Any]], None]) -> None:
         fail("oom" if is_oom(e) else "error", f"model build failed: {_short(e)}", False)
         return
     gen = torch.Generator().manual_seed(0)
-    while remaining:
-        b = remaining[0]
-        emit({"event": "start", "batch_size": b})
-        started, t0 = now_iso(), time.perf_counter()
-        try:
-            x = torch.randn(b, g.in_chans, g.image_size, g.image_size, generator=gen)
-            columns = _measure_cell(task, setup, x.to(device=g.device, dtype=dtype))
-        except Exception as e:
-            if cuda:
-                torch.cuda.empty_cache()
-            if is_oom(e):
-                fail("oom", f"out of memory at batch {b}: {_short(e)}", True)
-            else:
-                traceback.print_exc(file=sys.stderr)
-                fail("error", _short(e), True)
-            return
-        columns.update(setup.fields, timestamp=started, cell_wall_s=time.perf_counter() - t0)
-        emit({"event": "row", "row": row(b, "ok", **columns).to_dict()})
-        remaining.pop(0)
-    for probe in setup.probes:
-        probe.close()
+    try:
+        while remaining:
+            b = remaining[0]
+            emit({"event": "start", "batch_size": b})
+            started, t0 = now_iso(), time.perf_counter()
+            try:
+                x = torch.randn(b, g.in_chans, g.image_size, g.image_size, generator=gen)
+                columns = _measure_cell(task, setup, x)
+            except Exception as e:
+                if cuda:
+                    torch.cuda.empty_cache()
+                if is_oom(e):
+                    fail("oom", f"out of memory at batch {b}: {_short(e)}", True)
+                else:
+                    traceback.print_exc(file=sys.stderr)
+                    fail("error", _short(e), True)
+                return
+            columns.update(setup.fields, timestamp=started, cell_wall_s=time.perf_counter() - t0)
+            emit({"event": "row", "row": row(b, "ok", **columns).to_dict()})
+            remaining.pop(0)
+    finally:
+        setup.close()
 
 
 def _prepare(task: Task, spec: Any, torch: Any, dtype: Any) -> _Setup:
     """Set the runtime up, open the probes (memory's baseline is taken here, before the
     model exists), build the model and count it. Raises what the build raises."""
+    from bench.configs import parse_config
+    from bench.configure import Reference, place_model
     from bench.devices import synchronizer
     from bench.probes.base import ProbeContext
     from bench.probes.macs import count_macs, count_params, weights_bytes
@@ -225,7 +238,12 @@ def _prepare(task: Task, spec: Any, torch: Any, dtype: Any) -> _Setup:
     probes = [cls.open(ctx) for cls in registered()]
     if task.memory_cap_bytes and not cuda:
         _apply_memory_cap(task.memory_cap_bytes)
-    model = spec.build().to(device=g.device, dtype=dtype)
+    config = parse_config(g.config)
+    model = spec.build()
+    reference = None
+    if not (config.is_reference and g.dtype == "float32"):
+        reference = Reference(spec.build, model, g.device)
+    model = place_model(model, config, g.device, dtype)
     fields.update(params=count_params(model), weights_bytes=weights_bytes(model))
     macs = task.macs
     if macs is None:
@@ -235,28 +253,40 @@ def _prepare(task: Task, spec: Any, torch: Any, dtype: Any) -> _Setup:
         except Exception as e:
             fields["error"] = f"MACs not counted ({task.macs_counter}): {_short(e)}"
     fields.update(macs=macs, macs_counter=task.macs_counter if macs is not None else None)
-    return _Setup(model, fields, probes, sync)
+    return _Setup(model, fields, probes, sync, config, dtype, reference)
 
 
-def _measure_cell(task: Task, setup: _Setup, x: Any) -> dict[str, Any]:
-    """Warm up and time one batch with every probe's window open over the timed loop; a
-    probe that fails records why in its note column and leaves the rest of the row."""
+def _measure_cell(task: Task, setup: _Setup, x_f32: Any) -> dict[str, Any]:
+    """Compile if the configuration says so, warm up and time one batch with every probe's
+    window open over the timed loop, then check the output against eager float32. A probe
+    that fails records why in its note column and leaves the rest of the row."""
     import torch
 
+    from bench.configure import compile_events, compile_for_cell, forward_of, make_input
     from bench.probes.base import Window
     from bench.probes.timing import LatencyWindow, measure_latency
 
-    t = task.timing
-    min_time = max([t.min_time_s, *(p.min_window_s for p in setup.probes)])
-
-    def forward(x: Any = x) -> Any:
-        return setup.model(x)
-
-    def begin() -> None:
-        for probe in setup.probes:
-            probe.begin()
-
+    g, t, cfg = task.group, task.timing, setup.config
+    x = make_input(x_f32, cfg, g.device, setup.dtype)
+    columns: dict[str, Any] = {}
     with torch.inference_mode():
+        forward = forward_of(setup.model, cfg, g.device, setup.dtype, x)
+        if cfg.compiled:
+            done = compile_for_cell(
+                setup.model,
+                cfg,
+                lambda m: forward_of(m, cfg, g.device, setup.dtype, x),
+                setup.sync,
+            )
+            forward = done.forward
+            columns.update(compile_s=done.compile_s, graph_breaks=done.graph_breaks)
+        events = compile_events() if cfg.compiled else 0
+        min_time = max([t.min_time_s, *(p.min_window_s for p in setup.probes)])
+
+        def begin() -> None:
+            for probe in setup.probes:
+                probe.begin()
+
         timing = measure_latency(
             forward,
             sync=setup.sync,
@@ -269,15 +299,27 @@ def _measure_cell(task: Task, setup: _Setup, x: Any) -> dict[str, Any]:
             before_timed=begin,
         )
         window = Window(x.shape[0], timing.samples_ms, timing.timed_s, timing.converged)
-        columns: dict[str, Any] = {}
         for probe in reversed(setup.probes):
             try:
                 columns.update(probe.end(window))
             except Exception as e:
                 traceback.print_exc(file=sys.stderr)
                 columns[probe.note_column] = f"failed: {_short(e)}"
+        if cfg.compiled:
+            columns["recompiled"] = compile_events() != events
+        columns.update(_check_output(setup, forward, x_f32, g.dtype))
     columns.update(LatencyWindow().end(window))
     return columns
+
+
+def _check_output(setup: _Setup, forward: Any, x_f32: Any, dtype_name: str) -> dict[str, Any]:
+    """Errors of this configuration's output against eager float32 (``bench.configure``);
+    eager float32 itself is the reference: zero error by definition."""
+    from bench.configure import output_error
+
+    if setup.reference is None:
+        return {"max_abs_err": 0.0, "max_rel_err": 0.0, "output_ok": True}
+    return output_error(forward(), setup.reference.output(x_f32), dtype_name)
 
 
 def _warm_runtime(torch: Any, device: str, dtype: Any) -> None:

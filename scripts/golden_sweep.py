@@ -20,6 +20,7 @@ COUNTED = (
     "in_chans",
     "dtype",
     "threads",
+    "config",
     "status",
     "params",
     "macs",
