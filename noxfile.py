@@ -23,7 +23,7 @@ def _install(session: nox.Session, *groups: str, extras: str = "gpu") -> None:
 @nox.session
 def tests(session: nox.Session) -> None:
     """Run the test suite (`-- -m slow` for the whole model list)."""
-    _install(session, "test", extras="gpu,timm")
+    _install(session, "test", extras="gpu,timm,ray")
     session.run("pytest", *session.posargs)
 
 

@@ -122,6 +122,38 @@ def _add_run(sub: Any) -> None:
         choices=MACS_COUNTERS,
         help="how multiply-adds are counted: torch (default) or fvcore",
     )
+    _add_timing_flags(run)
+    run.add_argument(
+        "--cell-timeout", type=_number(float), help="seconds before a hung cell is killed (600)"
+    )
+    run.add_argument("--memory-cap", help="limit each CPU worker's extra memory, e.g. 2GiB")
+    run.add_argument(
+        "--tf32", action="store_const", const=True, help="allow TF32 on CUDA (off by default)"
+    )
+    run.add_argument(
+        "--parallel",
+        action="store_const",
+        const=True,
+        help="measure every GPU at once, one lane per GPU pinned to its share of the cores "
+        "(CPU groups still run alone); default: one group at a time (see README)",
+    )
+    run.add_argument(
+        "--executor",
+        choices=("fork", "subprocess", "ray"),
+        default="fork",
+        help="fork workers from a server with torch imported (default), start a new "
+        "interpreter per worker, or run each group as a Ray task (docs/scale-out.md)",
+    )
+    run.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help="with --executor ray: join this cluster (auto or HOST:PORT); default: start a "
+        "local Ray instance",
+    )
+
+
+def _add_timing_flags(run: Any) -> None:
+    """How long each cell warms up and is timed."""
     run.add_argument("--warmup-iters", type=_number(int), help="warm-up iterations (at least)")
     run.add_argument("--warmup-time", type=_number(float), help="warm-up seconds (at least)")
     run.add_argument(
@@ -137,20 +169,6 @@ def _add_run(sub: Any) -> None:
         "--target-ci",
         type=_number(float),
         help="stop when the median's 95%% CI is within ±this (0.01)",
-    )
-    run.add_argument(
-        "--cell-timeout", type=_number(float), help="seconds before a hung cell is killed (600)"
-    )
-    run.add_argument("--memory-cap", help="limit each CPU worker's extra memory, e.g. 2GiB")
-    run.add_argument(
-        "--tf32", action="store_const", const=True, help="allow TF32 on CUDA (off by default)"
-    )
-    run.add_argument(
-        "--executor",
-        choices=("fork", "subprocess"),
-        default="fork",
-        help="fork workers from a server with torch imported (default), or start a new "
-        "interpreter per worker",
     )
 
 
@@ -265,6 +283,7 @@ PLAN_FLAGS = {
     "cell_timeout": "--cell-timeout",
     "memory_cap": "--memory-cap",
     "tf32": "--tf32",
+    "parallel": "--parallel",
 }
 
 
@@ -332,63 +351,23 @@ def _new_options(args: argparse.Namespace, has_gpu: bool) -> Options:
 
 def _cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from bench import devices
-    from bench.executor import LocalExecutor, default_executor
-    from bench.plan import expand_plan, parse_variants, resolve
-    from bench.runner import (
-        check_new_run,
-        new_run_id,
-        open_lane,
-        resume_run,
-        run_interleaved,
-        start_run,
-    )
-    from models import get_spec
+    from bench.runner import open_lane
 
-    inventory = devices.discover()
-    catalog = _Catalog()
-    executor = LocalExecutor() if args.executor == "subprocess" else default_executor()
-    lanes = []  # (run folder, run id, options, groups, lock)
-    if args.resume is not None:
-        given = [flag for key, flag in PLAN_FLAGS.items() if getattr(args, key) is not None]
-        if given:
-            raise InvalidOption(
-                f"--resume runs the plan recorded in the run folder; drop {', '.join(given)} "
-                "(start a new run to change the plan)"
-            )
-        folders = list({os.path.realpath(p): p for p in args.resume}.values())
-        try:
-            for run_dir in folders:
-                r = resume_run(run_dir, catalog, inventory)
-                lanes.append((r.run_dir, r.run_id, r.options, r.groups, r.lock))
-        except BaseException:
-            for lane in lanes:
-                lane[4].release()
-            raise
-    else:
-        out = args.out if args.out is not None else Path("results")
-        has_gpu = any(d.startswith("cuda:") for d in inventory.devices)
-        options = resolve(_new_options(args, has_gpu), catalog, inventory)
-        groups = expand_plan(options, catalog, inventory)
-        env = devices.environment(inventory).to_dict()
-        variants = parse_variants(args.variant or ())
-        if not variants:
-            run_dir, lock = start_run(out, args.run_id, options, groups, env, argv)
-            lanes.append((run_dir, run_dir.name, options, groups, lock))
-        else:
-            stem = args.run_id or new_run_id()
-            ids = [f"{stem}-{v.name}" for v in variants]
-            for run_id in ids:  # refuse before any folder is created
-                check_new_run(out, run_id)
-            for v, run_id in zip(variants, ids, strict=True):
-                opts = dataclasses.replace(options, variant=v.name, env=v.env)
-                run_dir, lock = start_run(out, run_id, opts, groups, env, argv)
-                lanes.append((run_dir, run_id, opts, groups, lock))
+    if args.ray_address is not None and args.executor != "ray":
+        raise InvalidOption("--ray-address needs --executor ray")
+    cluster = _ray_cluster(args) if args.executor == "ray" else None
+    inventory = cluster.inventory if cluster else devices.discover()
+    lanes = (
+        _resumed_lanes(args, inventory)
+        if args.resume is not None
+        else _new_lanes(args, argv, inventory, cluster)
+    )
     for run_dir, *_ in lanes:
         print(f"effbench: writing to {run_dir}", file=sys.stderr)
     try:
         idle_w: dict[str, float | None] = {}  # measured once per device, shared by the lanes
         opened = [open_lane(*lane, idle_w=idle_w) for lane in lanes]
-        summaries = run_interleaved(opened, executor, get_spec, devices.device_name, argv)
+        summaries = _measure(args, argv, lanes, opened, cluster)
     except Interrupted as e:
         folders = " ".join(str(lane[0]) for lane in lanes)
         print(
@@ -410,6 +389,151 @@ def _cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
             file=sys.stderr,
         )
     return 0
+
+
+Lanes = list[tuple[Path, str, Options, Any, Any]]  # (run folder, id, options, groups, lock)
+
+
+def _resumed_lanes(args: argparse.Namespace, inventory: Any) -> Lanes:
+    """The run folders of ``--resume``, each locked, with the plan its manifest records."""
+    from bench.runner import resume_run
+
+    given = [flag for key, flag in PLAN_FLAGS.items() if getattr(args, key) is not None]
+    if given:
+        raise InvalidOption(
+            f"--resume runs the plan recorded in the run folder; drop {', '.join(given)} "
+            "(start a new run to change the plan)"
+        )
+    lanes: Lanes = []
+    try:
+        for run_dir in {os.path.realpath(p): p for p in args.resume}.values():
+            r = resume_run(run_dir, _Catalog(), inventory)
+            lanes.append((r.run_dir, r.run_id, r.options, r.groups, r.lock))
+    except BaseException:
+        for lane in lanes:
+            lane[4].release()
+        raise
+    return lanes
+
+
+def _new_lanes(
+    args: argparse.Namespace, argv: Sequence[str], inventory: Any, cluster: Any
+) -> Lanes:
+    """Plan a new run and start its run folder (one per ``--variant`` arm), each locked."""
+    from bench import devices
+    from bench.plan import expand_plan, parse_variants, resolve
+    from bench.runner import check_new_run, new_run_id, start_run
+
+    catalog = _Catalog()
+    out = args.out if args.out is not None else Path("results")
+    has_gpu = any(d.startswith("cuda:") for d in inventory.devices)
+    options = resolve(_new_options(args, has_gpu), catalog, inventory)
+    groups = expand_plan(options, catalog, inventory)
+    if args.parallel:  # recorded in the plan, so a resume runs the same lanes
+        from bench.parallel import assign_cpus
+
+        if cluster:
+            raise InvalidOption("--parallel is for one box; drop it with --executor ray")
+        options = dataclasses.replace(options, parallel=True)
+        groups = assign_cpus(groups, sorted(os.sched_getaffinity(0)))
+    env = devices.environment(devices.discover()).to_dict()
+    if cluster:
+        env.update(nodes=cluster.nodes, cluster_gpus=cluster.gpus)
+    variants = parse_variants(args.variant or ())
+    if not variants:
+        run_dir, lock = start_run(out, args.run_id, options, groups, env, argv)
+        return [(run_dir, run_dir.name, options, groups, lock)]
+    stem = args.run_id or new_run_id()
+    ids = [f"{stem}-{v.name}" for v in variants]
+    for run_id in ids:  # refuse before any folder is created
+        check_new_run(out, run_id)
+    if cluster and any(v.python for v in variants):
+        raise InvalidOption("--variant NAME:python=PATH runs locally; drop --executor ray")
+    arms = [_variant_arm(v, options, env) for v in variants]  # probes python= arms
+    lanes: Lanes = []
+    for (opts, arm_env), run_id in zip(arms, ids, strict=True):
+        run_dir, lock = start_run(out, run_id, opts, groups, arm_env, argv)
+        lanes.append((run_dir, run_id, opts, groups, lock))
+    return lanes
+
+
+def _measure(
+    args: argparse.Namespace, argv: Sequence[str], lanes: Lanes, opened: Any, cluster: Any
+) -> Any:
+    """Run the opened lanes: one group at a time, one lane per local GPU (``--parallel``),
+    or one lane per GPU of a Ray cluster."""
+    from bench import devices
+    from bench.executor import ArmExecutor, LocalExecutor, default_executor
+    from bench.runner import run_interleaved
+    from models import get_spec
+
+    interpreters = {lane[1]: lane[2].python for lane in lanes if lane[2].python}
+    device_name_of = cluster.device_name if cluster else devices.device_name
+
+    def make_executor() -> Any:  # one per lane; python= arms' workers get their interpreter
+        if cluster:
+            return cluster.executor
+        local = LocalExecutor() if args.executor == "subprocess" else default_executor()
+        return ArmExecutor(local, interpreters) if interpreters else local
+
+    cluster_gpus = len(cluster.gpus) if cluster else 0
+    on_cluster_gpus = cluster_gpus and any(g.device == "cuda" for lane in lanes for g in lane[3])
+    if any(lane[2].parallel for lane in lanes) or on_cluster_gpus:
+        from bench.parallel import run_parallel
+
+        return run_parallel(
+            opened, make_executor, get_spec, device_name_of, argv, cluster_gpus=cluster_gpus
+        )
+    return run_interleaved(opened, make_executor(), get_spec, device_name_of, argv)
+
+
+def _variant_arm(
+    variant: Any, options: Options, environment: dict[str, Any]
+) -> tuple[Options, dict[str, Any]]:
+    """The options and environment record of one arm of an interleaved run. An arm with its
+    own interpreter (``NAME:python=PATH``) records it, with the ``PYTHONPATH`` its workers
+    get, and the environment record that interpreter reports (its torch, torchvision and
+    effbench commit), after checking that it sees the run's devices."""
+    from bench import devices
+
+    if variant.python is None:
+        return dataclasses.replace(options, variant=variant.name, env=variant.env), environment
+    own_checkout = str(Path(__file__).resolve().parent.parent)
+    env = variant.worker_env(os.environ.get("PYTHONPATH"), own_checkout)
+    record = devices.probe_environment(variant.python, dict(env))
+    missing = [d for d in options.devices if d not in (record.get("devices") or {})]
+    if missing:
+        raise InvalidOption(
+            f"--variant {variant.name}: {variant.python} cannot run {', '.join(missing)} "
+            f"(its torch {record.get('torch_version')} sees {sorted(record.get('devices') or {})})"
+        )
+    opts = dataclasses.replace(options, variant=variant.name, env=env, python=variant.python)
+    return opts, record
+
+
+@dataclasses.dataclass(frozen=True)
+class _RayCluster:
+    """The cluster `--executor ray` reached: its executor, what it can run, its nodes."""
+
+    executor: Any
+    inventory: Any
+    nodes: dict[str, Any]
+    gpus: list[dict[str, Any]]
+
+    @staticmethod
+    def device_name(device: str) -> str:
+        # for rows the runner writes itself (a task that died): the node is not known
+        return "unknown (the Ray task ended before reporting)"
+
+
+def _ray_cluster(args: argparse.Namespace) -> _RayCluster:
+    """Connect to Ray (`--ray-address`, or a local instance), read every node's environment
+    and resolve the devices before anything runs."""
+    from bench import ray_executor as rx
+
+    executor = rx.RayExecutor(args.ray_address)
+    nodes = rx.node_environments()
+    return _RayCluster(executor, rx.cluster_inventory(nodes), nodes, rx.cluster_gpus(nodes))
 
 
 @contextlib.contextmanager

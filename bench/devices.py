@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import socket
 import subprocess
-from collections.abc import Callable
+import sys
+import tempfile
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from bench.errors import InvalidOption
 from bench.plan import DTYPES, Inventory
 
 _TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -134,6 +138,7 @@ class Environment:
     devices: dict[str, list[str]] = field(default_factory=dict)
     effbench_commit: str | None = None
     mkldnn: bool = False
+    python_executable: str | None = None  # the interpreter the workers ran (sys.executable)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -176,4 +181,41 @@ def environment(inventory: Inventory | None = None) -> Environment:
         devices={d: sorted(dts) for d, dts in inv.devices.items()},
         effbench_commit=git_commit(),
         mkldnn=torch.backends.mkldnn.is_available(),
+        python_executable=sys.executable,
     )
+
+
+PROBE_TIMEOUT_S = 300.0
+
+
+def probe_environment(python: str, env: Mapping[str, str]) -> dict[str, Any]:
+    """The environment record of another interpreter (an arm's ``--variant NAME:python=``):
+    ``python -m bench env --format json`` run as its workers run (variables ``env`` added to
+    this process's, in a neutral folder; see :class:`bench.executor.LocalExecutor`), so that
+    the record names the torch, torchvision and effbench commit its workers import. Raises
+    :class:`InvalidOption` with the interpreter's last words when it cannot run effbench."""
+    try:
+        proc = subprocess.run(
+            [python, "-m", "bench", "env", "--format", "json"],
+            capture_output=True,
+            text=True,
+            env={**os.environ, **env},
+            cwd=tempfile.gettempdir(),
+            timeout=PROBE_TIMEOUT_S,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise InvalidOption(f"{python} cannot run: {e}") from e
+    try:
+        record = json.loads(proc.stdout) if proc.returncode == 0 else None
+    except json.JSONDecodeError:
+        record = None
+    if not isinstance(record, dict):
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise InvalidOption(
+            f"{python} cannot run effbench ({last}); install effbench in that environment "
+            "(pip install -e CHECKOUT) or put it on the arm's PYTHONPATH"
+        )
+    record.pop("power_sources", None)  # `env`'s report on power sensors, not the record
+    record["python_executable"] = python  # as given: a virtualenv's link, not its target
+    return record

@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -43,11 +44,46 @@ class Executor(Protocol):
     ) -> WorkerExit: ...
 
 
-class LocalExecutor:
-    """Runs each task in a fresh local subprocess; kills it when a cell overruns."""
+_CANCEL_LOCK = threading.Lock()
 
-    def __init__(self, extra_env: Mapping[str, str] | None = None) -> None:
+
+class Cancellable:
+    """What lets another thread stop an executor (``--parallel`` runs one executor per GPU
+    lane in its own thread, and a signal arrives in the main thread only): :meth:`cancel`
+    SIGKILLs the worker in flight and any worker this executor starts later. The executor's
+    ``run`` then returns as for a crashed worker; the caller decides to write nothing."""
+
+    _worker_pid: int | None = None
+    _cancelled: bool = False
+
+    def cancel(self) -> None:
+        with _CANCEL_LOCK:
+            self._cancelled = True
+            pid = self._worker_pid
+        _killpg(pid)
+
+    def _track(self, pid: int | None) -> None:
+        """Record the worker in flight (None: it ended and is about to be reaped)."""
+        with _CANCEL_LOCK:
+            self._worker_pid = pid
+            cancelled = self._cancelled
+        if cancelled and pid is not None:
+            _killpg(pid)
+
+
+class LocalExecutor(Cancellable):
+    """Runs each task in a fresh local subprocess; kills it when a cell overruns.
+
+    With ``python`` (an arm's ``--variant NAME:python=PATH``) the worker is that interpreter,
+    started in a neutral folder: ``python -m`` puts the current folder first on
+    ``sys.path``, and the runner's folder is usually its own checkout, whose code the other
+    interpreter must not import."""
+
+    def __init__(
+        self, extra_env: Mapping[str, str] | None = None, python: str | None = None
+    ) -> None:
         self._extra_env = dict(extra_env or {})
+        self._python = python
 
     def _env(self, task: Task) -> dict[str, str]:
         env = dict(os.environ)
@@ -64,14 +100,16 @@ class LocalExecutor:
     ) -> WorkerExit:
         with tempfile.TemporaryFile(mode="w+b") as err:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "bench.worker"],
+                [self._python or sys.executable, "-m", "bench.worker"],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=err,
                 env=self._env(task),
+                cwd=tempfile.gettempdir() if self._python else None,
                 start_new_session=True,
             )
             assert proc.stdin is not None and proc.stdout is not None
+            self._track(proc.pid)
             try:
                 proc.stdin.write(task.to_json().encode())
                 proc.stdin.close()
@@ -83,6 +121,7 @@ class LocalExecutor:
                 _killpg(proc.pid)
                 raise
             finally:
+                self._track(None)
                 proc.wait()
             err.seek(0)
             return _worker_exit(outcome, proc.returncode, err.read())
@@ -132,7 +171,7 @@ class LocalExecutor:
             proc.stdout.close()
 
 
-class ForkServerExecutor:
+class ForkServerExecutor(Cancellable):
     """Runs each task in a fresh process forked from a fork server that has already
     imported torch, torchvision and the registry (``bench.worker_preload``).
 
@@ -148,6 +187,12 @@ class ForkServerExecutor:
         self._ctx = mp.get_context("forkserver")
         self._ctx.set_forkserver_preload(["bench.worker_preload"])
         self._started = False
+
+    def prepare(self) -> None:
+        """Start the fork server now: it sets signal dispositions, which only the main
+        thread may do (``--parallel`` calls ``run`` from lane threads)."""
+        if not self._started:
+            self._start_server()
 
     def _start_server(self) -> None:
         """Start the fork server (and multiprocessing's resource tracker) with SIGINT
@@ -176,6 +221,7 @@ class ForkServerExecutor:
                 target=fork_main, args=(task.to_json(), send, err.name), daemon=False
             )
             proc.start()
+            self._track(proc.pid)
             send.close()
             outcome: WorkerExit | None = None
             deadline = time.monotonic() + cell_timeout_s + STARTUP_GRACE_S
@@ -203,10 +249,39 @@ class ForkServerExecutor:
                 raise
             finally:
                 recv.close()
+                self._track(None)
                 proc.join()
             code = proc.exitcode if proc.exitcode is not None else -signal.SIGKILL
             with open(err.name, "rb") as f:
                 return _worker_exit(outcome, code, f.read())
+
+
+class ArmExecutor:
+    """Runs the tasks of the run folders whose arm has its own interpreter (run id ->
+    interpreter, from ``--variant NAME:python=PATH``) in new processes of that interpreter
+    (:class:`LocalExecutor`), and every other task with ``default``: a fork server cannot
+    change interpreter. ``prepare`` and ``cancel`` reach every executor behind it."""
+
+    def __init__(self, default: Executor, interpreters: Mapping[str, str]) -> None:
+        self._default = default
+        self._arms = {run_id: LocalExecutor(python=py) for run_id, py in interpreters.items()}
+
+    def prepare(self) -> None:
+        prepare = getattr(self._default, "prepare", None)
+        if prepare is not None:
+            prepare()
+
+    def cancel(self) -> None:
+        for executor in (self._default, *self._arms.values()):
+            cancel = getattr(executor, "cancel", None)
+            if cancel is not None:
+                cancel()
+
+    def run(
+        self, task: Task, on_message: Callable[[Message], None], cell_timeout_s: float
+    ) -> WorkerExit:
+        executor = self._arms.get(task.run_id, self._default)
+        return executor.run(task, on_message, cell_timeout_s)
 
 
 def default_executor() -> Executor:

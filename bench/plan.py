@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -106,6 +107,8 @@ class Options:
     configs: tuple[str, ...] = ("eager",)  # canonical configuration names (bench.configs)
     variant: str | None = None  # the name of this run's variant (`--variant`), if any
     env: tuple[tuple[str, str], ...] = ()  # set in every worker before the model is built
+    parallel: bool = False  # `--parallel`: one concurrent lane per GPU (bench.parallel)
+    python: str | None = None  # the interpreter of this variant's workers (`NAME:python=PATH`)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -134,37 +137,71 @@ class Options:
         for key in ("macs_counter",):
             if key in d:
                 _expect(d[key], str, key)
+        if "parallel" in d:
+            _expect(d["parallel"], bool, "parallel")
         env = d.get("env", ())
         if not isinstance(env, list | tuple) or not all(
             isinstance(p, list | tuple) and len(p) == 2 for p in env
         ):
             raise InvalidOption(f"env must be a list of [name, value] pairs, not {env!r}")
         d["env"] = tuple((str(k), str(v)) for k, v in env)
+        if d.get("python") is not None:
+            _expect(d["python"], str, "python")
         return cls(**d)
 
 
 @dataclass(frozen=True, slots=True)
 class Variant:
-    """One arm of an interleaved A/B run: a name and the environment its workers get."""
+    """One arm of an interleaved A/B run: a name, the environment its workers get and, for
+    an arm in another environment (``NAME:python=PATH``), their interpreter."""
 
     name: str
     env: tuple[tuple[str, str], ...] = ()
+    python: str | None = None  # absolute path of another interpreter (a virtualenv's python)
+
+    def worker_env(
+        self, inherited_pythonpath: str | None, own_checkout: str
+    ) -> tuple[tuple[str, str], ...]:
+        """The variables this arm's workers get. An arm with its own interpreter also gets
+        ``PYTHONPATH``: its own ``NAME:PYTHONPATH=...`` entries first, then the runner's
+        (plugin folders), without the runner's own checkout, so that the interpreter imports
+        the effbench installed in it, not this one. Entries are made absolute: such workers
+        start in a neutral folder (see :class:`bench.executor.LocalExecutor`)."""
+        if self.python is None:
+            return self.env
+        own = os.path.realpath(own_checkout)
+        env = dict(self.env)
+        entries = [*env.get("PYTHONPATH", "").split(os.pathsep)]
+        entries += [
+            p
+            for p in (inherited_pythonpath or "").split(os.pathsep)
+            if p and os.path.realpath(p) != own
+        ]
+        paths = [os.path.abspath(p) for p in entries if p]
+        env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+        return tuple(sorted(env.items()))
 
 
 _VARIANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # set by the suite itself (threads are part of the cell; the worker protocol needs the rest)
 RESERVED_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "EFFBENCH_PARENT_PID", "PYTHONPATH")
+INTERPRETER = "python"  # NAME:python=PATH: the arm's interpreter, not a variable
 
 
 def parse_variants(texts: Sequence[str]) -> tuple[Variant, ...]:
-    """``--variant NAME`` or ``--variant NAME:VAR=VALUE`` (repeat the flag for more
-    variables of one variant), in order of first mention.
+    """``--variant NAME``, ``--variant NAME:VAR=VALUE`` (repeat the flag for more
+    variables of one variant) or ``--variant NAME:python=PATH``, in order of first mention.
 
-    Variables are set in the worker before the model is built; they cannot change code
-    (``PYTHONPATH``) or threads (use ``--threads``).
+    Variables are set in the worker before the model is built; they cannot change threads
+    (use ``--threads``), and they change code (``PYTHONPATH``) only in an arm with its own
+    interpreter, whose workers are new processes of that interpreter. ``PATH`` must be an
+    executable file; it is recorded as an absolute path (not resolved: a virtualenv's
+    ``python`` is a link to its base interpreter, and the link is what selects the
+    virtualenv).
     """
     envs: dict[str, dict[str, str]] = {}
+    pythons: dict[str, str] = {}
     for text in texts:
         name, sep, assignment = text.partition(":")
         if not _VARIANT_NAME.fullmatch(name):
@@ -181,21 +218,45 @@ def parse_variants(texts: Sequence[str]) -> tuple[Variant, ...]:
                 f"--variant {text!r}: write the variable as NAME:VAR=VALUE, e.g. "
                 "--variant fast:MY_FLAG=1"
             )
-        if var in RESERVED_ENV:
-            raise InvalidOption(
-                f"--variant {text!r}: {var} is set by effbench itself; use --threads for "
-                "threads, and run two checkouts alternately to compare code (docs/compare.md)"
-            )
+        if var == INTERPRETER:
+            python = check_interpreter(value, f"--variant {text!r}")
+            if pythons.setdefault(name, python) != python:
+                raise InvalidOption(f"--variant {name}: python= is given twice")
+            continue
         if var in env and env[var] != value:
             raise InvalidOption(f"--variant {name}: {var} is given twice with different values")
         env[var] = value
-    variants = tuple(Variant(n, tuple(sorted(e.items()))) for n, e in envs.items())
+    for name, env in envs.items():
+        for var in env:
+            if var in RESERVED_ENV and not (var == "PYTHONPATH" and name in pythons):
+                raise InvalidOption(
+                    f"--variant {name}:{var}=...: {var} is set by effbench itself; use "
+                    "--threads for threads, and give the arm its own interpreter to change "
+                    f"code (--variant {name}:python=PATH; docs/compare.md)"
+                )
+    variants = tuple(Variant(n, tuple(sorted(e.items())), pythons.get(n)) for n, e in envs.items())
     if len(variants) == 1:
         raise InvalidOption(
             "one --variant given; an interleaved run needs two or more (e.g. --variant base "
             "--variant fast:MY_FLAG=1)"
         )
     return variants
+
+
+def check_interpreter(path: str, what: str = "python") -> str:
+    """``path`` made absolute (not resolved), if it names an executable file; else a
+    one-line :class:`InvalidOption`."""
+    if not path:
+        raise InvalidOption(f"{what}: give the path of a Python interpreter after python=")
+    full = os.path.abspath(os.path.expanduser(path))
+    if not os.path.isfile(full):
+        raise InvalidOption(
+            f"{what}: no interpreter at {full}; give the path of another environment's "
+            "python, e.g. ../base-venv/bin/python"
+        )
+    if not os.access(full, os.X_OK):
+        raise InvalidOption(f"{what}: {full} is not executable")
+    return full
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,6 +317,7 @@ class Group:
     repeat: int
     batch_sizes: tuple[int, ...]
     config: str = "eager"
+    cpus: tuple[int, ...] = ()  # cores the worker is pinned to (`--parallel`); () = inherited
 
     def cells(self) -> tuple[Cell, ...]:
         return tuple(
@@ -284,9 +346,10 @@ class Group:
         """A group as recorded in a manifest; wrong types raise :class:`InvalidOption`."""
         if not isinstance(d, Mapping):
             raise InvalidOption(f"a planned group must be an object, not {d!r}")
-        values = {"config": "eager"}  # groups recorded before configurations ran eager
+        # groups recorded before configurations ran eager, and before --parallel unpinned
+        values: dict[str, Any] = {"config": "eager", "cpus": ()}
         for f in dataclasses.fields(cls):
-            if f.name not in d and f.name != "config":
+            if f.name not in d and f.name not in ("config", "cpus"):
                 raise InvalidOption(f"a planned group lacks {f.name!r}")
             values[f.name] = d.get(f.name, values.get(f.name))
         for name in ("model", "device", "dtype", "config"):
@@ -294,6 +357,7 @@ class Group:
         for name in ("image_size", "in_chans", "threads", "repeat"):
             _expect(values[name], int, name)
         values["batch_sizes"] = _int_tuple(values["batch_sizes"], "batch_sizes")
+        values["cpus"] = _int_tuple(values["cpus"], "cpus")
         return cls(**values)
 
 
@@ -323,7 +387,9 @@ def expand_devices(requested: tuple[str, ...], inventory: Inventory) -> tuple[st
     present = list(inventory.devices)
     out: list[str] = []
     for dev in requested:
-        if dev == "cuda":
+        if dev == "cuda" and "cuda" in inventory.devices:
+            out.append("cuda")  # a cluster (Ray): each group gets one of its GPUs
+        elif dev == "cuda":
             gpus = [d for d in present if d.startswith("cuda:")]
             if not gpus:
                 raise DeviceUnavailable(

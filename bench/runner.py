@@ -7,8 +7,10 @@ flight, and ``resume`` measures exactly the cells that have no row yet.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
+import os
 import signal
 import sys
 import time
@@ -20,7 +22,13 @@ from typing import Any, TextIO
 
 import pandas as pd
 
-from bench.errors import Interrupted, InvalidOption, ResultsCorrupt, WorkerProtocolError
+from bench.errors import (
+    DeviceUnavailable,
+    Interrupted,
+    InvalidOption,
+    ResultsCorrupt,
+    WorkerProtocolError,
+)
 from bench.executor import Executor, Message
 from bench.keys import RowKey
 from bench.plan import (
@@ -183,10 +191,25 @@ def resume_run(run_dir: Path, catalog: Mapping[str, ModelShape], inventory: Inve
         manifest = read_manifest(run_dir)
         run_id, options, groups = _recorded_plan(run_dir, manifest, catalog, inventory)
         check_runnable(groups, catalog, inventory)
+        check_pinned_cores(groups)
     except BaseException:
         lock.release()
         raise
     return Resumed(run_dir, lock, run_id, options, groups)
+
+
+def check_pinned_cores(groups: Sequence[Group]) -> None:
+    """Refuse a plan whose workers are pinned (``--parallel``) to cores this process may
+    not use (a resume under ``taskset``, or on another machine): they would measure on
+    other cores than recorded."""
+    allowed = os.sched_getaffinity(0)
+    for g in groups:
+        if missing := sorted(set(g.cpus) - allowed):
+            raise DeviceUnavailable(
+                f"the plan pins the workers of {g.device} to cores {list(g.cpus)}, but cores "
+                f"{missing} are not available to this process (taskset/cgroup?); give it "
+                "those cores, or start a new run"
+            )
 
 
 def _recorded_plan(
@@ -280,10 +303,15 @@ def run_group(
     executor: Executor,
     spec_of: Callable[[str], Any],
     device_name_of: Callable[[str], str],
+    guard: contextlib.AbstractContextManager[Any] | None = None,
 ) -> None:
     """Measure group ``g`` of ``lane`` in one worker; write a row per cell as it comes, and
-    rows for the cells a crashed or overrunning worker never reported."""
+    rows for the cells a crashed or overrunning worker never reported.
+
+    ``guard`` is entered around every write and progress line: ``--parallel`` calls this
+    from one thread per GPU, and its guard serializes them (and stops a cancelled lane)."""
     options = lane.options
+    guard = guard if guard is not None else contextlib.nullcontext()
 
     def write(cell: Cell, row: Row) -> None:
         if row.batch_size != cell.batch_size or RowKey.of(row.to_dict()) != cell.key:
@@ -302,14 +330,15 @@ def run_group(
 
     def on_message(msg: Message) -> None:
         event = msg.get("event")
-        if event == "start":
-            lane.progress.cell(cells[int(msg["batch_size"])])
-        elif event == "row":
-            row = Row.from_dict(msg["row"])
-            write(cells[row.batch_size], row)
-            seen.add(row.batch_size)
-            if row.macs is not None:
-                lane.macs_cache[mkey] = row.macs
+        with guard:
+            if event == "start":
+                lane.progress.cell(cells[int(msg["batch_size"])])
+            elif event == "row":
+                row = Row.from_dict(msg["row"])
+                write(cells[row.batch_size], row)
+                seen.add(row.batch_size)
+                if row.macs is not None:
+                    lane.macs_cache[mkey] = row.macs
 
     task = Task(
         run_id=lane.run_id,
@@ -326,11 +355,14 @@ def run_group(
     missing = [b for b in g.batch_sizes if b not in seen]
     status = outcome.status if outcome.status != "ok" else "crashed"
     detail = outcome.detail or "worker ended without reporting this cell"
+    if not missing:
+        return
     spec, name = spec_of(g.model), device_name_of(g.device)
-    for i, (b, st, err) in enumerate(failed_cells(missing, status, detail)):
-        if i:
-            lane.progress.cell(cells[b])
-        write(cells[b], base_row(task, b, st, spec=spec, device_name=name, error=err))
+    with guard:
+        for i, (b, st, err) in enumerate(failed_cells(missing, status, detail)):
+            if i:
+                lane.progress.cell(cells[b])
+            write(cells[b], base_row(task, b, st, spec=spec, device_name=name, error=err))
 
 
 def close_lane(lane: Lane, argv: Sequence[str], interrupted: str | None = None) -> RunSummary:

@@ -134,6 +134,7 @@ REFERENCE = (
     _c("gmacs_ref", "float?", "GMACs", "published multiply-adds per image"),
 )
 SETTINGS = (
+    _c("hostname", "str?", "", "the machine (Ray node) the cell ran on"),
     _c("torch_version", "str?", "", "torch version of the worker"),
     _c("tf32", "bool?", "", "TF32 allowed (CUDA)"),
     _c("cudnn_benchmark", "bool?", "", "cuDNN autotuner on (CUDA)"),

@@ -15,6 +15,7 @@ from the executor's fork server through :func:`fork_main` (messages over a pipe)
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import functools
@@ -22,6 +23,7 @@ import json
 import os
 import resource
 import signal
+import socket
 import sys
 import time
 import traceback
@@ -55,6 +57,7 @@ class Task:
         d = json.loads(text)
         g = d.pop("group")
         g["batch_sizes"] = tuple(g["batch_sizes"])
+        g["cpus"] = tuple(g.get("cpus", ()))
         return cls(group=Group(**g), timing=Timing(**d.pop("timing")), **d)
 
 
@@ -82,6 +85,7 @@ def base_row(
         dtype=g.dtype,
         threads=g.threads,
         config=g.config,
+        hostname=socket.gethostname(),
         status=status,
         top1=getattr(ref, "top1", None),
         top5=getattr(ref, "top5", None),
@@ -106,6 +110,20 @@ def is_oom(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and (
         "can't allocate memory" in text or "out of memory" in text.lower()
     )
+
+
+def pin_to_cpus(cpus: Sequence[int]) -> None:
+    """Pin every thread of this process (and so every thread it starts later) to ``cpus``,
+    the worker's share of the cores under ``--parallel``; nothing when ``cpus`` is empty."""
+    if not cpus:
+        return
+    try:
+        tids = [int(t) for t in os.listdir("/proc/self/task")]
+    except OSError:
+        tids = [0]
+    for tid in tids:
+        with contextlib.suppress(ProcessLookupError):  # a thread that ended meanwhile
+            os.sched_setaffinity(tid, cpus)
 
 
 def _apply_memory_cap(cap_bytes: int) -> None:
@@ -158,6 +176,7 @@ def run_task(task: Task, emit: Callable[[dict[str, Any]], None]) -> None:
     model once; per batch size warm up, open every probe's window, time, close the windows
     and merge their columns into one row."""
     os.environ.update(task.env)  # before anything reads them (the model's builder, say)
+    pin_to_cpus(task.group.cpus)  # before torch starts its thread pools
     import torch
 
     from bench.devices import device_name, torch_dtype

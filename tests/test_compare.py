@@ -707,3 +707,64 @@ def test_markdown_escapes_html_and_markdown_in_names() -> None:
     assert len(table) == 2 + 1  # header, rule, the one matched cell
     assert len({_unescaped_pipes(ln) for ln in table}) == 1  # no cell broke the table
     assert "&lt;img src=x onerror=alert(1)&gt;" in md
+
+
+# --------------------------------------------------------------------------- configurations
+
+
+def test_cells_are_compared_only_with_their_own_configuration() -> None:
+    # compile is twice as fast as eager on both sides; the candidate's compile regressed by
+    # 20% and its eager did not move. Matched across configurations, the ratios would be
+    # 0.5 or 2.4, not 1.0 and 1.2.
+    base = _rows({("m", 1): _scaled(1)}) + _rows({("m", 1): _scaled(0.5)}, config="compile")
+    cand = _rows({("m", 1): _scaled(1)}) + _rows({("m", 1): _scaled(0.6)}, config="compile")
+    c = cmp.compare_sides(_side(base), _side(cand), cmp.Settings(metrics=("latency",)))
+    assert "config" in cmp.MATCH_KEY
+    by_config = {r.cell["config"]: r for r in c.results}
+    assert sorted(by_config) == ["compile", "eager"]
+    assert by_config["eager"].ratio == pytest.approx(1.0)
+    assert by_config["eager"].verdict == "unchanged"
+    assert by_config["compile"].ratio == pytest.approx(1.2)
+    assert by_config["compile"].verdict == "regression"
+    assert c.only_baseline == () and c.only_candidate == ()
+    # a configuration on one side only is unmatched, never compared with another one
+    cand_eager = _rows({("m", 1): _scaled(1)})
+    c = cmp.compare_sides(_side(base), _side(cand_eager), cmp.Settings(metrics=("latency",)))
+    assert [r.cell["config"] for r in c.results] == ["eager"]
+    assert [dict(zip(cmp.MATCH_KEY, k, strict=True))["config"] for k in c.only_baseline] == [
+        "compile"
+    ]
+    with pytest.raises(NothingCompared, match=r"differ in config \(compile vs eager\)"):
+        cmp.compare_sides(
+            _side(_rows({("m", 1): _scaled(0.5)}, config="compile")),
+            _side(cand_eager),
+            cmp.Settings(metrics=("latency",)),
+        )
+
+
+def test_a_run_written_before_configurations_matches_an_eager_run(tmp_path: Path) -> None:
+    old = _write_run(tmp_path / "old", _rows({("m", 1): _scaled(1), ("m", 2): _scaled(1)}))
+    config_columns = ["config", "compile_s", "graph_breaks", "recompiled", "max_abs_err",
+                      "max_rel_err", "output_ok"]  # fmt: skip
+    for part in old.glob("part-*.parquet"):  # as the code before --configs wrote them
+        table = pq.read_table(part)
+        pq.write_table(table.drop_columns([c for c in config_columns if c in table.schema.names]),
+                       part)  # fmt: skip
+        assert "config" not in pq.read_schema(part).names
+    new = _write_run(
+        tmp_path / "new",
+        _rows({("m", 1): _scaled(1.2), ("m", 2): _scaled(1)}, config="eager")
+        + _rows({("m", 1): _scaled(0.5)}, config="compile"),
+    )
+    c = cmp.compare_sides(
+        cmp.load_side(old), cmp.load_side(new), cmp.Settings(metrics=("latency",))
+    )
+    got = {(r.cell["batch_size"], r.cell["config"]): r for r in c.results}
+    assert sorted(got) == [(1, "eager"), (2, "eager")]
+    assert got[(1, "eager")].ratio == pytest.approx(1.2)
+    assert got[(1, "eager")].verdict == "regression"
+    assert got[(2, "eager")].verdict == "unchanged"
+    assert c.only_baseline == ()
+    assert [dict(zip(cmp.MATCH_KEY, k, strict=True))["config"] for k in c.only_candidate] == [
+        "compile"
+    ]

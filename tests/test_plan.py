@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -142,5 +144,35 @@ def test_variants_are_parsed_in_order_with_their_variables() -> None:
     ],
 )
 def test_bad_variants_say_what_to_write(texts: list[str], message: str) -> None:
+    with pytest.raises(InvalidOption, match=message):
+        parse_variants(texts)
+
+
+def test_a_variant_names_another_interpreter(tmp_path: Path, monkeypatch) -> None:
+    python = tmp_path / "venv" / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    python.symlink_to(sys.executable)  # a virtualenv's python: kept as the link, not resolved
+    monkeypatch.chdir(tmp_path)
+    v = parse_variants(["base", "pr:python=venv/bin/python", "pr:PYTHONPATH=plugins", "pr:A=1"])
+    assert v[0].python is None and v[1].python == str(python)
+    # its workers' PYTHONPATH: its own entries, then the runner's without the runner's checkout
+    env = dict(v[1].worker_env(os.pathsep.join(["/ckout", "/plug", ""]), "/ckout"))
+    assert env == {"A": "1", "PYTHONPATH": os.pathsep.join([str(tmp_path / "plugins"), "/plug"])}
+    assert v[0].worker_env("/ckout", "/ckout") == ()  # a fork-server arm: its variables only
+    o = Options(models=("a",), variant="pr", env=tuple(sorted(env.items())), python=v[1].python)
+    assert Options.from_dict(o.to_dict()) == o
+
+
+@pytest.mark.parametrize(
+    ("texts", "message"),
+    [
+        (["a", "b:python=/no/such/python"], "no interpreter at /no/such/python"),
+        (["a", "b:python="], "give the path of a Python interpreter"),
+        (["a", "b:python=" + __file__], "is not executable"),
+        (["a", "b:python=" + sys.executable, "b:python=/bin/sh"], "given twice"),
+        (["a:PYTHONPATH=/x", "b:python=" + sys.executable], "a:python=PATH"),
+    ],
+)
+def test_bad_interpreters_are_refused(texts: list[str], message: str) -> None:
     with pytest.raises(InvalidOption, match=message):
         parse_variants(texts)

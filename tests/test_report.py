@@ -17,7 +17,9 @@ from __future__ import annotations
 import html.parser
 import json
 import math
+import re
 import shutil
+import statistics
 import struct
 import subprocess
 import sys
@@ -44,6 +46,7 @@ SYNTHETIC_GPU = "SYNTHETIC GPU (generated test data, not a measurement)"
 # Every figure of bench.report.figures.FIGURES, numbered in order: "01-...", "02-...", ...
 ALL_FIGURE_NUMBERS = [f"{i:02d}-" for i in range(1, len(FIGURES) + 1)]
 POWER_FIGURES = ("04-power", "10-energy-vs-accuracy")
+SPEEDUP_FIGURE = "11-speedup-vs-eager"  # left out of eager-only data (both fixtures below)
 
 
 # --------------------------------------------------------------------------- synthetic data
@@ -204,7 +207,8 @@ def test_every_figure_is_a_sensible_image(which: str, cpu_report: Path, multi_re
     drawn = {f["name"] for f in doc["figures"]}
     left_out = {f["name"] for f in doc["figures_left_out"]}
     # The CPU fixture has no power source; the synthetic one has power in one setup.
-    expected_out = set(POWER_FIGURES) if which == "cpu" else set()
+    # Both are eager only: no speed-up over eager to draw.
+    expected_out = (set(POWER_FIGURES) if which == "cpu" else set()) | {SPEEDUP_FIGURE}
     assert left_out == expected_out
     assert drawn.isdisjoint(left_out)
     assert sorted(n[:3] for n in drawn | left_out) == ALL_FIGURE_NUMBERS
@@ -506,3 +510,257 @@ def test_summary_md_and_csv_are_safe_from_hostile_names(tmp_path: Path) -> None:
     )
     assert all(c["setup"].startswith("'=cmd") for c in cells)
     assert all(float(c["params_m"]) == pytest.approx(rec["params"] / 1e6) for c in cells)
+
+
+# --------------------------------------------------------------------------- configurations
+
+# SYNTHETIC latencies (ms per batch, one entry per repeat) of networks "a" and "b" on one
+# CPU in float32, per configuration; "b" under compile at batch 4 gives a wrong output.
+CONFIG_LATENCIES: dict[tuple[str, str], dict[int, list[float]]] = {
+    ("a", "eager"): {1: [10.0], 2: [16.0], 4: [28.0]},
+    ("a", "compile"): {1: [3.0, 4.0, 5.0], 2: [8.0], 4: [20.0]},
+    ("a", "channels_last"): {1: [12.5], 2: [15.0], 4: [28.0]},
+    ("b", "eager"): {1: [6.0], 2: [9.0], 4: [16.0]},
+    ("b", "compile"): {1: [5.0], 2: [6.0], 4: [0.1]},
+}
+WRONG_CELL = ("b", "compile", 4)
+COMPILE_S = {("a", 1): 12.0, ("a", 2): 13.0, ("a", 4): 17.0, ("b", 1): 9.0, ("b", 2): 10.0,
+             ("b", 4): 30.0}  # fmt: skip
+# A second dtype (another panel of the speed-up figure): "a" only, eager and compile.
+BF16_LATENCIES = {"eager": {1: 8.0, 2: 12.0}, "compile": {1: 2.0, 2: 4.0}}
+
+
+def _timed(model: str, b: int, lat: float, repeat: int, **kw: object) -> Row:
+    return make_row(
+        model,
+        b,
+        repeat,
+        latency_ms_median=lat,
+        time_per_image_ms=lat / b,
+        throughput_ips=b * 1e3 / lat,
+        params=1000,
+        macs=2000,
+        **kw,
+    )
+
+
+def make_config_run(root: Path) -> Path:
+    """A SYNTHETIC run folder of CONFIG_LATENCIES and BF16_LATENCIES (made up, never measured)."""
+    run = root / "configs"
+    run.mkdir()
+    write_manifest(run, {"run_id": "configs"})
+    for (model, config), by_batch in CONFIG_LATENCIES.items():
+        for b, lats in by_batch.items():
+            for repeat, lat in enumerate(lats):
+                extra: dict[str, object] = {"max_abs_err": 1e-4, "max_rel_err": 1e-5}
+                if config == "compile":
+                    extra.update(compile_s=COMPILE_S[(model, b)], graph_breaks=0)
+                if (model, config, b) == WRONG_CELL:
+                    extra.update(max_abs_err=3.0, max_rel_err=0.5, output_ok=False)
+                else:
+                    extra["output_ok"] = True
+                write_row(run, f"{model}-{config}-{b}-{repeat}",
+                          _timed(model, b, lat, repeat, config=config, **extra))  # fmt: skip
+    for config, by_batch in BF16_LATENCIES.items():
+        for b, lat in by_batch.items():
+            row = _timed("a", b, lat, 0, config=config, dtype="bfloat16", output_ok=True)
+            write_row(run, f"a-bf16-{config}-{b}", row)
+    return run
+
+
+def _expected_speedups() -> dict[tuple[str, str, int], float]:
+    """Eager latency ÷ configuration latency (medians of the repeats written above), float32,
+    for the cells with a right output."""
+    med = {k: {b: float(np.median(v)) for b, v in d.items()} for k, d in CONFIG_LATENCIES.items()}
+    return {
+        (m, c, b): med[(m, "eager")][b] / lat
+        for (m, c), by_batch in med.items()
+        if c != "eager"
+        for b, lat in by_batch.items()
+        if (m, c, b) != WRONG_CELL
+    }
+
+
+@pytest.fixture(scope="module")
+def config_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_config_run(tmp_path_factory.mktemp("config-runs"))
+
+
+@pytest.fixture(scope="module")
+def config_report(tmp_path_factory: pytest.TempPathFactory, config_run: Path) -> Path:
+    out = tmp_path_factory.mktemp("report") / "configs"
+    assert main(["report", str(config_run), "--out", str(out)]) == 0
+    return out
+
+
+def test_speedup_figure_reads_the_constructed_speedups(config_report: Path) -> None:
+    doc = json.loads((config_report / "report.json").read_text())
+    (fig,) = [f for f in doc["figures"] if f["name"] == SPEEDUP_FIGURE]
+    reading = fig["reading"]
+    expected = _expected_speedups()
+    # a at batch 1 under compile: 10 / median(3, 4, 5) = 2.5; channels_last at 1: 0.8
+    best = max(expected, key=lambda k: expected[k])
+    worst = min(expected, key=lambda k: expected[k])
+    assert (best, worst) == (("a", "compile", 1), ("a", "channels_last", 1))
+    f32 = "cpu · float32 · 1 thr"
+    assert (
+        f"On {f32}, the largest speed-up is {expected[best]:.2f}× (a, compile, batch 1) and "
+        f"the smallest {expected[worst]:.2f}× (a, channels_last, batch 1)." in reading
+    )
+    assert "2.50×" in reading and "0.80×" in reading
+    # the second dtype is its own panel: 8 / 2 = 4 at batch 1, 12 / 4 = 3 at batch 2
+    bf16 = {b: BF16_LATENCIES["eager"][b] / BF16_LATENCIES["compile"][b] for b in (1, 2)}
+    assert (
+        f"On cpu · bfloat16 · 1 thr, the largest speed-up is {bf16[1]:.2f}× (a, compile, batch 1)"
+        f" and the smallest {bf16[2]:.2f}× (a, compile, batch 2)." in reading
+    )
+    # the wrong-output cell (a 160× "speed-up") is in no reading
+    assert f"{16.0 / 0.1:.2f}" not in reading
+    compile_f32 = statistics.median(COMPILE_S.values())  # the wrong cell compiled too
+    assert f"compile {compile_f32:.3g} s on {f32}" in reading
+
+
+def test_speedup_figure_draws_one_panel_per_setup_and_a_line_at_one(config_run: Path) -> None:
+    from bench.report.figures import speedup_vs_eager
+
+    data = load_report_data([config_run])
+    result = speedup_vs_eager(data)
+    assert result.fig is not None and result.skipped is None
+    axes = result.fig.axes
+    assert [ax.get_title() for ax in axes] == ["cpu · bfloat16 · 1 thr", "cpu · float32 · 1 thr"]
+    f32 = axes[1]
+    at_one = [ln for ln in f32.get_lines() if list(ln.get_ydata()) == [1.0, 1.0]]
+    assert at_one and at_one[0].get_linestyle() == "--"
+    # a·compile, a·channels_last, b·compile (batches 1 and 2 only: batch 4 was wrong)
+    curves = sorted(
+        [float(v) for v in ln.get_ydata()] for ln in f32.get_lines() if ln not in at_one
+    )
+    expected = _expected_speedups()
+    assert curves == sorted(
+        [[expected[(m, c, b)] for b in (1, 2, 4) if (m, c, b) in expected]
+         for m, c in (("a", "compile"), ("a", "channels_last"), ("b", "compile"))]
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("configs", "why"),
+    [(("eager",), "Only the eager configuration was measured"),
+     (("compile", "channels_last"), "No eager cell was measured")],
+)  # fmt: skip
+def test_speedup_figure_is_left_out_without_two_configurations(
+    tmp_path: Path, configs: tuple[str, ...], why: str
+) -> None:
+    from bench.report.figures import speedup_vs_eager
+
+    run = tmp_path / "run"
+    run.mkdir()
+    write_manifest(run, {"run_id": "run"})
+    for config in configs:
+        write_row(run, f"m-{config}", _timed("m", 1, 2.0, 0, config=config))
+    result = speedup_vs_eager(load_report_data([run]))
+    assert result.fig is None and result.skipped is not None and why in result.skipped
+
+
+def test_eager_only_setup_labels_do_not_name_the_configuration(tmp_path: Path) -> None:
+    run = tmp_path / "eager"
+    run.mkdir()
+    write_manifest(run, {"run_id": "eager"})
+    write_row(run, "m", _timed("m", 1, 2.0, 0))
+    data = load_report_data([run])
+    assert data.setups == ("cpu · float32 · 1 thr",) and not data.shows_config
+    table = summary_table(data)
+    assert "config" not in table.columns and "speedup_bs1" not in table.columns
+
+
+def test_setups_name_their_configuration_and_figures_never_mix_them(config_run: Path) -> None:
+    from bench.report.figures import time_vs_batch
+
+    data = load_report_data([config_run])
+    assert data.configs == ("eager", "channels_last", "compile")
+    assert data.setups == (
+        "cpu · bfloat16 · 1 thr · compile",
+        "cpu · bfloat16 · 1 thr · eager",
+        "cpu · float32 · 1 thr · channels_last",
+        "cpu · float32 · 1 thr · compile",
+        "cpu · float32 · 1 thr · eager",
+    )
+    result = time_vs_batch(data)
+    assert result.fig is not None
+    # one panel per setup, each machine's eager panel first
+    assert [ax.get_title() for ax in result.fig.axes] == [
+        "cpu · bfloat16 · 1 thr · eager",
+        "cpu · bfloat16 · 1 thr · compile",
+        "cpu · float32 · 1 thr · eager",
+        "cpu · float32 · 1 thr · channels_last",
+        "cpu · float32 · 1 thr · compile",
+    ]
+    for setup, g in data.cells.groupby("setup"):
+        assert g["config"].nunique() == 1 and setup.endswith(" · " + g["config"].iloc[0])
+
+
+def test_summary_has_a_row_per_network_and_configuration(config_run: Path) -> None:
+    data = load_report_data([config_run])
+    table = summary_table(data)
+    f32 = table[table["base_setup"] == "cpu · float32 · 1 thr"]
+    keys = list(zip(f32["model"], f32["config"], strict=True))
+    assert keys == [("a", "eager"), ("a", "channels_last"), ("a", "compile"),
+                    ("b", "eager"), ("b", "compile")]  # fmt: skip
+    rows = f32.set_index(["model", "config"])
+    for (model, config), by_batch in CONFIG_LATENCIES.items():
+        right = {b: float(np.median(v)) / b for b, v in by_batch.items()
+                 if (model, config, b) != WRONG_CELL}  # fmt: skip
+        row = rows.loc[(model, config)]
+        assert row["time_per_image_ms_bs1"] == pytest.approx(right[1], rel=1e-12)
+        best = min(right, key=lambda b: right[b])
+        assert row["time_per_image_ms_best"] == pytest.approx(right[best], rel=1e-12)
+        assert row["best_batch_size"] == best
+        eager_bs1 = float(np.median(CONFIG_LATENCIES[(model, "eager")][1]))
+        assert row["speedup_bs1"] == pytest.approx(eager_bs1 / right[1], rel=1e-12)
+        compiled = [v for (m, b), v in COMPILE_S.items() if m == model]
+        if config == "compile":
+            assert row["compile_s"] == pytest.approx(statistics.median(compiled))
+        else:
+            assert math.isnan(row["compile_s"])
+    assert rows.loc[("b", "compile"), "output_ok"] == "WRONG at batch 4"
+    assert rows.loc[("b", "compile"), "max_rel_err"] == 0.5
+    assert rows.loc[("b", "compile"), "batch_sizes_ok"] == 2  # the wrong cell is not timed
+    assert (rows.drop(index=[("b", "compile")])["output_ok"] == "ok").all()
+
+
+def test_wrong_output_is_flagged_and_kept_out_of_the_figures(
+    config_report: Path, config_run: Path
+) -> None:
+    data = load_report_data([config_run])
+    cells = set(zip(data.cells["model"], data.cells["config"], data.cells["batch_size"],
+                    strict=True))  # fmt: skip
+    assert WRONG_CELL not in cells and ("b", "compile", 2) in cells
+    assert [tuple(r) for r in data.wrong_output[["model", "config", "batch_size"]].values] == [
+        WRONG_CELL
+    ]
+    page = (config_report / "index.html").read_text()
+    assert '<p class="wrong"><strong>Wrong output: 1 cell(s)' in page
+    assert "b compile batch 4 on cpu · float32 · 1 thr · compile" in page
+    wrong_rows = re.findall(r'<tr class="wrong">(.*?)</tr>', page)
+    assert len(wrong_rows) == 1 and ">b<" in wrong_rows[0] and "WRONG at batch 4" in page
+    assert 'id="wrong-output"' in page and 'href="#wrong-output"' in page
+    md = (config_report / "summary.md").read_text()
+    assert "**Wrong output: 1 cell(s)" in md and "## Cells with wrong output" in md
+    assert "| b | compile | WRONG at batch 4 |" in md
+    doc = json.loads((config_report / "report.json").read_text())
+    assert doc["configs"] == ["eager", "channels_last", "compile"]
+    (wrong,) = doc["cells_wrong_output"]
+    assert (wrong["model"], wrong["config"], wrong["batch_size"]) == WRONG_CELL
+    assert wrong["max_rel_err"] == 0.5
+    # the page says which configuration each figure shows
+    assert "each panel shows one configuration, named at the end of its setup label" in page
+
+
+def test_a_run_where_every_cell_failed_still_gives_a_report(tmp_path: Path) -> None:
+    run = tmp_path / "failed"
+    run.mkdir()
+    write_manifest(run, {"run_id": "failed"})
+    write_row(run, "m", make_row("m", 1, status="crashed", error="worker killed by SIGABRT"))
+    result = build_report([run], tmp_path / "report")
+    assert all(f.skipped for f in result.figures)
+    assert "worker killed by SIGABRT" in (result.out / "index.html").read_text()
+    assert "No cell finished" in (result.out / "summary.md").read_text()

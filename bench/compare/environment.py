@@ -11,6 +11,13 @@ from bench.errors import BenchError
 # What changes the numbers: refuse to compare when these differ.
 ENV_KEYS = ("torch_version", "cuda_version", "cudnn_version")  # from each run's manifest
 ROW_KEYS = ("device_name", "dtype", "torch_version", "tf32")  # from the side's ok rows
+# The code and interpreter a run imported (manifest): shown when they differ, never refused;
+# that is what an A/B run of two code versions or environments measures.
+CODE_KEYS = ("python_executable", "python_version", "torchvision_version", "effbench_commit")
+# Refused unless the two sides were interleaved (`--variant NAME:python=PATH`): measured
+# side by side, a different torch is the subject of the comparison, not an accident of a
+# baseline stored months ago.
+INTERLEAVED_OK = ("torch_version",)
 
 
 class EnvironmentMismatch(BenchError):
@@ -22,6 +29,9 @@ def _side_env(side: Side) -> dict[str, str]:
     for env in side.environments:
         for k in ENV_KEYS:
             out.setdefault(k, set()).add(str(env.get(k)))
+        for k in CODE_KEYS:
+            if env.get(k) is not None:  # older manifests lack them
+                out.setdefault(k, set()).add(str(env[k]))
     ok = side.rows[side.rows["status"] == "ok"]
     for k in ROW_KEYS:
         vals = {str(v) for v in ok[k] if v is not None and not pd.isna(v)}
@@ -34,18 +44,30 @@ def environment_differences(base: Side, cand: Side) -> tuple[EnvDifference, ...]
     """(what, baseline value, candidate value) for each thing that matters and differs."""
     eb, ec = _side_env(base), _side_env(cand)
     return tuple(
-        EnvDifference(k, eb[k], ec[k]) for k in dict.fromkeys([*ENV_KEYS, *ROW_KEYS])
+        EnvDifference(k, eb[k], ec[k]) for k in dict.fromkeys([*ENV_KEYS, *ROW_KEYS, *CODE_KEYS])
         if k in eb and k in ec and eb[k] != ec[k]
     )  # fmt: skip
 
 
+def refused_differences(comparison: Comparison) -> tuple[EnvDifference, ...]:
+    """The differences that make the numbers incomparable: all but the code and interpreter
+    (:data:`CODE_KEYS`), and, for interleaved sides, the torch version."""
+    allowed = set(CODE_KEYS) | (set(INTERLEAVED_OK) if comparison.interleaved else set())
+    return tuple(d for d in comparison.env_differences if d.what not in allowed)
+
+
 def check_environments(comparison: Comparison) -> None:
-    """Raise :class:`EnvironmentMismatch` naming every difference, if there is one."""
-    if comparison.env_differences:
-        diffs = "; ".join(
-            f"{d.what}: {d.baseline} vs {d.candidate}" for d in comparison.env_differences
+    """Raise :class:`EnvironmentMismatch` naming every refused difference, if there is one."""
+    refused = refused_differences(comparison)
+    if refused:
+        diffs = "; ".join(f"{d.what}: {d.baseline} vs {d.candidate}" for d in refused)
+        hint = (
+            " (a different torch is compared when the two are measured interleaved: "
+            "`effbench run --variant NAME:python=PATH`)"
+            if any(d.what in INTERLEAVED_OK for d in refused)
+            else ""
         )
         raise EnvironmentMismatch(
             f"baseline and candidate environments differ ({diffs}); their numbers are not "
-            "comparable. Re-measure the baseline here, or pass --allow-env-mismatch"
+            f"comparable{hint}. Re-measure the baseline here, or pass --allow-env-mismatch"
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+from bench.compare.environment import refused_differences
 from bench.compare.results import CellResult, Comparison
 from bench.compare.text import cell_name, fmt_ratio, fmt_value, summary_line
 from bench.escape import markdown_text
@@ -89,7 +90,11 @@ def _notes(c: Comparison) -> list[str]:
         ]
     if c.env_differences:
         lines.append(
-            "**Environments differ** (compared anyway): "
+            (
+                "**Environments differ** (compared anyway): "
+                if refused_differences(c)
+                else "**The two sides ran different code or environments** (compared): "
+            )
             + "; ".join(
                 f"{d.what}: {markdown_text(d.baseline)} vs {markdown_text(d.candidate)}"
                 for d in c.env_differences

@@ -30,8 +30,9 @@ def plain(value: object) -> str:
 
 def cell_name(key: tuple[Any, ...]) -> str:
     c = dict(zip(MATCH_KEY, key, strict=True))
+    config = "" if c.get("config", "eager") == "eager" else f" {c['config']}"
     return plain(
-        f"{c['model']} bs={c['batch_size']} {c['device_name']} {c['dtype']} "
+        f"{c['model']} bs={c['batch_size']} {c['device_name']} {c['dtype']}{config} "
         f"{c['image_size']}px t{c['threads']}"
     )
 

@@ -4,9 +4,17 @@ Everything here is read from parquet (``bench.store.load_results``) and ``manife
 (``bench.store.read_manifest``); nothing is measured here and no figure is typed in.
 
 A *setup* is what a measurement depends on besides the network and the batch size: the
-machine, the device, the dtype and (on CPUs) the thread count. Setups are never averaged
-together; rows of the same cell and setup (repeats, or the same cell in several runs of one
-machine) are summarized by their median, and ``n_repeats`` says how many there were.
+machine, the device, the dtype, (on CPUs) the thread count and the configuration (eager,
+compile, ...). Setups are never averaged together; rows of the same cell and setup (repeats,
+or the same cell in several runs of one machine) are summarized by their median, and
+``n_repeats`` says how many there were. The configuration is named in the setup's label
+when the data holds a configuration other than eager (so eager-only reports read as they
+always did); ``base_setup`` is the label without it, the panel of the speed-up figure.
+
+A cell whose output differed from eager float32 beyond its dtype's tolerance
+(``output_ok`` false in any repeat) is not a measurement of the network: it is kept out of
+``cells`` (so out of every figure and of the summary's timings) and listed in
+``wrong_output``.
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +46,7 @@ MEDIAN_COLUMNS = (
     "power_w_mean",
     "power_w_idle",
     "energy_per_image_j",
+    "compile_s",
 )
 # Per-cell columns that do not change between repeats (counts, references, setup).
 FIRST_COLUMNS = (
@@ -56,8 +65,20 @@ FIRST_COLUMNS = (
     "device_name",
     "dtype",
     "threads",
+    "base_setup",
 )
-CELL_COLUMNS = ("setup", *CellKey.WORKLOAD_COLUMNS)
+CELL_COLUMNS = ("setup", "config", *CellKey.WORKLOAD_COLUMNS)
+EAGER = "eager"  # the configuration every other one is compared with (bench/configs.py)
+# Shown in the report, and the columns of ``wrong_output``.
+WRONG_OUTPUT_COLUMNS = (
+    "setup",
+    "model",
+    "batch_size",
+    "config",
+    "max_abs_err",
+    "max_rel_err",
+    "time_per_image_ms",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +114,22 @@ class ReportData:
     models: tuple[str, ...]
     colors: dict[str, tuple[float, float, float]]
     notes: tuple[str, ...] = ()  # what the loader filled in for older files
+    configs: tuple[str, ...] = (EAGER,)  # eager first, then the others sorted
+    # per-cell medians of the cells whose output was wrong (see the module docstring)
+    wrong_output: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    @property
+    def measured_cells(self) -> pd.DataFrame:
+        """``cells`` and ``wrong_output`` together: every cell that ran (for what a wrong
+        output does not change, such as the compile time)."""
+        if self.wrong_output.empty:
+            return self.cells
+        return pd.concat([self.cells, self.wrong_output], ignore_index=True)
+
+    @property
+    def shows_config(self) -> bool:
+        """Whether setup labels name the configuration (any configuration but eager)."""
+        return self.configs != (EAGER,)
 
 
 def fit_line(x: Sequence[float], y: Sequence[float]) -> LineFit:
@@ -161,6 +198,16 @@ def _setup_labels(rows: pd.DataFrame) -> pd.Series:
     return base.where(~ambiguous, base + " @ " + rows["host"].astype(str))
 
 
+def config_order(configs: Sequence[str]) -> tuple[str, ...]:
+    """Configurations in report order: eager first (the reference), then sorted."""
+    return tuple(sorted(set(configs), key=lambda c: (c != EAGER, c)))
+
+
+def _with_config(rows: pd.DataFrame, base: pd.Series, show: bool) -> pd.Series:
+    """The setup label: ``base`` and, when ``show``, `` · <configuration>``."""
+    return base + " · " + rows["config"] if show else base
+
+
 def model_colors(models: Sequence[str]) -> dict[str, tuple[float, float, float]]:
     """One colour per network, the same in every figure (sorted names → a fixed palette)."""
     import seaborn as sns
@@ -187,7 +234,11 @@ def load_report_data(paths: Sequence[str | Path]) -> ReportData:
         host_of[run.run_id] = str(host or "unknown host")
     rows = rows.copy()
     rows["host"] = rows["run_id"].map(host_of).fillna("unknown host")
-    rows["setup"] = _setup_labels(rows)
+    raw_config = rows["config"] if "config" in rows.columns else pd.Series(EAGER, rows.index)
+    rows["config"] = raw_config.fillna(EAGER).astype(str).replace("", EAGER)
+    configs = config_order(rows["config"].unique())
+    rows["base_setup"] = _setup_labels(rows)
+    rows["setup"] = _with_config(rows, rows["base_setup"], configs != (EAGER,))
 
     failed = rows[rows["status"] != "ok"]
     failures = failed[
@@ -195,7 +246,10 @@ def load_report_data(paths: Sequence[str | Path]) -> ReportData:
     ].sort_values(["setup", "model", "batch_size", "repeat"], kind="stable")
 
     ok = rows[rows["status"] == "ok"]
-    cells = _cells(ok) if len(ok) else pd.DataFrame(columns=[*CELL_COLUMNS, *MEDIAN_COLUMNS])
+    cells = _cells(ok)
+    wrong = cells["output_ok"].eq(False).fillna(False)
+    wrong_output = cells[wrong].sort_values(["setup", "model", "batch_size"], kind="stable")
+    cells = cells[~wrong].reset_index(drop=True)
     setups = tuple(sorted(rows["setup"].unique()))
     models = tuple(sorted(rows["model"].unique()))
     return ReportData(
@@ -207,6 +261,8 @@ def load_report_data(paths: Sequence[str | Path]) -> ReportData:
         models=models,
         colors=model_colors(models),
         notes=loaded.notes,
+        configs=configs,
+        wrong_output=wrong_output.reset_index(drop=True),
     )
 
 
@@ -223,7 +279,13 @@ def _cells(ok: pd.DataFrame) -> pd.DataFrame:
         n_repeats=("status", "size"),
         noisy=("noisy", lambda s: bool(s.fillna(False).astype(bool).any())),
     )
-    cells = pd.concat([med, first, extra], axis=1).reset_index()
+    checks = ok[[*keys, "max_abs_err", "max_rel_err"]].copy()
+    for c in ("max_abs_err", "max_rel_err"):
+        checks[c] = pd.to_numeric(checks[c], errors="coerce")
+    errors = checks.groupby(keys, sort=True, dropna=False)[["max_abs_err", "max_rel_err"]].max()
+    verdict = ok.groupby(keys, sort=True, dropna=False)["output_ok"].agg(_all_ok)
+    cells = pd.concat([med, first, extra, errors, verdict], axis=1).reset_index()
+    cells["output_ok"] = cells["output_ok"].astype("boolean")
     b = cells["batch_size"].astype(float)
     cells["time_per_image_ms_p10"] = cells["latency_ms_p10"] / b
     cells["time_per_image_ms_p90"] = cells["latency_ms_p90"] / b
@@ -234,6 +296,13 @@ def _cells(ok: pd.DataFrame) -> pd.DataFrame:
     cells["top1"] = pd.to_numeric(cells["top1"], errors="coerce")
     cells["top5"] = pd.to_numeric(cells["top5"], errors="coerce")
     return _net_of_idle(cells)
+
+
+def _all_ok(values: pd.Series) -> bool | None:
+    """A cell's output check over its repeats: false if any repeat was wrong, true if every
+    checked repeat was right, ``None`` when none was checked (rows written before it)."""
+    checked = [bool(v) for v in values if v is not None and not pd.isna(v)]
+    return all(checked) if checked else None
 
 
 def _net_of_idle(cells: pd.DataFrame) -> pd.DataFrame:

@@ -6,8 +6,11 @@ Each function takes the tidy :class:`~bench.report.data.ReportData` and returns 
 ``fig=None`` and a sentence saying why the figure is left out. Figures are built on
 ``matplotlib.figure.Figure`` with the Agg canvas, never through pyplot, so the report does
 not depend on (or change) the process's matplotlib backend. Setups (machine, device, dtype,
-threads) get one panel each and are never averaged together; :func:`_by_setup` is the one
-place a figure splits cells into panels. Power and energy are drawn as
+threads, configuration) get one panel each and are never averaged together; :func:`_by_setup`
+is the one place a figure splits cells into panels (the configuration is part of the setup,
+so eager and compiled cells never share a panel; the speed-up figure alone puts the
+configurations of one machine/device/dtype side by side, as ratios to eager). Cells whose
+output was wrong are not in ``data.cells`` and so in no figure. Power and energy are drawn as
 :mod:`bench.report.data` chose them (``power_plot_w``, ``energy_plot_per_image_j``).
 """
 
@@ -25,7 +28,15 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from bench.report.data import LineFit, ReportData, fit_line, models_with, pareto_front
+from bench.report.data import (
+    EAGER,
+    LineFit,
+    ReportData,
+    config_order,
+    fit_line,
+    models_with,
+    pareto_front,
+)
 from bench.units import MEGA, MIB, MS_PER_S, to_mib, to_millions
 
 DPI = 150
@@ -94,8 +105,19 @@ class Panel:
 
 
 def _by_setup(cells: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
-    """The cells of each setup, setups in sorted order: the one place figures facet."""
-    return [(setup, cells[cells["setup"] == setup]) for setup in sorted(cells["setup"].unique())]
+    """The cells of each setup, setups in sorted order (a machine's eager setup before its
+    other configurations): the one place figures facet."""
+    first = cells.drop_duplicates("setup")
+    order = sorted(
+        zip(
+            first["base_setup"],
+            first["config"] != EAGER,
+            first["config"],
+            first["setup"],
+            strict=True,
+        )
+    )
+    return [(setup, cells[cells["setup"] == setup]) for *_, setup in order]
 
 
 def _setup_panels(cells: pd.DataFrame, title: str) -> tuple[Figure, list[Panel]]:
@@ -900,6 +922,182 @@ def energy_vs_accuracy(data: ReportData) -> FigureResult:
     return FigureResult(name, title, fig, reading, labels=tuple(labels))
 
 
+@dataclass(frozen=True, slots=True)
+class Speedup:
+    """One point of the speed-up figure: eager latency ÷ ``config`` latency (medians of
+    repeats) of ``model`` at ``batch_size`` on ``base_setup``."""
+
+    base_setup: str
+    model: str
+    config: str
+    batch_size: int
+    image_size: int
+    eager_ms: float
+    config_ms: float
+
+    @property
+    def ratio(self) -> float:
+        return self.eager_ms / self.config_ms
+
+
+def speedups(cells: pd.DataFrame) -> list[Speedup]:
+    """Every cell of a configuration other than eager that has an eager cell of the same
+    network, batch size and image size on the same base setup, sorted."""
+    cols = ["base_setup", "model", "batch_size", "image_size"]
+    timed = cells[np.isfinite(cells["latency_ms_median"].astype(float))]
+    timed = timed[timed["latency_ms_median"].astype(float) > 0]
+    eager = timed[timed["config"] == EAGER].set_index(cols)["latency_ms_median"]
+    out = []
+    for r in timed[timed["config"] != EAGER].itertuples(index=False):
+        key = (r.base_setup, r.model, r.batch_size, r.image_size)
+        if key in eager.index:
+            out.append(
+                Speedup(
+                    str(r.base_setup),
+                    str(r.model),
+                    str(r.config),
+                    int(r.batch_size),
+                    int(r.image_size),
+                    float(eager[key]),
+                    float(r.latency_ms_median),
+                )
+            )
+    return sorted(out, key=lambda p: (p.base_setup, p.model, p.config, p.image_size, p.batch_size))
+
+
+_CONFIG_STYLES = ("-", "-.", ":", (0, (3, 1, 1, 1, 1, 1)))  # "--" is the line at 1
+_CONFIG_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
+def _ratio_axis(ax: Any, ratios: Sequence[float]) -> None:
+    """A y axis for ratios that always shows 1: logarithmic when they span more than a
+    factor of 4 (so that 2× and 0.5× are as far from 1), else linear."""
+    lo, hi = min(*ratios, 1.0), max(*ratios, 1.0)
+    if hi / lo > 4:
+        ax.set_yscale("log")
+        _log_axis(ax.yaxis)
+        ax.set_ylim(lo / 1.25, hi * 1.25)
+    else:
+        pad = 0.08 * (hi - lo) or 0.05
+        ax.set_ylim(lo - pad, hi + pad)
+
+
+def _speedup_phrase(p: Speedup, with_px: bool) -> str:
+    px = f", {p.image_size} px" if with_px else ""
+    return f"{p.ratio:.2f}× ({p.model}, {p.config}, batch {p.batch_size}{px})"
+
+
+def _compile_times(cells: pd.DataFrame, several_setups: bool) -> str:
+    """Median ``compile_s`` per compiled configuration (and base setup, when there are
+    several), as a sentence; "" when no cell recorded one. Cells with a wrong output count:
+    their compile time was measured all the same."""
+    timed = cells.dropna(subset=["compile_s"])
+    if timed.empty:
+        return ""
+    parts = []
+    for (base, config), g in timed.groupby(["base_setup", "config"], sort=True):
+        where = f" on {base}" if several_setups else ""
+        parts.append(f"{config} {float(g['compile_s'].median()):.3g} s{where}")
+    return (
+        " Compile time (median of the cells' compile_s, never counted in the latency): "
+        + "; ".join(parts)
+        + "."
+    )
+
+
+def _speedup_panel(
+    ax: Any,
+    data: ReportData,
+    base: str,
+    points: Sequence[Speedup],
+    style: dict[str, tuple[Any, str]],
+) -> str:
+    """One panel of figure 11: a line per (network, configuration, image size) and the
+    configurations' legend; returns the panel's sentence (largest and smallest speed-up)."""
+    # the image size is named only where a network was measured at several
+    with_px = len({(p.model, p.image_size) for p in points}) > len({p.model for p in points})
+    lines: dict[tuple[str, str, int], list[Speedup]] = {}
+    for p in points:
+        lines.setdefault((p.model, p.config, p.image_size), []).append(p)
+    for (model, config, _), line in lines.items():
+        ls, marker = style[config]
+        ax.plot(
+            [p.batch_size for p in line],
+            [p.ratio for p in line],
+            ls=ls,
+            marker=marker,
+            ms=4,
+            lw=1.5,
+            color=data.colors[model],
+        )
+    ax.axhline(1.0, color="0.35", ls="--", lw=0.9, zorder=0)
+    _log2_batch_axis(ax, [p.batch_size for p in points])
+    _ratio_axis(ax, [p.ratio for p in points])
+    ax.set_ylabel("speed-up over eager (×)")
+    ax.set_title(base, fontsize=9)
+    shown = [c for c in style if any(p.config == c for p in points)]
+    handles = [
+        Line2D([], [], color="0.3", ls=style[c][0], marker=style[c][1], label=c) for c in shown
+    ]
+    ax.legend(handles=handles, title="configuration", loc="best", frameon=False)
+    best = max(points, key=lambda p: (p.ratio, -p.batch_size))
+    worst = min(points, key=lambda p: (p.ratio, p.batch_size))
+    return (
+        f"On {base}, the largest speed-up is {_speedup_phrase(best, with_px)} and the "
+        f"smallest {_speedup_phrase(worst, with_px)}."
+    )
+
+
+def speedup_vs_eager(data: ReportData) -> FigureResult:
+    """11. Speed-up over eager (eager latency ÷ configuration latency) vs batch size, one
+    panel per machine/device/dtype, a line per (network, configuration)."""
+    name, title = "11-speedup-vs-eager", "Speed-up over eager per configuration"
+    configs = config_order(data.measured_cells["config"].dropna().astype(str))
+    if not configs:
+        return _skip(name, title, "No cell finished, so there is no speed-up to draw.")
+    if EAGER not in configs:
+        return _skip(
+            name,
+            title,
+            "No eager cell was measured, so there is no speed-up over eager to compute "
+            "(add eager to --configs).",
+        )
+    if configs == (EAGER,):
+        return _skip(
+            name,
+            title,
+            "Only the eager configuration was measured, so there is no speed-up over eager "
+            "to draw (run with --configs eager,compile,... to compare configurations).",
+        )
+    points = speedups(data.cells)
+    wrong = not data.wrong_output.empty
+    if not points:
+        return _skip(
+            name,
+            title,
+            "No cell of another configuration has an eager cell of the same network, batch "
+            "size and setup to compare with"
+            + (" (cells with a wrong output are not compared)." if wrong else "."),
+        )
+    others = [c for c in configs if c != EAGER]
+    style = {c: (_CONFIG_STYLES[i % 4], _CONFIG_MARKERS[i % 8]) for i, c in enumerate(others)}
+    bases = sorted({p.base_setup for p in points})
+    fig, axes = _new_figure(len(bases), title)
+    readings = [
+        _speedup_panel(ax, data, base, [p for p in points if p.base_setup == base], style)
+        for ax, base in zip(axes, bases, strict=True)
+    ]
+    _model_legend(fig, data, sorted({p.model for p in points}))
+    reading = (
+        "Speed-up = eager latency ÷ the configuration's latency for the same network, batch "
+        "size and setup (medians of repeats); above the dashed line at 1 the configuration "
+        "is faster than eager, below it slower. "
+        + " ".join(readings)
+        + _compile_times(data.measured_cells, len(bases) > 1)
+    )
+    return FigureResult(name, title, fig, reading)
+
+
 FIGURES: tuple[Callable[[ReportData], FigureResult], ...] = (
     accuracy_bar,
     accuracy_vs_ops,
@@ -911,4 +1109,5 @@ FIGURES: tuple[Callable[[ReportData], FigureResult], ...] = (
     accuracy_vs_throughput,
     accuracy_density,
     energy_vs_accuracy,
+    speedup_vs_eager,
 )

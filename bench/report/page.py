@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from bench.escape import csv_text, markdown_text
-from bench.report.data import ReportData
+from bench.report.data import EAGER, WRONG_OUTPUT_COLUMNS, ReportData
 from bench.report.figures import DPI
 
 REPORT_FORMAT = 1
@@ -34,6 +34,8 @@ class Column:
 
 SUMMARY_COLUMNS: tuple[Column, ...] = (
     Column("model", "network", "{}"),
+    Column("config", "configuration", "{}"),
+    Column("output_ok", "output", "{}"),
     Column("family", "family", "{}"),
     Column("params_m", "parameters (M)", "{:.2f}"),
     Column("gmacs", "G-MACs / image", "{:.3f}"),
@@ -42,6 +44,9 @@ SUMMARY_COLUMNS: tuple[Column, ...] = (
     Column("time_per_image_ms_bs1", "time / image at batch 1 (ms)", "{:.3g}"),
     Column("time_per_image_ms_best", "best time / image (ms)", "{:.3g}"),
     Column("best_batch_size", "at batch", "{:.0f}"),
+    Column("speedup_bs1", "speed-up over eager at batch 1", "{:.2f}"),
+    Column("compile_s", "compile (s)", "{:.3g}"),
+    Column("max_rel_err", "max rel. error", "{:.2g}"),
     Column("throughput_ips_max", "max images / s", "{:.1f}"),
     Column("peak_memory_mib_bs1", "peak memory at batch 1 (MiB)", "{:.1f}"),
     Column("weights_mib", "weights (MiB)", "{:.1f}"),
@@ -55,52 +60,103 @@ SUMMARY_COLUMNS: tuple[Column, ...] = (
 
 
 def summary_table(data: ReportData) -> pd.DataFrame:
-    """One row per (setup, network): counts, published accuracy and the measured figures
-    (medians of repeats; power and energy net of idle where known, as the figures show
-    them). Networks whose every cell failed get a row with only failures."""
+    """One row per (setup, network), the setup naming the configuration where there are
+    several: counts, published accuracy and the measured figures (medians of repeats; power
+    and energy net of idle where known, as the figures show them). Networks whose every cell
+    failed get a row with only failures. Timings come from cells whose output was right;
+    ``output_ok`` says ``WRONG at batch ...`` where a cell's was not, and those cells' times
+    are in no column. Columns without data anywhere (power, compile time, output checks of
+    older files; the configuration when all is eager) are left out."""
     records = []
     failed = data.rows[data.rows["status"] != "ok"].groupby(["setup", "model"]).size()
-    pairs = sorted(set(zip(data.rows["setup"], data.rows["model"], strict=True)))
-    for setup, model in pairs:
+    checked = data.measured_cells
+    order = {c: i for i, c in enumerate(data.configs)}
+    firsts = data.rows.drop_duplicates(["setup", "model"])
+    pairs = sorted(
+        zip(firsts["base_setup"], firsts["model"], firsts["config"], firsts["setup"], strict=True),
+        key=lambda p: (p[0], p[1], order[p[2]], p[3]),
+    )
+    for base, model, config, setup in pairs:
         g = data.cells[(data.cells["setup"] == setup) & (data.cells["model"] == model)]
         g = g.sort_values("batch_size")
-        rec: dict[str, Any] = {"setup": setup, "model": model}
-        first = data.rows[(data.rows["setup"] == setup) & (data.rows["model"] == model)].iloc[0]
-        rec["family"] = first["family"]
+        mine = checked[(checked["setup"] == setup) & (checked["model"] == model)]
+        rec: dict[str, Any] = {"setup": setup, "base_setup": base, "model": model}
+        first = firsts[(firsts["setup"] == setup) & (firsts["model"] == model)].iloc[0]
+        rec.update(family=first["family"], config=config, **_output_check(mine))
         rec["rows_failed"] = int(failed.get((setup, model), 0))
+        rec["compile_s"] = pd.to_numeric(mine["compile_s"], errors="coerce").median()
         if len(g):
-            b1 = g[g["batch_size"] == 1]
-            timed = g["time_per_image_ms"].notna().any()  # older files may lack it
-            best = g.loc[g["time_per_image_ms"].idxmin()] if timed else None
-            rec.update(
-                params_m=g["params_m"].iloc[0],
-                gmacs=g["gmacs"].iloc[0],
-                top1_pct=g["top1"].iloc[0],
-                top5_pct=g["top5"].iloc[0],
-                time_per_image_ms_bs1=b1["time_per_image_ms"].iloc[0] if len(b1) else np.nan,
-                time_per_image_ms_best=np.nan if best is None else best["time_per_image_ms"],
-                best_batch_size=np.nan if best is None else best["batch_size"],
-                throughput_ips_max=g["throughput_ips"].max(),
-                peak_memory_mib_bs1=b1["peak_memory_mib"].iloc[0] if len(b1) else np.nan,
-                weights_mib=g["weights_mib"].iloc[0],
-                power_w_max=g["power_plot_w"].max(),
-                energy_per_image_j_min=g["energy_plot_per_image_j"].min(),
-                batch_sizes_ok=len(g),
-                noisy_cells=int(g["noisy"].sum()),
-                repeats_max=int(g["n_repeats"].max()),
-                accuracy_source=g["accuracy_source"].iloc[0],
-            )
+            rec.update(_measured(g))
         else:
             rec.update(batch_sizes_ok=0, noisy_cells=0)
         records.append(rec)
-    cols = ["setup", *(c.key for c in SUMMARY_COLUMNS), "accuracy_source"]
+    cols = ["setup", "base_setup", *(c.key for c in SUMMARY_COLUMNS), "accuracy_source"]
     df = pd.DataFrame.from_records(records, columns=cols)
+    text = {"setup", "base_setup", "model", "family", "config", "output_ok", "accuracy_source"}
     for c in cols:
-        if c not in {"setup", "model", "family", "accuracy_source"}:
+        if c not in text:
             df[c] = pd.to_numeric(df[c], errors="coerce")
+    df["speedup_bs1"] = _speedup_bs1(df) if data.shows_config else np.nan
     # Columns that no setup measured (no power anywhere) are left out rather than shown empty.
-    empty = [c for c in ("power_w_max", "energy_per_image_j_min") if df[c].isna().all()]
+    optional = ("speedup_bs1", "compile_s", "max_rel_err", "output_ok")
+    empty = [c for c in ("power_w_max", "energy_per_image_j_min", *optional) if df[c].isna().all()]
+    if not data.shows_config:
+        empty += ["config", "base_setup"]
     return df.drop(columns=empty)
+
+
+def _measured(g: pd.DataFrame) -> dict[str, Any]:
+    """The summary's measured columns from one (setup, network)'s cells, sorted by batch."""
+    b1 = g[g["batch_size"] == 1]
+    timed = g["time_per_image_ms"].notna().any()  # older files may lack it
+    best = g.loc[g["time_per_image_ms"].idxmin()] if timed else None
+    return dict(
+        params_m=g["params_m"].iloc[0],
+        gmacs=g["gmacs"].iloc[0],
+        top1_pct=g["top1"].iloc[0],
+        top5_pct=g["top5"].iloc[0],
+        time_per_image_ms_bs1=b1["time_per_image_ms"].iloc[0] if len(b1) else np.nan,
+        time_per_image_ms_best=np.nan if best is None else best["time_per_image_ms"],
+        best_batch_size=np.nan if best is None else best["batch_size"],
+        throughput_ips_max=g["throughput_ips"].max(),
+        peak_memory_mib_bs1=b1["peak_memory_mib"].iloc[0] if len(b1) else np.nan,
+        weights_mib=g["weights_mib"].iloc[0],
+        power_w_max=g["power_plot_w"].max(),
+        energy_per_image_j_min=g["energy_plot_per_image_j"].min(),
+        batch_sizes_ok=len(g),
+        noisy_cells=int(g["noisy"].sum()),
+        repeats_max=int(g["n_repeats"].max()),
+        accuracy_source=g["accuracy_source"].iloc[0],
+    )
+
+
+def _output_check(cells: pd.DataFrame) -> dict[str, Any]:
+    """``output_ok`` (``ok``, ``WRONG at batch 1, 4`` or NaN when never checked) and the
+    largest relative error of a (setup, network)'s cells."""
+    verdict = cells["output_ok"].astype("boolean")
+    err = pd.to_numeric(cells["max_rel_err"], errors="coerce")
+    bad = sorted(int(b) for b in cells.loc[verdict.eq(False).fillna(False), "batch_size"])
+    if bad:
+        text: Any = "WRONG at batch " + ", ".join(map(str, bad))
+    elif verdict.notna().any():
+        text = "ok"
+    else:
+        text = np.nan
+    return {"output_ok": text, "max_rel_err": err.max() if err.notna().any() else np.nan}
+
+
+def _speedup_bs1(df: pd.DataFrame) -> pd.Series:
+    """Eager time per image at batch 1 ÷ this row's, same base setup and network (NaN
+    without an eager row to divide by; 1 for eager itself)."""
+    if not (df["config"] == EAGER).any():
+        return pd.Series(np.nan, index=df.index)
+    eager = df[df["config"] == EAGER].set_index(["base_setup", "model"])["time_per_image_ms_bs1"]
+    ref = pd.Series(
+        [eager.get((b, m), np.nan) for b, m in zip(df["base_setup"], df["model"], strict=True)],
+        index=df.index,
+        dtype=float,
+    )
+    return ref / df["time_per_image_ms_bs1"]
 
 
 def _cell(v: Any, fmt: str) -> str:
@@ -142,11 +198,21 @@ def summary_markdown(data: ReportData, df: pd.DataFrame, figures: Sequence[Any])
     )
     if data.notes:
         lines += ["", "Read from older files: " + "; ".join(map(markdown_text, data.notes)) + "."]
+    if data.shows_config:
+        lines += ["", markdown_text(_configs_sentence(data))]
+    if len(data.wrong_output):
+        lines += ["", "**" + markdown_text(_wrong_sentence(data)) + "**"]
     cols = _columns_of(df)
-    for setup, g in df.groupby("setup", sort=True):
+    for setup, g in _table_groups(df):
         lines += ["", f"## {markdown_text(setup)}", ""]
         rows = [[_cell(r[c.key], c.fmt) for c in cols] for _, r in g.iterrows()]
         lines += _md_table([c.heading for c in cols], rows)
+    if len(data.wrong_output):
+        lines += ["", "## Cells with wrong output", ""]
+        wrong = [
+            [_cell(r[c.key], c.fmt) for c in WRONG_COLUMNS] for _, r in data.wrong_output.iterrows()
+        ]
+        lines += _md_table([c.heading for c in WRONG_COLUMNS], wrong)
     skipped = [f for f in figures if f.skipped]
     if skipped:
         lines += ["", "## Figures left out", ""]
@@ -163,6 +229,51 @@ def summary_markdown(data: ReportData, df: pd.DataFrame, figures: Sequence[Any])
     else:
         lines.append("None: every cell finished.")
     return "\n".join(lines) + "\n"
+
+
+WRONG_COLUMNS = tuple(
+    Column(key, heading, fmt)
+    for key, (heading, fmt) in zip(
+        WRONG_OUTPUT_COLUMNS,
+        (
+            ("setup", "{}"),
+            ("network", "{}"),
+            ("batch", "{:.0f}"),
+            ("configuration", "{}"),
+            ("max abs. error", "{:.3g}"),
+            ("max rel. error", "{:.3g}"),
+            ("time / image, not plotted (ms)", "{:.3g}"),
+        ),
+        strict=True,
+    )
+)
+
+
+def _table_groups(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """The summary's tables: one per setup, or, when setups name their configuration, one
+    per machine/device/dtype with a row per (network, configuration), eager first."""
+    by = "base_setup" if "base_setup" in df.columns else "setup"
+    return [(str(k), g) for k, g in df.groupby(by, sort=True)]
+
+
+def _configs_sentence(data: ReportData) -> str:
+    return (
+        f"Configurations: {', '.join(data.configs)}. Each setup label ends in its "
+        "configuration, so every table row and every panel of figures 3 to 8 and 10 shows "
+        "one configuration, never a mix; figure 11 sets each against eager."
+    )
+
+
+def _wrong_sentence(data: ReportData) -> str:
+    w = data.wrong_output
+    cells = "; ".join(
+        f"{r.model} {r.config} batch {int(r.batch_size)} on {r.setup}" for r in w.itertuples()
+    )
+    return (
+        f"Wrong output: {len(w)} cell(s) differ from eager float32 beyond their dtype's "
+        f"tolerance ({cells}). They are left out of every figure and of the table's timings "
+        "(marked WRONG): a wrong answer fast is not a fast network."
+    )
 
 
 CSS = """
@@ -196,6 +307,10 @@ table.sortable thead th { cursor:pointer; user-select:none; }
 table.sortable thead th[data-dir="asc"]::after { content:" ▲"; }
 table.sortable thead th[data-dir="desc"]::after { content:" ▼"; }
 tbody tr:hover { background:#f6f8fb; }
+tr.wrong, tr.wrong:hover { background:#fde4e4; }
+tr.wrong td.output { color:#a40000; font-weight:700; }
+p.wrong { background:#fde4e4; border:1px solid #e0a0a0; border-radius:8px; padding:.5rem 1rem;
+          color:#7a0000; }
 table.kv td:first-child { color:var(--muted); width:14rem; }
 table.kv td { white-space:normal; text-align:left; word-break:break-word; }
 details { margin:.6rem 0; }
@@ -247,21 +362,28 @@ def _e(v: Any) -> str:
     return html.escape(str(v), quote=True)
 
 
-def _html_table(df: pd.DataFrame, cols: Sequence[Column], sortable: bool) -> str:
+def _html_table(
+    df: pd.DataFrame, cols: Sequence[Column], sortable: bool, flag: str | None = None
+) -> str:
+    """A table of ``df``'s ``cols``; rows whose column ``flag`` starts with ``WRONG`` get
+    the class ``wrong`` (and that cell the class ``output``)."""
     head = "".join(
         f'<th class="{"text" if c.fmt == "{}" else "num"}">{_e(c.heading)}</th>' for c in cols
     )
     body = []
     for _, r in df.iterrows():
         tds = []
+        wrong = flag is not None and str(r[flag]).startswith("WRONG")
         for c in cols:
             v = r[c.key]
             if c.fmt == "{}":
-                tds.append(f'<td class="text">{_e(_cell(v, c.fmt))}</td>')
+                cls = "text output" if wrong and c.key == flag else "text"
+                tds.append(f'<td class="{cls}">{_e(_cell(v, c.fmt))}</td>')
             else:
                 num = "" if pd.isna(v) else repr(float(v))
                 tds.append(f'<td data-v="{num}">{_e(_cell(v, c.fmt))}</td>')
-        body.append("<tr>" + "".join(tds) + "</tr>")
+        tr = '<tr class="wrong">' if wrong else "<tr>"
+        body.append(tr + "".join(tds) + "</tr>")
     cls = ' class="sortable"' if sortable else ""
     return (
         f'<div class="table-wrap"><table{cls}><thead><tr>{head}</tr></thead>'
@@ -340,6 +462,8 @@ def index_html(
     ``images`` maps figure names to (PNG path relative to the page, width px, height px)."""
     n_ok = len(data.cells)
     toc = [("summary", "Summary"), ("figures", "Figures")]
+    if len(data.wrong_output):
+        toc.append(("wrong-output", "Cells with wrong output"))
     toc += [("failures", "Cells that did not finish"), ("runs", "Runs and environment")]
     out = [
         "<!doctype html>",
@@ -367,11 +491,49 @@ def index_html(
         'The same table is in <a href="summary.csv">summary.csv</a> and '
         '<a href="summary.md">summary.md</a>.</p>',
     ]
+    if data.shows_config:
+        out.append(f"<p>{_e(_configs_sentence(data))}</p>")
+    if len(data.wrong_output):
+        out.append(
+            f'<p class="wrong"><strong>{_e(_wrong_sentence(data))}</strong> '
+            '<a href="#wrong-output">The cells and their errors.</a></p>'
+        )
     cols = _columns_of(df)
-    for setup, g in df.groupby("setup", sort=True):
+    flag = "output_ok" if "output_ok" in df.columns else None
+    for setup, g in _table_groups(df):
         out.append(f"<h3>{_e(setup)}</h3>")
-        out.append(_html_table(g, cols, sortable=True))
-    out.append('<h2 id="figures">Figures</h2>')
+        out.append(_html_table(g, cols, sortable=True, flag=flag))
+    out += _figures_html(data, figures, images)
+    if len(data.wrong_output):
+        out.append('<h2 id="wrong-output">Cells with wrong output</h2>')
+        out.append(
+            "<p>Their output differs from eager float32 on the same input beyond the dtype's "
+            "tolerance (<code>output_ok</code> false): they are in no figure, and their "
+            "times, shown here, are not measurements of the network.</p>"
+        )
+        out.append(_html_table(data.wrong_output, WRONG_COLUMNS, sortable=True))
+    out.append('<h2 id="failures">Cells that did not finish</h2>')
+    out.append(_failures_html(data))
+    out.append('<h2 id="runs">Runs and environment</h2>')
+    out.append('<p>Inputs of this report (also in <a href="report.json">report.json</a>).</p>')
+    out.append(_environment_html(data))
+    out.append('<p id="image-check" hidden></p>')
+    out.append(f"</main><script>{JS}</script></body></html>")
+    return "\n".join(out) + "\n"
+
+
+def _figures_html(
+    data: ReportData, figures: Sequence[Any], images: dict[str, tuple[str, int, int]]
+) -> list[str]:
+    """The page's figures section: each drawn figure with its reading, or why it is left
+    out."""
+    out = ['<h2 id="figures">Figures</h2>']
+    if data.shows_config:
+        out.append(
+            "<p>In figures 3 to 8 and 10 each panel shows one configuration, named at the end "
+            "of its setup label (machine · dtype · configuration); figure 11 divides eager's "
+            "latency by each other configuration's, one panel per machine and dtype.</p>"
+        )
     for i, f in enumerate(figures, 1):
         if f.skipped:
             out.append(
@@ -389,14 +551,12 @@ def index_html(
             f"<figcaption>{_e(f.reading)} "
             f'<a href="{_e(svg)}">SVG</a> · <a href="{_e(png)}">PNG</a></figcaption></figure>'
         )
-    out.append('<h2 id="failures">Cells that did not finish</h2>')
-    out.append(_failures_html(data))
-    out.append('<h2 id="runs">Runs and environment</h2>')
-    out.append('<p>Inputs of this report (also in <a href="report.json">report.json</a>).</p>')
-    out.append(_environment_html(data))
-    out.append('<p id="image-check" hidden></p>')
-    out.append(f"</main><script>{JS}</script></body></html>")
-    return "\n".join(out) + "\n"
+    return out
+
+
+def to_plain(v: Any) -> Any:
+    """A numpy scalar as the Python value JSON can hold."""
+    return v.item() if isinstance(v, np.generic) else v
 
 
 def report_json(data: ReportData, figures: Sequence[Any], files: dict[str, list[str]]) -> str:
@@ -420,6 +580,11 @@ def report_json(data: ReportData, figures: Sequence[Any], files: dict[str, list[
         "rows_not_ok": len(data.failures),
         "setups": list(data.setups),
         "models": list(data.models),
+        "configs": list(data.configs),
+        "cells_wrong_output": [
+            {k: clean(to_plain(r[k])) for k in WRONG_OUTPUT_COLUMNS}
+            for _, r in data.wrong_output.iterrows()
+        ],
         "figures": [
             {"name": f.name, "title": f.title, "files": files[f.name], "reading": f.reading}
             for f in figures

@@ -1,0 +1,185 @@
+"""The Ray executor on a local Ray instance (issue 14). Every test runs effbench inside a
+private network namespace whose only interface is loopback (`unshare -n`), so nothing Ray
+starts can listen on or talk to any address but 127.0.0.1. Skipped where Ray is not
+installed or namespaces cannot be made."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+from conftest import FAST, ROOT
+
+from bench import load_results
+from bench.keys import RowKey
+
+
+def _loopback_only_works() -> bool:
+    if shutil.which("unshare") is None or shutil.which("ip") is None:
+        return False
+    probe = subprocess.run(
+        ["unshare", "-n", "sh", "-c", "ip link set lo up"], capture_output=True, timeout=30
+    )
+    return probe.returncode == 0
+
+
+pytestmark = [
+    pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="Ray is not installed"),
+    pytest.mark.skipif(
+        not _loopback_only_works(), reason="cannot make a loopback-only network namespace"
+    ),
+]
+
+# lo up, then the command: inside, 127.0.0.1 is the only address there is
+LOOPBACK = ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$@"', "sh"]
+
+
+def _cmd(args: Sequence[str]) -> list[str]:
+    return [*LOOPBACK, sys.executable, "-m", "bench", *args]
+
+
+def _run(args: Sequence[str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(_cmd(args), cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def _keys(run_dir: Path) -> list[RowKey]:
+    return [RowKey.of(r) for r in load_results([run_dir]).to_dict(orient="records")]
+
+
+def test_a_ray_sweep_writes_the_cells_the_fork_executor_writes(tmp_path: Path) -> None:
+    plan = ["--models", "tiny_mlp,lenet5", "--batch-sizes", "1,2", "--threads", "1", *FAST]
+    ray = _run(["run", *plan, "--executor", "ray", "--out", str(tmp_path), "--run-id", "ray"])
+    assert ray.returncode == 0, ray.stderr
+    fork = subprocess.run(
+        [sys.executable, "-m", "bench", "run", *plan, "--out", str(tmp_path), "--run-id", "fork"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert fork.returncode == 0, fork.stderr
+    assert sorted(_keys(tmp_path / "ray")) == sorted(_keys(tmp_path / "fork"))
+    df = load_results([tmp_path / "ray"])
+    assert set(df["status"]) == {"ok"}
+    manifest = json.loads((tmp_path / "ray" / "manifest.json").read_text())
+    nodes = manifest["environment"]["nodes"]
+    assert set(df["hostname"]) == set(nodes)  # every row names a node the manifest describes
+    assert manifest["environment"]["cluster_gpus"] == []
+
+
+def _ray_task_pids() -> list[int]:
+    """Ray worker processes running a group (their process title names the function)."""
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if cmdline.read_bytes().startswith(b"ray::_group_stream"):
+                pids.append(int(cmdline.parent.name))
+        except OSError:
+            continue
+    return pids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return "State:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+
+
+def _children(pid: int) -> list[str]:
+    kids: list[str] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            kids += (task / "children").read_text().split()
+        except OSError:
+            continue
+    return kids
+
+
+def _wait(predicate: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_a_killed_ray_worker_gives_a_crashed_row_and_the_sweep_goes_on(tmp_path: Path) -> None:
+    log = tmp_path / "run.err"
+    args = ["run", "--executor", "ray", "--models", "hang_at2,tiny_mlp", "--batch-sizes", "1,2"]
+    args += ["--cell-timeout", "120", *FAST, "--out", str(tmp_path), "--run-id", "k"]
+    with log.open("wb") as err:
+        proc = subprocess.Popen(_cmd(args), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        _wait(lambda: "hang_at2 cpu float32 bs=2" in log.read_text(), 180, "the hanging cell")
+        _wait(_ray_task_pids, 30, "the Ray task's worker")
+        time.sleep(0.5)
+        for pid in _ray_task_pids():
+            os.kill(pid, signal.SIGKILL)
+        assert proc.wait(timeout=180) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    df = load_results([tmp_path / "k"]).set_index(["model", "batch_size"])
+    assert df.loc[("hang_at2", 1), "status"] == "ok"
+    assert df.loc[("hang_at2", 2), "status"] == "crashed"
+    assert "Ray task failed" in df.loc[("hang_at2", 2), "error"]
+    assert set(df.loc["tiny_mlp", "status"]) == {"ok"}  # the sweep went on
+
+
+def test_sigkill_of_the_driver_then_resume_on_ray_measures_every_cell_once(
+    tmp_path: Path,
+) -> None:
+    run_dir = tmp_path / "d"
+    args = ["run", "--executor", "ray", "--models", "tiny_mlp,lenet5,alloc64"]
+    args += ["--batch-sizes", "1,2", "--repeats", "2", "--min-time", "0.3", "--max-time", "0.4"]
+    args += ["--warmup-iters", "1", "--warmup-time", "0", "--out", str(tmp_path), "--run-id", "d"]
+    proc = subprocess.Popen(
+        _cmd(args), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        _wait(lambda: len(list(run_dir.glob("part-*.parquet"))) >= 2, 240, "two rows")
+    finally:
+        proc.kill()  # SIGKILL: the driver cannot clean anything up
+        proc.wait()
+    before = len(list(run_dir.glob("part-*.parquet")))
+    assert 2 <= before < 12
+    resumed = _run(["run", "--resume", str(run_dir), "--executor", "ray"])
+    assert resumed.returncode == 0, resumed.stderr
+    keys = _keys(run_dir)
+    assert len(keys) == len(set(keys)) == 3 * 2 * 2
+    assert set(load_results([run_dir])["status"]) == {"ok"}
+
+
+def test_ctrl_c_cancels_the_ray_task_and_leaves_no_worker(tmp_path: Path) -> None:
+    log = tmp_path / "run.err"
+    args = ["run", "--executor", "ray", "--models", "hang_at2", "--batch-sizes", "1,2"]
+    args += ["--cell-timeout", "120", *FAST, "--out", str(tmp_path), "--run-id", "c"]
+    with log.open("wb") as err:
+        proc = subprocess.Popen(_cmd(args), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        _wait(lambda: "hang_at2 cpu float32 bs=2" in log.read_text(), 180, "the hanging cell")
+        _wait(_ray_task_pids, 30, "the Ray task's worker")
+        tasks = _ray_task_pids()
+        tasks += [int(k) for t in tasks for k in _children(t)]  # the measuring processes
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 130, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "--resume" in log.read_text()
+    # the cancelled task's Ray worker and the measuring process under it are gone
+    assert len(tasks) >= 2
+    _wait(lambda: not any(_alive(p) for p in tasks), 15, "the task to end")
+    df = load_results([tmp_path / "c"])
+    assert list(df["batch_size"]) == [1] and list(df["status"]) == ["ok"]
