@@ -7,9 +7,10 @@ folder (docs/scale-out.md). Ray is an optional extra: ``pip install 'effbench[ra
 - A CPU group asks for one unit of the custom resource :data:`CPU_NODE_RESOURCE`, of which
   each node declares exactly one (``ray start --resources='{"effbench_cpu_node": 1}'``; the
   local instance declares it itself): two CPU measurements never share a machine.
-- Inside the task a fresh ``python -m bench.worker`` process measures the group (as the
-  subprocess executor does), dying with the Ray worker that started it
-  (``PR_SET_PDEATHSIG``); its JSON messages are yielded one by one (a streaming generator).
+- Inside the task a fresh worker process measures the group, forked from a fork server
+  that the Ray worker starts once (torch imported there, as the local fork executor does,
+  so a group does not pay the interpreter's 3-5 s of imports); its messages are yielded
+  one by one (a streaming generator).
 - A cell that overruns ``--cell-timeout`` cancels the task (``force=True`` kills its Ray
   worker, and with it the measuring process); a Ray worker or node that dies ends the task
   with an error, which becomes a ``crashed`` row. Tasks are never retried: a retry would
@@ -22,23 +23,20 @@ network namespace that has only the loopback interface.
 from __future__ import annotations
 
 import contextlib
-import json
-import os
+import queue
 import socket
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from bench.errors import InvalidOption
-from bench.executor import STARTUP_GRACE_S, Message, WorkerExit, _worker_exit
+from bench.errors import Interrupted, InvalidOption
+from bench.executor import STARTUP_GRACE_S, Message, WorkerExit
 from bench.plan import Inventory
 from bench.worker import Task
 
 CPU_NODE_RESOURCE = "effbench_cpu_node"
+POLL_S = 0.5  # longest wait on Ray between two chances to handle a signal
 INSTALL_HINT = "pip install 'effbench[ray]'"
 
 
@@ -58,8 +56,13 @@ def connect(address: str | None) -> None:
         return
     kwargs: dict[str, Any] = dict(log_to_driver=False, configure_logging=False)
     try:
-        if address is None:
-            ray.init(include_dashboard=False, resources={CPU_NODE_RESOURCE: 1}, **kwargs)
+        if address is None:  # a local instance is for this machine only
+            ray.init(
+                include_dashboard=False,
+                resources={CPU_NODE_RESOURCE: 1},
+                _node_ip_address="127.0.0.1",
+                **kwargs,
+            )
         else:
             ray.init(address=address, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as e:
@@ -129,37 +132,50 @@ def cluster_gpus(nodes: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]
     return out
 
 
-def _group_stream(task_json: str, env_extra: dict[str, str]) -> Iterator[Message]:
-    """Runs on a Ray worker: measure one group in a fresh worker process and yield its
-    messages, then ``{"event": "exit"}`` with its exit code and the end of its stderr."""
-    env = dict(os.environ)
-    env.update(env_extra)
-    env["EFFBENCH_PARENT_PID"] = str(os.getpid())
-    env["PYTHONUNBUFFERED"] = "1"
-    with tempfile.TemporaryFile(mode="w+b") as err:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.worker"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=err,
-            env=env,
-            start_new_session=True,
-        )
-        assert proc.stdin is not None and proc.stdout is not None
-        with contextlib.suppress(BrokenPipeError):
-            proc.stdin.write(task_json.encode())
-            proc.stdin.close()
-        for line in proc.stdout:
-            if line.strip():
-                yield json.loads(line)
-        proc.wait()
-        err.seek(0)
-        yield {
-            "event": "exit",
-            "code": proc.returncode,
-            "stderr": err.read()[-4000:].decode(errors="replace"),
-            "hostname": socket.gethostname(),
-        }
+_FORK_SERVER: Any = None  # per Ray worker process, reused by the tasks it runs
+
+
+def _fork_server() -> Any:
+    """This Ray worker's fork server (torch imported once, workers forked from it)."""
+    global _FORK_SERVER
+    if _FORK_SERVER is None:
+        from multiprocessing import forkserver
+
+        from bench.executor import ForkServerExecutor
+
+        server = ForkServerExecutor()
+        try:
+            server.prepare()
+        except ValueError:  # not the main thread: no signal dispositions to set
+            forkserver.ensure_running()
+            server._started = True
+        _FORK_SERVER = server
+    return _FORK_SERVER
+
+
+def _group_stream(task_json: str, cell_timeout_s: float) -> Iterator[Message]:
+    """Runs on a Ray worker: measure one group in a fresh worker process forked from this
+    Ray worker's fork server, and yield its messages, then ``{"event": "exit"}`` with how it
+    ended. A cancelled task's Ray worker dies; its fork server sees the keep-alive pipe
+    close and exits, and the measuring process dies with it (``PR_SET_PDEATHSIG``)."""
+    task = Task.from_json(task_json)
+    server = _fork_server()
+    messages: queue.SimpleQueue[Message] = queue.SimpleQueue()
+
+    def measure() -> None:
+        try:
+            out = server.run(task, messages.put, cell_timeout_s)
+            messages.put({"event": "exit", "status": out.status, "detail": out.detail})
+        except BaseException as e:  # reported to the driver as the group's ending
+            messages.put({"event": "exit", "status": "crashed", "detail": f"{e!r}"[:300]})
+
+    threading.Thread(target=measure, name="effbench-group", daemon=True).start()
+    while True:
+        msg = messages.get()
+        if msg.get("event") == "exit":
+            yield {**msg, "hostname": socket.gethostname()}
+            return
+        yield msg
 
 
 class RayExecutor:
@@ -195,9 +211,8 @@ class RayExecutor:
         self, task: Task, on_message: Callable[[Message], None], cell_timeout_s: float
     ) -> WorkerExit:
         ray = self._ray
-        threads = str(task.group.threads)
-        env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, **task.env}
-        stream = self._remote.options(**self._options(task)).remote(task.to_json(), env)
+        remote = self._remote.options(**self._options(task))
+        stream = remote.remote(task.to_json(), cell_timeout_s)
         with self._lock:
             self._running.add(stream)
             if self._cancelled:
@@ -205,7 +220,12 @@ class RayExecutor:
         deadline = time.monotonic() + cell_timeout_s + STARTUP_GRACE_S
         try:
             while True:
-                ready, _ = ray.wait([stream], timeout=max(deadline - time.monotonic(), 0))
+                # short waits: a signal's handler runs only between them (ray.wait blocks
+                # in C++), so Ctrl-C stops the sweep within a second
+                left = deadline - time.monotonic()
+                ready, _ = ray.wait([stream], timeout=min(max(left, 0), POLL_S))
+                if not ready and left > POLL_S:
+                    continue
                 if not ready:
                     ray.cancel(stream, force=True)
                     return WorkerExit(
@@ -219,13 +239,14 @@ class RayExecutor:
                     text = str(e).strip().splitlines()
                     return WorkerExit("crashed", f"Ray task failed: {text[0] if text else e!r}")
                 if msg.get("event") == "exit":
-                    stderr = str(msg.get("stderr", "")).encode()
-                    return _worker_exit(None, int(msg["code"]), stderr)
+                    return WorkerExit(str(msg["status"]), str(msg.get("detail", "")))
                 if msg.get("event") == "start":
                     deadline = time.monotonic() + cell_timeout_s
                 on_message(msg)
-        except BaseException:  # a signal, or a protocol error: no task outlives it
+        except BaseException as e:  # a signal, or a protocol error: no task outlives it
             ray.cancel(stream, force=True)
+            if isinstance(e.__cause__, Interrupted):  # Ray's C++ wait wraps the handler's
+                raise e.__cause__ from None  # exception in a SystemError
             raise
         finally:
             with self._lock:
