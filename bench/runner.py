@@ -49,6 +49,7 @@ from bench.store import (
     ensure_writable,
     load_run,
     read_manifest,
+    remove_partial_writes,
     row_keys,
     validate_run_id,
     write_manifest,
@@ -281,6 +282,7 @@ def open_lane(
     ``idle_w`` holds idle powers already measured this session (the lanes of an interleaved
     run share it): only devices not in it are measured, and they are added to it."""
     ensure_writable(run_dir)
+    remove_partial_writes(run_dir)
     existing = load_run(run_dir)
     done = row_keys(existing)
     pending: list[Group] = []

@@ -63,8 +63,9 @@ def _umask() -> int:
 def _atomic_write_bytes(path: Path, write: Any) -> None:
     """Write to a temporary file beside ``path``, fsync, rename into place. The file gets
     the mode any new file would (0666 less the umask; mkstemp alone gives 0600)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = ""
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -72,7 +73,8 @@ def _atomic_write_bytes(path: Path, write: Any) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp:
+            Path(tmp).unlink(missing_ok=True)
         raise
 
 
@@ -124,6 +126,17 @@ class RunLock:
         if self._fd is not None:
             os.close(self._fd)  # closing the descriptor drops the flock
             self._fd = None
+
+
+def remove_partial_writes(run_dir: Path) -> list[Path]:
+    """Delete the temporary files of writes that never finished (a SIGKILL between a
+    part's temporary write and its rename). Call it holding the folder's :class:`RunLock`:
+    no other writer can then be mid-write. Finished parts are never touched."""
+    removed = []
+    for tmp in run_dir.glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+        removed.append(tmp)
+    return removed
 
 
 def write_manifest(run_dir: Path, manifest: Mapping[str, Any]) -> None:

@@ -460,3 +460,16 @@ def test_result_files_get_the_mode_the_umask_gives(tmp_path: Path, umask: int, m
         os.umask(old)
     assert stat.S_IMODE(part.stat().st_mode) == mode
     assert stat.S_IMODE((tmp_path / "manifest.json").stat().st_mode) == mode
+
+
+def test_a_resume_deletes_what_a_killed_write_left_and_keeps_every_part(
+    complete_run: Path,
+) -> None:
+    # what a SIGKILL between a part's temporary write and its rename leaves behind
+    stale = complete_run / ".part-x-0123.parquet.abcd.tmp"
+    stale.write_bytes(b"PAR1 half a row")
+    parts = sorted(p.name for p in complete_run.glob("part-*.parquet"))
+    r = effbench(["run", "--resume", str(complete_run)])
+    assert r.returncode == 0, r.stderr
+    assert not stale.exists()
+    assert sorted(p.name for p in complete_run.glob("part-*.parquet")) == parts
