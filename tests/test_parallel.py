@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from conftest import FAST, ROOT, effbench
+from procs import alive
 
 from bench import load_results
 from bench.cli import _stop_on_signals, main
@@ -186,21 +187,14 @@ def test_a_signal_stops_every_lane_kills_every_worker_and_keeps_the_rows(tmp_pat
     assert both_hung()
     hung = [e["hang"] for e in _log(log) if "hang" in e]
     deadline = stopped + 5
-    while any(_alive(p) for p in hung) and time.monotonic() < deadline:
+    while any(alive(p) for p in hung) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not any(_alive(p) for p in hung), "a lane's worker outlived the interrupt"
+    assert not any(alive(p) for p in hung), "a lane's worker outlived the interrupt"
     df = load_results([lane.run_dir])  # batch 1 of each lane, nothing for the hung cells
     assert sorted(zip(df["device"], df["batch_size"], strict=True)) == [(d, 1) for d in GPUS]
     manifest = json.loads((lane.run_dir / "manifest.json").read_text())
     assert manifest["sessions"][-1]["interrupted_by"] == "SIGINT"
     RunLock(lane.run_dir).release()  # the lock was released
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return "State:\tZ" not in Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return False
 
 
 @pytest.mark.parametrize("make", [ForkServerExecutor, LocalExecutor], ids=["fork", "subprocess"])

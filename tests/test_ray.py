@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from conftest import FAST, ROOT
+from procs import alive, descendants
 
 from bench import load_results
 from bench.keys import RowKey
@@ -88,23 +89,6 @@ def _ray_task_pids() -> list[int]:
     return pids
 
 
-def _alive(pid: int) -> bool:
-    try:
-        return "State:\tZ" not in Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return False
-
-
-def _children(pid: int) -> list[str]:
-    kids: list[str] = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            kids += (task / "children").read_text().split()
-        except OSError:
-            continue
-    return kids
-
-
 def _wait(predicate: object, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -171,7 +155,7 @@ def test_ctrl_c_cancels_the_ray_task_and_leaves_no_worker(tmp_path: Path) -> Non
         _wait(lambda: "hang_at2 cpu float32 bs=2" in log.read_text(), 180, "the hanging cell")
         _wait(_ray_task_pids, 30, "the Ray task's worker")
         tasks = _ray_task_pids()
-        tasks += [int(k) for t in tasks for k in _children(t)]  # the measuring processes
+        tasks += [d for t in tasks for d in descendants(t)]  # the measuring processes
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 130, log.read_text()
     finally:
@@ -180,6 +164,6 @@ def test_ctrl_c_cancels_the_ray_task_and_leaves_no_worker(tmp_path: Path) -> Non
     assert "--resume" in log.read_text()
     # the cancelled task's Ray worker and the measuring process under it are gone
     assert len(tasks) >= 2
-    _wait(lambda: not any(_alive(p) for p in tasks), 15, "the task to end")
+    _wait(lambda: not any(alive(p) for p in tasks), 15, "the task to end")
     df = load_results([tmp_path / "c"])
     assert list(df["batch_size"]) == [1] and list(df["status"]) == ["ok"]

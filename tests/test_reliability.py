@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from conftest import FAST, ROOT, effbench
+from procs import alive, descendants
 
 from bench import load_results
 from bench.cli import main
@@ -27,24 +28,6 @@ HANG += ["--max-time", "0.3", "--min-time", "0.1", "--warmup-iters", "1", "--war
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _descendants(pid: int) -> list[int]:
-    kids: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            kids.extend(int(k) for k in (task / "children").read_text().split())
-        except OSError:
-            continue
-    return kids + [d for k in kids for d in _descendants(k)]
-
-
-def _alive(pid: int) -> bool:
-    status = Path(f"/proc/{pid}/status")
-    try:
-        return "State:\tZ" not in status.read_text()
-    except OSError:
-        return False
 
 
 def _group_members(pgid: int) -> list[int]:
@@ -89,7 +72,7 @@ def _hung_runner(tmp_path: Path) -> tuple[subprocess.Popen[bytes], Path, Path, l
     _wait_for(lambda: any(run_dir.glob("part-*.parquet")), 180, "the first row")
     _wait_for(lambda: "bs=2" in log.read_text(), 30, "the hanging cell to start")
     time.sleep(0.5)
-    procs = _descendants(proc.pid)
+    procs = descendants(proc.pid)
     assert len(procs) >= 2, "expected a fork server and a worker under the runner"
     return proc, run_dir, log, procs
 
@@ -97,11 +80,11 @@ def _hung_runner(tmp_path: Path) -> tuple[subprocess.Popen[bytes], Path, Path, l
 def _assert_nothing_left(pgid: int, procs: Sequence[int], within: float = 10.0) -> None:
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
-        if not _group_members(pgid) and not any(_alive(p) for p in procs):
+        if not _group_members(pgid) and not any(alive(p) for p in procs):
             return
         time.sleep(0.1)
-    left = [p for p in [*_group_members(pgid), *procs] if _alive(p)]
-    cmds = [Path(f"/proc/{p}/cmdline").read_bytes()[:120] for p in left if _alive(p)]
+    left = [p for p in [*_group_members(pgid), *procs] if alive(p)]
+    cmds = [Path(f"/proc/{p}/cmdline").read_bytes()[:120] for p in left if alive(p)]
     raise AssertionError(f"processes of the sweep outlived it by {within:g} s: {cmds}")
 
 

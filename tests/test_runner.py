@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -13,30 +12,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from conftest import FAST, ROOT, effbench
+from procs import alive, descendants
 
 from bench import load_results
 
 CELL = ["model", "device", "dtype", "batch_size", "image_size", "threads", "repeat"]
-
-
-def _descendants(pid: int) -> list[int]:
-    """Children, grandchildren, ... of ``pid`` (the fork server and its workers)."""
-    kids: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            kids.extend(int(k) for k in (task / "children").read_text().split())
-        except OSError:
-            continue
-    return kids + [d for k in kids for d in _descendants(k)]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    status = Path(f"/proc/{pid}/status")
-    return status.exists() and "State:\tZ" not in status.read_text()
 
 
 def test_sigkill_mid_run_then_resume_finds_every_cell_once(out_dir: Path) -> None:
@@ -54,7 +34,7 @@ def test_sigkill_mid_run_then_resume_finds_every_cell_once(out_dir: Path) -> Non
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and len(list(run_dir.glob("part-*.parquet"))) < 3:
         time.sleep(0.05)
-    workers = _descendants(proc.pid)
+    workers = descendants(proc.pid)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     before = sorted(p.name for p in run_dir.glob("part-*.parquet"))
@@ -64,9 +44,9 @@ def test_sigkill_mid_run_then_resume_finds_every_cell_once(out_dir: Path) -> Non
     assert len(workers) >= 2, "expected a fork server and a worker under the runner"
     # the fork server exits when the runner's end of its pipe closes; its workers follow
     give_up = time.monotonic() + 30
-    while any(_alive(w) for w in workers) and time.monotonic() < give_up:
+    while any(alive(w) for w in workers) and time.monotonic() < give_up:
         time.sleep(0.1)
-    assert not any(_alive(w) for w in workers), "a worker outlived the runner"
+    assert not any(alive(w) for w in workers), "a worker outlived the runner"
     assert not list(run_dir.glob(".*.tmp")), "a partial part file was left behind"
 
     rows_before = load_results([run_dir])

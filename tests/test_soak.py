@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, effbench
-from test_reliability import _assert_nothing_left, _descendants
+from procs import descendants
+from test_reliability import _assert_nothing_left
 
 from bench import load_results
 from bench.keys import RowKey
@@ -52,7 +53,7 @@ def test_soak_random_signals_then_resume_leaves_every_cell_exactly_once(tmp_path
         delay = rng.uniform(3.0, 12.0)  # start-up (torch import) takes 3-6 s here
         sig = rng.choice(SIGNALS)
         time.sleep(delay)
-        procs = _descendants(proc.pid)
+        procs = descendants(proc.pid)
         if sig == signal.SIGINT:
             os.killpg(proc.pid, sig)  # a terminal's Ctrl-C reaches the whole job
         else:
