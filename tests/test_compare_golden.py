@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from factories import make_row
 
 from bench import compare as cmp
 from bench.schema import Row
@@ -28,20 +29,12 @@ SKEW = (1.0, 1.02, 1.41, 0.99, 1.0, 1.38, 1.01, 0.995, 1.43, 1.005, 1.0, 1.02)
 
 
 def _row(model: str, batch: int, value: float, repeat: int, **kw: object) -> Row:
+    """A row whose repeat measured ``value`` ms (four samples around it), with memory,
+    energy and a torch version to compare."""
     fields: dict[str, object] = dict(
-        run_id="r",
-        repeat=repeat,
-        timestamp="t",
-        model=model,
         family="test",
-        batch_size=batch,
         image_size=64,
-        in_chans=3,
-        device="cpu",
         device_name="Test CPU",
-        dtype="float32",
-        threads=1,
-        status="ok",
         latency_ms_median=value,
         latency_ms_p10=0.9 * value,
         latency_ms_samples=(0.98 * value, value, 1.03 * value, 1.01 * value),
@@ -49,8 +42,7 @@ def _row(model: str, batch: int, value: float, repeat: int, **kw: object) -> Row
         energy_j=0.01 * value,
         torch_version="2.14.1+cu130",
     )
-    fields.update(kw)
-    return Row(**fields)  # type: ignore[arg-type]
+    return make_row(model, batch, repeat, **{**fields, **kw})
 
 
 def _side(label: str, rows: list[Row], env: dict | None = None) -> cmp.Side:
