@@ -1,5 +1,6 @@
-"""Sessions: `nox -s tests`, `nox -s bench`, `nox -s lint`, `nox -s perf`, `nox -s report`,
-`nox -s regress -- BASELINE CANDIDATE`. Dependencies come from pyproject.toml."""
+"""Sessions: `nox -s tests`, `nox -s bench`, `nox -s profile`, `nox -s lint`, `nox -s perf`,
+`nox -s report`, `nox -s regress -- BASELINE CANDIDATE`. Dependencies come from
+pyproject.toml."""
 
 from __future__ import annotations
 
@@ -32,6 +33,15 @@ def bench(session: nox.Session) -> None:
     """Run the default sweep for the device present; arguments after `--` go to `effbench run`."""
     _install(session)
     session.run("effbench", "run", *session.posargs)
+
+
+@nox.session(default=False)
+def profile(session: nox.Session) -> None:
+    """Per-layer profiles for the report (default resnet18, mobilenet_v2) in results/profiles;
+    arguments after `--` go to `effbench profile`."""
+    _install(session)
+    args = session.posargs or ["resnet18", "mobilenet_v2", "--out", "results/profiles"]
+    session.run("effbench", "profile", *args)
 
 
 @nox.session

@@ -21,6 +21,8 @@ from typing import Any
 from bench.errors import BenchError, Interrupted, InvalidOption, OutputNotWritable
 from bench.plan import DTYPES, MACS_COUNTERS, Options, Timing, parse_size_bytes
 
+NO_CEILINGS_ENV = "EFFBENCH_NO_CEILINGS"  # set: `effbench run` skips ceilings unless asked
+
 # The default sweeps of `effbench run` with no model selection (and of `nox -s bench`).
 GPU_DEFAULT = {"suite": "canziani", "batch_sizes": (1, 2, 4, 8, 16, 32, 64), "devices": ("cuda",)}
 CPU_DEFAULT = {"suite": "cpu-default", "batch_sizes": (1, 2, 4, 8, 16), "devices": ("cpu",)}
@@ -68,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_run(sub)
     _add_info_commands(sub)
+    _add_profiling_commands(sub)
     _add_compare(sub)
     rep = sub.add_parser("report", help="figures, index.html and summary tables from runs")
     rep.add_argument(
@@ -129,6 +132,13 @@ def _add_run(sub: Any) -> None:
     run.add_argument("--memory-cap", help="limit each CPU worker's extra memory, e.g. 2GiB")
     run.add_argument(
         "--tf32", action="store_const", const=True, help="allow TF32 on CUDA (off by default)"
+    )
+    run.add_argument(
+        "--ceilings",
+        action=argparse.BooleanOptionalAction,
+        help="measure each device's GEMM, conv and bandwidth ceilings at the start (a few "
+        "seconds per device, dtype and thread count) for the roofline columns; default on "
+        f"unless ${NO_CEILINGS_ENV} is set",
     )
     run.add_argument(
         "--parallel",
@@ -194,6 +204,44 @@ def _add_info_commands(sub: Any) -> None:
 
     env = sub.add_parser("env", help="print this machine's environment record")
     env.add_argument("--format", choices=("table", "json"), default="table")
+
+
+def _add_profiling_commands(sub: Any) -> None:
+    """`peak` and `profile`: what the device can do, and where a network's time goes."""
+    peak = sub.add_parser(
+        "peak",
+        help="measure device ceilings: GEMM and 3x3-conv MACs/s, triad and copy bytes/s",
+    )
+    peak.add_argument("--devices", type=_csv(str), help="cpu, cuda (every GPU), cuda:N (cpu)")
+    peak.add_argument("--dtypes", type=_csv(str), help=", ".join(DTYPES) + " (float32)")
+    peak.add_argument("--threads", type=_number(int), help="CPU threads (default: all cores)")
+    peak.add_argument(
+        "--precision", type=_number(float), default=0.02, help="target 95%% CI of each (0.02)"
+    )
+    peak.add_argument("--format", choices=("table", "json"), default="table")
+
+    prof = sub.add_parser(
+        "profile", help="time every layer of a network: where its forward's time goes"
+    )
+    prof.add_argument("models", nargs="+", metavar="MODEL")
+    prof.add_argument("--device", default="cpu", help="cpu or cuda:N (cpu)")
+    prof.add_argument("--dtype", default="float32", help=", ".join(DTYPES) + " (float32)")
+    prof.add_argument("--batch-size", type=_number(int), default=1, help="images per forward (1)")
+    prof.add_argument("--config", default="eager", help="eager, channels_last or autocast (eager)")
+    prof.add_argument("--threads", type=_number(int), help="CPU threads (default: all cores)")
+    prof.add_argument("--image-size", type=_number(int), help="override the model's input size")
+    prof.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    prof.add_argument(
+        "--out",
+        type=Path,
+        help="also write each profile as profile-*.parquet in this folder (for the report)",
+    )
+    prof.add_argument(
+        "--ceilings",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="measure the device's GEMM ceiling first, for compute fractions (on)",
+    )
 
 
 def _add_compare(sub: Any) -> None:
@@ -284,6 +332,7 @@ PLAN_FLAGS = {
     "memory_cap": "--memory-cap",
     "tf32": "--tf32",
     "parallel": "--parallel",
+    "ceilings": "--ceilings/--no-ceilings",
 }
 
 
@@ -346,7 +395,28 @@ def _new_options(args: argparse.Namespace, has_gpu: bool) -> Options:
         cell_timeout_s=600.0 if args.cell_timeout is None else args.cell_timeout,
         memory_cap_bytes=parse_size_bytes(args.memory_cap) if args.memory_cap else None,
         tf32=bool(args.tf32),
+        ceilings=_ceilings_wanted(args),
     )
+
+
+def _ceilings_wanted(args: argparse.Namespace) -> bool:
+    """``--ceilings``/``--no-ceilings``; by default on, unless ``$EFFBENCH_NO_CEILINGS`` is
+    set (test suites) or the groups run on a Ray cluster (its nodes are not this machine)."""
+    if args.ceilings is not None:
+        if args.ceilings and getattr(args, "executor", None) == "ray":
+            raise InvalidOption(
+                "--ceilings measures this machine, not the Ray cluster's nodes; drop it, and "
+                "run `effbench peak` on each node"
+            )
+        return bool(args.ceilings)
+    if getattr(args, "executor", None) == "ray":
+        print(
+            "effbench: ceilings not measured (their nodes are not this machine; run "
+            "`effbench peak` there); rows get no compute_fraction",
+            file=sys.stderr,
+        )
+        return False
+    return not os.environ.get(NO_CEILINGS_ENV)
 
 
 def _cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
@@ -590,6 +660,83 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _checked_devices(requested: Sequence[str]) -> tuple[str, ...]:
+    from bench import devices
+    from bench.plan import expand_devices
+
+    return expand_devices(tuple(requested), devices.discover())
+
+
+def _threads(value: int | None) -> int:
+    from bench.devices import default_threads
+
+    if value is not None and value < 1:
+        raise InvalidOption(f"--threads {value} must be >= 1")
+    return default_threads() if value is None else value
+
+
+def _cmd_peak(args: argparse.Namespace) -> int:
+    from bench.ceilings import format_ceilings, measure_ceilings
+
+    if not 0 < args.precision < 1:
+        raise InvalidOption(f"--precision {args.precision} must be between 0 and 1, e.g. 0.02")
+    dtypes = args.dtypes or ("float32",)
+    for dtype in dtypes:
+        if dtype not in DTYPES:
+            raise InvalidOption(f"unknown dtype {dtype!r}; choose from {', '.join(DTYPES)}")
+    threads = _threads(args.threads)
+    found = []
+    for device in _checked_devices(args.devices or ("cpu",)):
+        for dtype in dtypes:
+            found += measure_ceilings(device, dtype, threads, precision=args.precision)
+    print(format_ceilings(found, args.format))
+    return 0
+
+
+def _cmd_profile(args: argparse.Namespace) -> int:
+    import datetime as dt
+    import socket
+
+    from bench.ceilings import compute_roof, measure_ceilings
+    from bench.keys import CellKey
+    from bench.profile import format_profile, profile_frame, profile_model
+    from bench.store import ensure_writable, write_table
+
+    if args.dtype not in DTYPES:
+        raise InvalidOption(f"unknown dtype {args.dtype!r}; choose from {', '.join(DTYPES)}")
+    if args.batch_size < 1:
+        raise InvalidOption(f"--batch-size {args.batch_size} must be >= 1")
+    device = _checked_devices((args.device,))[0]  # `cuda`: the first GPU
+    threads = _threads(args.threads)
+    if args.out is not None:
+        ensure_writable(args.out)
+    roof = None
+    if args.ceilings:
+        found = measure_ceilings(device, args.dtype, threads)
+        roof = compute_roof(found, device, args.dtype, threads if device == "cpu" else 0)
+    for name in args.models:
+        prof = profile_model(
+            name,
+            device=device,
+            dtype=args.dtype,
+            batch_size=args.batch_size,
+            config=args.config,
+            threads=threads,
+            image_size=args.image_size,
+            ceiling_macs_per_s=roof,
+        )
+        print(format_profile(prof, args.format))
+        if args.out is not None:
+            key = CellKey(
+                name, device, args.dtype, args.batch_size, prof.image_size, threads, prof.config
+            )
+            stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+            path = args.out / f"profile-{key.stem(0)}.parquet"
+            write_table(path, profile_frame([prof], socket.gethostname(), stamp))
+            print(f"effbench: profile -> {path}", file=sys.stderr)
+    return 0
+
+
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from bench.layers import format_inspection, inspect_model
 
@@ -690,6 +837,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_models(args)
         if args.command == "inspect":
             return _cmd_inspect(args)
+        if args.command == "peak":
+            return _cmd_peak(args)
+        if args.command == "profile":
+            return _cmd_profile(args)
         if args.command == "show":
             return _cmd_show(args)
         if args.command == "env":

@@ -109,6 +109,7 @@ class Options:
     env: tuple[tuple[str, str], ...] = ()  # set in every worker before the model is built
     parallel: bool = False  # `--parallel`: one concurrent lane per GPU (bench.parallel)
     python: str | None = None  # the interpreter of this variant's workers (`NAME:python=PATH`)
+    ceilings: bool = False  # measure device ceilings at the start (`effbench run` turns it on)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -137,8 +138,9 @@ class Options:
         for key in ("macs_counter",):
             if key in d:
                 _expect(d[key], str, key)
-        if "parallel" in d:
-            _expect(d["parallel"], bool, "parallel")
+        for key in ("parallel", "ceilings"):
+            if key in d:
+                _expect(d[key], bool, key)
         env = d.get("env", ())
         if not isinstance(env, list | tuple) or not all(
             isinstance(p, list | tuple) and len(p) == 2 for p in env

@@ -44,18 +44,23 @@ from bench.plan import (
 from bench.probes.registry import extra_columns
 from bench.schema import SCHEMA_VERSION, Row
 from bench.store import (
+    CEILINGS,
     MANIFEST,
     RunLock,
     ensure_writable,
     load_run,
+    read_ceilings,
     read_manifest,
     remove_partial_writes,
     row_keys,
     validate_run_id,
     write_manifest,
+    write_table,
 )
 from bench.store import write_row as store_row
 from bench.worker import Task, base_row, failed_cells
+
+CEILINGS_TIMEOUT_S = 300.0  # one (device, dtype, threads) measurement, start-up included
 
 
 def new_run_id() -> str:
@@ -261,6 +266,7 @@ class Lane:
     progress: Progress
     idle_w: dict[str, float | None]
     macs_cache: dict[tuple[Any, ...], int]
+    ceilings: dict[tuple[str, str, int], float]  # (device, dtype, threads) -> GEMM MACs/s
     statuses: dict[str, int] = field(default_factory=dict)
     written: int = 0
     timed_s: float = 0.0
@@ -275,12 +281,16 @@ def open_lane(
     lock: RunLock,
     progress_stream: TextIO | None = None,
     idle_w: dict[str, float | None] | None = None,
+    measured: dict[tuple[str, str, int], pd.DataFrame] | None = None,
 ) -> Lane:
     """Read what ``run_dir`` (locked by ``lock``) already holds; the lane's ``pending``
     groups are the rest.
 
     ``idle_w`` holds idle powers already measured this session (the lanes of an interleaved
-    run share it): only devices not in it are measured, and they are added to it."""
+    run share it): only devices not in it are measured, and they are added to it. With
+    ``options.ceilings``, the device ceilings of every pending (device, dtype, threads) are
+    taken from the run folder, from ``measured`` (this session's, shared the same way) or
+    measured now, and written to the run folder's ``ceilings.parquet``."""
     ensure_writable(run_dir)
     remove_partial_writes(run_dir)
     existing = load_run(run_dir)
@@ -296,7 +306,91 @@ def open_lane(
     idle_w = {} if idle_w is None else idle_w
     unmeasured = [d for d in dict.fromkeys(g.device for g in pending) if d not in idle_w]
     idle_w.update(measure_idle_power(unmeasured, progress.stream))
-    return Lane(run_dir, run_id, options, lock, pending, progress, idle_w, _macs_cache(existing))
+    measured = {} if measured is None else measured
+    ceilings = (
+        _run_ceilings(run_dir, pending, progress.stream, measured) if options.ceilings else {}
+    )
+    macs = _macs_cache(existing)
+    return Lane(run_dir, run_id, options, lock, pending, progress, idle_w, macs, ceilings)
+
+
+def ceiling_key(device: str, dtype: str, threads: int) -> tuple[str, str, int]:
+    """Ceilings are kept per (device, dtype, intra-op threads); threads only matter on CPU."""
+    return (device, dtype, int(threads) if device == "cpu" else 0)
+
+
+def _run_ceilings(
+    run_dir: Path,
+    pending: Sequence[Group],
+    stream: TextIO,
+    measured: dict[tuple[str, str, int], pd.DataFrame],
+) -> dict[tuple[str, str, int], float]:
+    """The measured GEMM ceiling of each (device, dtype, threads) of ``pending``: read from
+    the run folder, else taken from ``measured`` (this session's) or measured now; what was
+    not in the folder is added to its ``ceilings.parquet``."""
+    stored = read_ceilings(run_dir)
+    have = set() if not len(stored) else {
+        ceiling_key(str(d), str(t), int(n))
+        for d, t, n in stored[["device", "dtype", "threads"]].itertuples(index=False)
+    }  # fmt: skip
+    frames = [stored] if len(stored) else []
+    for key in dict.fromkeys(ceiling_key(g.device, g.dtype, g.threads) for g in pending):
+        if key in have:
+            continue
+        if key not in measured:
+            measured[key] = measure_ceilings_once(*key, stream)
+        if len(measured[key]):
+            frames.append(measured[key])
+    if not frames:
+        return {}
+    table = pd.concat(frames, ignore_index=True)
+    if len(frames) > (1 if len(stored) else 0):
+        write_table(run_dir / CEILINGS, table)
+    gemm = table[(table["kind"] == "gemm") & (table["source"] == "measured")]
+    return {
+        ceiling_key(str(r.device), str(r.dtype), int(r.threads)): float(r.value)
+        for r in gemm.itertuples(index=False)
+    }
+
+
+def measure_ceilings_once(device: str, dtype: str, threads: int, stream: TextIO) -> pd.DataFrame:
+    """Measure the ceilings of one (device, dtype, threads) in a fresh interpreter (its own
+    thread pool, nothing else resident), as ``python -m bench.ceilings`` prints them; an
+    empty frame, with a note on ``stream``, if that fails (the rows then have no
+    ``compute_fraction``)."""
+    import json
+    import socket
+    import subprocess
+
+    cmd = [sys.executable, "-m", "bench.ceilings", "--device", device, "--dtype", dtype]
+    cmd += ["--threads", str(max(threads, 1))]
+    started = time.monotonic()
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=CEILINGS_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        print(f"effbench: ceilings of {device} {dtype} not measured: over "
+              f"{CEILINGS_TIMEOUT_S:g} s", file=stream)  # fmt: skip
+        return pd.DataFrame()
+    if done.returncode != 0:
+        why = (done.stderr.strip().splitlines() or ["no message"])[-1]
+        print(f"effbench: ceilings of {device} {dtype} not measured: {why}", file=stream)
+        return pd.DataFrame()
+    rows = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+    frame = pd.DataFrame(rows).assign(
+        threads=ceiling_key(device, dtype, threads)[2],
+        hostname=socket.gethostname(),
+        measured_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    )
+    gemm = frame[frame["kind"] == "gemm"]["value"]
+    triad = frame[frame["kind"] == "triad"]["value"]
+    print(
+        f"effbench: ceilings of {device} {dtype} threads={threads} in "
+        f"{time.monotonic() - started:.1f} s: GEMM "
+        f"{gemm.iloc[0] / 1e9 if len(gemm) else float('nan'):.1f} GMAC/s, triad "
+        f"{triad.iloc[0] / 1e9 if len(triad) else float('nan'):.1f} GB/s",
+        file=stream,
+    )
+    return frame
 
 
 def run_group(
@@ -351,6 +445,7 @@ def run_group(
         tf32=options.tf32,
         memory_cap_bytes=options.memory_cap_bytes,
         idle_power_w=lane.idle_w.get(g.device),
+        ceiling_macs_per_s=lane.ceilings.get(ceiling_key(g.device, g.dtype, g.threads)),
         env=dict(options.env),
     )
     outcome = executor.run(task, on_message, options.cell_timeout_s)

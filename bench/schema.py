@@ -109,9 +109,33 @@ COUNTS = (
     _c("macs", "int?", "MACs", "multiply-adds per image", True),
     _c("macs_counter", "str?", "", "which counter produced `macs` (`torch` or `fvcore`)"),
     _c("weights_bytes", "int?", "bytes", "parameters and buffers in the run's dtype", True),
+    _c(
+        "bytes_per_image",
+        "float?",
+        "bytes",
+        "bytes read and written by every op of the forward at this batch ÷ batch (counted)",
+    ),
+    _c(
+        "activation_peak_bytes",
+        "int?",
+        "bytes",
+        "peak live tensor bytes above the weights in one forward at this batch (counted)",
+    ),
+)
+# Where the cell sits on the device's roofline (docs/roofline.md).
+ROOFLINE = (
+    _c("achieved_macs_per_s", "float?", "MACs/s", "macs × batch ÷ median latency"),
+    _c("compute_fraction", "float?", "", "achieved_macs_per_s ÷ the run's measured GEMM ceiling"),
+    _c("intensity_macs_per_byte", "float?", "MACs/byte", "macs ÷ bytes_per_image"),
 )
 MEMORY = (
-    _c("peak_memory_bytes", "int?", "bytes", "peak above the pre-model baseline", True),
+    _c(
+        "peak_memory_bytes",
+        "int?",
+        "bytes",
+        "peak above the pre-model baseline, in a pass of its own (measured)",
+        True,
+    ),
     _c("memory_method", "str?", "", "how peak memory was measured, or why not"),
 )
 POWER = (
@@ -145,6 +169,7 @@ DECLARED: tuple[Column, ...] = (
     *LATENCY,
     *CONFIG,
     *COUNTS,
+    *ROOFLINE,
     *MEMORY,
     *POWER,
     *REFERENCE,

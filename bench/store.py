@@ -32,6 +32,8 @@ from bench.schema import ARROW_SCHEMA, COLUMNS, REQUIRED_COLUMNS, Column, Row, a
 
 MANIFEST = "manifest.json"
 PART_GLOB = "part-*.parquet"
+CEILINGS = "ceilings.parquet"  # a run's measured device ceilings (bench.ceilings)
+PROFILE_GLOB = "profile-*.parquet"  # per-layer profiles (`effbench profile --out`)
 
 
 def ensure_writable(folder: Path) -> None:
@@ -237,6 +239,7 @@ class Discovery:
 
     runs: tuple[RunFolder, ...]
     loose: tuple[Path, ...]
+    profiles: tuple[Path, ...] = ()  # per-layer profile files (`effbench profile --out`)
 
     @property
     def files(self) -> tuple[Path, ...]:
@@ -259,6 +262,7 @@ def discover(paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str]) -
         paths = [paths]
     runs: dict[Path, tuple[Path, dict[str, Any], list[Path]]] = {}
     loose: list[Path] = []
+    profiles: list[Path] = []
     seen: set[Path] = set()
 
     def add(folder: Path | None, files: Iterable[Path]) -> None:
@@ -268,7 +272,10 @@ def discover(paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str]) -
             if f.resolve() in seen:
                 continue
             seen.add(f.resolve())
-            (runs[folder.resolve()][2] if folder is not None else loose).append(f)
+            if f.match(PROFILE_GLOB):
+                profiles.append(f)
+            else:
+                (runs[folder.resolve()][2] if folder is not None else loose).append(f)
 
     for p in map(Path, paths):
         try:
@@ -279,19 +286,27 @@ def discover(paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str]) -
         RunFolder(path, path / MANIFEST, manifest, tuple(parts))
         for path, manifest, parts in runs.values()
     )
-    return Discovery(folders, tuple(loose))
+    return Discovery(folders, tuple(loose), tuple(profiles))
+
+
+def _profiles(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.glob(PROFILE_GLOB) if p.is_file())
 
 
 def _discover_one(p: Path, add: Callable[[Path | None, Iterable[Path]], None]) -> None:
     if p.is_file():
         _check_part_name(p)
-        add(p.parent if _is_run(p.parent) else None, [p])
+        add(p.parent if _is_run(p.parent) and not p.match(PROFILE_GLOB) else None, [p])
     elif p.is_dir() and _is_run(p):
         add(p, _parts(p))
+        add(None, _profiles(p))
     elif p.is_dir():
         subs = [d for d in sorted(p.iterdir()) if d.is_dir() and (_is_run(d) or _parts(d))]
         own = _parts(p)
-        if not subs and not own:
+        profiled = [d for d in (p, *sorted(p.iterdir())) if d.is_dir() and _profiles(d)]
+        for d in profiled:
+            add(None, _profiles(d))
+        if not subs and not own and not profiled:
             raise ResultsCorrupt(
                 f"{p} holds no effbench results (no {PART_GLOB} and no {MANIFEST}); "
                 "run `effbench run --out ...` first"
@@ -471,6 +486,48 @@ def load_discovered(found: Discovery) -> Loaded:
             f"read {len(rows)} rows from {len(frames)} part files holding {sum(counts)}"
         )
     return Loaded(rows, tuple(f for _, f in sources), counts, notes)
+
+
+def write_table(path: Path, frame: pd.DataFrame) -> None:
+    """Write ``frame`` to parquet at ``path`` atomically (ceilings, profiles)."""
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    try:
+        _atomic_write_bytes(path, lambda f: pq.write_table(table, f))
+    except OSError as e:
+        raise OutputNotWritable(
+            f"cannot write {path}: {e}; check free space and permissions"
+        ) from e
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    try:
+        return pq.read_table(path).to_pandas()
+    except (OSError, pa.ArrowException) as e:
+        raise ResultsCorrupt(f"cannot read {path}: {e}; delete it or restore it") from e
+
+
+def read_ceilings(run_dir: Path) -> pd.DataFrame:
+    """The ceilings measured for a run (``ceilings.parquet``); empty when there are none."""
+    path = run_dir / CEILINGS
+    return _read_table(path) if path.is_file() else pd.DataFrame()
+
+
+def load_ceilings(found: Discovery) -> pd.DataFrame:
+    """Every run's ceilings, one row per (run, device, dtype, threads, kind), with the
+    run's ``run_id``; empty when no run measured any."""
+    frames = []
+    for run in found.runs:
+        df = read_ceilings(run.path)
+        if len(df):
+            frames.append(df.assign(run_id=str(run.manifest.get("run_id", run.path.name))))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def load_profiles(found: Discovery) -> pd.DataFrame:
+    """Every per-layer profile file found (one row per profiled layer); empty if none."""
+    frames = [_read_table(p) for p in found.profiles]
+    frames = [f for f in frames if len(f)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 def load_results(

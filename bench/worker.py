@@ -47,6 +47,7 @@ class Task:
     tf32: bool = False
     memory_cap_bytes: int | None = None
     idle_power_w: float | None = None  # measured by the runner at the start of the run
+    ceiling_macs_per_s: float | None = None  # the run's measured GEMM ceiling (bench.ceilings)
     env: dict[str, str] = field(default_factory=dict)  # the run's --variant variables
 
     def to_json(self) -> str:
@@ -159,6 +160,8 @@ class _Setup:
     model: Any  # placed for the configuration, not compiled (compilation is per cell)
     fields: dict[str, Any]  # counts shared by every ok row of the group
     probes: list[Any]
+    memory: Any  # bench.probes.memory.MemoryPass, its baseline taken before the model
+    builder: Callable[[], Any]  # the spec's builder, for counting on the meta device
     sync: Callable[[], None]
     config: Any  # bench.configs.Config
     dtype: Any  # torch dtype of the row
@@ -240,6 +243,7 @@ def _prepare(task: Task, spec: Any, torch: Any, dtype: Any) -> _Setup:
     from bench.devices import synchronizer
     from bench.probes.base import ProbeContext
     from bench.probes.macs import count_macs, count_params, weights_bytes
+    from bench.probes.memory import MemoryPass
     from bench.probes.registry import registered
 
     g = task.group
@@ -254,6 +258,7 @@ def _prepare(task: Task, spec: Any, torch: Any, dtype: Any) -> _Setup:
     _warm_runtime(torch, g.device, dtype)
     sync = synchronizer(g.device)
     ctx = ProbeContext(g.device, sync, task.idle_power_w)
+    memory = MemoryPass.open(ctx)
     probes = [cls.open(ctx) for cls in registered()]
     if task.memory_cap_bytes and not cuda:
         _apply_memory_cap(task.memory_cap_bytes)
@@ -272,7 +277,7 @@ def _prepare(task: Task, spec: Any, torch: Any, dtype: Any) -> _Setup:
         except Exception as e:
             fields["error"] = f"MACs not counted ({task.macs_counter}): {_short(e)}"
     fields.update(macs=macs, macs_counter=task.macs_counter if macs is not None else None)
-    return _Setup(model, fields, probes, sync, config, dtype, reference)
+    return _Setup(model, fields, probes, memory, spec.builder, sync, config, dtype, reference)
 
 
 def _measure_cell(task: Task, setup: _Setup, x_f32: Any) -> dict[str, Any]:
@@ -299,6 +304,15 @@ def _measure_cell(task: Task, setup: _Setup, x_f32: Any) -> dict[str, Any]:
             )
             forward = done.forward
             columns.update(compile_s=done.compile_s, graph_breaks=done.graph_breaks)
+        else:
+            forward()  # the first call (lazy initialisation) stays out of the memory pass
+        try:
+            columns.update(setup.memory.measure(forward, setup.sync))
+        except Exception as e:
+            if is_oom(e):
+                raise
+            traceback.print_exc(file=sys.stderr)
+            columns["memory_method"] = f"failed: {_short(e)}"
         events = compile_events() if cfg.compiled else 0
         min_time = max([t.min_time_s, *(p.min_window_s for p in setup.probes)])
 
@@ -328,7 +342,33 @@ def _measure_cell(task: Task, setup: _Setup, x_f32: Any) -> dict[str, Any]:
             columns["recompiled"] = compile_events() != events
         columns.update(_check_output(setup, forward, x_f32, g.dtype))
     columns.update(LatencyWindow().end(window))
+    columns.update(_roofline(task, setup, x.shape[0], columns["latency_ms_median"]))
     return columns
+
+
+def _roofline(task: Task, setup: _Setup, batch_size: int, median_ms: float) -> dict[str, Any]:
+    """Counted traffic and activation peak at this batch (meta device, eager graph, the
+    row's dtype) and where the cell sits against the run's measured GEMM ceiling."""
+    from bench.probes.traffic import count_traffic
+
+    g = task.group
+    macs = setup.fields.get("macs")
+    out: dict[str, Any] = {}
+    if macs is not None and median_ms > 0:
+        out["achieved_macs_per_s"] = macs * batch_size / (median_ms / 1e3)
+        if task.ceiling_macs_per_s:
+            out["compute_fraction"] = out["achieved_macs_per_s"] / task.ceiling_macs_per_s
+    try:
+        shape = (batch_size, g.in_chans, g.image_size, g.image_size)
+        traffic = count_traffic(setup.builder, shape, g.dtype)
+    except Exception as e:
+        traceback.print_exc(file=sys.stderr)
+        return {**out, "error": f"traffic not counted: {_short(e)}"}
+    out["bytes_per_image"] = traffic.bytes_accessed / batch_size
+    out["activation_peak_bytes"] = traffic.activation_peak_bytes
+    if macs is not None and traffic.bytes_accessed:
+        out["intensity_macs_per_byte"] = macs / out["bytes_per_image"]
+    return out
 
 
 def _check_output(setup: _Setup, forward: Any, x_f32: Any, dtype_name: str) -> dict[str, Any]:

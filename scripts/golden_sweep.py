@@ -26,6 +26,9 @@ COUNTED = (
     "macs",
     "macs_counter",
     "weights_bytes",
+    "bytes_per_image",
+    "activation_peak_bytes",
+    "intensity_macs_per_byte",
     "family",
     "params_ref",
 )

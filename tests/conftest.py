@@ -20,11 +20,14 @@ PLUGIN_MODULE = "effbench_test_models"
 def plugin_models_everywhere() -> Iterator[None]:
     """Register the test models (tests/plugins/effbench_test_models.py) in this process, and
     set ``EFFBENCH_PLUGINS`` and ``PYTHONPATH`` for the session so that worker processes,
-    which import the registry fresh, register them too; the variables are restored after."""
+    which import the registry fresh, register them too; the variables are restored after.
+    ``EFFBENCH_NO_CEILINGS`` keeps sweeps from measuring device ceilings (seconds each)
+    unless a test asks with ``--ceilings``."""
     path = os.pathsep.join(p for p in (str(PLUGINS), str(ROOT), os.environ.get("PYTHONPATH")) if p)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("EFFBENCH_PLUGINS", PLUGIN_MODULE)
         mp.setenv("PYTHONPATH", path)
+        mp.setenv("EFFBENCH_NO_CEILINGS", "1")
         importlib.import_module(PLUGIN_MODULE)
         yield
 

@@ -117,6 +117,9 @@ FORBIDDEN = [
     (("bench.store", "bench.schema", "bench.keys", "bench.plan", "bench.stats"), HIGH),
     (("bench.plan", "bench.keys", "bench.schema"), ("bench.probes", "models")),
     (("models",), HIGH),
+    # measurements of the device and of layers are library code the CLI and runner call
+    (("bench.ceilings", "bench.profile", "bench.layers"), HIGH),
+    (("bench.report", "bench.compare"), ("bench.ceilings", "bench.profile", "bench.layers")),
 ]
 
 

@@ -3,8 +3,9 @@
 ``tests/data/golden_sweep.json`` was written by ``scripts/golden_sweep.py`` from this sweep
 run with the code before the probe-window refactor (issue 12); it guards the refactor and
 every later change to the row contract (a deliberate change regenerates it and says so:
-issue 13 added ``config`` and the configuration columns, issue 14 ``hostname``; every other
-column, type and counted value stayed as they were)."""
+issue 13 added ``config`` and the configuration columns, issue 14 ``hostname``, issue 16
+the counted traffic and activation peak and the roofline columns; every other column, type
+and counted value stayed as they were)."""
 
 from __future__ import annotations
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from factories import make_row
@@ -47,6 +48,12 @@ SYNTHETIC_GPU = "SYNTHETIC GPU (generated test data, not a measurement)"
 ALL_FIGURE_NUMBERS = [f"{i:02d}-" for i in range(1, len(FIGURES) + 1)]
 POWER_FIGURES = ("04-power", "10-energy-vs-accuracy")
 SPEEDUP_FIGURE = "11-speedup-vs-eager"  # left out of eager-only data (both fixtures below)
+ROOFLINE_FIGURE = "12-roofline"  # left out of the CPU fixture (made before the columns)
+LAYER_FIGURE = "13-layer-types"  # left out without a profile (the CPU fixture has none)
+# SYNTHETIC ceilings of the synthetic GPU (MACs/s and bytes/s; made up, never measured).
+SYNTHETIC_GEMM = {"float32": 2.0e12, "float16": 8.0e12}
+SYNTHETIC_TRIAD = 1.0e12
+CUDA_MEMORY_METHOD = "cuda_max_memory_allocated; own pass, device allocator malloc"
 
 
 # --------------------------------------------------------------------------- synthetic data
@@ -62,12 +69,47 @@ def to_plain(v: Any) -> Any:
     return v
 
 
+def ceiling_rows(device: str, dtype: str, threads: int, host: str, **values: float) -> list:
+    """SYNTHETIC ``ceilings.parquet`` rows (the columns of ``bench.store.load_ceilings``):
+    one per ``kind=value``; datasheet kinds get a citation."""
+    unit = {"gemm": "macs_per_s", "conv3x3": "macs_per_s", "datasheet_compute": "macs_per_s"}
+    return [
+        dict(device=device, device_name=device, dtype=dtype, threads=threads, kind=kind,
+             value=float(v), unit=unit.get(kind, "bytes_per_s"),
+             source="datasheet" if kind.startswith("datasheet") else "measured",
+             method="synthetic", ci_rel=0.01, samples=10,
+             citation="Synthetic sheet, table 2" if kind.startswith("datasheet") else None,
+             hostname=host, measured_at="2026-01-01T00:00:00+00:00")
+        for kind, v in values.items()
+    ]  # fmt: skip
+
+
+def layer_rows(
+    model: str, groups: dict[str, tuple[float, float]], forward_ms: float, **key: object
+) -> list[dict[str, object]]:
+    """SYNTHETIC ``profile-*.parquet`` rows (the columns of ``effbench profile --out``): one
+    layer per group, ``groups[g] = (time_ms, macs)``."""
+    total = sum(t for t, _ in groups.values())
+    base = dict(model=model, device="cpu", device_name="cpu", dtype="float32", batch_size=1,
+                image_size=224, config="eager", threads=1, hostname="box",
+                timestamp="2026-01-02T00:00:00+00:00")  # fmt: skip
+    base.update(key)
+    return [
+        {**base, "layer": f"{g}.0", "type": "Synthetic", "group": g, "calls": 1, "time_ms": t,
+         "share": t / total, "macs": int(m), "bytes": 1000, "achieved_macs_per_s": None,
+         "compute_fraction": None, "forward_ms": forward_ms, "sum_layers_ms": total}
+        for g, (t, m) in groups.items()
+    ]  # fmt: skip
+
+
 def make_synthetic_runs(root: Path) -> list[Path]:
     """SYNTHETIC multi-device input: a copy of the real CPU fixture (host ``vm``) plus a
     made-up run on a made-up host with a fake GPU in two dtypes, each cell written twice
     (repeats 0 and 1: latency x0.1 and x0.3 of the CPU's for float32, half that for float16)
-    with made-up power (100 + 10·batch·k W, idle 40 W) and one ``oom`` row. It exercises
-    faceting, the median of repeats and the power figures; its numbers mean nothing."""
+    with made-up power (100 + 10·batch·k W, idle 40 W), made-up roofline columns and
+    ceilings (``ceilings.parquet``), one ``oom`` row, and a folder holding a made-up
+    per-layer profile of one network on that GPU. It exercises faceting, the median of
+    repeats, the power, roofline and layer-type figures; its numbers mean nothing."""
     cpu_dir = root / "cpu-sample"
     shutil.copytree(FIXTURE, cpu_dir)
     gpu_dir = root / "synthetic-gpu"
@@ -99,6 +141,13 @@ def make_synthetic_runs(root: Path) -> list[Path]:
                 r["power_w_idle"] = 40.0
                 r["energy_per_image_j"] = r["power_w_mean"] * r["time_per_image_ms"] / 1e3
                 r["power_source"] = "synthetic"
+                if rec["macs"]:
+                    r["achieved_macs_per_s"] = rec["macs"] * b / (r["latency_ms_median"] / 1e3)
+                    r["compute_fraction"] = r["achieved_macs_per_s"] / SYNTHETIC_GEMM[dtype]
+                    r["bytes_per_image"] = rec["weights_bytes"] / b + 2e6
+                    r["intensity_macs_per_byte"] = rec["macs"] / r["bytes_per_image"]
+                r["activation_peak_bytes"] = 3_000_000 * b
+                r["memory_method"] = CUDA_MEMORY_METHOD
                 r.update(
                     run_id="synthetic-gpu",
                     device="cuda:0",
@@ -120,7 +169,22 @@ def make_synthetic_runs(root: Path) -> list[Path]:
         repeat=0,
     )
     write_row(gpu_dir, "oom_synthetic", Row.from_dict(oom))
-    return [cpu_dir, gpu_dir]
+    ceilings = []
+    for dtype, gemm in SYNTHETIC_GEMM.items():
+        ceilings += ceiling_rows("cuda:0", dtype, 0, "synthetic-gpu-host", gemm=gemm,
+                                 conv3x3=0.6 * gemm, triad=SYNTHETIC_TRIAD,
+                                 copy=0.9 * SYNTHETIC_TRIAD, datasheet_compute=1.5 * gemm,
+                                 datasheet_bandwidth=1.3 * SYNTHETIC_TRIAD)  # fmt: skip
+    pd.DataFrame(ceilings).to_parquet(gpu_dir / "ceilings.parquet")
+    profile_dir = root / "profiles"
+    profile_dir.mkdir()
+    layers = layer_rows("mobilenet_v3_small",
+                        {"conv": (0.2, 4.0e7), "depthwise conv": (0.15, 2.0e6),
+                         "norm": (0.1, 0.0), "activation": (0.08, 0.0), "linear": (0.02, 1.0e6)},
+                        0.6, device="cuda:0", device_name=SYNTHETIC_GPU,
+                        hostname="synthetic-gpu-host")  # fmt: skip
+    pd.DataFrame(layers).to_parquet(profile_dir / "profile-mobilenet_v3_small-synthetic.parquet")
+    return [cpu_dir, gpu_dir, profile_dir]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -206,9 +270,11 @@ def test_every_figure_is_a_sensible_image(which: str, cpu_report: Path, multi_re
     doc = json.loads((out / "report.json").read_text())
     drawn = {f["name"] for f in doc["figures"]}
     left_out = {f["name"] for f in doc["figures_left_out"]}
-    # The CPU fixture has no power source; the synthetic one has power in one setup.
-    # Both are eager only: no speed-up over eager to draw.
-    expected_out = (set(POWER_FIGURES) if which == "cpu" else set()) | {SPEEDUP_FIGURE}
+    # The CPU fixture has no power source, no roofline columns and no profile; the synthetic
+    # one has power, roofline columns and ceilings in one setup, and a profile. Both are
+    # eager only: no speed-up over eager to draw.
+    cpu_only = {*POWER_FIGURES, ROOFLINE_FIGURE, LAYER_FIGURE}
+    expected_out = (cpu_only if which == "cpu" else set()) | {SPEEDUP_FIGURE}
     assert left_out == expected_out
     assert drawn.isdisjoint(left_out)
     assert sorted(n[:3] for n in drawn | left_out) == ALL_FIGURE_NUMBERS
@@ -263,8 +329,6 @@ def test_report_json_records_the_runs_used(cpu_report: Path, multi_report: Path)
 
 
 def test_summary_csv_matches_the_raw_rows(cpu_report: Path) -> None:
-    import pandas as pd
-
     table = pd.read_csv(cpu_report / "summary.csv")
     raw = {(r["model"], r["batch_size"]): r for r in _raw_ok_rows(FIXTURE)}
     for _, row in table.iterrows():
@@ -309,8 +373,6 @@ def test_power_and_energy_are_net_of_idle_only_where_idle_was_measured(tmp_path:
 def test_setups_are_not_averaged_and_repeats_take_the_median(
     multi_report: Path, multi_inputs: list[Path]
 ) -> None:
-    import pandas as pd
-
     table = pd.read_csv(multi_report / "summary.csv")
     setups = sorted(table["setup"].unique())
     assert len(setups) == 3, setups  # CPU, synthetic GPU float32, synthetic GPU float16
@@ -764,3 +826,312 @@ def test_a_run_where_every_cell_failed_still_gives_a_report(tmp_path: Path) -> N
     assert all(f.skipped for f in result.figures)
     assert "worker killed by SIGABRT" in (result.out / "index.html").read_text()
     assert "No cell finished" in (result.out / "summary.md").read_text()
+
+
+# --------------------------------------------------------------------------- roofline, layers
+
+# SYNTHETIC roofline run (made up, never measured): one CPU setup with measured roofs
+# ROOF_GEMM MACs/s and ROOF_TRIAD bytes/s (ridge 5 MACs/byte), and per (network, batch) the
+# intensity (MACs/byte) and achieved rate (MACs/s) of its cells.
+ROOF_GEMM, ROOF_TRIAD, ROOF_CONV = 100e9, 20e9, 70e9
+SHEET_GEMM, SHEET_TRIAD = 200e9, 50e9
+ROOFLINE_CELLS: dict[tuple[str, int], tuple[float, float]] = {
+    ("near", 1): (40.0, 60e9), ("near", 8): (80.0, 90e9),  # compute-bound, 90% of gemm
+    ("second", 1): (2.0, 20e9), ("second", 8): (4.0, 50e9),  # left of the ridge
+    ("slow", 1): (20.0, 2e9), ("slow", 8): (30.0, 5e9),  # far below the compute roof
+    ("stuck", 1): (1.0, 0.2e9), ("stuck", 8): (2.0, 0.6e9),  # far below the sloped roof
+}  # fmt: skip
+ROOFLINE_MACS = 10**9
+WEIGHTS_BYTES, ACTIVATION_BYTES_PER_IMAGE = 4_000_000, 1_000_000
+ROOFLINE_HOST = "box"
+CPU_MEMORY_METHOD = "cpu_vmhwm_above_baseline; own pass, glibc malloc"
+
+
+def make_roofline_run(root: Path, ceilings: bool = True) -> Path:
+    """A SYNTHETIC run folder of ROOFLINE_CELLS with its ``ceilings.parquet`` (and decoys
+    of another thread count and dtype that must not be used)."""
+    run = root / "roofline"
+    run.mkdir(parents=True)
+    write_manifest(run, {"run_id": "roofline", "environment": {"hostname": ROOFLINE_HOST}})
+    for (model, b), (intensity, rate) in ROOFLINE_CELLS.items():
+        latency_ms = ROOFLINE_MACS * b / rate * 1e3
+        row = make_row(model, b, run_id="roofline", macs=ROOFLINE_MACS, params=1000 * len(model),
+                       weights_bytes=WEIGHTS_BYTES, latency_ms_median=latency_ms,
+                       time_per_image_ms=latency_ms / b, throughput_ips=b * 1e3 / latency_ms,
+                       bytes_per_image=ROOFLINE_MACS / intensity, intensity_macs_per_byte=intensity,
+                       achieved_macs_per_s=rate, compute_fraction=rate / ROOF_GEMM,
+                       activation_peak_bytes=ACTIVATION_BYTES_PER_IMAGE * b,
+                       peak_memory_bytes=2 * (WEIGHTS_BYTES + ACTIVATION_BYTES_PER_IMAGE * b),
+                       memory_method=CPU_MEMORY_METHOD)  # fmt: skip
+        write_row(run, f"{model}-{b}", row)
+    if ceilings:
+        rows = ceiling_rows(
+            "cpu",
+            "float32",
+            1,
+            ROOFLINE_HOST,
+            gemm=ROOF_GEMM,
+            triad=ROOF_TRIAD,
+            conv3x3=ROOF_CONV,
+            copy=0.8 * ROOF_TRIAD,
+            datasheet_compute=SHEET_GEMM,
+            datasheet_bandwidth=SHEET_TRIAD,
+        )
+        rows += ceiling_rows("cpu", "float32", 2, ROOFLINE_HOST, gemm=1e15, triad=1e15)
+        rows += ceiling_rows("cpu", "bfloat16", 1, ROOFLINE_HOST, gemm=1e15, triad=1e15)
+        pd.DataFrame(rows).to_parquet(run / "ceilings.parquet")  # fmt: skip
+    return run
+
+
+def _roofline_answer() -> tuple[list[tuple[str, float, int]], list[tuple[str, float, int, float]]]:
+    """Computed here from ROOFLINE_CELLS alone: the two networks with the highest fraction of
+    the gemm roof (name, fraction, batch), and the two others with the lowest best fraction
+    of min(gemm, triad × intensity) (name, fraction, batch, intensity)."""
+    by_model: dict[str, list[tuple[int, float, float]]] = {}
+    for (m, b), (i, r) in ROOFLINE_CELLS.items():
+        by_model.setdefault(m, []).append((b, i, r))
+    near = sorted(((m, *max((r / ROOF_GEMM, b) for b, _, r in cells)[::1])
+                   for m, cells in by_model.items()), key=lambda t: -t[1])[:2]  # fmt: skip
+    named = {m for m, *_ in near}
+    far = []
+    for m, cells in by_model.items():
+        if m not in named:
+            eff, b, i = max((r / min(ROOF_GEMM, ROOF_TRIAD * i), b, i) for b, i, r in cells)
+            far.append((m, eff, b, i))
+    return [(m, f, int(b)) for m, f, b in near], sorted(far, key=lambda t: t[1])[:2]
+
+
+def _pct(fraction: float) -> str:
+    return f"{100 * fraction:.2g}%"
+
+
+def _lines_by_gid(ax: Any) -> dict[str, Any]:
+    return {ln.get_gid(): ln for ln in ax.get_lines() if ln.get_gid()}
+
+
+@pytest.fixture(scope="module")
+def roofline_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_roofline_run(tmp_path_factory.mktemp("roofline"))
+
+
+def test_roofline_draws_the_measured_roofs_and_the_ridge(roofline_run: Path) -> None:
+    from bench.report.figures import roofline
+
+    result = roofline(load_report_data([roofline_run]))
+    assert result.fig is not None and result.skipped is None
+    (ax,) = [a for a in result.fig.axes if a.get_title()]
+    assert ax.get_title() == "cpu · float32 · 1 thr"
+    assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
+    lines = _lines_by_gid(ax)
+    ridge = ROOF_GEMM / ROOF_TRIAD  # 5 MACs/byte
+    xs, ys = list(lines["roofline"].get_xdata()), list(lines["roofline"].get_ydata())
+    assert len(xs) == 3 and xs[1] == pytest.approx(ridge)
+    assert ys == pytest.approx([ROOF_TRIAD * xs[0] / 1e9, ROOF_GEMM / 1e9, ROOF_GEMM / 1e9])
+    assert list(lines["conv3x3"].get_ydata()) == pytest.approx([ROOF_CONV / 1e9] * 2)
+    sheet = lines["datasheet"]
+    assert (
+        sheet.get_linestyle() == ":" and sheet.get_label() == "datasheet (Synthetic sheet, table 2)"
+    )
+    assert list(sheet.get_xdata())[1] == pytest.approx(SHEET_GEMM / SHEET_TRIAD)
+    assert list(sheet.get_ydata())[1:] == pytest.approx([SHEET_GEMM / 1e9] * 2)
+    # every cell a point; marker area grows with the batch size
+    (points,) = [c for c in ax.collections if len(c.get_offsets())]
+    offsets = {(round(x, 9), round(y, 9)) for x, y in points.get_offsets()}
+    assert offsets == {(round(i, 9), round(r / 1e9, 9)) for i, r in ROOFLINE_CELLS.values()}
+    sizes = dict(zip([b for _, b in ROOFLINE_CELLS], points.get_sizes(), strict=True))
+    assert sizes[8] > sizes[1]
+    # one label per network, at its largest batch, none overlapping
+    assert sorted(a.get_text() for a in result.labels) == ["near", "second", "slow", "stuck"]
+    assert {tuple(a.xy) for a in result.labels} == {
+        (i, r / 1e9) for (m, b), (i, r) in ROOFLINE_CELLS.items() if b == 8
+    }
+    result.fig.canvas.draw()
+    _assert_no_overlap(list(result.labels))
+
+
+def test_roofline_reading_names_the_networks_nearest_and_farthest(roofline_run: Path) -> None:
+    from bench.report.figures import roofline
+
+    reading = roofline(load_report_data([roofline_run])).reading
+    near, far = _roofline_answer()
+    assert [m for m, *_ in near] == ["near", "second"] and [m for m, *_ in far] == ["stuck", "slow"]
+    assert (
+        "the measured roofs are 100 GMAC/s (gemm) and 20 GB/s (triad), meeting at 5 MACs/byte"
+        in reading
+    )
+    assert "a 3×3 convolution reaches 70 GMAC/s" in reading
+    assert "the datasheet gives 200 GMAC/s and 50 GB/s (Synthetic sheet, table 2)" in reading
+    expected_near = " and ".join(f"{m} ({_pct(f)} of it at batch {b})" for m, f, b in near)
+    assert f"Nearest the compute roof: {expected_near}." in reading
+    expected_far = " and ".join(
+        f"{m} (at best {_pct(e)} of the roofline bound, at batch {b} and {i:.3g} MACs/byte)"
+        for m, e, b, i in far
+    )
+    assert f"Farthest from both roofs: {expected_far}." in reading
+
+
+def test_roofline_without_ceilings_draws_the_points_and_says_so(tmp_path: Path) -> None:
+    from bench.report.figures import roofline
+
+    result = roofline(load_report_data([make_roofline_run(tmp_path, ceilings=False)]))
+    assert result.fig is not None
+    assert not any(_lines_by_gid(ax) for ax in result.fig.axes)
+    assert "no ceilings were measured" in result.reading
+    # ranked by the rows' own compute_fraction where no roof was measured
+    assert "Nearest the compute roof: near (90% of it at batch 8)" in result.reading
+
+
+def test_roofs_are_matched_by_machine_where_ceilings_carry_no_run_id(roofline_run: Path) -> None:
+    import dataclasses
+
+    from bench.report.data import setup_roofs
+
+    data = load_report_data([roofline_run])
+    assert "run_id" in data.ceilings.columns
+    (roofs,) = setup_roofs(data).values()
+    assert (roofs.compute_macs_per_s, roofs.bandwidth_bytes_per_s) == (ROOF_GEMM, ROOF_TRIAD)
+    assert roofs.ridge_macs_per_byte == pytest.approx(ROOF_GEMM / ROOF_TRIAD)
+    assert roofs.bound_macs_per_s(2.0) == pytest.approx(2.0 * ROOF_TRIAD)
+    no_ids = data.ceilings.drop(columns="run_id")
+    (same,) = setup_roofs(dataclasses.replace(data, ceilings=no_ids)).values()
+    assert same == roofs
+    elsewhere = no_ids.assign(hostname="another-machine")
+    (none,) = setup_roofs(dataclasses.replace(data, ceilings=elsewhere)).values()
+    assert not none.measured and math.isnan(none.compute_macs_per_s)
+
+
+def test_roofline_and_layer_figures_are_left_out_of_the_cpu_fixture(cpu_report: Path) -> None:
+    doc = json.loads((cpu_report / "report.json").read_text())
+    why = {f["name"]: f["why"] for f in doc["figures_left_out"]}
+    assert "No cell has both an arithmetic intensity" in why[ROOFLINE_FIGURE]
+    assert "effbench profile MODEL --out DIR" in why[LAYER_FIGURE]
+    table = pd.read_csv(cpu_report / "summary.csv")
+    assert "activation_peak_mib_bs1" not in table.columns  # no row counted it
+    assert "compute_fraction_bs_max" not in table.columns
+
+
+def test_memory_figure_draws_the_counted_memory_dashed_and_names_the_method(
+    roofline_run: Path,
+) -> None:
+    from bench.report.figures import memory_vs_batch, memory_vs_params
+
+    data = load_report_data([roofline_run])
+    result = memory_vs_batch(data)
+    assert result.fig is not None
+    (ax,) = result.fig.axes
+    dashed = sorted(
+        [float(v) for v in ln.get_ydata()] for ln in ax.get_lines() if ln.get_linestyle() == "--"
+    )
+    counted = [(WEIGHTS_BYTES + ACTIVATION_BYTES_PER_IMAGE * b) / 2**20 for b in (1, 8)]
+    assert dashed == [pytest.approx(counted)] * 4  # one per network
+    method = f"memory_method {CPU_MEMORY_METHOD}"
+    assert method in result.reading and "glibc returning freed memory" in result.reading
+    assert "At batch 8 the measured peak is 2.00× the counted one." in result.reading
+    assert method in memory_vs_params(data).reading
+
+
+def test_memory_readings_say_which_figure_each_device_uses(multi_report: Path) -> None:
+    doc = json.loads((multi_report / "report.json").read_text())
+    readings = {f["name"]: f["reading"] for f in doc["figures"]}
+    for name in ("05-memory", "06-memory-vs-params"):
+        assert "On AMD EPYC · float32 · 1 thr, peak memory is the resident set's" in readings[name]
+        assert "· float16, peak memory is the CUDA caching allocator's" in readings[name]
+        assert f"(memory_method {CUDA_MEMORY_METHOD})" in readings[name]
+
+
+def test_summary_has_the_counted_memory_and_roofline_columns(roofline_run: Path) -> None:
+    table = summary_table(load_report_data([roofline_run])).set_index("model")
+    for (model, b), (intensity, rate) in ROOFLINE_CELLS.items():
+        row = table.loc[model]
+        if b == 1:
+            assert row["activation_peak_mib_bs1"] == ACTIVATION_BYTES_PER_IMAGE / 2**20
+            assert row["intensity_macs_per_byte_bs1"] == pytest.approx(intensity)
+        else:  # the largest batch
+            assert row["compute_fraction_bs_max"] == pytest.approx(rate / ROOF_GEMM)
+            assert row["achieved_gmacs_per_s_max"] == pytest.approx(rate / 1e9)
+
+
+# SYNTHETIC per-layer profile (made up): per group (time ms, MACs); the layers sum to 11 ms,
+# the plain forward took 10 ms. An older profile of the same network and setup must be
+# ignored, and a profile of another network at another batch size is a panel of its own.
+PROFILE_GROUPS = {"conv": (5.0, 9.0e8), "depthwise conv": (3.0, 5.0e7), "norm": (1.5, 0.0),
+                  "activation": (1.0, 0.0), "linear": (0.5, 5.0e7)}  # fmt: skip
+PROFILE_FORWARD_MS = 10.0
+
+
+def make_profiles(root: Path) -> Path:
+    folder = root / "profiles"
+    folder.mkdir(parents=True)
+    latest = layer_rows("mnet", PROFILE_GROUPS, PROFILE_FORWARD_MS)
+    older = layer_rows("mnet", {"conv": (1.0, 9.0e8), "norm": (9.0, 0.0)}, 9.0,
+                       timestamp="2025-01-01T00:00:00+00:00")  # fmt: skip
+    other = layer_rows("rnet", {"conv": (8.0, 1.0e9), "pool": (1.0, 0.0)}, 9.5, batch_size=4)
+    for name, rows in (("latest", latest), ("older", older), ("other", other)):
+        pd.DataFrame(rows).to_parquet(folder / f"profile-{name}.parquet")
+    return folder
+
+
+def test_layer_figure_reads_the_groups_whose_time_exceeds_their_macs(
+    roofline_run: Path, tmp_path: Path
+) -> None:
+    from bench.report.figures import layer_types
+
+    data = load_report_data([roofline_run, make_profiles(tmp_path)])
+    result = layer_types(data)
+    assert result.fig is not None and result.skipped is None
+    assert [ax.get_title() for ax in result.fig.axes] == [
+        "mnet · batch 1\ncpu · float32 · 1 thr",
+        "rnet · batch 4\ncpu · float32 · 1 thr",
+    ]
+    total_t = sum(t for t, _ in PROFILE_GROUPS.values())
+    total_m = sum(m for _, m in PROFILE_GROUPS.values())
+    share = {g: (t / total_t, m / total_m) for g, (t, m) in PROFILE_GROUPS.items()}
+    excess = sorted(share, key=lambda g: share[g][1] - share[g][0])[:2]
+    assert excess == ["depthwise conv", "norm"]
+    expected = "; ".join(
+        f"{g} layers take {_pct(share[g][0])} of the layer time for {_pct(share[g][1])} of the MACs"
+        for g in excess
+    )
+    assert f"mnet on cpu · float32 · 1 thr, batch 1: {expected};" in result.reading
+    assert (
+        f"the layers add up to {total_t:.3g} ms against {PROFILE_FORWARD_MS:.3g} ms for the plain "
+        f"forward ({total_t / PROFILE_FORWARD_MS:.2f}×)." in result.reading
+    )
+    # the bars: time share then MAC share per group, in percent, groups in the fixed order
+    mnet = result.fig.axes[0]
+    widths = [round(p.get_width(), 9) for p in mnet.patches]
+    groups = ["conv", "depthwise conv", "linear", "norm", "activation"]
+    assert [t.get_text() for t in mnet.get_yticklabels()] == groups
+    assert widths[: len(groups)] == [round(100 * share[g][0], 9) for g in groups]
+    assert widths[len(groups) :] == [round(100 * share[g][1], 9) for g in groups]
+
+
+def test_layer_figure_is_left_out_without_a_profile(roofline_run: Path) -> None:
+    from bench.report.figures import layer_types
+
+    result = layer_types(load_report_data([roofline_run]))
+    assert result.fig is None and result.skipped is not None
+    assert "No per-layer profile was given" in result.skipped
+
+
+def test_roofline_and_layer_figures_are_byte_identical_across_builds(
+    roofline_run: Path, tmp_path: Path
+) -> None:
+    inputs = [roofline_run, make_profiles(tmp_path / "in")]
+    a = build_report(inputs, tmp_path / "a")
+    b = build_report(inputs, tmp_path / "b")
+    drawn = {f.name for f in a.figures if not f.skipped}
+    assert {ROOFLINE_FIGURE, LAYER_FIGURE} <= drawn
+    (roofs,) = json.loads((a.out / "report.json").read_text())["roofs"]
+    assert roofs == {
+        "setup": "cpu · float32 · 1 thr",
+        "compute_macs_per_s": ROOF_GEMM,
+        "bandwidth_bytes_per_s": ROOF_TRIAD,
+        "ridge_macs_per_byte": ROOF_GEMM / ROOF_TRIAD,
+        "conv3x3_macs_per_s": ROOF_CONV,
+        "datasheet_compute_macs_per_s": SHEET_GEMM,
+        "datasheet_bandwidth_bytes_per_s": SHEET_TRIAD,
+        "datasheet_citation": "Synthetic sheet, table 2",
+    }
+    for rel in sorted(p.relative_to(a.out) for p in a.files):
+        assert (a.out / rel).read_bytes() == (b.out / rel).read_bytes(), rel

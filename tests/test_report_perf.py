@@ -4,7 +4,8 @@ Input: the run folders named in ``$EFFBENCH_REPORT_PERF_RESULTS`` (e.g. a real d
 sweep, `effbench run` with no arguments on a CPU machine: 12 networks x 5 batch sizes), or
 ``results/`` when it holds at least 60 rows; otherwise a SYNTHETIC 60-cell run made from the
 committed CPU fixture (its rows copied under 12 made-up network names x 5 batch sizes; the
-report's cost depends on the number of cells, networks and figures, not on the values).
+report's cost depends on the number of cells, networks and figures, not on the values), with
+made-up roofline columns and ceilings so that the roofline figure is drawn and timed too.
 Run with `nox -s perf` or `pytest -m perf --benchmark-only tests/test_report_perf.py`.
 """
 
@@ -13,8 +14,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pandas as pd
 import pytest
-from test_report import FIXTURE, to_plain
+from test_report import FIXTURE, ceiling_rows, to_plain
 
 from bench.errors import BenchError
 from bench.report import build_report
@@ -41,7 +43,15 @@ def _synthetic_60_cells(root: Path) -> Path:
         for j, b in enumerate((1, 2, 4, 8, 16)):
             r = dict(templates[(i * 5 + j) % len(templates)])
             r.update(model=f"synthetic_net_{i:02d}", batch_size=b, run_id="synthetic-60")
+            r.update(intensity_macs_per_byte=2.0 * (i + 1) * b ** 0.5,
+                     achieved_macs_per_s=1e9 * (i + 1) * b ** 0.3,
+                     activation_peak_bytes=2_000_000 * b)  # fmt: skip
             write_row(run, f"synthetic_net_{i:02d}_bs{b}", Row.from_dict(r))
+    first = templates[0]
+    ceilings = ceiling_rows(first["device"], first["dtype"], first["threads"],
+                            manifest["environment"]["hostname"], gemm=5e10, triad=2e10,
+                            conv3x3=3e10, copy=1.5e10)  # fmt: skip
+    pd.DataFrame(ceilings).to_parquet(run / "ceilings.parquet")
     return run
 
 

@@ -111,7 +111,7 @@ def test_cpu_memory_probe_measures_a_known_activation(out_dir: Path) -> None:
     rel = (activation - expected).abs() / expected
     assert (rel < 0.10).all(), list(zip(activation, expected, strict=True))
     assert activation.is_monotonic_increasing
-    assert set(df["memory_method"]) == {"cpu_vmhwm_above_baseline"}
+    assert set(df["memory_method"]) == {"cpu_vmhwm_above_baseline; own pass, glibc malloc"}
     # weights: Linear(192 -> 10) in float32 = (192 * 10 + 10) * 4 bytes
     assert set(df["weights_bytes"]) == {(192 * 10 + 10) * 4}
 

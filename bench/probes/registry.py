@@ -1,13 +1,13 @@
-"""The probes every worker runs: the built-in ones, then any registered by a plugin."""
+"""The window probes every worker runs: the built-in ones, then any registered by a plugin.
+(Peak memory is not a window probe: it has a pass of its own, ``bench.probes.memory``.)"""
 
 from __future__ import annotations
 
 from bench.probes.base import Probe
-from bench.probes.memory import MemoryWindow
 from bench.probes.power import PowerWindow
 from bench.schema import DECLARED, Column
 
-BUILTIN: tuple[type[Probe], ...] = (MemoryWindow, PowerWindow)
+BUILTIN: tuple[type[Probe], ...] = (PowerWindow,)
 _EXTRA: list[type[Probe]] = []
 
 

@@ -15,6 +15,12 @@ A cell whose output differed from eager float32 beyond its dtype's tolerance
 (``output_ok`` false in any repeat) is not a measurement of the network: it is kept out of
 ``cells`` (so out of every figure and of the summary's timings) and listed in
 ``wrong_output``.
+
+Besides the result rows, a report reads each run's measured ceilings (``ceilings.parquet``,
+``bench.store.load_ceilings``: the roofs of the roofline figure, matched to setups by
+:func:`setup_roofs`) and per-layer profiles (``profile-*.parquet`` written by ``effbench
+profile``, ``bench.store.load_profiles``) into ``ceilings`` and ``layers``; both are empty
+frames with their columns when there are none.
 """
 
 from __future__ import annotations
@@ -31,8 +37,16 @@ import pandas as pd
 
 from bench.errors import ResultsCorrupt
 from bench.keys import CellKey
-from bench.store import Discovery, Loaded, discover, load_discovered, run_id_problem
-from bench.units import ms_to_s, to_gmacs, to_mib, to_millions
+from bench.store import (
+    Discovery,
+    Loaded,
+    discover,
+    load_ceilings,
+    load_discovered,
+    load_profiles,
+    run_id_problem,
+)
+from bench.units import MS_PER_S, ms_to_s, to_gmacs, to_mib, to_millions
 
 # Per-cell columns summarized by the median of repeats.
 MEDIAN_COLUMNS = (
@@ -47,6 +61,8 @@ MEDIAN_COLUMNS = (
     "power_w_idle",
     "energy_per_image_j",
     "compile_s",
+    "achieved_macs_per_s",
+    "compute_fraction",
 )
 # Per-cell columns that do not change between repeats (counts, references, setup).
 FIRST_COLUMNS = (
@@ -55,6 +71,9 @@ FIRST_COLUMNS = (
     "macs",
     "macs_counter",
     "weights_bytes",
+    "bytes_per_image",
+    "intensity_macs_per_byte",
+    "activation_peak_bytes",
     "memory_method",
     "power_source",
     "top1",
@@ -65,6 +84,7 @@ FIRST_COLUMNS = (
     "device_name",
     "dtype",
     "threads",
+    "hostname",
     "base_setup",
 )
 CELL_COLUMNS = ("setup", "config", *CellKey.WORKLOAD_COLUMNS)
@@ -79,6 +99,24 @@ WRONG_OUTPUT_COLUMNS = (
     "max_rel_err",
     "time_per_image_ms",
 )
+# ceilings.parquet, one row per measured (or datasheet) ceiling of a run's device, dtype and
+# threads; `kind` is one of the kinds below.
+CEILING_COLUMNS = ("device", "device_name", "dtype", "threads", "kind", "value", "unit",
+                   "source", "method", "ci_rel", "samples", "citation", "hostname",
+                   "measured_at")  # fmt: skip
+COMPUTE_ROOF, BANDWIDTH_ROOF = "gemm", "triad"  # the measured roofs of the roofline
+CONV_CEILING, COPY_CEILING = "conv3x3", "copy"
+DATASHEET_COMPUTE, DATASHEET_BANDWIDTH = "datasheet_compute", "datasheet_bandwidth"
+# profile-*.parquet (`effbench profile`), one row per (profile, layer).
+LAYER_COLUMNS = ("model", "device", "device_name", "dtype", "batch_size", "image_size",
+                 "config", "threads", "layer", "type", "group", "calls", "time_ms", "share",
+                 "macs", "bytes", "achieved_macs_per_s", "compute_fraction", "forward_ms",
+                 "sum_layers_ms", "hostname", "timestamp")  # fmt: skip
+# What identifies one profile (a profile repeated later replaces the earlier one).
+PROFILE_KEY = ("model", "device", "device_name", "dtype", "batch_size", "image_size", "config",
+               "threads", "hostname")  # fmt: skip
+LAYER_GROUPS = ("conv", "depthwise conv", "linear", "norm", "activation", "pool", "attention",
+                "other")  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +155,9 @@ class ReportData:
     configs: tuple[str, ...] = (EAGER,)  # eager first, then the others sorted
     # per-cell medians of the cells whose output was wrong (see the module docstring)
     wrong_output: pd.DataFrame = field(default_factory=pd.DataFrame)
+    # the runs' ceilings (CEILING_COLUMNS) and per-layer profiles (LAYER_COLUMNS)
+    ceilings: pd.DataFrame = field(default_factory=lambda: _frame(CEILING_COLUMNS))
+    layers: pd.DataFrame = field(default_factory=lambda: _frame(LAYER_COLUMNS))
 
     @property
     def measured_cells(self) -> pd.DataFrame:
@@ -130,6 +171,39 @@ class ReportData:
     def shows_config(self) -> bool:
         """Whether setup labels name the configuration (any configuration but eager)."""
         return self.configs != (EAGER,)
+
+
+@dataclass(frozen=True, slots=True)
+class Roofs:
+    """The ceilings of one setup, each the median over the runs that measured it (NaN where
+    none did): the measured GEMM rate is the compute roof and the measured triad bandwidth
+    the bandwidth roof; the 3×3-convolution rate and the datasheet peaks are drawn beside
+    them. MACs per second and bytes per second."""
+
+    compute_macs_per_s: float = math.nan
+    bandwidth_bytes_per_s: float = math.nan
+    conv3x3_macs_per_s: float = math.nan
+    datasheet_compute_macs_per_s: float = math.nan
+    datasheet_bandwidth_bytes_per_s: float = math.nan
+    datasheet_citation: str = ""
+
+    @property
+    def measured(self) -> bool:
+        """Whether both measured roofs are known (the roofline can be drawn)."""
+        return _positive(self.compute_macs_per_s) and _positive(self.bandwidth_bytes_per_s)
+
+    @property
+    def ridge_macs_per_byte(self) -> float:
+        """The intensity where the roofs meet: compute ÷ bandwidth (MACs per byte)."""
+        return self.compute_macs_per_s / self.bandwidth_bytes_per_s
+
+    def bound_macs_per_s(self, intensity: Any) -> Any:
+        """The roofline at ``intensity`` (MACs per byte): min(compute, bandwidth × intensity)."""
+        return np.minimum(self.compute_macs_per_s, self.bandwidth_bytes_per_s * intensity)
+
+
+def _positive(v: float) -> bool:
+    return math.isfinite(v) and v > 0
 
 
 def fit_line(x: Sequence[float], y: Sequence[float]) -> LineFit:
@@ -186,8 +260,9 @@ def _runs(found: Discovery, loaded: Loaded) -> list[RunInfo]:
     return runs
 
 
-def _setup_labels(rows: pd.DataFrame) -> pd.Series:
-    """A readable label per setup; the host is named only where it tells setups apart."""
+def setup_labels(rows: pd.DataFrame) -> pd.Series:
+    """A readable label per setup of ``rows`` (columns device, device_name, dtype, threads,
+    host); the host is named only where it tells setups apart."""
     base = rows["device_name"].fillna(rows["device"]).astype(str) + " · " + rows["dtype"]
     is_cpu = rows["device"].astype(str).str.startswith("cpu")
     threads = rows["threads"].astype("Int64").astype(str)
@@ -217,6 +292,90 @@ def model_colors(models: Sequence[str]) -> dict[str, tuple[float, float, float]]
     return {m: tuple(c) for m, c in zip(sorted(models), palette, strict=True)}
 
 
+def _frame(columns: Sequence[str]) -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
+
+
+def _with_columns(df: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """A copy of ``df`` with every column of ``columns`` (missing ones empty: files written
+    before the column existed)."""
+    df = df.copy()
+    for c in columns:
+        if c not in df.columns:
+            df[c] = pd.Series([None] * len(df), index=df.index, dtype=object)
+    return df
+
+
+def _ceilings_table(raw: pd.DataFrame) -> pd.DataFrame:
+    df = _with_columns(raw, CEILING_COLUMNS)
+    df = df[[*CEILING_COLUMNS, *(c for c in ("run_id",) if c in df.columns)]]
+    df["value"] = pd.to_numeric(df["value"], errors="coerce").astype(float)
+    df["threads"] = pd.to_numeric(df["threads"], errors="coerce")
+    order = [c for c in ("run_id", "hostname", "device", "dtype", "threads", "kind",
+                         "measured_at", "value") if c in df.columns]  # fmt: skip
+    return df.sort_values(order, kind="stable", na_position="last").reset_index(drop=True)
+
+
+def _layers_table(raw: pd.DataFrame) -> pd.DataFrame:
+    df = _with_columns(raw, LAYER_COLUMNS)[list(LAYER_COLUMNS)]
+    for c in ("batch_size", "image_size", "threads", "calls", "time_ms", "share", "macs",
+              "bytes", "achieved_macs_per_s", "compute_fraction", "forward_ms",
+              "sum_layers_ms"):  # fmt: skip
+        df[c] = pd.to_numeric(df[c], errors="coerce").astype(float)
+    df["config"] = df["config"].fillna(EAGER).astype(str).replace("", EAGER)
+    df["group"] = df["group"].fillna("other").astype(str)
+    return df.reset_index(drop=True)
+
+
+def setup_roofs(data: ReportData) -> dict[str, Roofs]:
+    """The :class:`Roofs` of every setup of ``data.cells``: the ceilings of the same device,
+    dtype and threads (on CPUs) measured by the runs whose rows make the setup (by the
+    ceilings' ``run_id``; by their machine, ``hostname``, where they carry no run id: one
+    that names no machine matches any, and when the setup's machine is unknown, ceilings
+    match only if they come from one machine). The configuration (eager, compile, ...) does
+    not change the hardware's roofs."""
+    out: dict[str, Roofs] = {}
+    run_ids = data.rows.groupby("setup")["run_id"].agg(lambda s: {str(v) for v in s})
+    for setup, g in data.cells.groupby("setup", sort=True):
+        c = _matching_ceilings(data.ceilings, g.iloc[0], run_ids.get(setup, set()))
+        value = c.groupby("kind")["value"].median()
+
+        def get(kind: str, value: pd.Series = value) -> float:
+            v = float(value.get(kind, math.nan))
+            return v if _positive(v) else math.nan
+
+        cites = c.loc[c["kind"].isin([DATASHEET_COMPUTE, DATASHEET_BANDWIDTH]), "citation"]
+        out[str(setup)] = Roofs(
+            get(COMPUTE_ROOF),
+            get(BANDWIDTH_ROOF),
+            get(CONV_CEILING),
+            get(DATASHEET_COMPUTE),
+            get(DATASHEET_BANDWIDTH),
+            "; ".join(sorted({str(x) for x in cites.dropna() if str(x)})),
+        )
+    return out
+
+
+def _known_host(v: object) -> str | None:
+    return None if v is None or pd.isna(v) or str(v) in ("", "unknown host") else str(v)
+
+
+def _matching_ceilings(ceilings: pd.DataFrame, cell: pd.Series, run_ids: set[str]) -> pd.DataFrame:
+    c = ceilings[ceilings["value"].notna()]
+    c = c[(c["device"].astype(str) == str(cell["device"])) & (c["dtype"] == cell["dtype"])]
+    if str(cell["device"]).startswith("cpu"):
+        c = c[c["threads"] == pd.to_numeric(cell["threads"], errors="coerce")]
+    if "run_id" in c.columns and c["run_id"].notna().all():
+        return c[c["run_id"].astype(str).isin(run_ids)]  # the runs that measured the setup
+    hosts = {h for h in (_known_host(cell["host"]), _known_host(cell.get("hostname"))) if h}
+    named = c["hostname"].map(_known_host).notna()
+    if hosts:
+        return c[~named | c["hostname"].isin(hosts)]
+    if c.loc[named, "hostname"].nunique() > 1:
+        return c.iloc[0:0]  # several machines and no way to tell which one ran the cells
+    return c
+
+
 def load_report_data(paths: Sequence[str | Path]) -> ReportData:
     """Read ``paths`` and build the per-cell table (median of repeats) and failure table."""
     found = discover(paths)
@@ -232,12 +391,13 @@ def load_report_data(paths: Sequence[str | Path]) -> ReportData:
         env = run.manifest.get("environment")
         host = env.get("hostname") if isinstance(env, dict) else None
         host_of[run.run_id] = str(host or "unknown host")
-    rows = rows.copy()
+    measured = [c for c in (*MEDIAN_COLUMNS, *FIRST_COLUMNS) if c != "base_setup"]
+    rows = _with_columns(rows, measured)  # a store older than some of these columns
     rows["host"] = rows["run_id"].map(host_of).fillna("unknown host")
     raw_config = rows["config"] if "config" in rows.columns else pd.Series(EAGER, rows.index)
     rows["config"] = raw_config.fillna(EAGER).astype(str).replace("", EAGER)
     configs = config_order(rows["config"].unique())
-    rows["base_setup"] = _setup_labels(rows)
+    rows["base_setup"] = setup_labels(rows)
     rows["setup"] = _with_config(rows, rows["base_setup"], configs != (EAGER,))
 
     failed = rows[rows["status"] != "ok"]
@@ -263,6 +423,8 @@ def load_report_data(paths: Sequence[str | Path]) -> ReportData:
         notes=loaded.notes,
         configs=configs,
         wrong_output=wrong_output.reset_index(drop=True),
+        ceilings=_ceilings_table(load_ceilings(found)),
+        layers=_layers_table(load_profiles(found)),
     )
 
 
@@ -295,7 +457,26 @@ def _cells(ok: pd.DataFrame) -> pd.DataFrame:
     cells["weights_mib"] = to_mib(pd.to_numeric(cells["weights_bytes"], errors="coerce"))
     cells["top1"] = pd.to_numeric(cells["top1"], errors="coerce")
     cells["top5"] = pd.to_numeric(cells["top5"], errors="coerce")
-    return _net_of_idle(cells)
+    return _net_of_idle(_roofline_columns(cells))
+
+
+def _roofline_columns(cells: pd.DataFrame) -> pd.DataFrame:
+    """Intensity and achieved rate where the rows lack them but their parts are known
+    (``macs ÷ bytes_per_image``; ``macs × batch ÷ median latency``), and the counted memory:
+    ``counted_memory_bytes`` = weights + the counted activation peak (device-independent)."""
+    macs = pd.to_numeric(cells["macs"], errors="coerce").astype(float)
+    for c in ("bytes_per_image", "intensity_macs_per_byte", "activation_peak_bytes"):
+        cells[c] = pd.to_numeric(cells[c], errors="coerce").astype(float)
+    per_byte = macs / cells["bytes_per_image"].where(cells["bytes_per_image"] > 0)
+    cells["intensity_macs_per_byte"] = cells["intensity_macs_per_byte"].fillna(per_byte)
+    latency_s = cells["latency_ms_median"].where(cells["latency_ms_median"] > 0) / MS_PER_S
+    rate = macs * cells["batch_size"].astype(float) / latency_s
+    cells["achieved_macs_per_s"] = cells["achieved_macs_per_s"].fillna(rate)
+    weights = pd.to_numeric(cells["weights_bytes"], errors="coerce").astype(float)
+    cells["counted_memory_bytes"] = weights + cells["activation_peak_bytes"]
+    cells["counted_memory_mib"] = to_mib(cells["counted_memory_bytes"])
+    cells["activation_peak_mib"] = to_mib(cells["activation_peak_bytes"])
+    return cells
 
 
 def _all_ok(values: pd.Series) -> bool | None:

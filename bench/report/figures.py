@@ -11,7 +11,10 @@ is the one place a figure splits cells into panels (the configuration is part of
 so eager and compiled cells never share a panel; the speed-up figure alone puts the
 configurations of one machine/device/dtype side by side, as ratios to eager). Cells whose
 output was wrong are not in ``data.cells`` and so in no figure. Power and energy are drawn as
-:mod:`bench.report.data` chose them (``power_plot_w``, ``energy_plot_per_image_j``).
+:mod:`bench.report.data` chose them (``power_plot_w``, ``energy_plot_per_image_j``). The
+roofline (12) draws each setup's measured ceilings (``data.ceilings``, matched by
+:func:`~bench.report.data.setup_roofs`); the layer-type figure (13) has a panel per
+per-layer profile (``data.layers``, ``effbench profile``) rather than per setup.
 """
 
 from __future__ import annotations
@@ -26,18 +29,24 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from bench.report.data import (
     EAGER,
+    LAYER_GROUPS,
+    PROFILE_KEY,
     LineFit,
     ReportData,
+    Roofs,
     config_order,
     fit_line,
     models_with,
     pareto_front,
+    setup_labels,
+    setup_roofs,
 )
-from bench.units import MEGA, MIB, MS_PER_S, to_mib, to_millions
+from bench.units import GIGA, MEGA, MIB, MS_PER_S, to_mib, to_millions
 
 DPI = 150
 PANEL_W_IN = 5.4
@@ -120,10 +129,12 @@ def _by_setup(cells: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     return [(setup, cells[cells["setup"] == setup]) for *_, setup in order]
 
 
-def _setup_panels(cells: pd.DataFrame, title: str) -> tuple[Figure, list[Panel]]:
-    """A figure with one panel per setup (see :func:`_by_setup`)."""
+def _setup_panels(
+    cells: pd.DataFrame, title: str, height: float = PANEL_H_IN
+) -> tuple[Figure, list[Panel]]:
+    """A figure with one panel per setup (see :func:`_by_setup`), each ``height`` inches."""
     groups = _by_setup(cells)
-    fig, axes = _new_figure(len(groups), title)
+    fig, axes = _new_figure(len(groups), title, height=height)
     return fig, [Panel(ax, setup, sc) for ax, (setup, sc) in zip(axes, groups, strict=True)]
 
 
@@ -362,6 +373,11 @@ def _fmt(v: float, digits: int = 3) -> str:
     return f"{v:.{digits}g}"
 
 
+def _percent(value: float) -> str:
+    """A percentage with two significant digits, never in exponent form (100%, 6.9%, 0.43%)."""
+    return f"{value:.0f}%" if value >= 10 else f"{value:.2g}%"
+
+
 def _skip(name: str, title: str, why: str) -> FigureResult:
     return FigureResult(name=name, title=title, fig=None, reading="", skipped=why)
 
@@ -577,15 +593,75 @@ def power_vs_batch(data: ReportData) -> FigureResult:
     return FigureResult(name, title, fig, reading)
 
 
+def _memory_method(methods: Sequence[str]) -> str:
+    """What ``peak_memory_bytes`` is for the ``memory_method`` values of one setup
+    (``bench.probes.memory``: the probe, then how the pass ran)."""
+    parts = []
+    for m in sorted(set(methods)):
+        own = "own pass" in m
+        if m.startswith("cpu"):
+            how = (
+                " in one forward of its own, glibc returning freed memory so that it follows "
+                "live memory"
+                if own and "glibc" in m
+                else " in one forward of its own"
+                if own
+                else " over the timed forwards, what the allocator kept from earlier forwards "
+                "included"
+            )
+            parts.append(
+                f"the resident set's high-water mark above the worker's pre-model baseline{how}"
+                f" (memory_method {m})"
+            )
+        elif m.startswith("cuda"):
+            how = " in one forward of its own" if own else " over the timed forwards"
+            parts.append(
+                "the CUDA caching allocator's max_memory_allocated above the pre-model "
+                f"baseline{how} (memory_method {m})"
+            )
+        else:
+            parts.append(f"not measured (memory_method {m})")
+    return "; ".join(parts) if parts else "of an unrecorded method"
+
+
+def _memory_sentence(cells: pd.DataFrame, setup: str) -> str:
+    methods = [str(m) for m in cells["memory_method"].dropna()]
+    return f"On {setup}, peak memory is {_memory_method(methods)}."
+
+
+def _counted_ratio(sc: pd.DataFrame, setup: str) -> str:
+    """Measured peak ÷ counted (weights + activation peak) at the largest batch size."""
+    both = sc.dropna(subset=["peak_memory_bytes", "counted_memory_bytes"])
+    both = both[both["counted_memory_bytes"] > 0]
+    if both.empty:
+        return ""
+    top = int(both["batch_size"].max())
+    at = both[both["batch_size"] == top]
+    ratio = at["peak_memory_bytes"].astype(float) / at["counted_memory_bytes"]
+    spread = _span(f"{ratio.min():.2f}", f"{ratio.max():.2f}")
+    return f" At batch {top} the measured peak is {spread}× the counted one."
+
+
+def _span(lo: str, hi: str) -> str:
+    """``lo–hi``, or one number where both read the same."""
+    return lo if lo == hi else f"{lo}–{hi}"
+
+
 def memory_vs_batch(data: ReportData) -> FigureResult:
-    """5. Peak memory vs batch size, with the static part (weights) as a dotted line."""
+    """5. Peak memory vs batch size (measured), with the counted weights + activation peak
+    dashed and the weights alone dotted."""
     name, title = "05-memory", "Peak memory vs batch size"
     cells = data.cells.dropna(subset=["peak_memory_mib"])
     if cells.empty:
         return _skip(name, title, "No cell recorded a peak memory, so there is nothing to plot.")
+    has_counted = bool(np.isfinite(cells["counted_memory_mib"].astype(float)).any())
 
     def line(p: Panel, g: pd.DataFrame, c: Any) -> None:
         p.ax.plot(g["batch_size"], g["peak_memory_mib"], marker="o", ms=3.5, color=c)
+        counted = g.dropna(subset=["counted_memory_mib"])
+        if len(counted):
+            p.ax.plot(counted["batch_size"], counted["counted_memory_mib"], color=c, ls="--",
+                      lw=1.2)  # fmt: skip
         w = g["weights_mib"].dropna()
         if len(w):
             bs = p.cells["batch_size"].astype(int)
@@ -596,25 +672,36 @@ def memory_vs_batch(data: ReportData) -> FigureResult:
         _log_axis(p.ax.yaxis)
         p.ax.set_ylabel("memory (MiB)")
         methods = sorted({str(m) for m in p.cells["memory_method"].dropna()})
+        dashed = "\ndashed: counted weights + activations · " if has_counted else " · "
         p.ax.set_title(
-            f"{p.setup}\nsolid: peak ({', '.join(methods)}) · dotted: weights", fontsize=8
+            f"{p.setup}\nsolid: peak ({', '.join(methods)}){dashed}dotted: weights", fontsize=8
         )
+        text = _memory_sentence(p.cells, p.setup) + _counted_ratio(p.cells, p.setup)
         smallest = int(p.cells["batch_size"].astype(int).min())
         b1 = p.cells[p.cells["batch_size"] == smallest]
         share = (b1["weights_mib"] / b1["peak_memory_mib"]).dropna()
-        if not len(share):
-            return ""
-        return (
-            f"On {p.setup}, weights are {share.min():.0%}–{share.max():.0%} of the peak at "
-            f"batch {smallest}."
-        )
+        if len(share):
+            text += (
+                f" Weights are {share.min():.0%}–{share.max():.0%} of the peak at batch {smallest}."
+            )
+        return text
 
     fig, parts = _batch_lines(data, cells, title, line, finish)
-    shares = [p for p in parts if p]
+    counted = (
+        "The dashed line of the same colour is the counted weights + activation peak "
+        "(activation_peak_bytes: live tensor bytes besides the weights during one forward, "
+        "input included, counted on the meta device), the same on every device: the measured "
+        "peak above it is the allocator's and runtime's own (workspaces, caching, "
+        "fragmentation). "
+        if has_counted
+        else ""
+    )
     reading = (
-        "Peak memory is what the worker held above its pre-model baseline during the measured "
-        "forward (weights included); the dotted line of the same colour is the weights alone, "
-        "the static part, so the gap is activations and workspace. " + " ".join(shares)
+        "Solid lines are the measured peak memory: what the worker held above its pre-model "
+        "baseline (weights, activations and workspaces); the dotted line of the same colour "
+        "is the weights alone, so the gap is activations and workspace. "
+        + counted
+        + " ".join(p for p in parts if p)
     )
     return FigureResult(name, title, fig, reading)
 
@@ -710,7 +797,13 @@ def memory_vs_params(data: ReportData) -> FigureResult:
             list(sub["model"]),
             colors,
         )
-    reading = "Least-squares line of peak memory on parameter count. " + " ".join(readings)
+    methods = " ".join(_memory_sentence(p.cells, p.setup) for p in panels)
+    reading = (
+        "Least-squares line of measured peak memory on parameter count. "
+        + " ".join(readings)
+        + " "
+        + methods
+    )
     return FigureResult(name, title, fig, reading, fits=tuple(fits), labels=tuple(labels))
 
 
@@ -1098,6 +1191,497 @@ def speedup_vs_eager(data: ReportData) -> FigureResult:
     return FigureResult(name, title, fig, reading)
 
 
+# --------------------------------------------------------------------------- roofline
+
+
+def _pct(fraction: float) -> str:
+    return _percent(100 * fraction)
+
+
+def _rate(per_s: float, unit: str) -> str:
+    """A rate in G``unit``/s, or T``unit``/s from a thousand G up (``unit``: MAC or B)."""
+    if abs(per_s) >= 1e12:
+        return f"{per_s / 1e12:.3g} T{unit}/s"
+    return f"{per_s / GIGA:.3g} G{unit}/s"
+
+
+def _tick(v: float, _pos: Any = None) -> str:
+    return f"{v:,.0f}" if v >= 1 else f"{v:g}"
+
+
+def _batch_marker_pt2(batch_sizes: Any) -> np.ndarray:
+    """Marker area (points²) of the roofline's points: grows with log2 of the batch size."""
+    return 16.0 + 14.0 * np.log2(np.asarray(batch_sizes, dtype=float))
+
+
+def _roof_xy(
+    compute: float, bandwidth: float, x_lo: float, x_hi: float
+) -> tuple[list[float], list[float]]:
+    """The roofline min(compute, bandwidth × I) from ``x_lo`` to ``x_hi`` (MACs per byte) as
+    a polyline in (MACs/byte, MACs/s), its corner at the ridge compute ÷ bandwidth; with one
+    roof only, that roof alone."""
+    xs = [x_lo, x_hi]
+    ridge = compute / bandwidth
+    if math.isfinite(ridge) and x_lo < ridge < x_hi:
+        xs = [x_lo, ridge, x_hi]
+    return xs, [float(np.fmin(compute, bandwidth * x)) for x in xs]
+
+
+@dataclass(frozen=True, slots=True)
+class Standing:
+    """Where a network stands on one setup's roofline: its highest fraction of the compute
+    roof (``compute_fraction``, at ``compute_batch``) and its highest fraction of the
+    roofline bound at its own intensity (``roofline_fraction``, at ``roofline_batch`` and
+    ``intensity_macs_per_byte``); NaN where the roofs are not known."""
+
+    model: str
+    compute_fraction: float
+    compute_batch: int
+    roofline_fraction: float
+    roofline_batch: int
+    intensity_macs_per_byte: float
+    achieved_macs_per_s: float
+
+
+def roofline_standings(cells: pd.DataFrame, roofs: Roofs) -> list[Standing]:
+    """One :class:`Standing` per network of one setup's ``cells`` (sorted by name). The
+    compute fraction is achieved ÷ the measured GEMM roof drawn (the rows' own
+    ``compute_fraction`` where no roof was measured)."""
+    achieved = cells["achieved_macs_per_s"].astype(float)
+    if math.isfinite(roofs.compute_macs_per_s):
+        frac = achieved / roofs.compute_macs_per_s
+    else:
+        frac = pd.to_numeric(cells["compute_fraction"], errors="coerce").astype(float)
+    bound = roofs.bound_macs_per_s(cells["intensity_macs_per_byte"].astype(float))
+    sc = cells.assign(_frac=frac, _eff=achieved / bound, _rate=achieved)
+    out = []
+    for model, g in sc.groupby("model", sort=True):
+        g = g.sort_values("batch_size")
+        near = g.loc[g["_frac"].idxmax()] if g["_frac"].notna().any() else g.iloc[-1]
+        best = g.loc[g["_eff"].idxmax()] if g["_eff"].notna().any() else g.iloc[-1]
+        out.append(
+            Standing(
+                str(model),
+                float(near["_frac"]),
+                int(near["batch_size"]),
+                float(best["_eff"]),
+                int(best["batch_size"]),
+                float(best["intensity_macs_per_byte"]),
+                float(g["_rate"].max()),
+            )
+        )
+    return out
+
+
+def _roofline_sentence(setup: str, roofs: Roofs, standings: Sequence[Standing]) -> str:
+    """A panel's reading: its roofs, the networks nearest the compute roof and those
+    farthest from both (each at its best batch size)."""
+    if roofs.measured:
+        text = (
+            f"On {setup}, the measured roofs are {_rate(roofs.compute_macs_per_s, 'MAC')} "
+            f"(gemm) and {_rate(roofs.bandwidth_bytes_per_s, 'B')} (triad), meeting at "
+            f"{roofs.ridge_macs_per_byte:.3g} MACs/byte"
+        )
+    else:
+        have = [
+            f"{_rate(v, unit)} ({kind})"
+            for v, unit, kind in (
+                (roofs.compute_macs_per_s, "MAC", "gemm"),
+                (roofs.bandwidth_bytes_per_s, "B", "triad"),
+            )
+            if math.isfinite(v)
+        ]
+        text = f"On {setup}, " + (
+            f"only one roof was measured, {have[0]}"
+            if have
+            else "no ceilings were measured (no ceilings.parquet for this machine, device, "
+            "dtype and threads), so only the points are drawn"
+        )
+    if math.isfinite(roofs.conv3x3_macs_per_s):
+        text += f"; a 3×3 convolution reaches {_rate(roofs.conv3x3_macs_per_s, 'MAC')}"
+    sheet = [
+        _rate(v, unit)
+        for v, unit in (
+            (roofs.datasheet_compute_macs_per_s, "MAC"),
+            (roofs.datasheet_bandwidth_bytes_per_s, "B"),
+        )
+        if math.isfinite(v)
+    ]
+    if sheet:
+        cite = f" ({roofs.datasheet_citation})" if roofs.datasheet_citation else ""
+        text += f"; the datasheet gives {' and '.join(sheet)}{cite}"
+    text += "."
+    ranked = sorted(
+        (s for s in standings if math.isfinite(s.compute_fraction)),
+        key=lambda s: (-s.compute_fraction, s.model),
+    )
+    k = 2 if len(standings) >= 4 else 1
+    near = ranked[:k]
+    if near:
+        phrases = [f"{s.model} ({_pct(s.compute_fraction)} of it at batch {s.compute_batch})"
+                   for s in near]  # fmt: skip
+        text += " Nearest the compute roof: " + _names(phrases) + "."
+    elif standings:
+        fastest = max(standings, key=lambda s: (s.achieved_macs_per_s, s.model))
+        text += f" Highest rate: {fastest.model} ({_rate(fastest.achieved_macs_per_s, 'MAC')})."
+    named = {s.model for s in near}
+    far = sorted(
+        (s for s in standings if math.isfinite(s.roofline_fraction) and s.model not in named),
+        key=lambda s: (s.roofline_fraction, s.model),
+    )[:k]
+    if far:
+        text += (
+            " Farthest from both roofs: "
+            + _names(
+                [
+                    f"{s.model} (at best {_pct(s.roofline_fraction)} of the roofline bound, "
+                    f"at batch {s.roofline_batch} and {s.intensity_macs_per_byte:.3g} MACs/byte)"
+                    for s in far
+                ]
+            )
+            + "."
+        )
+    return text
+
+
+def _roofline_limits(
+    pts: pd.DataFrame, roofs: Roofs
+) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Axis limits (MACs/byte, GMAC/s) holding every point, the ridges and the roofs."""
+    xs = [float(v) for v in pts["intensity_macs_per_byte"]]
+    ridges = [
+        roofs.ridge_macs_per_byte,
+        roofs.datasheet_compute_macs_per_s / roofs.datasheet_bandwidth_bytes_per_s,
+    ]
+    xs += [r for r in ridges if _finite_positive(r)]
+    ys = [float(v) / GIGA for v in pts["achieved_macs_per_s"]]
+    tops = [
+        v / GIGA
+        for v in (
+            roofs.compute_macs_per_s,
+            roofs.conv3x3_macs_per_s,
+            roofs.datasheet_compute_macs_per_s,
+        )
+        if _finite_positive(v)
+    ]
+    return (min(xs) / 4, max(xs) * 4), (min(ys) / 4, max(ys + tops) * 2.5)
+
+
+def _finite_positive(v: float) -> bool:
+    return math.isfinite(v) and v > 0
+
+
+def _draw_roofs(ax: Any, roofs: Roofs, x_lo: float, x_hi: float) -> list[Any]:
+    """The measured roofline (solid, ridge marked), the conv3x3 ceiling (thin dashed) and the
+    datasheet roofline (dotted); returns the legend handles."""
+    handles = []
+    if math.isfinite(roofs.compute_macs_per_s) or math.isfinite(roofs.bandwidth_bytes_per_s):
+        xs, ys = _roof_xy(roofs.compute_macs_per_s, roofs.bandwidth_bytes_per_s, x_lo, x_hi)
+        parts = [
+            f"{_rate(v, unit)} {kind}"
+            for v, unit, kind in (
+                (roofs.compute_macs_per_s, "MAC", "gemm"),
+                (roofs.bandwidth_bytes_per_s, "B", "triad"),
+            )
+            if math.isfinite(v)
+        ]
+        (line,) = ax.plot(
+            xs,
+            [y / GIGA for y in ys],
+            color="0.15",
+            lw=1.8,
+            gid="roofline",
+            label="measured: " + ", ".join(parts),
+            zorder=1,
+        )
+        handles.append(line)
+        if roofs.measured:
+            ridge = roofs.ridge_macs_per_byte
+            ax.plot([ridge], [roofs.compute_macs_per_s / GIGA], marker="D", ms=5, color="0.15")
+            ax.annotate(
+                f"ridge {ridge:.3g} MACs/B",
+                (ridge, roofs.compute_macs_per_s / GIGA),
+                xytext=(4, 5),
+                textcoords="offset points",
+                fontsize=7,
+                color="0.2",
+            )
+    if math.isfinite(roofs.conv3x3_macs_per_s):
+        conv = ax.axhline(
+            roofs.conv3x3_macs_per_s / GIGA,
+            color="0.3",
+            ls="--",
+            lw=0.9,
+            gid="conv3x3",
+            label=f"conv3x3: {_rate(roofs.conv3x3_macs_per_s, 'MAC')}",
+            zorder=1,
+        )
+        handles.append(conv)
+    dc, db = roofs.datasheet_compute_macs_per_s, roofs.datasheet_bandwidth_bytes_per_s
+    if math.isfinite(dc) or math.isfinite(db):
+        xs, ys = _roof_xy(dc, db, x_lo, x_hi)
+        # the legend names the sheet; its address is in the reading
+        cite = roofs.datasheet_citation.split(", http")[0].split("; ")[0]
+        short = cite if len(cite) <= 60 else cite[:59] + "…"
+        (sheet,) = ax.plot(
+            xs,
+            [y / GIGA for y in ys],
+            color="0.45",
+            ls=":",
+            lw=1.4,
+            gid="datasheet",
+            label=f"datasheet ({short})" if short else "datasheet",
+            zorder=1,
+        )
+        handles.append(sheet)
+    return handles
+
+
+def _batch_handles(ax: Any, batch_sizes: Sequence[int]) -> list[Any]:
+    sizes = sorted(set(batch_sizes))
+    if len(sizes) > 4:
+        sizes = [sizes[0], sizes[len(sizes) // 3], sizes[2 * len(sizes) // 3], sizes[-1]]
+    area = _batch_marker_pt2(sizes)
+    return [
+        ax.scatter([], [], s=float(a), color="0.6", edgecolor="0.3", label=f"batch {b}")
+        for a, b in zip(area, sizes, strict=True)
+    ]
+
+
+def roofline(data: ReportData) -> FigureResult:
+    """12. Roofline: achieved GMAC/s vs arithmetic intensity (MACs per byte), log-log, one
+    panel per setup; the measured roofs min(gemm, triad × I), the conv3x3 ceiling and the
+    datasheet roofs where known."""
+    name, title = "12-roofline", "Roofline: achieved rate vs arithmetic intensity"
+    cells = data.cells
+    ok = np.isfinite(cells["intensity_macs_per_byte"].astype(float)) & np.isfinite(
+        cells["achieved_macs_per_s"].astype(float)
+    )
+    cells = cells[ok]
+    cells = cells[(cells["intensity_macs_per_byte"] > 0) & (cells["achieved_macs_per_s"] > 0)]
+    if cells.empty:
+        return _skip(
+            name,
+            title,
+            "No cell has both an arithmetic intensity (intensity_macs_per_byte, from the "
+            "bytes each forward reads and writes) and an achieved rate (achieved_macs_per_s); "
+            "runs made before these columns existed have neither, so there is no roofline.",
+        )
+    roofs_of = setup_roofs(data)
+    fig, panels = _setup_panels(cells, title, height=PANEL_H_IN + 1.0)
+    pending, readings = [], []
+    for p in panels:
+        ax, sc = p.ax, p.cells.sort_values(["model", "batch_size"])
+        roofs = roofs_of[p.setup]
+        (x_lo, x_hi), (y_lo, y_hi) = _roofline_limits(sc, roofs)
+        handles = _draw_roofs(ax, roofs, x_lo, x_hi)
+        colors = [data.colors[m] for m in sc["model"]]
+        ax.scatter(
+            sc["intensity_macs_per_byte"],
+            sc["achieved_macs_per_s"] / GIGA,
+            s=_batch_marker_pt2(sc["batch_size"]),
+            c=colors,
+            alpha=0.8,
+            edgecolors="0.25",
+            lw=0.5,
+            zorder=3,
+        )
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        for axis in (ax.xaxis, ax.yaxis):
+            axis.set_major_locator(LogLocator(base=10, numticks=12))
+            axis.set_major_formatter(FuncFormatter(_tick))
+            axis.set_minor_formatter(NullFormatter())
+        ax.set_xlim(x_lo, x_hi)
+        ax.set_ylim(y_lo, y_hi)
+        ax.set_xlabel("arithmetic intensity (MACs per byte read and written)")
+        ax.set_ylabel("achieved rate (GMAC/s)")
+        ax.set_title(p.setup, fontsize=9)
+        handles += _batch_handles(ax, [int(b) for b in sc["batch_size"]])
+        ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncols=2,
+                  frameon=False, fontsize=7, scatterpoints=1)  # fmt: skip
+        last = sc.groupby("model", sort=True).tail(1)  # each network at its largest batch
+        pending.append((ax, last))
+        readings.append(_roofline_sentence(p.setup, roofs, roofline_standings(sc, roofs)))
+    _model_legend(fig, data, cells["model"].unique())
+    _freeze_layout(fig)
+    labels = []
+    for ax, last in pending:
+        labels += place_labels(
+            ax,
+            list(last["intensity_macs_per_byte"]),
+            list(last["achieved_macs_per_s"] / GIGA),
+            list(last["model"]),
+            [data.colors[m] for m in last["model"]],
+            list(_batch_marker_pt2(last["batch_size"])),
+        )
+    reading = (
+        "Each point is a cell: x is its arithmetic intensity, MACs per image ÷ bytes per "
+        "image, the bytes every op of the forward reads and writes (counted, no cache reuse, "
+        "so an upper bound on memory traffic and the intensity a lower bound: a point can sit "
+        "above the sloped roof where caches serve part of that traffic); y is MACs × "
+        "batch ÷ median latency. Marker area grows with the batch size; each network is "
+        "named at its largest batch. The solid line is the roofline of the measured ceilings, "
+        "min(gemm, triad bandwidth × intensity), its corner the ridge point; the thin dashed "
+        "line is the measured 3×3-convolution rate and the dotted one the datasheet's peaks "
+        "where known. A point far below both roofs is held back by neither arithmetic nor "
+        "bandwidth but by overhead (small kernels, layout changes, Python). " + " ".join(readings)
+    )
+    return FigureResult(name, title, fig, reading, labels=tuple(labels))
+
+
+# --------------------------------------------------------------------------- layer types
+
+
+@dataclass(frozen=True, slots=True)
+class LayerShares:
+    """One per-layer profile (``effbench profile``): per layer group, the share of the
+    summed layer time and of the MACs; the layers' summed time and the plain forward's."""
+
+    model: str
+    setup: str
+    batch_size: int
+    image_size: int
+    groups: tuple[str, ...]
+    time_share: tuple[float, ...]
+    mac_share: tuple[float, ...]
+    sum_layers_ms: float
+    forward_ms: float
+
+    def excess(self) -> list[tuple[str, float, float]]:
+        """(group, time share, MAC share) of the groups whose time share exceeds their MAC
+        share by more than half a percentage point, largest excess first."""
+        rows = [
+            (g, t, 0.0 if math.isnan(m) else m)
+            for g, t, m in zip(self.groups, self.time_share, self.mac_share, strict=True)
+        ]
+        over = [r for r in rows if r[1] - r[2] > 0.005]
+        return sorted(over, key=lambda r: (-(r[1] - r[2]), self.groups.index(r[0])))
+
+
+def profiles(data: ReportData) -> list[LayerShares]:
+    """The profiles in ``data.layers``, one per (network, setup, batch size, image size):
+    where the same profile was made more than once, the latest (by timestamp). Sorted by
+    network, setup and batch size."""
+    layers = data.layers
+    if layers.empty:
+        return []
+    key = list(PROFILE_KEY)
+    stamp = layers["timestamp"].astype(str)
+    latest = stamp.groupby([layers[k].astype(str) for k in key]).transform("max")
+    layers = layers[stamp == latest]
+    firsts = layers.drop_duplicates(key)
+    labels = setup_labels(firsts.assign(host=firsts["hostname"].fillna("unknown host")))
+    config = firsts["config"].astype(str)
+    labels = labels.where(config == EAGER, labels + " · " + config)
+    out = []
+    for (_, first), label in zip(firsts.iterrows(), labels, strict=True):
+        same = np.logical_and.reduce([layers[k].astype(str) == str(first[k]) for k in key])
+        out.append(_profile(layers[same], str(label)))
+    return sorted(out, key=lambda p: (p.model, p.setup, p.batch_size, p.image_size))
+
+
+def _profile(rows: pd.DataFrame, setup: str) -> LayerShares:
+    sums = rows.groupby("group", sort=False)[["time_ms", "macs"]].sum(min_count=1)
+    order = [g for g in LAYER_GROUPS if g in sums.index]
+    order += sorted(g for g in sums.index if g not in LAYER_GROUPS)
+    sums = sums.loc[order]
+    total_t, total_m = float(sums["time_ms"].sum()), float(sums["macs"].sum())
+    time_share = sums["time_ms"] / total_t if total_t > 0 else sums["time_ms"] * np.nan
+    mac_share = sums["macs"] / total_m if total_m > 0 else sums["macs"] * np.nan
+    first = rows.iloc[0]
+    summed = float(first["sum_layers_ms"]) if pd.notna(first["sum_layers_ms"]) else total_t
+    return LayerShares(
+        str(first["model"]),
+        setup,
+        int(first["batch_size"]),
+        int(first["image_size"]) if pd.notna(first["image_size"]) else 0,
+        tuple(order),
+        tuple(float(v) for v in time_share.fillna(0.0)),
+        tuple(float(v) for v in mac_share),
+        summed,
+        float(first["forward_ms"]),
+    )
+
+
+def _px(p: LayerShares) -> str:
+    """`` · N px`` unless the image is 224 px, the size of most networks here, or unknown."""
+    return "" if p.image_size == 224 else f" · {p.image_size} px" if p.image_size else ""
+
+
+def _profile_sentence(p: LayerShares) -> str:
+    over = p.excess()[:2]
+    text = f"{p.model} on {p.setup}, batch {p.batch_size}{_px(p)}: "
+    if over:
+        text += "; ".join(
+            f"{g} layers take {_pct(t)} of the layer time for {_pct(m)} of the MACs"
+            for g, t, m in over
+        )
+    else:
+        text += "time follows the MACs (no group's time share exceeds its MAC share)"
+    if math.isfinite(p.forward_ms) and p.forward_ms > 0:
+        text += (
+            f"; the layers add up to {p.sum_layers_ms:.3g} ms against {p.forward_ms:.3g} ms "
+            f"for the plain forward ({p.sum_layers_ms / p.forward_ms:.2f}×)"
+        )
+    return text + "."
+
+
+def layer_types(data: ReportData) -> FigureResult:
+    """13. Time share vs MAC share per layer group (conv, depthwise conv, norm, ...), one
+    panel per per-layer profile (``effbench profile``)."""
+    name, title = "13-layer-types", "Time share vs MAC share per layer type"
+    found = profiles(data)
+    if not found:
+        return _skip(
+            name,
+            title,
+            "No per-layer profile was given; make one with `effbench profile MODEL --out DIR` "
+            "and pass DIR to the report with the runs.",
+        )
+    n_groups = max(len(p.groups) for p in found)
+    fig, axes = _new_figure(len(found), title, height=0.42 * n_groups + 1.4)
+    neutral = (0.35, 0.45, 0.6)
+    for ax, p in zip(axes, found, strict=True):
+        y = np.arange(len(p.groups), dtype=float)
+        color = data.colors.get(p.model, neutral)
+        t = [100 * v for v in p.time_share]
+        m = [0.0 if math.isnan(v) else 100 * v for v in p.mac_share]
+        ax.barh(y - 0.2, t, height=0.38, color=color, label="time share")
+        ax.barh(y + 0.2, m, height=0.38, color="0.78", edgecolor="0.45", lw=0.5, hatch="///",
+                label="MAC share")  # fmt: skip
+        top = max(*t, *m, 1.0)
+        for yy, tv, mv in zip(y, t, m, strict=True):
+            ax.text(tv + top * 0.01, yy - 0.2, _percent(tv), va="center", fontsize=6.5)
+            ax.text(mv + top * 0.01, yy + 0.2, _percent(mv), va="center", fontsize=6.5)
+        ax.set_yticks(y, list(p.groups))
+        ax.set_ylim(len(p.groups) - 0.5, -0.5)
+        ax.set_xlim(0, top * 1.2)
+        ax.grid(axis="y", visible=False)
+        forward = f", forward {p.forward_ms:.3g} ms" if math.isfinite(p.forward_ms) else ""
+        ax.set_xlabel(f"share (%) · layers {p.sum_layers_ms:.3g} ms{forward}")
+        ax.set_title(f"{p.model} · batch {p.batch_size}{_px(p)}\n{p.setup}", fontsize=8.5)
+    fig.legend(
+        handles=[
+            Patch(color="0.35", label="time share (of the summed layer time)"),
+            Patch(facecolor="0.78", edgecolor="0.45", hatch="///", label="MAC share"),
+        ],
+        loc="outside lower center",
+        ncols=2,
+        frameon=False,
+    )
+    reading = (
+        "Per layer group, the share of the summed per-layer time (effbench profile times each "
+        "leaf layer with hooks) against the share of the layers' MACs; a group whose time "
+        "share exceeds its MAC share spends its time on memory traffic and overhead rather "
+        "than multiplying (depthwise convolutions, norms and activations do few MACs per "
+        "byte). The layer times include the hooks' own overhead, so their sum can exceed the "
+        "plain forward; where it falls short, the rest ran outside leaf layers (residual "
+        "adds, concatenations). " + " ".join(_profile_sentence(p) for p in found)
+    )
+    return FigureResult(name, title, fig, reading)
+
+
 FIGURES: tuple[Callable[[ReportData], FigureResult], ...] = (
     accuracy_bar,
     accuracy_vs_ops,
@@ -1110,4 +1694,6 @@ FIGURES: tuple[Callable[[ReportData], FigureResult], ...] = (
     accuracy_density,
     energy_vs_accuracy,
     speedup_vs_eager,
+    roofline,
+    layer_types,
 )

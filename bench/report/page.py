@@ -17,10 +17,19 @@ import numpy as np
 import pandas as pd
 
 from bench.escape import csv_text, markdown_text
-from bench.report.data import EAGER, WRONG_OUTPUT_COLUMNS, ReportData
+from bench.report.data import EAGER, WRONG_OUTPUT_COLUMNS, ReportData, setup_roofs
 from bench.report.figures import DPI
+from bench.units import GIGA
 
 REPORT_FORMAT = 1
+# Summary columns of the memory count and the roofline, left out where no row has them
+# (runs made before they were recorded).
+ROOFLINE_SUMMARY = (
+    "activation_peak_mib_bs1",
+    "intensity_macs_per_byte_bs1",
+    "achieved_gmacs_per_s_max",
+    "compute_fraction_bs_max",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +58,11 @@ SUMMARY_COLUMNS: tuple[Column, ...] = (
     Column("max_rel_err", "max rel. error", "{:.2g}"),
     Column("throughput_ips_max", "max images / s", "{:.1f}"),
     Column("peak_memory_mib_bs1", "peak memory at batch 1 (MiB)", "{:.1f}"),
+    Column("activation_peak_mib_bs1", "counted activations at batch 1 (MiB)", "{:.1f}"),
     Column("weights_mib", "weights (MiB)", "{:.1f}"),
+    Column("intensity_macs_per_byte_bs1", "MACs / byte at batch 1", "{:.3g}"),
+    Column("achieved_gmacs_per_s_max", "max GMAC/s", "{:.3g}"),
+    Column("compute_fraction_bs_max", "of compute roof at largest batch", "{:.1%}"),
     Column("power_w_max", "max power (W)", "{:.1f}"),
     Column("energy_per_image_j_min", "min energy / image (J)", "{:.3g}"),
     Column("batch_sizes_ok", "batch sizes ok", "{:.0f}"),
@@ -98,7 +111,7 @@ def summary_table(data: ReportData) -> pd.DataFrame:
             df[c] = pd.to_numeric(df[c], errors="coerce")
     df["speedup_bs1"] = _speedup_bs1(df) if data.shows_config else np.nan
     # Columns that no setup measured (no power anywhere) are left out rather than shown empty.
-    optional = ("speedup_bs1", "compile_s", "max_rel_err", "output_ok")
+    optional = ("speedup_bs1", "compile_s", "max_rel_err", "output_ok", *ROOFLINE_SUMMARY)
     empty = [c for c in ("power_w_max", "energy_per_image_j_min", *optional) if df[c].isna().all()]
     if not data.shows_config:
         empty += ["config", "base_setup"]
@@ -120,6 +133,10 @@ def _measured(g: pd.DataFrame) -> dict[str, Any]:
         best_batch_size=np.nan if best is None else best["batch_size"],
         throughput_ips_max=g["throughput_ips"].max(),
         peak_memory_mib_bs1=b1["peak_memory_mib"].iloc[0] if len(b1) else np.nan,
+        activation_peak_mib_bs1=b1["activation_peak_mib"].iloc[0] if len(b1) else np.nan,
+        intensity_macs_per_byte_bs1=b1["intensity_macs_per_byte"].iloc[0] if len(b1) else np.nan,
+        achieved_gmacs_per_s_max=g["achieved_macs_per_s"].max() / GIGA,
+        compute_fraction_bs_max=g["compute_fraction"].iloc[-1],
         weights_mib=g["weights_mib"].iloc[0],
         power_w_max=g["power_plot_w"].max(),
         energy_per_image_j_min=g["energy_plot_per_image_j"].min(),
@@ -259,8 +276,8 @@ def _table_groups(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
 def _configs_sentence(data: ReportData) -> str:
     return (
         f"Configurations: {', '.join(data.configs)}. Each setup label ends in its "
-        "configuration, so every table row and every panel of figures 3 to 8 and 10 shows "
-        "one configuration, never a mix; figure 11 sets each against eager."
+        "configuration, so every table row and every panel of figures 3 to 8, 10 and 12 "
+        "shows one configuration, never a mix; figure 11 sets each against eager."
     )
 
 
@@ -530,7 +547,7 @@ def _figures_html(
     out = ['<h2 id="figures">Figures</h2>']
     if data.shows_config:
         out.append(
-            "<p>In figures 3 to 8 and 10 each panel shows one configuration, named at the end "
+            "<p>In figures 3 to 8, 10 and 12 each panel shows one configuration, named at the end "
             "of its setup label (machine · dtype · configuration); figure 11 divides eager's "
             "latency by each other configuration's, one panel per machine and dtype.</p>"
         )
@@ -592,6 +609,19 @@ def report_json(data: ReportData, figures: Sequence[Any], files: dict[str, list[
         ],
         "figures_left_out": [
             {"name": f.name, "title": f.title, "why": f.skipped} for f in figures if f.skipped
+        ],
+        "roofs": [
+            {
+                "setup": setup,
+                "compute_macs_per_s": clean(r.compute_macs_per_s),
+                "bandwidth_bytes_per_s": clean(r.bandwidth_bytes_per_s),
+                "ridge_macs_per_byte": clean(r.ridge_macs_per_byte),
+                "conv3x3_macs_per_s": clean(r.conv3x3_macs_per_s),
+                "datasheet_compute_macs_per_s": clean(r.datasheet_compute_macs_per_s),
+                "datasheet_bandwidth_bytes_per_s": clean(r.datasheet_bandwidth_bytes_per_s),
+                "datasheet_citation": r.datasheet_citation or None,
+            }
+            for setup, r in setup_roofs(data).items()
         ],
         "fits": [
             {

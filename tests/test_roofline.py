@@ -1,0 +1,172 @@
+"""The roofline columns of a sweep, the run's ceilings, the memory pass, and the `peak` and
+`profile` commands end to end (the measurements themselves: test_ceilings, test_traffic,
+test_profile)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from conftest import FAST, effbench
+
+from bench.probes.memory import MemoryPass
+from bench.profile import PROFILE_COLUMNS
+from bench.store import CEILINGS, discover, load_profiles, load_results, read_ceilings
+
+
+class FakeProbe:
+    method = "fake"
+
+    def __init__(self, log: list[str], peak: int = 1000) -> None:
+        self.log, self.peak = log, peak
+
+    def baseline(self) -> None:
+        self.log.append("baseline")
+
+    def reset_peak(self) -> None:
+        self.log.append("reset_peak")
+
+    def peak_above_baseline(self) -> int:
+        self.log.append("peak")
+        return self.peak
+
+
+class FakeMalloc:
+    name = "fake"
+
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+
+    def release(self) -> None:
+        self.log.append("release")
+
+    def follow_live(self) -> None:
+        self.log.append("follow_live")
+
+    def steady(self) -> None:
+        self.log.append("steady")
+
+
+def test_the_memory_pass_frees_first_and_puts_malloc_back_even_when_the_forward_fails() -> None:
+    log: list[str] = []
+    memory = MemoryPass(FakeProbe(log), FakeMalloc(log))
+    # the allocator is fixed before the baseline (and the model), so every cell is timed
+    # under the same malloc, and the baseline is of a trimmed heap, as the pass starts from
+    assert log == ["release", "steady", "baseline"]
+    got = memory.measure(lambda: log.append("forward"), lambda: log.append("sync"))
+    one = ["reset_peak", "forward", "sync", "peak"]
+    assert log[3:] == ["follow_live", *one, *one, "steady"]
+    assert got == {"peak_memory_bytes": 1000, "memory_method": "fake; own pass, fake malloc"}
+
+    log.clear()
+
+    def boom() -> None:
+        raise RuntimeError("forward failed")
+
+    with pytest.raises(RuntimeError):
+        memory.measure(boom, lambda: None)
+    assert log[-1] == "steady"  # the timed forwards never run with the pass's settings
+
+
+def test_the_memory_pass_keeps_the_smaller_peak() -> None:
+    peaks = iter([5000, 3000])
+
+    class Probe(FakeProbe):
+        def peak_above_baseline(self) -> int:
+            return next(peaks)
+
+    memory = MemoryPass(Probe([]), FakeMalloc([]))
+    assert memory.measure(lambda: None, lambda: None)["peak_memory_bytes"] == 3000
+
+
+def test_an_unknown_peak_is_empty_not_negative() -> None:
+    memory = MemoryPass(FakeProbe([], peak=-1), FakeMalloc([]))
+    assert memory.measure(lambda: None, lambda: None)["peak_memory_bytes"] is None
+
+
+def _env_with_ceilings() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k != "EFFBENCH_NO_CEILINGS"}
+
+
+def test_a_run_measures_ceilings_once_and_places_every_cell_on_them(out_dir: Path) -> None:
+    args = ["run", "--models", "lenet5", "--batch-sizes", "1,4", "--threads", "1"]
+    r = effbench(
+        [*args, "--out", str(out_dir), "--run-id", "roof", *FAST], env=_env_with_ceilings()
+    )
+    assert r.returncode == 0, r.stderr
+    run = out_dir / "roof"
+    ceilings = read_ceilings(run)
+    measured = ceilings[ceilings["source"] == "measured"]
+    assert set(measured["kind"]) == {"gemm", "conv3x3", "triad", "copy"}
+    keys = measured[["device", "dtype", "threads"]].drop_duplicates()
+    assert [tuple(k) for k in keys.itertuples(index=False)] == [("cpu", "float32", 1)]
+    assert (measured["value"] > 0).all() and measured["value"].map(math.isfinite).all()
+    gemm = float(measured.set_index("kind").loc["gemm", "value"])
+    df = load_results([run]).sort_values("batch_size")
+    for row in df.itertuples():
+        achieved = row.macs * row.batch_size / (row.latency_ms_median / 1e3)
+        assert row.achieved_macs_per_s == pytest.approx(achieved, rel=1e-12)
+        assert row.compute_fraction == pytest.approx(achieved / gemm, rel=1e-12)
+        assert row.intensity_macs_per_byte == pytest.approx(row.macs / row.bytes_per_image)
+    # weights are read once per batch: the bytes per image fall as the batch grows
+    assert df["bytes_per_image"].is_monotonic_decreasing
+    assert list(df["activation_peak_bytes"]) == [df["activation_peak_bytes"].iloc[0] * b
+                                                 for b in (1, 4)]  # fmt: skip
+
+    again = effbench(["run", "--resume", str(run)], env=_env_with_ceilings())
+    assert again.returncode == 0, again.stderr
+    assert "ceilings of" not in again.stderr  # the folder has them: nothing is re-measured
+    pd.testing.assert_frame_equal(read_ceilings(run), ceilings)
+
+
+def test_no_ceilings_leaves_the_fraction_empty(out_dir: Path) -> None:
+    args = ["run", "--models", "tiny_mlp", "--no-ceilings", "--out", str(out_dir)]
+    r = effbench([*args, "--run-id", "bare", *FAST], env=_env_with_ceilings())
+    assert r.returncode == 0, r.stderr
+    assert not (out_dir / "bare" / CEILINGS).exists()
+    df = load_results([out_dir / "bare"])
+    assert df["compute_fraction"].isna().all() and df["achieved_macs_per_s"].notna().all()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "--models", "tiny_mlp", "--ceilings", "--executor", "ray"], "effbench peak"),
+        (["peak", "--dtypes", "float8"], "unknown dtype 'float8'"),
+        (["peak", "--precision", "2"], "between 0 and 1"),
+        (["peak", "--devices", "cuda:3"], "not present"),
+        (["profile", "resnet5O", "--no-ceilings"], "did you mean 'resnet50'"),
+        (["profile", "tiny_mlp", "--config", "compile", "--no-ceilings"], "eager"),
+        (["profile", "tiny_mlp", "--batch-size", "0", "--no-ceilings"], "--batch-size 0"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str) -> None:
+    r = effbench(args)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert message in r.stderr and "Traceback" not in r.stderr
+
+
+def test_profile_writes_a_file_the_report_finds(tmp_path: Path) -> None:
+    out = tmp_path / "profiles"
+    r = effbench(["profile", "squeezenet1_1", "--no-ceilings", "--threads", "1", "--format",
+                  "json", "--out", str(out)])  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    shown: dict[str, Any] = json.loads(r.stdout)
+    files = sorted(out.glob("profile-*.parquet"))
+    assert len(files) == 1
+    assert tuple(pq.read_schema(files[0]).names) == PROFILE_COLUMNS
+    found = discover([tmp_path])  # a folder holding only profiles is a valid input
+    layers = load_profiles(found)
+    assert len(layers) == len(shown["rows"])
+    # the layers' multiply-adds add up to torchvision's own figure for the network
+    from torchvision.models import SqueezeNet1_1_Weights
+
+    assert round(layers["macs"].sum() / 1e9, 3) == SqueezeNet1_1_Weights.DEFAULT.meta["_ops"]
+    assert set(layers["group"]) <= {"conv", "activation", "pool", "other"}
+    assert layers["time_ms"].sum() == pytest.approx(shown["sum_layers_ms"])
