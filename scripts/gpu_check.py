@@ -43,7 +43,10 @@ STEPS = {
     "sweep-dtypes": "sweep-dtypes: every planned cell ok",
     "sweep-configs": "sweep-configs: every planned cell ok",
     "sweep-parallel": "sweep-parallel (--parallel, one lane per GPU): every planned cell ok",
+    "profile": "per-layer profile: layers sum to the plain forward",
 }
+CEILINGS_CHECK = "ceilings vs datasheet (gemm 30-105%, triad 50-105%)"
+PROFILE_TOLERANCE = 0.15
 COMPILER_PARTS = {
     "compile": ("compile", "compile-max-autotune"),  # compile:BACKEND is "compile" here
     "cudagraphs": ("cudagraphs",),
@@ -226,6 +229,62 @@ def check_sweep(name: str, run_dir: Path, step: Step | None, df: Any) -> Check:
         )
     ok = step.rc == 0 and planned > 0 and len(rows) == planned and not len(bad)
     return Check(title, PASS if ok else FAIL, detail)
+
+
+def check_ceilings(run_dir: Path, dry_run: bool) -> Check:
+    """Pass: the sweep measured ceilings for every dtype, and where the GPU has a cited
+    datasheet, the measured GEMM is 30-105% of its peak and the triad 50-105% of its
+    bandwidth (a measured rate above the sheet means the sheet or the timing is wrong)."""
+    import pandas as pd
+
+    if dry_run:
+        return Check(CEILINGS_CHECK, DRY, "the dry run's sweeps skip ceilings (seconds each)")
+    path = run_dir / "ceilings.parquet"
+    if not path.exists():
+        return Check(CEILINGS_CHECK, FAIL, f"no {path.name} in {run_dir.name}")
+    c = pd.read_parquet(path)
+    seen, ok = [], True
+    for dtype, rows in c.groupby("dtype"):
+        value = dict(zip(rows["kind"], rows["value"], strict=True))
+        gemm, triad = value.get("gemm"), value.get("triad")
+        if gemm is None or triad is None:
+            ok = False
+            seen.append(f"{dtype}: gemm or triad missing")
+            continue
+        text = f"{dtype}: gemm {gemm / 1e12:.1f} TMAC/s, triad {triad / 1e12:.2f} TB/s"
+        sheet_c, sheet_b = value.get("datasheet_compute"), value.get("datasheet_bandwidth")
+        if sheet_c and sheet_b:
+            rc, rb = gemm / sheet_c, triad / sheet_b
+            ok &= 0.3 <= rc <= 1.05 and 0.5 <= rb <= 1.05
+            text += f" ({rc:.0%} and {rb:.0%} of the datasheet)"
+        else:
+            text += " (no datasheet entry)"
+        seen.append(text)
+    return Check(CEILINGS_CHECK, PASS if ok else FAIL, "; ".join(seen))
+
+
+def check_profile(work: Path, step: Step | None, tolerance: float) -> Check:
+    """Pass: `effbench profile` ran and its layers add up to its plain forward's median
+    within ``tolerance`` (hooks, synchronisation and work outside leaf layers)."""
+    import pandas as pd
+
+    title = f"{STEPS['profile']} within {tolerance:.0%}"
+    if step is None:
+        return Check(title, FAIL, "the step did not run")
+    files = sorted((work / "profiles").glob("profile-*.parquet"))
+    if step.rc != 0 or not files:
+        return Check(title, FAIL, f"no profile written ({step.describe()})")
+    layers = pd.read_parquet(files[0])
+    forward, summed = float(layers["forward_ms"].iloc[0]), float(layers["sum_layers_ms"].iloc[0])
+    top = layers.sort_values("time_ms", ascending=False).head(3)
+    ratio = summed / forward
+    detail = (
+        f"{layers['model'].iloc[0]} b{layers['batch_size'].iloc[0]} "
+        f"{layers['dtype'].iloc[0]}: layers {summed:.3f} ms, forward {forward:.3f} ms "
+        f"({ratio:.2f}x); slowest: "
+        + ", ".join(f"{r.layer} {r.time_ms:.3f} ms" for r in top.itertuples())
+    )
+    return Check(title, PASS if abs(ratio - 1) <= tolerance else FAIL, detail)
 
 
 def _cell(r: Any) -> str:
@@ -639,6 +698,13 @@ def check(args: argparse.Namespace) -> int:
         checks.append(Check("results readable", FAIL, f"{type(e).__name__}: {e}"[:300]))
     ok = df[df["status"] == "ok"]
     checks += [check_sweep(r.name, r, steps.get(r.name), df) for r in runs]
+    checks.append(_guarded(CEILINGS_CHECK, lambda: check_ceilings(runs[0], dry)))
+    checks.append(
+        _guarded(
+            STEPS["profile"],
+            lambda: check_profile(work, steps.get("profile"), args.profile_tolerance),
+        )
+    )
     measured: list[tuple[str, Callable[[], Check]]] = [
         ("peak_memory_bytes >= weights_bytes", lambda: check_peak_vs_weights(ok, device)),
         ("peak_memory_bytes increases with batch size", lambda: check_peak_grows(ok)),
@@ -710,6 +776,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="largest |suite/Timer - 1| that passes (0.03)",
     )
     c.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    c.add_argument(
+        "--profile-tolerance",
+        type=float,
+        default=PROFILE_TOLERANCE,
+        help="largest |layers/forward - 1| of the profile that passes (0.15)",
+    )
     c.add_argument("--nvml-window-s", type=float, default=10.0)
     args = p.parse_args(argv)
     if args.command == "header":

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The GPU check (docs/gpu-validation.md): the gpu-marked tests, two short sweeps and the
-# checks of scripts/gpu_check.py, printed as a markdown table. At most 8 minutes on one GPU
-# (about 5.5 expected); needs torch, torchvision, pandas, pyarrow, seaborn, pytest and
+# The GPU check (docs/gpu-validation.md): the gpu-marked tests, three short sweeps (the
+# first with device ceilings), a per-layer profile and the checks of scripts/gpu_check.py,
+# printed as a markdown table. At most 9.5 minutes on one GPU (about 6.5 expected); needs torch, torchvision, pandas, pyarrow, seaborn, pytest and
 # nvidia-ml-py, and no network.
 #
 #   bash scripts/gpu_check.sh             on a machine with a CUDA GPU (uses cuda:0)
@@ -41,11 +41,11 @@ case ",${EFFBENCH_PLUGINS:-}," in
 esac
 export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 
-# Time limits of the steps (s): 450, and 5 s of grace each after a step's SIGTERM, make 8
-# minutes at most. Expected on an H200 (estimates, not yet measured): header 5, gpu tests
-# 45, sweep-dtypes 115, sweep-configs 120 (4 cold inductor compiles), sweep-parallel 25,
-# checks 45: ~6 min.
-T_HEADER=15 T_TESTS=65 T_DTYPES=130 T_CONFIGS=140 T_PARALLEL=40 T_CHECK=60
+# Time limits of the steps (s): 530, and 5 s of grace each after a step's SIGTERM, make
+# 9.5 minutes at most. Expected on an H200 (estimates, not yet measured): header 5, gpu
+# tests 45, sweep-dtypes 145 (with ceilings: ~10 s per dtype), sweep-configs 120 (4 cold
+# inductor compiles), sweep-parallel 25, profile 15, checks 45: ~6.5 min.
+T_HEADER=15 T_TESTS=65 T_DTYPES=165 T_CONFIGS=140 T_PARALLEL=40 T_PROFILE=45 T_CHECK=60
 
 if ((DRY)); then
   DEVICE=cpu
@@ -59,10 +59,14 @@ if ((DRY)); then
   : "${PARALLEL_MODELS:=alloc64}" "${PARALLEL_BATCHES:=1,2}" "${PARALLEL_DTYPES:=float32}"
   : "${PARALLEL_CONFIGS:=eager}" "${PARALLEL_REPEATS:=1}"
   : "${TIMER_CELLS:=alloc64:1:float32:eager}"
+  : "${PROFILE_MODEL:=lenet5}" "${PROFILE_BATCH:=4}" "${PROFILE_DTYPE:=float32}"
+  CEILINGS=(--no-ceilings)  # seconds per dtype on this CPU; the GPU run measures them
+  PROFILE_ARGS=(--threads 1)
   TIMING=(--threads 1 --warmup-iters 1 --warmup-time 0 --min-time 0.05 --max-time 0.3)
   # This CPU is shared: other processes take it for tens of ms at a time, so the dry run
   # checks that the Timer comparison runs and roughly agrees (25%), not the 3% of a GPU.
-  CHECK_ARGS=(--dry-run --threads 1 --timer-seconds 0.2 --pairs 9 --timer-tolerance 0.25)
+  CHECK_ARGS=(--dry-run --threads 1 --timer-seconds 0.2 --pairs 9 --timer-tolerance 0.25
+    --profile-tolerance 0.5)
   CELL_TIMEOUT=60
 else
   DEVICE=cuda:0
@@ -78,6 +82,9 @@ else
   : "${PARALLEL_MODELS:=resnet18}" "${PARALLEL_BATCHES:=1,8}" "${PARALLEL_DTYPES:=float32}"
   : "${PARALLEL_CONFIGS:=eager}" "${PARALLEL_REPEATS:=1}"
   : "${TIMER_CELLS:=resnet50:1:float32:eager,resnet50:64:float16:eager,mobilenet_v3_large:8:bfloat16:eager}"
+  : "${PROFILE_MODEL:=resnet50}" "${PROFILE_BATCH:=8}" "${PROFILE_DTYPE:=float16}"
+  CEILINGS=(--ceilings)
+  PROFILE_ARGS=()
   # The NVML energy counter needs a 1 s window: the worker raises --min-time to it.
   TIMING=(--warmup-iters 2 --warmup-time 0.1 --min-time 0.5 --max-time 1.5)
   CHECK_ARGS=()
@@ -114,7 +121,7 @@ sweep() {  # sweep NAME LIMIT_S [FLAG...]: one `effbench run` from the NAME's va
 
 echo "gpu_check: $( ((DRY)) && echo 'dry run on the CPU' || echo "GPU run on $DEVICE"); writing to $OUT"
 echo "gpu_check: limits (s): header $T_HEADER, gpu tests $T_TESTS, sweep-dtypes $T_DTYPES," \
-  "sweep-configs $T_CONFIGS, sweep-parallel $T_PARALLEL, checks $T_CHECK"
+  "sweep-configs $T_CONFIGS, sweep-parallel $T_PARALLEL, profile $T_PROFILE, checks $T_CHECK"
 HEADER_ARGS=(--work "$WORK")
 ((DRY)) && HEADER_ARGS+=(--dry-run)
 step header "$T_HEADER" "$PY" scripts/gpu_check.py header "${HEADER_ARGS[@]}"
@@ -132,11 +139,14 @@ else
   printf 'gpu-tests\t5\t0\t%s\n' "$T_TESTS" >>"$STEPS"
 fi
 
-sweep sweep-dtypes "$T_DTYPES"
-sweep sweep-configs "$T_CONFIGS"
+sweep sweep-dtypes "$T_DTYPES" "${CEILINGS[@]}"
+sweep sweep-configs "$T_CONFIGS" --no-ceilings
 PAR_DEVICE=$DEVICE
 ((DRY)) || PAR_DEVICE=cuda  # every visible GPU, one lane each
-DEVICE=$PAR_DEVICE sweep sweep-parallel "$T_PARALLEL" --parallel
+DEVICE=$PAR_DEVICE sweep sweep-parallel "$T_PARALLEL" --parallel --no-ceilings
+step profile "$T_PROFILE" "$PY" -m bench profile "$PROFILE_MODEL" --device "$DEVICE" \
+  --batch-size "$PROFILE_BATCH" --dtype "$PROFILE_DTYPE" --no-ceilings "${PROFILE_ARGS[@]}" \
+  --out "$WORK/profiles"
 
 step check "$T_CHECK" "$PY" scripts/gpu_check.py check --work "$WORK" --out "$OUT" \
   --device "$DEVICE" --timer-cells "$TIMER_CELLS" "${CHECK_ARGS[@]}"

@@ -21,6 +21,7 @@ GPU_ONLY = (
     "cudagraphs rows with compile_s",
     "telemetry columns filled",
     "NVML energy counter vs sampler",
+    "ceilings vs datasheet",
 )
 RUN_HERE = (
     "sweep-dtypes: every planned cell ok",
@@ -31,6 +32,7 @@ RUN_HERE = (
     "output_ok everywhere",
     "compile rows with compile_s",
     "latency vs Timer",
+    "per-layer profile: layers sum to the plain forward",
 )
 
 
@@ -182,3 +184,45 @@ def test_gpu_tests_verdict_reads_the_junit_counts(
     g = _checker()
     (tmp_path / "gpu-tests.xml").write_text(f"<testsuites>{junit}</testsuites>")
     assert g.check_gpu_tests(tmp_path, g.Step(rc, 3, 70), dry).result == want
+
+
+def test_ceilings_check_fails_above_the_datasheet_and_on_missing_kinds(tmp_path: Path) -> None:
+    gc = _checker()
+    run = tmp_path / "sweep-dtypes"
+    run.mkdir()
+
+    def write(gemm: float, triad: float | None) -> None:
+        rows = [("gemm", gemm), ("datasheet_compute", 100e12), ("datasheet_bandwidth", 4e12)]
+        rows += [("triad", triad)] if triad is not None else []
+        kinds, values = zip(*rows, strict=True)
+        frame = pd.DataFrame({"dtype": "float16", "kind": kinds, "value": values})
+        frame.to_parquet(run / "ceilings.parquet")
+
+    assert gc.check_ceilings(run, dry_run=False).result == "fail"  # no file yet
+    write(gemm=70e12, triad=3.2e12)  # 70% and 80% of the sheet
+    ok = gc.check_ceilings(run, dry_run=False)
+    assert ok.result == "pass" and "70% and 80% of the datasheet" in ok.detail
+    write(gemm=120e12, triad=3.2e12)  # faster than the datasheet's peak: a timing error
+    assert gc.check_ceilings(run, dry_run=False).result == "fail"
+    write(gemm=70e12, triad=None)
+    assert gc.check_ceilings(run, dry_run=False).result == "fail"
+
+
+def test_profile_check_compares_the_layer_sum_with_the_forward(tmp_path: Path) -> None:
+    gc = _checker()
+    folder = tmp_path / "profiles"
+    folder.mkdir()
+    step = gc.Step(rc=0, seconds=9, limit_s=45)
+
+    def write(summed: float) -> None:
+        frame = pd.DataFrame(
+            {"model": "m", "batch_size": 8, "dtype": "float16", "layer": ["a", "b"],
+             "time_ms": [summed / 2] * 2, "forward_ms": 10.0, "sum_layers_ms": summed}
+        )  # fmt: skip
+        frame.to_parquet(folder / "profile-m.parquet")
+
+    assert gc.check_profile(tmp_path, step, 0.15).result == "fail"  # nothing written
+    write(9.0)
+    assert gc.check_profile(tmp_path, step, 0.15).result == "pass"
+    write(7.0)  # 30% short: time outside the layers that the profile cannot place
+    assert gc.check_profile(tmp_path, step, 0.15).result == "fail"
