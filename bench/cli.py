@@ -403,11 +403,6 @@ def _ceilings_wanted(args: argparse.Namespace) -> bool:
     """``--ceilings``/``--no-ceilings``; by default on, unless ``$EFFBENCH_NO_CEILINGS`` is
     set (test suites) or the groups run on a Ray cluster (its nodes are not this machine)."""
     if args.ceilings is not None:
-        if args.ceilings and getattr(args, "executor", None) == "ray":
-            raise InvalidOption(
-                "--ceilings measures this machine, not the Ray cluster's nodes; drop it, and "
-                "run `effbench peak` on each node"
-            )
         return bool(args.ceilings)
     if getattr(args, "executor", None) == "ray":
         print(
@@ -425,6 +420,11 @@ def _cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
     if args.ray_address is not None and args.executor != "ray":
         raise InvalidOption("--ray-address needs --executor ray")
+    if args.ceilings and args.executor == "ray":
+        raise InvalidOption(
+            "--ceilings measures this machine, not the Ray cluster's nodes; drop it, and run "
+            "`effbench peak` on each node"
+        )
     cluster = _ray_cluster(args) if args.executor == "ray" else None
     inventory = cluster.inventory if cluster else devices.discover()
     lanes = (
@@ -712,7 +712,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
         ensure_writable(args.out)
     roof = None
     if args.ceilings:
-        found = measure_ceilings(device, args.dtype, threads)
+        found = measure_ceilings(device, args.dtype, threads, kinds=("gemm",))
         roof = compute_roof(found, device, args.dtype, threads if device == "cpu" else 0)
     for name in args.models:
         prof = profile_model(
