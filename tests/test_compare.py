@@ -276,6 +276,20 @@ def test_row_level_environment_differences_are_found() -> None:
     assert diffs == {"torch_version", "device_name"}
 
 
+def test_a_baseline_from_before_the_memory_pass_is_refused(tmp_path: Path) -> None:
+    # the memory pass fixed glibc's thresholds, which changes CPU latencies and memory
+    old = "cpu_vmhwm_above_baseline"
+    new = "cpu_vmhwm_above_baseline; own pass, glibc malloc"
+    _write_run(tmp_path / "base", _rows({("m", 1): _scaled(1)}, memory_method=old))
+    _write_run(tmp_path / "cand", _rows({("m", 1): _scaled(1)}, memory_method=new))
+    s = cmp.Settings(metrics=("latency",))
+    with pytest.raises(cmp.EnvironmentMismatch, match="memory_method"):
+        cmp.compare_paths(tmp_path / "base", tmp_path / "cand", s)
+    failed = _side(_rows({("m", 1): _scaled(1)}, memory_method="failed: OSError"))
+    same = _side(_rows({("m", 1): _scaled(1)}, memory_method=new))
+    assert cmp.environment_differences(same, failed) == ()  # a probe's error is not a method
+
+
 # --------------------------------------------------------------------------- formats
 
 

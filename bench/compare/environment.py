@@ -10,7 +10,9 @@ from bench.errors import BenchError
 
 # What changes the numbers: refuse to compare when these differ.
 ENV_KEYS = ("torch_version", "cuda_version", "cudnn_version")  # from each run's manifest
-ROW_KEYS = ("device_name", "dtype", "torch_version", "tf32")  # from the side's ok rows
+# from the side's ok rows; memory_method also says how the worker ran its allocator (its
+# memory pass fixes glibc's thresholds, which changes some CPU latencies: docs/roofline.md)
+ROW_KEYS = ("device_name", "dtype", "torch_version", "tf32", "memory_method")
 # The code and interpreter a run imported (manifest): shown when they differ, never refused;
 # that is what an A/B run of two code versions or environments measures.
 CODE_KEYS = ("python_executable", "python_version", "torchvision_version", "effbench_commit")
@@ -34,7 +36,10 @@ def _side_env(side: Side) -> dict[str, str]:
                 out.setdefault(k, set()).add(str(env[k]))
     ok = side.rows[side.rows["status"] == "ok"]
     for k in ROW_KEYS:
+        if k not in ok:
+            continue
         vals = {str(v) for v in ok[k] if v is not None and not pd.isna(v)}
+        vals = {v for v in vals if not v.startswith("failed")}  # a probe's error, not a method
         if vals:
             out.setdefault(k, set()).update(vals)
     return {k: ", ".join(sorted(v)) for k, v in out.items()}
