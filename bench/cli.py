@@ -436,7 +436,8 @@ def _cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         print(f"effbench: writing to {run_dir}", file=sys.stderr)
     try:
         idle_w: dict[str, float | None] = {}  # measured once per device, shared by the lanes
-        opened = [open_lane(*lane, idle_w=idle_w) for lane in lanes]
+        measured: dict[Any, Any] = {}  # ceilings too: once per (device, dtype, threads)
+        opened = [open_lane(*lane, idle_w=idle_w, measured=measured) for lane in lanes]
         summaries = _measure(args, argv, lanes, opened, cluster)
     except Interrupted as e:
         folders = " ".join(str(lane[0]) for lane in lanes)

@@ -173,3 +173,12 @@ def test_profile_writes_a_file_the_report_finds(tmp_path: Path) -> None:
     assert round(layers["macs"].sum() / 1e9, 3) == SqueezeNet1_1_Weights.DEFAULT.meta["_ops"]
     assert set(layers["group"]) <= {"conv", "activation", "pool", "other"}
     assert layers["time_ms"].sum() == pytest.approx(shown["sum_layers_ms"])
+
+
+def test_the_arms_of_an_ab_run_share_one_measurement_of_the_ceilings(out_dir: Path) -> None:
+    args = ["run", "--models", "tiny_mlp", "--threads", "1", "--out", str(out_dir)]
+    args += ["--run-id", "ab", "--variant", "a:EFFBENCH_ARM=a", "--variant", "b:EFFBENCH_ARM=b"]
+    r = effbench([*args, *FAST], env=_env_with_ceilings())
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.count("effbench: ceilings of cpu float32") == 1  # measured once
+    pd.testing.assert_frame_equal(read_ceilings(out_dir / "ab-a"), read_ceilings(out_dir / "ab-b"))
