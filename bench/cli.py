@@ -714,7 +714,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     roof = None
     if args.ceilings:
         found = measure_ceilings(device, args.dtype, threads, kinds=("gemm",))
-        roof = compute_roof(found, device, args.dtype, threads if device == "cpu" else 0)
+        roof = compute_roof(found, device, args.dtype, threads)
     for name in args.models:
         prof = profile_model(
             name,

@@ -21,10 +21,11 @@ Method (one image, batch 1, on the ``meta`` device, so nothing is computed):
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -81,19 +82,28 @@ def inspect_model(name: str, image_size: int | None = None) -> Inspection:
     from models.registry import get_spec
 
     spec = get_spec(name)
-    size = spec.image_size if image_size is None else image_size
+    with sized_input(name, spec.image_size, image_size) as size:
+        shape = (1, spec.in_chans, size, size)
+        return inspect_module(spec.builder, shape, name=name, formulas=spec.macs_formulas)
+
+
+@contextlib.contextmanager
+def sized_input(name: str, own_size: int, image_size: int | None) -> Iterator[int]:
+    """The square input size for model ``name``: ``image_size`` if given, else its own.
+    Under an override, a shape error raised inside the block becomes one line saying to
+    use a larger ``--image-size``."""
+    size = own_size if image_size is None else image_size
     if size < 1:
         raise InvalidOption(f"image size must be a positive integer, got {size}")
     try:
-        shape = (1, spec.in_chans, size, size)
-        return inspect_module(spec.builder, shape, name=name, formulas=spec.macs_formulas)
+        yield size
     except (RuntimeError, ValueError) as e:
-        if image_size is None:
+        if image_size is None or isinstance(e, InvalidOption):
             raise
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise InvalidOption(
             f"{name} cannot take a {size}x{size} input ({first}); use a larger --image-size "
-            f"(its own is {spec.image_size})"
+            f"(its own is {own_size})"
         ) from e
 
 

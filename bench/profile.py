@@ -48,7 +48,7 @@ from bench.configs import Config, check_config, parse_config
 from bench.configure import forward_of, make_input, place_model
 from bench.devices import default_threads, device_name, synchronizer, torch_dtype
 from bench.errors import DeviceUnavailable, InvalidOption
-from bench.layers import exclusive_macs
+from bench.layers import exclusive_macs, sized_input
 from bench.plan import DTYPES
 from bench.probes.macs import build_on_meta
 from bench.probes.timing import measure_latency
@@ -187,10 +187,7 @@ def profile_model(
     from models import get_spec
 
     spec = get_spec(name)
-    size = spec.image_size if image_size is None else image_size
-    if size < 1:
-        raise InvalidOption(f"image size must be a positive integer, got {size}")
-    try:
+    with sized_input(name, spec.image_size, image_size) as size:
         return profile_module(
             spec.build,
             (batch_size, spec.in_chans, size, size),
@@ -206,14 +203,6 @@ def profile_model(
             warmup_s=warmup_s,
             ceiling_macs_per_s=ceiling_macs_per_s,
         )
-    except (RuntimeError, ValueError) as e:
-        if image_size is None or isinstance(e, InvalidOption):
-            raise
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise InvalidOption(
-            f"{name} cannot take a {size}x{size} input ({first}); use a larger --image-size "
-            f"(its own is {spec.image_size})"
-        ) from e
 
 
 def profile_module(

@@ -362,6 +362,8 @@ def measure_ceilings_once(device: str, dtype: str, threads: int, stream: TextIO)
     import socket
     import subprocess
 
+    from bench.ceilings import Ceiling, ceilings_frame
+
     cmd = [sys.executable, "-m", "bench.ceilings", "--device", device, "--dtype", dtype]
     cmd += ["--threads", str(max(threads, 1))]
     started = time.monotonic()
@@ -375,12 +377,10 @@ def measure_ceilings_once(device: str, dtype: str, threads: int, stream: TextIO)
         why = (done.stderr.strip().splitlines() or ["no message"])[-1]
         print(f"effbench: ceilings of {device} {dtype} not measured: {why}", file=stream)
         return pd.DataFrame()
-    rows = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
-    frame = pd.DataFrame(rows).assign(
-        threads=ceiling_key(device, dtype, threads)[2],
-        hostname=socket.gethostname(),
-        measured_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-    )
+    lines = [line for line in done.stdout.splitlines() if line.strip()]
+    found = [Ceiling.from_dict(json.loads(line)) for line in lines]
+    stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    frame = ceilings_frame(found, socket.gethostname(), stamp)
     gemm = frame[frame["kind"] == "gemm"]["value"]
     triad = frame[frame["kind"] == "triad"]["value"]
     print(

@@ -87,13 +87,18 @@ def write_row(run_dir: Path, stem: str, row: Row, extra: Sequence[Column] = ()) 
     schema = arrow_schema(extra) if extra else ARROW_SCHEMA
     table = pa.Table.from_pylist([row.to_dict()], schema=schema)
     path = run_dir / f"part-{stem}.parquet"
+    _write_parquet(path, table)
+    return path
+
+
+def _write_parquet(path: Path, table: pa.Table) -> None:
+    """Write ``table`` to ``path`` atomically; :class:`OutputNotWritable` if it cannot."""
     try:
         _atomic_write_bytes(path, lambda f: pq.write_table(table, f))
     except OSError as e:
         raise OutputNotWritable(
             f"cannot write {path}: {e}; check free space and permissions"
         ) from e
-    return path
 
 
 LOCK = ".lock"
@@ -490,13 +495,7 @@ def load_discovered(found: Discovery) -> Loaded:
 
 def write_table(path: Path, frame: pd.DataFrame) -> None:
     """Write ``frame`` to parquet at ``path`` atomically (ceilings, profiles)."""
-    table = pa.Table.from_pandas(frame, preserve_index=False)
-    try:
-        _atomic_write_bytes(path, lambda f: pq.write_table(table, f))
-    except OSError as e:
-        raise OutputNotWritable(
-            f"cannot write {path}: {e}; check free space and permissions"
-        ) from e
+    _write_parquet(path, pa.Table.from_pandas(frame, preserve_index=False))
 
 
 def _read_table(path: Path) -> pd.DataFrame:

@@ -1283,14 +1283,7 @@ def _roofline_sentence(setup: str, roofs: Roofs, standings: Sequence[Standing]) 
             f"{roofs.ridge_macs_per_byte:.3g} MACs/byte"
         )
     else:
-        have = [
-            f"{_rate(v, unit)} ({kind})"
-            for v, unit, kind in (
-                (roofs.compute_macs_per_s, "MAC", "gemm"),
-                (roofs.bandwidth_bytes_per_s, "B", "triad"),
-            )
-            if math.isfinite(v)
-        ]
+        have = _measured_roofs(roofs, "{rate} ({kind})")
         text = f"On {setup}, " + (
             f"only one roof was measured, {have[0]}"
             if have
@@ -1371,20 +1364,25 @@ def _finite_positive(v: float) -> bool:
     return math.isfinite(v) and v > 0
 
 
+def _measured_roofs(roofs: Roofs, form: str) -> list[str]:
+    """The measured roofs (gemm, then triad) that exist, each as ``form`` with ``rate``
+    (human units) and ``kind`` filled."""
+    pairs = (
+        (roofs.compute_macs_per_s, "MAC", "gemm"),
+        (roofs.bandwidth_bytes_per_s, "B", "triad"),
+    )
+    return [
+        form.format(rate=_rate(v, unit), kind=kind) for v, unit, kind in pairs if math.isfinite(v)
+    ]
+
+
 def _draw_roofs(ax: Any, roofs: Roofs, x_lo: float, x_hi: float) -> list[Any]:
     """The measured roofline (solid, ridge marked), the conv3x3 ceiling (thin dashed) and the
     datasheet roofline (dotted); returns the legend handles."""
     handles = []
     if math.isfinite(roofs.compute_macs_per_s) or math.isfinite(roofs.bandwidth_bytes_per_s):
         xs, ys = _roof_xy(roofs.compute_macs_per_s, roofs.bandwidth_bytes_per_s, x_lo, x_hi)
-        parts = [
-            f"{_rate(v, unit)} {kind}"
-            for v, unit, kind in (
-                (roofs.compute_macs_per_s, "MAC", "gemm"),
-                (roofs.bandwidth_bytes_per_s, "B", "triad"),
-            )
-            if math.isfinite(v)
-        ]
+        parts = _measured_roofs(roofs, "{rate} {kind}")
         (line,) = ax.plot(
             xs,
             [y / GIGA for y in ys],
