@@ -108,7 +108,11 @@ CEILING_COLUMNS: tuple[str, ...] = (
     *(f.name for f in fields(Ceiling)),
     "hostname",
     "measured_at",
+    "phase",
 )
+# When in a run the ceilings were measured: before the first cell, or again (briefly, GEMM
+# and triad) after the last one, as a canary of how the machine drifted meanwhile.
+PHASES = ("start", "end")
 
 
 # --------------------------------------------------------------------------- datasheets
@@ -745,12 +749,19 @@ def bandwidth_roof(
     return _roof(ceilings, "triad", device, dtype, threads)
 
 
-def ceilings_frame(ceilings: Iterable[Ceiling], hostname: str, measured_at: str) -> pd.DataFrame:
+def ceilings_frame(
+    ceilings: Iterable[Ceiling], hostname: str, measured_at: str, phase: str = "start"
+) -> pd.DataFrame:
     """One row per ceiling, columns :data:`CEILING_COLUMNS` (``measured_at`` a UTC ISO
-    timestamp); ``samples`` is a nullable integer column."""
+    timestamp, ``phase`` one of :data:`PHASES`); ``samples`` is a nullable integer column."""
     import pandas as pd
 
-    rows = [{**c.to_dict(), "hostname": hostname, "measured_at": measured_at} for c in ceilings]
+    if phase not in PHASES:
+        raise InvalidOption(f"unknown ceilings phase {phase!r}; one of {', '.join(PHASES)}")
+    rows = [
+        {**c.to_dict(), "hostname": hostname, "measured_at": measured_at, "phase": phase}
+        for c in ceilings
+    ]
     df = pd.DataFrame(rows, columns=list(CEILING_COLUMNS))
     df["threads"] = df["threads"].astype("int64")
     df["value"] = df["value"].astype("float64")
@@ -819,6 +830,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
     p.add_argument("--precision", type=float, default=0.02, help="CI target (default 0.02)")
     p.add_argument("--budget-s", type=float, default=1.5, help="seconds per kind (default 1.5)")
+    p.add_argument("--kinds", default=",".join(KINDS), help=f"comma-separated ({','.join(KINDS)})")
     return p
 
 
@@ -833,7 +845,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             threads = default_threads() if args.device == "cpu" else 0
         ceilings = measure_ceilings(
-            args.device, args.dtype, threads, precision=args.precision, budget_s=args.budget_s
+            args.device,
+            args.dtype,
+            threads,
+            precision=args.precision,
+            budget_s=args.budget_s,
+            kinds=tuple(k for k in args.kinds.split(",") if k),
         )
     except BenchError as e:
         print(f"bench.ceilings: error: {e}", file=sys.stderr)

@@ -19,9 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import BenchError, Interrupted, InvalidOption, OutputNotWritable
-from bench.plan import DTYPES, MACS_COUNTERS, Options, Timing, parse_size_bytes
+from bench.plan import DTYPES, MACS_COUNTERS, REMEASURE, Options, Timing, parse_size_bytes
 
 NO_CEILINGS_ENV = "EFFBENCH_NO_CEILINGS"  # set: `effbench run` skips ceilings unless asked
+# Defaults a harness (CI, the test suite) may set: re-measurements of contended cells when
+# --remeasure is not given, and the seconds of the pre-flight check (bench.preflight).
+REMEASURE_ENV = "EFFBENCH_REMEASURE"
+PREFLIGHT_ENV = "EFFBENCH_PREFLIGHT_S"
 
 # The default sweeps of `effbench run` with no model selection (and of `nox -s bench`).
 GPU_DEFAULT = {"suite": "canziani", "batch_sizes": (1, 2, 4, 8, 16, 32, 64), "devices": ("cuda",)}
@@ -101,6 +105,18 @@ def _add_run(sub: Any) -> None:
     run.add_argument("--image-size", type=_number(int), help="override each model's input size")
     run.add_argument("--threads", type=_number(int), help="intra-op threads (default: all cores)")
     run.add_argument("--repeats", type=_number(int), help="fresh-process repeats of each cell (1)")
+    run.add_argument(
+        "--remeasure",
+        type=_number(int),
+        metavar="N",
+        help="measure a cell judged `contended` again, up to N times, later in the sweep "
+        "after waiting for a quiet host (default 2; 0 turns it off; docs/noise.md)",
+    )
+    run.add_argument(
+        "--require-quiet",
+        action="store_true",
+        help="refuse to start (exit 2) when the pre-flight check finds the host busy (for CI)",
+    )
     run.add_argument("--out", type=Path, help="results folder (default: results)")
     run.add_argument("--run-id", help="name of the run folder (default: time stamp + random)")
     run.add_argument(
@@ -318,6 +334,7 @@ PLAN_FLAGS = {
     "image_size": "--image-size",
     "threads": "--threads",
     "repeats": "--repeats",
+    "remeasure": "--remeasure",
     "out": "--out",
     "run_id": "--run-id",
     "variant": "--variant",
@@ -390,6 +407,9 @@ def _new_options(args: argparse.Namespace, has_gpu: bool) -> Options:
         image_size=args.image_size,
         threads=args.threads,
         repeats=1 if args.repeats is None else args.repeats,
+        remeasure=(
+            _env_number(REMEASURE_ENV, REMEASURE, int) if args.remeasure is None else args.remeasure
+        ),
         macs_counter=args.macs_counter or "torch",
         timing=_timing(args, base_timing),
         cell_timeout_s=600.0 if args.cell_timeout is None else args.cell_timeout,
@@ -416,7 +436,7 @@ def _ceilings_wanted(args: argparse.Namespace) -> bool:
 
 def _cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from bench import devices
-    from bench.runner import open_lane
+    from bench.runner import open_lane, record_preflight
 
     if args.ray_address is not None and args.executor != "ray":
         raise InvalidOption("--ray-address needs --executor ray")
@@ -427,13 +447,19 @@ def _cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         )
     cluster = _ray_cluster(args) if args.executor == "ray" else None
     inventory = cluster.inventory if cluster else devices.discover()
+    host: dict[str, Any] = {}
+
+    def preflight(threads: int) -> None:  # after the plan is checked, before anything is written
+        host.update(_preflight(args, threads))
+
     lanes = (
-        _resumed_lanes(args, inventory)
+        _resumed_lanes(args, inventory, preflight)
         if args.resume is not None
-        else _new_lanes(args, argv, inventory, cluster)
+        else _new_lanes(args, argv, inventory, cluster, preflight)
     )
     for run_dir, *_ in lanes:
         print(f"effbench: writing to {run_dir}", file=sys.stderr)
+        record_preflight(run_dir, host)
     try:
         idle_w: dict[str, float | None] = {}  # measured once per device, shared by the lanes
         measured: dict[Any, Any] = {}  # ceilings too: once per (device, dtype, threads)
@@ -459,13 +485,73 @@ def _cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
             "(start-up, model build, MAC counting, warm-up, writing)",
             file=sys.stderr,
         )
+        if summary.qualities:
+            print(f"effbench: {_quality_line(summary)}", file=sys.stderr)
     return 0
+
+
+def _quality_line(summary: Any) -> str:
+    """The verdicts of a session's cells (their best attempts) and what to do about them."""
+    from bench.quality import summary as quality_summary
+
+    q = summary.qualities
+    cells = sum(q.values())
+    again = f", after {summary.remeasured} re-measurement(s)" if summary.remeasured else ""
+    text = f"{cells} cells: {quality_summary(q)}{again}"
+    todo = []
+    if q.get("contended"):
+        todo.append(
+            "contended cells ran while other processes took their CPUs (or GPU) and read "
+            "slow; measure them again on a quiet host with `effbench run --resume "
+            f"{summary.run_dir}`, or leave cores free with a lower --threads (docs/noise.md)"
+        )
+    if q.get("implausible"):
+        todo.append(
+            "implausible cells beat the measured compute ceiling (measured at a busier "
+            "moment?); see their quality_reason"
+        )
+    if q.get("noisy"):
+        todo.append("noisy cells missed the precision target (raise --max-time)")
+    if not todo:
+        return f"{text}: every cell clean"
+    return f"{text} — " + "; ".join(todo)
+
+
+def _env_number(name: str, default: Any, cast: Any) -> Any:
+    """A number from the environment variable ``name``, else ``default``."""
+    text = os.environ.get(name)
+    if not text:
+        return default
+    try:
+        value = cast(text)
+    except ValueError:
+        raise InvalidOption(f"${name}={text!r} is not a number; unset it or fix it") from None
+    if not math.isfinite(value) or value < 0:
+        raise InvalidOption(f"${name}={text!r} must be a finite number >= 0")
+    return value
+
+
+def _preflight(args: argparse.Namespace, threads: int) -> dict[str, Any]:
+    """The pre-flight check (bench.preflight): warn on a busy host, refuse it with
+    ``--require-quiet``; the check, for the manifest."""
+    from bench.preflight import CHECK_S, HostBusy, check_host
+
+    check = check_host(seconds=min(_env_number(PREFLIGHT_ENV, CHECK_S, float), 1.0))
+    advice = check.advice(threads)
+    if check.busy and args.require_quiet:
+        raise HostBusy(
+            f"{check.describe()}; --require-quiet refuses a busy host: wait until it is quiet "
+            f"(or give fewer --threads, or pin idle cores with taskset), then run again"
+        )
+    if advice:
+        print(f"effbench: warning: {check.describe()}; {advice}", file=sys.stderr)
+    return {**check.to_dict(), "required_quiet": bool(args.require_quiet)}
 
 
 Lanes = list[tuple[Path, str, Options, Any, Any]]  # (run folder, id, options, groups, lock)
 
 
-def _resumed_lanes(args: argparse.Namespace, inventory: Any) -> Lanes:
+def _resumed_lanes(args: argparse.Namespace, inventory: Any, preflight: Any) -> Lanes:
     """The run folders of ``--resume``, each locked, with the plan its manifest records."""
     from bench.runner import resume_run
 
@@ -480,6 +566,7 @@ def _resumed_lanes(args: argparse.Namespace, inventory: Any) -> Lanes:
         for run_dir in {os.path.realpath(p): p for p in args.resume}.values():
             r = resume_run(run_dir, _Catalog(), inventory)
             lanes.append((r.run_dir, r.run_id, r.options, r.groups, r.lock))
+        preflight(max(g.threads for lane in lanes for g in lane[3]) if lanes else 1)
     except BaseException:
         for lane in lanes:
             lane[4].release()
@@ -488,7 +575,7 @@ def _resumed_lanes(args: argparse.Namespace, inventory: Any) -> Lanes:
 
 
 def _new_lanes(
-    args: argparse.Namespace, argv: Sequence[str], inventory: Any, cluster: Any
+    args: argparse.Namespace, argv: Sequence[str], inventory: Any, cluster: Any, preflight: Any
 ) -> Lanes:
     """Plan a new run and start its run folder (one per ``--variant`` arm), each locked."""
     from bench import devices
@@ -511,6 +598,7 @@ def _new_lanes(
     if cluster:
         env.update(nodes=cluster.nodes, cluster_gpus=cluster.gpus)
     variants = parse_variants(args.variant or ())
+    preflight(options.threads or 1)
     if not variants:
         run_dir, lock = start_run(out, args.run_id, options, groups, env, argv)
         return [(run_dir, run_dir.name, options, groups, lock)]
@@ -535,6 +623,7 @@ def _measure(
     or one lane per GPU of a Ray cluster."""
     from bench import devices
     from bench.executor import ArmExecutor, LocalExecutor, default_executor
+    from bench.preflight import wait_for_quiet
     from bench.runner import run_interleaved
     from models import get_spec
 
@@ -549,13 +638,16 @@ def _measure(
 
     cluster_gpus = len(cluster.gpus) if cluster else 0
     on_cluster_gpus = cluster_gpus and any(g.device == "cuda" for lane in lanes for g in lane[3])
+    # re-measurements wait for this host to calm down; a cluster's nodes are elsewhere
+    wait = None if cluster else wait_for_quiet
     if any(lane[2].parallel for lane in lanes) or on_cluster_gpus:
         from bench.parallel import run_parallel
 
         return run_parallel(
-            opened, make_executor, get_spec, device_name_of, argv, cluster_gpus=cluster_gpus
-        )
-    return run_interleaved(opened, make_executor(), get_spec, device_name_of, argv)
+            opened, make_executor, get_spec, device_name_of, argv,
+            cluster_gpus=cluster_gpus, wait_for_quiet=wait,
+        )  # fmt: skip
+    return run_interleaved(opened, make_executor(), get_spec, device_name_of, argv, wait)
 
 
 def _variant_arm(

@@ -100,3 +100,9 @@ class RowKey:
     def stem(self) -> str:
         """The part-file stem of this row (see :meth:`CellKey.stem`)."""
         return self.cell.stem(self.repeat)
+
+    def part_stem(self, attempt: int = 0) -> str:
+        """The part-file stem of this row's ``attempt``: the first measurement keeps
+        :attr:`stem`; a re-measurement adds ``-a<attempt>`` (a :attr:`stem` ends in 16 hex
+        digits, so the two kinds of names never meet)."""
+        return self.stem if attempt == 0 else f"{self.stem}-a{attempt}"

@@ -32,7 +32,15 @@ from typing import Any
 from bench.errors import Interrupted, InvalidOption
 from bench.executor import Executor
 from bench.plan import Group
-from bench.runner import Lane, RunSummary, close_lane, interleave, run_group
+from bench.runner import (
+    Lane,
+    RunSummary,
+    close_lane,
+    closing_ceilings,
+    interleave,
+    remeasure,
+    run_group,
+)
 
 JOIN_S = 10.0  # how long the main thread waits for cancelled lane threads to end
 
@@ -110,6 +118,7 @@ def run_parallel(
     device_name_of: Callable[[str], str],
     argv: Sequence[str] = (),
     cluster_gpus: int = 0,
+    wait_for_quiet: Callable[[], Any] | None = None,
 ) -> list[RunSummary]:
     """Measure ``lanes`` (run folders; the arms of an A/B run) with one concurrent thread
     per GPU, then the other groups alone (see the module's docstring).
@@ -161,10 +170,12 @@ def run_parallel(
                 t.join(0.2)  # short waits: a signal's handler runs between them
         if errors:
             raise errors[0]
-        if alone:
-            executor = make_executor()
-            for lane, g in alone:
-                run_group(lane, g, executor, spec_of, device_name_of)
+        executor = make_executor()
+        for lane, g in alone:
+            run_group(lane, g, executor, spec_of, device_name_of)
+        # contended cells of every lane again, one group at a time (nothing beside them)
+        remeasure(lanes, executor, spec_of, device_name_of, wait_for_quiet)
+        closing_ceilings(lanes)
     except BaseException as e:
         _stop(gate, executors)
         for t in threads:

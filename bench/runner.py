@@ -30,7 +30,7 @@ from bench.errors import (
     WorkerProtocolError,
 )
 from bench.executor import Executor, Message
-from bench.keys import RowKey
+from bench.keys import CellKey, RowKey
 from bench.plan import (
     Cell,
     Group,
@@ -42,6 +42,7 @@ from bench.plan import (
     expand_plan,
 )
 from bench.probes.registry import extra_columns
+from bench.quality import Roof, judge, rank
 from bench.schema import SCHEMA_VERSION, Row
 from bench.store import (
     CEILINGS,
@@ -52,7 +53,6 @@ from bench.store import (
     read_ceilings,
     read_manifest,
     remove_partial_writes,
-    row_keys,
     validate_run_id,
     write_manifest,
     write_table,
@@ -116,6 +116,9 @@ class RunSummary:
     statuses: dict[str, int]
     wall_s: float
     timed_s: float
+    qualities: dict[str, int] = field(default_factory=dict)  # cells by their best row
+    remeasured: int = 0  # rows that re-measured a contended cell
+    drift: tuple[str, ...] = ()  # how the ceilings moved between the start and the end
 
     @property
     def outside_timed_share(self) -> float:
@@ -267,10 +270,18 @@ class Lane:
     idle_w: dict[str, float | None]
     macs_cache: dict[tuple[Any, ...], int]
     ceilings: dict[tuple[str, str, int], float]  # (device, dtype, threads) -> GEMM MACs/s
+    roofs: dict[tuple[str, str, int], Roof] = field(default_factory=dict)  # for verdicts
     statuses: dict[str, int] = field(default_factory=dict)
     written: int = 0
     timed_s: float = 0.0
     started: float = field(default_factory=time.monotonic)
+    # re-measurement (bench.quality): the last attempt each cell may get this session, the
+    # groups of contended cells still to measure again, and this session's rows by part
+    last_attempt: dict[RowKey, int] = field(default_factory=dict)
+    retry: list[Group] = field(default_factory=list)
+    rows: dict[str, Row] = field(default_factory=dict)
+    remeasured: int = 0
+    drift: list[str] = field(default_factory=list)
 
 
 def open_lane(
@@ -294,12 +305,8 @@ def open_lane(
     ensure_writable(run_dir)
     remove_partial_writes(run_dir)
     existing = load_run(run_dir)
-    done = row_keys(existing)
-    pending: list[Group] = []
-    for g in groups:
-        todo = tuple(c.batch_size for c in g.cells() if c.key not in done)
-        if todo:
-            pending.append(g.with_batch_sizes(todo))
+    pending = pending_groups(groups, existing, options.remeasure)
+    last_attempt = {c.key: g.attempt + options.remeasure for g in pending for c in g.cells()}
     total = sum(len(g.batch_sizes) for g in pending)
     label = f"{options.variant}: " if options.variant else ""
     progress = Progress(total, progress_stream or sys.stderr, label=label)
@@ -307,11 +314,79 @@ def open_lane(
     unmeasured = [d for d in dict.fromkeys(g.device for g in pending) if d not in idle_w]
     idle_w.update(measure_idle_power(unmeasured, progress.stream))
     measured = {} if measured is None else measured
-    ceilings = (
-        _run_ceilings(run_dir, pending, progress.stream, measured) if options.ceilings else {}
+    table = (
+        _run_ceilings(run_dir, pending, progress.stream, measured)
+        if options.ceilings
+        else pd.DataFrame()
     )
     macs = _macs_cache(existing)
-    return Lane(run_dir, run_id, options, lock, pending, progress, idle_w, macs, ceilings)
+    lane = Lane(run_dir, run_id, options, lock, pending, progress, idle_w, macs, {})
+    lane.ceilings, lane.roofs = gemm_ceilings(table), compute_roofs(table)
+    lane.last_attempt = last_attempt
+    return lane
+
+
+def pending_groups(
+    groups: Sequence[Group], existing: pd.DataFrame, remeasure: int = 1
+) -> list[Group]:
+    """What a run folder still lacks: per group, the cells with no row (first attempt), and
+    (unless the run re-measures nothing, ``remeasure`` 0) the cells whose every row was
+    judged ``contended``, measured again with the attempt after their last. A cell with any
+    other row (clean, noisy, implausible, or a failure status) is done."""
+    acceptable: set[RowKey] = set()
+    last: dict[RowKey, int] = {}
+    cols = [*CellKey.COLUMNS, "repeat", "attempt", "status", "quality"]
+    for values in existing.reindex(columns=cols).to_dict(orient="records"):
+        try:
+            key = RowKey.of(values)
+        except (TypeError, ValueError):
+            continue  # a row lacking a key value matches no planned cell
+        attempt = values["attempt"]
+        last[key] = max(last.get(key, 0), int(attempt) if pd.notna(attempt) else 0)
+        if remeasure == 0 or values["status"] != "ok" or values["quality"] != "contended":
+            acceptable.add(key)
+    pending: list[Group] = []
+    for g in groups:
+        first = tuple(c.batch_size for c in g.cells() if c.key not in last)
+        if first:
+            pending.append(g.with_batch_sizes(first))
+        again: dict[int, list[int]] = {}
+        for c in g.cells():
+            if c.key in last and c.key not in acceptable:
+                again.setdefault(last[c.key] + 1, []).append(c.batch_size)
+        pending += [
+            dataclasses.replace(g, batch_sizes=tuple(bs), attempt=a) for a, bs in again.items()
+        ]
+    return pending
+
+
+def gemm_ceilings(table: pd.DataFrame) -> dict[tuple[str, str, int], float]:
+    """The GEMM ceiling measured at the start for each (device, dtype, threads): the
+    denominator of ``compute_fraction``."""
+    if not len(table):
+        return {}
+    start = table[table["phase"] == "start"] if "phase" in table.columns else table
+    gemm = start[(start["kind"] == "gemm") & (start["source"] == "measured")]
+    return {
+        ceiling_key(str(r.device), str(r.dtype), int(r.threads)): float(r.value)
+        for r in gemm.itertuples(index=False)
+    }
+
+
+def compute_roofs(table: pd.DataFrame) -> dict[tuple[str, str, int], Roof]:
+    """The highest compute rate measured for each (device, dtype, threads), GEMM or 3x3
+    convolution, at any phase of the run, with its CI: contention only lowers a ceiling,
+    so the highest is the best estimate of the roof a plausible cell stays under."""
+    out: dict[tuple[str, str, int], Roof] = {}
+    if not len(table):
+        return out
+    measured = table[table["kind"].isin(("gemm", "conv3x3")) & (table["source"] == "measured")]
+    for r in measured.itertuples(index=False):
+        key = ceiling_key(str(r.device), str(r.dtype), int(r.threads))
+        ci = float(r.ci_rel) if pd.notna(r.ci_rel) else 0.0
+        if key not in out or float(r.value) > out[key].macs_per_s:
+            out[key] = Roof(float(r.value), ci, str(r.kind))
+    return out
 
 
 def ceiling_key(device: str, dtype: str, threads: int) -> tuple[str, str, int]:
@@ -324,10 +399,10 @@ def _run_ceilings(
     pending: Sequence[Group],
     stream: TextIO,
     measured: dict[tuple[str, str, int], pd.DataFrame],
-) -> dict[tuple[str, str, int], float]:
-    """The measured GEMM ceiling of each (device, dtype, threads) of ``pending``: read from
-    the run folder, else taken from ``measured`` (this session's) or measured now; what was
-    not in the folder is added to its ``ceilings.parquet``."""
+) -> pd.DataFrame:
+    """The ceilings of each (device, dtype, threads) of ``pending``: read from the run
+    folder, else taken from ``measured`` (this session's) or measured now; what was not in
+    the folder is added to its ``ceilings.parquet``. The folder's whole table."""
     stored = read_ceilings(run_dir)
     have = set() if not len(stored) else {
         ceiling_key(str(d), str(t), int(n))
@@ -342,22 +417,28 @@ def _run_ceilings(
         if len(measured[key]):
             frames.append(measured[key])
     if not frames:
-        return {}
+        return pd.DataFrame()
     table = pd.concat(frames, ignore_index=True)
     if len(frames) > (1 if len(stored) else 0):
         write_table(run_dir / CEILINGS, table)
-    gemm = table[(table["kind"] == "gemm") & (table["source"] == "measured")]
-    return {
-        ceiling_key(str(r.device), str(r.dtype), int(r.threads)): float(r.value)
-        for r in gemm.itertuples(index=False)
-    }
+    return table
 
 
-def measure_ceilings_once(device: str, dtype: str, threads: int, stream: TextIO) -> pd.DataFrame:
+def measure_ceilings_once(
+    device: str,
+    dtype: str,
+    threads: int,
+    stream: TextIO,
+    *,
+    kinds: Sequence[str] = (),
+    budget_s: float | None = None,
+    phase: str = "start",
+) -> pd.DataFrame:
     """Measure the ceilings of one (device, dtype, threads) in a fresh interpreter (its own
     thread pool, nothing else resident), as ``python -m bench.ceilings`` prints them; an
     empty frame, with a note on ``stream``, if that fails (the rows then have no
-    ``compute_fraction``)."""
+    ``compute_fraction``). ``kinds`` and ``budget_s`` narrow it (the closing canary);
+    ``phase`` is recorded."""
     import json
     import socket
     import subprocess
@@ -366,6 +447,10 @@ def measure_ceilings_once(device: str, dtype: str, threads: int, stream: TextIO)
 
     cmd = [sys.executable, "-m", "bench.ceilings", "--device", device, "--dtype", dtype]
     cmd += ["--threads", str(max(threads, 1))]
+    if kinds:
+        cmd += ["--kinds", ",".join(kinds)]
+    if budget_s is not None:
+        cmd += ["--budget-s", str(budget_s)]
     started = time.monotonic()
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=CEILINGS_TIMEOUT_S)
@@ -380,11 +465,14 @@ def measure_ceilings_once(device: str, dtype: str, threads: int, stream: TextIO)
     lines = [line for line in done.stdout.splitlines() if line.strip()]
     found = [Ceiling.from_dict(json.loads(line)) for line in lines]
     stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    frame = ceilings_frame(found, socket.gethostname(), stamp)
+    if phase != "start":  # the datasheet does not drift
+        found = [c for c in found if c.source == "measured"]
+    frame = ceilings_frame(found, socket.gethostname(), stamp, phase)
     gemm = frame[frame["kind"] == "gemm"]["value"]
     triad = frame[frame["kind"] == "triad"]["value"]
     print(
-        f"effbench: ceilings of {device} {dtype} threads={threads} in "
+        f"effbench: {'closing ' if phase != 'start' else ''}ceilings of {device} {dtype} "
+        f"threads={threads} in "
         f"{time.monotonic() - started:.1f} s: GEMM "
         f"{gemm.iloc[0] / 1e9 if len(gemm) else float('nan'):.1f} GMAC/s, triad "
         f"{triad.iloc[0] / 1e9 if len(triad) else float('nan'):.1f} GB/s",
@@ -409,16 +497,28 @@ def run_group(
     options = lane.options
     guard = guard if guard is not None else contextlib.nullcontext()
 
+    contended: list[int] = []
+
     def write(cell: Cell, row: Row) -> None:
         if row.batch_size != cell.batch_size or RowKey.of(row.to_dict()) != cell.key:
             raise WorkerProtocolError(
                 f"worker reported a row for {RowKey.of(row.to_dict())}, not for {cell.key}"
             )
-        store_row(lane.run_dir, cell.key.stem, row, extra_columns())
+        if row.attempt != g.attempt:
+            raise WorkerProtocolError(
+                f"worker reported attempt {row.attempt} of {cell.key}, not {g.attempt}"
+            )
+        row = judged(lane, row)
+        stem = cell.key.part_stem(g.attempt)
+        store_row(lane.run_dir, stem, row, extra_columns())
+        lane.rows[stem] = row
         lane.written += 1
+        lane.remeasured += 1 if g.attempt else 0
         lane.timed_s += row.timed_s or 0.0
         lane.progress.done += 1
         lane.statuses[row.status] = lane.statuses.get(row.status, 0) + 1
+        if row.quality == "contended" and g.attempt < lane.last_attempt.get(cell.key, 0):
+            contended.append(cell.batch_size)
 
     cells = {c.batch_size: c for c in g.cells()}
     seen: set[int] = set()
@@ -447,19 +547,145 @@ def run_group(
         idle_power_w=lane.idle_w.get(g.device),
         ceiling_macs_per_s=lane.ceilings.get(ceiling_key(g.device, g.dtype, g.threads)),
         env=dict(options.env),
+        variant=options.variant,
     )
     outcome = executor.run(task, on_message, options.cell_timeout_s)
     missing = [b for b in g.batch_sizes if b not in seen]
     status = outcome.status if outcome.status != "ok" else "crashed"
     detail = outcome.detail or "worker ended without reporting this cell"
-    if not missing:
-        return
-    spec, name = spec_of(g.model), device_name_of(g.device)
-    with guard:
-        for i, (b, st, err) in enumerate(failed_cells(missing, status, detail)):
-            if i:
-                lane.progress.cell(cells[b])
-            write(cells[b], base_row(task, b, st, spec=spec, device_name=name, error=err))
+    if missing:
+        spec, name = spec_of(g.model), device_name_of(g.device)
+        with guard:
+            for i, (b, st, err) in enumerate(failed_cells(missing, status, detail)):
+                if i:
+                    lane.progress.cell(cells[b])
+                write(cells[b], base_row(task, b, st, spec=spec, device_name=name, error=err))
+    if contended:
+        with guard:
+            again = dataclasses.replace(g, batch_sizes=tuple(contended), attempt=g.attempt + 1)
+            lane.retry.append(again)
+            lane.progress.total += len(contended)
+
+
+def judged(lane: Lane, row: Row) -> Row:
+    """``row`` with its verdict (bench.quality) against the lane's roof for its setup."""
+    roof = lane.roofs.get(ceiling_key(row.device, row.dtype, row.threads))
+    verdict = judge(row.to_dict(), roof, lane.options.timing.target_ci)
+    return dataclasses.replace(row, quality=verdict.quality, quality_reason=verdict.reason)
+
+
+def remeasure(
+    lanes: Sequence[Lane],
+    executor: Executor,
+    spec_of: Callable[[str], Any],
+    device_name_of: Callable[[str], str],
+    wait_for_quiet: Callable[[], Any] | None = None,
+) -> None:
+    """Measure the lanes' contended cells again, round by round (attempt 1, then 2, ...),
+    one group at a time, each round after ``wait_for_quiet`` (a bounded wait for the host
+    to calm down; none on a cluster) until no cell is contended or none has attempts
+    left (``--remeasure``)."""
+    while any(lane.retry for lane in lanes):
+        todo = [(lane, g) for lane in lanes for g in lane.retry]
+        for lane in lanes:
+            lane.retry = []
+        cells = sum(len(g.batch_sizes) for _, g in todo)
+        attempts = sorted({g.attempt for _, g in todo})
+        stream = lanes[0].progress.stream
+        _say(stream, f"effbench: re-measuring {cells} contended cell(s) (attempt "
+             f"{', '.join(map(str, attempts))}); waiting for a quiet host first")  # fmt: skip
+        if wait_for_quiet is not None:
+            found = wait_for_quiet()
+            _say(stream, f"effbench: {found.describe()}")
+        for lane, g in todo:
+            run_group(lane, g, executor, spec_of, device_name_of)
+
+
+def _say(stream: TextIO, text: str) -> None:
+    """A notice line; a stream that cannot be written (a closed pipe) does not stop the
+    sweep: the rows are the product, not the messages."""
+    with contextlib.suppress(OSError, ValueError):
+        print(text, file=stream, flush=True)
+
+
+CANARY_KINDS = ("gemm", "triad")
+CANARY_BUDGET_S = 0.5  # seconds of sampling per kind: a canary, not a new measurement
+
+
+def closing_ceilings(
+    lanes: Sequence[Lane], measured: dict[tuple[str, str, int], pd.DataFrame] | None = None
+) -> None:
+    """The canary: after the last cell, measure the GEMM and triad ceilings of every setup
+    the session measured again, briefly; add them to each run's ``ceilings.parquet``
+    (``phase`` end), say how far they drifted from the start, and judge the session's rows
+    again against the highest compute roof now known (a roof measured at a busy start may
+    have made quiet cells look ``implausible``). ``measured`` shares the measurements
+    between the lanes of an A/B run."""
+    measured = {} if measured is None else measured
+    for lane in lanes:
+        if not lane.options.ceilings or not lane.roofs:
+            continue
+        setups = {ceiling_key(r.device, r.dtype, r.threads) for r in lane.rows.values()}
+        keys = [k for k in lane.roofs if k in setups]
+        frames = []
+        for key in keys:
+            if key not in measured:
+                measured[key] = measure_ceilings_once(
+                    *key, lane.progress.stream, kinds=CANARY_KINDS,
+                    budget_s=CANARY_BUDGET_S, phase="end",
+                )  # fmt: skip
+            frames.append(measured[key])
+        frames = [f for f in frames if len(f)]
+        if not frames:
+            continue
+        stored = read_ceilings(lane.run_dir)
+        table = pd.concat([stored, *frames], ignore_index=True)
+        write_table(lane.run_dir / CEILINGS, table)
+        lane.drift = ceiling_drift(table)
+        for line in lane.drift:
+            _say(lane.progress.stream, f"effbench: ceilings drifted: {line}")
+        lane.roofs = compute_roofs(table)
+        for stem, row in list(lane.rows.items()):
+            again = judged(lane, row)
+            if (again.quality, again.quality_reason) != (row.quality, row.quality_reason):
+                store_row(lane.run_dir, stem, again, extra_columns())
+                lane.rows[stem] = again
+
+
+def ceiling_drift(table: pd.DataFrame) -> list[str]:
+    """One line per setup with start and end ceilings: each kind's change from the start
+    to the end of the run, with the two measurements' CIs."""
+    if "phase" not in table.columns:
+        return []
+    measured = table[table["source"] == "measured"]
+    out = []
+    for (device, dtype, threads), df in measured.groupby(["device", "dtype", "threads"]):
+        parts = []
+        for kind in CANARY_KINDS:
+            start = df[(df["kind"] == kind) & (df["phase"] == "start")]
+            end = df[(df["kind"] == kind) & (df["phase"] == "end")]
+            if not len(start) or not len(end):
+                continue
+            a, b = float(start["value"].iloc[-1]), float(end["value"].iloc[-1])
+            unit = "GMAC/s" if kind == "gemm" else "GB/s"
+            parts.append(f"{kind} {a / 1e9:.1f} -> {b / 1e9:.1f} {unit} ({b / a - 1:+.1%})")
+        if parts:
+            out.append(f"{device} {dtype} threads={threads}: {', '.join(parts)}")
+    return out
+
+
+def cell_qualities(rows: Sequence[Row]) -> dict[str, int]:
+    """Cells by the quality of their best row (bench.quality.rank): what a reader keeps."""
+    best: dict[RowKey, Row] = {}
+    for row in rows:
+        key = RowKey.of(row.to_dict())
+        if key not in best or rank(row.quality) < rank(best[key].quality):
+            best[key] = row
+    counts: dict[str, int] = {}
+    for row in best.values():
+        if row.quality is not None:
+            counts[row.quality] = counts.get(row.quality, 0) + 1
+    return counts
 
 
 def close_lane(lane: Lane, argv: Sequence[str], interrupted: str | None = None) -> RunSummary:
@@ -467,12 +693,21 @@ def close_lane(lane: Lane, argv: Sequence[str], interrupted: str | None = None) 
     one did), release the folder's lock and summarise the session."""
     lane.progress.finish()
     wall = time.monotonic() - lane.started
+    qualities = cell_qualities(list(lane.rows.values()))
+    extra = {"cells_by_quality": qualities, "remeasured": lane.remeasured}
+    if lane.drift:
+        extra["ceiling_drift"] = lane.drift
     try:
-        _record_session(lane.run_dir, argv, wall, lane.written, lane.timed_s, interrupted)
+        _record_session(
+            lane.run_dir, argv, wall, lane.written, lane.timed_s, interrupted, extra=extra
+        )
     finally:
         lane.lock.release()
     total = lane.progress.total
-    return RunSummary(lane.run_dir, total, lane.written, lane.statuses, wall, lane.timed_s)
+    return RunSummary(
+        lane.run_dir, total, lane.written, lane.statuses, wall, lane.timed_s,
+        qualities, lane.remeasured, tuple(lane.drift),
+    )  # fmt: skip
 
 
 def interleave(lanes: Sequence[Lane]) -> list[tuple[Lane, Group]]:
@@ -494,18 +729,32 @@ def run_interleaved(
     spec_of: Callable[[str], Any],
     device_name_of: Callable[[str], str],
     argv: Sequence[str] = (),
+    wait_for_quiet: Callable[[], Any] | None = None,
 ) -> list[RunSummary]:
     """Measure several run folders (the variants of an A/B run) group by group in the order
-    of :func:`interleave`, so that drift of the machine hits every variant alike. Each
-    lane's manifest records the wall time of the whole interleaved session."""
+    of :func:`interleave`, so that drift of the machine hits every variant alike; then the
+    contended cells again (:func:`remeasure`) and the closing ceilings. Each lane's manifest
+    records the wall time of the whole interleaved session."""
     try:
         for lane, g in interleave(lanes):
             run_group(lane, g, executor, spec_of, device_name_of)
+        remeasure(lanes, executor, spec_of, device_name_of, wait_for_quiet)
+        closing_ceilings(lanes)
     except Interrupted as e:
         for lane in lanes:
             close_lane(lane, argv, interrupted=signal.Signals(e.signum).name)
         raise
     return [close_lane(lane, argv) for lane in lanes]
+
+
+def record_preflight(run_dir: Path, check: Mapping[str, Any]) -> None:
+    """Add the pre-flight check of this session (bench.preflight) to the manifest's
+    ``preflight`` list, before the first cell."""
+    manifest = read_manifest(run_dir)
+    manifest.setdefault("preflight", []).append(
+        {"at": dt.datetime.now(dt.timezone.utc).isoformat(), **check}
+    )
+    write_manifest(run_dir, manifest)
 
 
 def measure_idle_power(devices: Sequence[str], stream: TextIO) -> dict[str, float | None]:
@@ -548,6 +797,7 @@ def _record_session(
     written: int,
     timed_s: float,
     interrupted: str | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> None:
     manifest = read_manifest(run_dir)
     session: dict[str, Any] = {
@@ -556,6 +806,7 @@ def _record_session(
         "wall_s": round(wall_s, 3),
         "rows_written": written,
         "timed_s": round(timed_s, 3),
+        **(extra or {}),
     }
     if interrupted:
         session["interrupted_by"] = interrupted

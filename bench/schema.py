@@ -150,6 +150,47 @@ POWER = (
     _c("throttled", "bool?", "", "whether the GPU throttled during the window"),
     _c("throttle_reasons", "str?", "", "NVML's throttle reasons, decoded"),
 )
+# The host's state during the timed window (bench.probes.contention, docs/noise.md).
+CONTENTION = (
+    _c("cpu_share", "float?", "", "worker CPU time ÷ (window wall time × threads)"),
+    _c(
+        "run_wait_share",
+        "float?",
+        "",
+        "time the worker's threads waited runnable for a CPU ÷ (wall time × threads)",
+    ),
+    _c(
+        "others_cpu_cores",
+        "float?",
+        "cores",
+        "CPU cores other processes kept busy on the worker's CPUs during the window",
+    ),
+    _c("steal_share", "float?", "", "share of the worker's CPUs' time the hypervisor took"),
+    _c("involuntary_switches", "int?", "", "the worker's involuntary context switches"),
+    _c("host_runnable_begin", "int?", "", "runnable tasks on the host at the window's start"),
+    _c("host_runnable_end", "int?", "", "runnable tasks on the host at the window's end"),
+    _c("gpu_other_processes", "int?", "", "other processes on the GPU during the window"),
+    _c("contention_source", "str?", "", "how contention was read, or why not"),
+)
+# The verdict on a row, given by the runner (bench.quality, docs/noise.md).
+QUALITY = (
+    _c(
+        "quality",
+        "str?",
+        "",
+        "`clean`, `noisy`, `contended` or `implausible`; empty unless `ok`",
+        True,
+    ),
+    _c("quality_reason", "str?", "", "why the row got its quality, in words"),
+    _c(
+        "attempt",
+        "int",
+        "",
+        "measurement of this cell and repeat (0, then re-measurements)",
+        True,
+    ),
+    _c("variant", "str?", "", "the arm of an interleaved A/B run (`--variant`)"),
+)
 REFERENCE = (
     _c("top1", "float?", "%", "published ImageNet-1K top-1 accuracy"),
     _c("top5", "float?", "%", "published ImageNet-1K top-5 accuracy"),
@@ -172,6 +213,8 @@ DECLARED: tuple[Column, ...] = (
     *ROOFLINE,
     *MEMORY,
     *POWER,
+    *CONTENTION,
+    *QUALITY,
     *REFERENCE,
     *SETTINGS,
 )
@@ -185,6 +228,8 @@ def _row_fields(columns: Sequence[Column]) -> list[tuple[str, str, Any]]:
             fields.append((c.name, kind, dataclasses.field(default=SCHEMA_VERSION)))
         elif c.name == "config":
             fields.append((c.name, kind, dataclasses.field(default="eager")))
+        elif c.name == "attempt":
+            fields.append((c.name, kind, dataclasses.field(default=0)))
         elif c.kind == "floats":
             fields.append((c.name, kind, dataclasses.field(default=())))
         elif c.required:

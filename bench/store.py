@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 
 from bench.errors import InvalidOption, OutputNotWritable, ResultsCorrupt, RunLocked
 from bench.keys import CellKey, RowKey
+from bench.quality import rank
 from bench.schema import ARROW_SCHEMA, COLUMNS, REQUIRED_COLUMNS, Column, Row, arrow_schema
 
 MANIFEST = "manifest.json"
@@ -440,6 +441,9 @@ def _migrate_keys(
             how += [f"{unknown} set to {NOT_RECORDED} (not recorded)"] if unknown else []
             notes.append(f"{int(gap.sum())} row(s) lack {col}: {', '.join(how)}")
         df[col] = values.astype(np.int64)
+    # rows written before re-measurement are the only attempt of their cell
+    raw = df["attempt"] if "attempt" in df.columns else pd.Series([None] * len(df), dtype=object)
+    df["attempt"] = pd.to_numeric(raw, errors="coerce").fillna(0).astype(np.int64)
     raw = df["config"] if "config" in df.columns else pd.Series([None] * len(df), dtype=object)
     gap = raw.isna().to_numpy()
     if gap.any():  # before configurations were a sweep axis, every row ran eager
@@ -506,9 +510,16 @@ def _read_table(path: Path) -> pd.DataFrame:
 
 
 def read_ceilings(run_dir: Path) -> pd.DataFrame:
-    """The ceilings measured for a run (``ceilings.parquet``); empty when there are none."""
+    """The ceilings measured for a run (``ceilings.parquet``); empty when there are none.
+    Files written before the closing canary lack ``phase``: theirs were measured at the
+    start."""
     path = run_dir / CEILINGS
-    return _read_table(path) if path.is_file() else pd.DataFrame()
+    if not path.is_file():
+        return pd.DataFrame()
+    df = _read_table(path)
+    if "phase" not in df.columns:
+        df["phase"] = "start"
+    return df
 
 
 def load_ceilings(found: Discovery) -> pd.DataFrame:
@@ -551,6 +562,22 @@ def load_run(run_dir: Path) -> pd.DataFrame:
     if not any(run_dir.glob(PART_GLOB)):
         return _normalize(pd.DataFrame(columns=list(COLUMNS)))
     return load_results([run_dir])
+
+
+def best_attempts(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per (run, cell, repeat): of the attempts of a cell (``attempt``; the runner
+    re-measures cells judged ``contended``), the one with the best ``quality``
+    (bench.quality.rank: clean, noisy, implausible, contended, then unjudged), the latest
+    among equals. What the report and compare read; every attempt stays on disk."""
+    if not len(df) or "attempt" not in df.columns or (df["attempt"] == 0).all():
+        return df
+    keys = ["run_id", *CellKey.COLUMNS, "repeat"]
+    order = df.assign(
+        _rank=df["quality"].map(rank) if "quality" in df.columns else 0,
+        _pos=np.arange(len(df)),
+    ).sort_values([*keys, "_rank", "attempt"], ascending=[*(True,) * len(keys), True, False])
+    kept = order.drop_duplicates(keys, keep="first").sort_values("_pos")
+    return kept.drop(columns=["_rank", "_pos"])
 
 
 def row_keys(df: pd.DataFrame) -> set[RowKey]:

@@ -48,6 +48,7 @@ class Task:
     memory_cap_bytes: int | None = None
     idle_power_w: float | None = None  # measured by the runner at the start of the run
     ceiling_macs_per_s: float | None = None  # the run's measured GEMM ceiling (bench.ceilings)
+    variant: str | None = None  # the arm of an interleaved A/B run
     env: dict[str, str] = field(default_factory=dict)  # the run's --variant variables
 
     def to_json(self) -> str:
@@ -86,6 +87,8 @@ def base_row(
         dtype=g.dtype,
         threads=g.threads,
         config=g.config,
+        attempt=g.attempt,
+        variant=task.variant,
         hostname=socket.gethostname(),
         status=status,
         top1=getattr(ref, "top1", None),
@@ -257,7 +260,7 @@ def _prepare(task: Task, spec: Any, torch: Any, dtype: Any) -> _Setup:
     fields: dict[str, Any] = {}
     _warm_runtime(torch, g.device, dtype)
     sync = synchronizer(g.device)
-    ctx = ProbeContext(g.device, sync, task.idle_power_w)
+    ctx = ProbeContext(g.device, sync, task.idle_power_w, g.threads)
     memory = MemoryPass.open(ctx)
     probes = [cls.open(ctx) for cls in registered()]
     if task.memory_cap_bytes and not cuda:

@@ -22,12 +22,18 @@ def plugin_models_everywhere() -> Iterator[None]:
     set ``EFFBENCH_PLUGINS`` and ``PYTHONPATH`` for the session so that worker processes,
     which import the registry fresh, register them too; the variables are restored after.
     ``EFFBENCH_NO_CEILINGS`` keeps sweeps from measuring device ceilings (seconds each)
-    unless a test asks with ``--ceilings``."""
+    unless a test asks with ``--ceilings``; ``EFFBENCH_REMEASURE`` and
+    ``EFFBENCH_PREFLIGHT_S`` turn re-measurement off and shorten the pre-flight check unless
+    a test asks (``--remeasure N``)."""
     path = os.pathsep.join(p for p in (str(PLUGINS), str(ROOT), os.environ.get("PYTHONPATH")) if p)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("EFFBENCH_PLUGINS", PLUGIN_MODULE)
         mp.setenv("PYTHONPATH", path)
         mp.setenv("EFFBENCH_NO_CEILINGS", "1")
+        # this machine is shared while the suite runs: no re-measurement of contended cells
+        # (and its waits for a quiet host) unless a test asks, and a short pre-flight check
+        mp.setenv("EFFBENCH_REMEASURE", "0")
+        mp.setenv("EFFBENCH_PREFLIGHT_S", "0.05")
         importlib.import_module(PLUGIN_MODULE)
         yield
 

@@ -360,7 +360,10 @@ def test_frame_has_the_columns_in_order_and_survives_parquet(tmp_path: Path) -> 
     cs = [_ceiling(), *datasheet_ceilings("cuda:0", "NVIDIA H200", "bfloat16")]
     df = ceilings_frame(cs, "host-a", "2026-01-02T03:04:05+00:00")
     assert tuple(df.columns) == CEILING_COLUMNS
-    assert CEILING_COLUMNS[-2:] == ("hostname", "measured_at")
+    assert CEILING_COLUMNS[-3:] == ("hostname", "measured_at", "phase")
+    assert set(df["phase"]) == {"start"}
+    with pytest.raises(InvalidOption, match="phase"):
+        ceilings_frame(cs, "host-a", "2026-01-02T03:04:05+00:00", phase="middle")
     assert list(df["samples"].astype(object)) == [10, pd.NA, pd.NA]
     assert df["ci_rel"].isna().tolist() == [False, True, True]
     path = tmp_path / "ceilings.parquet"

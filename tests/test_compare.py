@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import math
@@ -782,3 +783,31 @@ def test_a_run_written_before_configurations_matches_an_eager_run(tmp_path: Path
     assert [dict(zip(cmp.MATCH_KEY, k, strict=True))["config"] for k in c.only_candidate] == [
         "compile"
     ]
+
+
+# --------------------------------------------------------------------------- contention
+
+
+def test_a_contended_cell_is_inconclusive_contended_never_a_verdict() -> None:
+    base = _rows({("m", 1): _scaled(1), ("n", 1): _scaled(1)}, quality="clean")
+    cand = _rows({("m", 1): _scaled(2)}, quality="clean")
+    # a 2x slowdown, but the host contended one candidate repeat of cell n
+    cand += [r if r.repeat else dataclasses.replace(r, quality="contended")
+             for r in _rows({("n", 1): _scaled(2)}, quality="clean")]  # fmt: skip
+    c = cmp.compare_sides(_side(base), _side(cand), cmp.Settings(metrics=("latency",)))
+    verdicts = {r.key[0]: (r.verdict, r.evidence, r.shown_verdict) for r in c.results}
+    assert verdicts["m"][0] == "regression"
+    assert verdicts["n"] == ("inconclusive", "contended", "inconclusive (contended)")
+    md = cmp.to_markdown(c)
+    assert "| inconclusive (contended) |" in md and "1 of 5 candidate repeat(s)" in md
+    assert "1 inconclusive because the host was contended" in cmp.summary_line(c)
+
+
+def test_compare_reads_the_best_attempt_of_a_re_measured_cell(tmp_path: Path) -> None:
+    base = _write_run(tmp_path / "b", _rows({("m", 1): _scaled(1)}, quality="clean"))
+    first = _rows({("m", 1): _scaled(3)}, quality="contended")
+    again = _rows({("m", 1): _scaled(1)}, quality="clean", attempt=1)
+    cand = _write_run(tmp_path / "c", [*first, *again])
+    c = cmp.compare_paths(base, cand, cmp.Settings(metrics=("latency",)))
+    (r,) = c.results
+    assert (r.verdict, r.n_cand) == ("unchanged", 5)  # the contended first attempts left out

@@ -103,8 +103,12 @@ def test_a_run_measures_ceilings_once_and_places_every_cell_on_them(out_dir: Pat
     assert r.returncode == 0, r.stderr
     run = out_dir / "roof"
     ceilings = read_ceilings(run)
-    measured = ceilings[ceilings["source"] == "measured"]
+    measured = ceilings[(ceilings["source"] == "measured") & (ceilings["phase"] == "start")]
     assert set(measured["kind"]) == {"gemm", "conv3x3", "triad", "copy"}
+    # the closing canary: GEMM and triad again after the last cell, and their drift said
+    end = ceilings[ceilings["phase"] == "end"]
+    assert sorted(end["kind"]) == ["gemm", "triad"] and (end["value"] > 0).all()
+    assert "ceilings drifted: cpu float32 threads=1: gemm" in r.stderr
     keys = measured[["device", "dtype", "threads"]].drop_duplicates()
     assert [tuple(k) for k in keys.itertuples(index=False)] == [("cpu", "float32", 1)]
     assert (measured["value"] > 0).all() and measured["value"].map(math.isfinite).all()

@@ -16,7 +16,7 @@ from bench.compare.results import Side
 from bench.compare.settings import MATCH_KEY, METRICS, Metric, Settings
 from bench.compare.text import cell_name, plain
 from bench.errors import InvalidOption, NothingCompared, ResultsCorrupt
-from bench.store import discover, load_discovered
+from bench.store import best_attempts, discover, load_discovered
 
 
 def load_side(path: str | Path) -> Side:
@@ -24,7 +24,8 @@ def load_side(path: str | Path) -> Side:
     by :func:`bench.store.discover`, as every loader finds them)."""
     p = Path(path)
     found = discover([p])
-    rows = load_discovered(found).rows
+    # a cell re-measured because it was contended counts once, by its best attempt
+    rows = best_attempts(load_discovered(found).rows)
     if rows.empty:
         raise ResultsCorrupt(f"{p} holds no result rows; run `effbench run` first")
     envs = tuple(

@@ -42,7 +42,7 @@ def to_junit(c: Comparison) -> str:
 
 def _detail(r: CellResult) -> str:
     return (
-        f"{r.verdict}: ratio {fmt_ratio(r.ratio)} interval "
+        f"{r.shown_verdict}: ratio {fmt_ratio(r.ratio)} interval "
         f"[{fmt_ratio(r.ci_low)}, {fmt_ratio(r.ci_high)}] baseline "
         f"{fmt_value(r.base_value, r.metric)} candidate {fmt_value(r.cand_value, r.metric)} "
         f"repeats {r.n_base}/{r.n_cand} ({r.evidence}) {plain(r.note)}".strip()

@@ -106,7 +106,7 @@ def _notes(c: Comparison) -> list[str]:
 
 def _table_row(r: CellResult) -> str:
     k = {col: markdown_text(v) for col, v in r.cell.items()}
-    verdict = f"**{r.verdict}**" if r.verdict == "regression" else r.verdict
+    verdict = f"**{r.verdict}**" if r.verdict == "regression" else r.shown_verdict
     interval = "-" if r.ci_low is None else f"[{fmt_ratio(r.ci_low)}, {fmt_ratio(r.ci_high)}]"
     evidence = markdown_text(r.evidence + (f": {r.note}" if r.note else ""))
     return (

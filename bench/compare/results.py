@@ -44,6 +44,12 @@ class CellResult:
     def cell(self) -> dict[str, Any]:
         return dict(zip(MATCH_KEY, self.key, strict=True))
 
+    @property
+    def shown_verdict(self) -> str:
+        """The verdict as the reports print it: ``inconclusive (contended)`` when the host
+        contended a side's rows, so no one reads it as a lack of repeats."""
+        return f"{self.verdict} (contended)" if self.evidence == "contended" else self.verdict
+
 
 # Named tuples, not dataclasses: callers unpack them (`for name, m, r, _ in c.families`).
 class Family(NamedTuple):

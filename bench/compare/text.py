@@ -39,6 +39,9 @@ def cell_name(key: tuple[Any, ...]) -> str:
 
 def summary_line(c: Comparison) -> str:
     counts = ", ".join(f"{c.count(v)} {v}" for v in VERDICTS)
+    contended = sum(r.evidence == "contended" for r in c.results)
+    if contended:
+        counts += f" ({contended} inconclusive because the host was contended)"
     return (
         f"{counts} ({len(c.results)} cell-metric comparisons; "
         f"{len(c.only_baseline)} baseline-only, {len(c.only_candidate)} candidate-only cells)"

@@ -70,7 +70,33 @@ def estimate_cell(
     unmeasured = _unmeasured(cell, metric, name, len(vb), len(vc))
     if unmeasured is not None:
         return unmeasured
+    contended = _contended(okb, okc)
+    if contended:
+        return CellResult(cell.key, name, "inconclusive", CONTENDED, len(vb), len(vc),
+                          note=contended)  # fmt: skip
     return _estimate(cell.key, name, metric, okb, okc, vb, vc, settings, drift)
+
+
+CONTENDED = "contended"  # the evidence of a cell whose rows the host contended
+
+
+def _contended(okb: pd.DataFrame, okc: pd.DataFrame) -> str:
+    """Why a cell cannot be judged because a side's kept rows were measured on a contended
+    host (bench.quality), or '' when no row was: a busy host slows a side by more than
+    any threshold, so no verdict is read off it."""
+    said = []
+    for label, df in (("baseline", okb), ("candidate", okc)):
+        if "quality" not in df.columns:
+            continue
+        n = int((df["quality"] == "contended").sum())
+        if n:
+            said.append(f"{n} of {len(df)} {label} repeat(s)")
+    if not said:
+        return ""
+    return (
+        f"{' and '.join(said)} ran on a contended host (quality `contended`); "
+        "re-measure on a quiet host (`effbench run --resume`), no verdict from these"
+    )
 
 
 def _unmeasured(

@@ -28,6 +28,7 @@ class ProbeContext:
     device: str
     sync: Callable[[], None]
     idle_power_w: float | None = None
+    threads: int = 1  # intra-op threads the cell asked for
 
 
 @dataclass(frozen=True, slots=True)

@@ -459,3 +459,74 @@ def open_nvml_monitor(
         nvml.nvmlShutdown()
         return NullPowerMonitor("NVML sampler failed", str(e))
     return NvmlMonitor(nvml, handle, method, sampler, sync=sync, clock=clock, sleep=sleep)
+
+
+class GpuProcesses:
+    """Counts the processes other than this one that hold the GPU (compute or graphics),
+    from ``nvmlDeviceGetComputeRunningProcesses`` and ``...GraphicsRunningProcesses``.
+    Inside a PID namespace (a container) NVML lists host PIDs, so this process may not be
+    found by its own PID; then one listed process is taken to be this one (it holds a CUDA
+    context on the device while it measures). NOT RUN ON REAL NVIDIA HARDWARE."""
+
+    def __init__(self, nvml: ModuleType, handle: Any, own_pid: int) -> None:
+        self._nvml, self._handle, self._own = nvml, handle, own_pid
+
+    def others(self) -> int | None:
+        """Other processes on the device now; None where NVML cannot say."""
+        pids: set[int] = set()
+        readable = False
+        for kind in ("Compute", "Graphics"):
+            name = f"nvmlDeviceGet{kind}RunningProcesses"
+            fn = getattr(self._nvml, name, None)
+            if fn is None:
+                continue
+            try:
+                pids.update(int(p.pid) for p in fn(self._handle))
+                readable = True
+            except self._nvml.NVMLError:
+                continue
+        if not readable:
+            return None
+        found_self = self._own in pids
+        pids.discard(self._own)
+        # this process holds a context on the device while it measures; inside a PID
+        # namespace NVML lists it by a host PID we cannot tell apart, so count one less
+        return len(pids) if found_self else max(0, len(pids) - 1)
+
+    def close(self) -> None:
+        with contextlib.suppress(self._nvml.NVMLError):
+            self._nvml.nvmlShutdown()
+
+
+def open_gpu_processes(
+    device: str,
+    *,
+    module: str = "pynvml",
+    uuid_of: Callable[[int], str | None] = _torch_uuid,
+    own_pid: int | None = None,
+) -> GpuProcesses | None:
+    """A :class:`GpuProcesses` for ``device`` ("cuda" or "cuda:N"), or None where NVML is
+    missing or cannot find the device (the contention probe then records no count)."""
+    import os
+
+    try:
+        nvml = importlib.import_module(module)
+    except ImportError:
+        return None
+    try:
+        nvml.nvmlInit()
+    except nvml.NVMLError:
+        return None
+    index = int(device.split(":", 1)[1]) if ":" in device else 0
+    uuid = uuid_of(index)
+    try:
+        handle = nvml.nvmlDeviceGetHandleByUUID(uuid) if uuid else None
+    except nvml.NVMLError:
+        handle = None
+    try:
+        if handle is None:
+            handle = nvml.nvmlDeviceGetHandleByIndex(index)
+    except nvml.NVMLError:
+        nvml.nvmlShutdown()
+        return None
+    return GpuProcesses(nvml, handle, os.getpid() if own_pid is None else own_pid)

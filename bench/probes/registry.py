@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 from bench.probes.base import Probe
+from bench.probes.contention import ContentionWindow
 from bench.probes.power import PowerWindow
 from bench.schema import DECLARED, Column
 
-BUILTIN: tuple[type[Probe], ...] = (PowerWindow,)
+BUILTIN: tuple[type[Probe], ...] = (ContentionWindow, PowerWindow)
 _EXTRA: list[type[Probe]] = []
 
 

@@ -103,6 +103,7 @@ class Config:
     burst_to: float = 0.0
     burst_reasons: int = 0
     gpus: int = 1
+    processes: tuple[int, ...] = ()  # PIDs holding the GPU (compute)
 
 
 config = Config()
@@ -244,3 +245,19 @@ def nvmlDeviceGetCurrentClocksEventReasons(handle: Any) -> int:
     if config.burst_from <= clock() < config.burst_to:
         return config.reasons | config.burst_reasons
     return config.reasons
+
+
+class _ProcessInfo:
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.usedGpuMemory = 0
+
+
+def nvmlDeviceGetComputeRunningProcesses(handle: Any) -> list[_ProcessInfo]:
+    _check(handle)
+    return [_ProcessInfo(p) for p in config.processes]
+
+
+def nvmlDeviceGetGraphicsRunningProcesses(handle: Any) -> list[_ProcessInfo]:
+    _check(handle)
+    return []

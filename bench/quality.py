@@ -1,0 +1,150 @@
+"""The verdict on a row: ``clean``, ``noisy``, ``contended`` or ``implausible``, and why.
+
+Pure (standard library only): the runner judges every ``ok`` row with it before writing,
+again after the run's closing ceilings (``implausible`` depends on the roof), and the
+readers use :data:`RANK` to keep the best attempt of a cell. The rules and their measured
+rates are in docs/noise.md.
+
+- ``contended``: the evidence of the timed window says the cell did not get its CPU or GPU:
+  its threads waited runnable for a CPU more than :data:`RUN_WAIT_LIMIT` of the window,
+  other processes kept more than :data:`OTHERS_CORES_LIMIT` cores busy on its CPUs (CPU
+  cells), the hypervisor stole more than :data:`STEAL_LIMIT` of the CPUs' time, another
+  process used the GPU, or the GPU slowed itself down (thermal or hardware slowdown).
+- ``implausible``: the achieved multiply-add rate, even at the slow end of the latency's
+  confidence interval, is above the highest measured compute ceiling at the high end of its
+  own interval: the roof (measured at a busier moment) or the count is wrong, and the point
+  must not be read as a fraction of that roof.
+- ``noisy``: the median's confidence interval missed the precision target (``converged``
+  false): fair conditions, but the number is less precise than asked.
+- ``clean``: none of these.
+
+A row can meet several; the verdict is the first of contended, implausible, noisy, and
+``quality_reason`` lists every one met.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+QUALITIES = ("clean", "noisy", "implausible", "contended")
+# Best first: the readers keep the attempt of a cell with the lowest rank (bench.store).
+RANK = {q: i for i, q in enumerate(QUALITIES)}
+UNJUDGED_RANK = len(QUALITIES)  # rows that are not ok, or were written before verdicts
+
+RUN_WAIT_LIMIT = 0.05  # share of the window the worker's threads waited for a CPU
+OTHERS_CORES_LIMIT = 0.25  # cores other processes kept busy on the worker's CPUs
+STEAL_LIMIT = 0.05  # share of the CPUs' time the hypervisor took
+# Clock-event reasons under which a GPU runs below its clocks for reasons outside the work
+# (bench.probes.nvml.THROTTLE_BITS); a software power cap is the normal state of a busy GPU.
+GPU_SLOWDOWNS = ("hw_slowdown", "sw_thermal", "hw_thermal", "hw_power_brake")
+
+
+@dataclass(frozen=True, slots=True)
+class Roof:
+    """The highest compute ceiling measured for a row's setup (MACs/s) and the relative
+    half-width of its 95% confidence interval (0 when unknown)."""
+
+    macs_per_s: float
+    ci_rel: float = 0.0
+    kind: str = "gemm"
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    quality: str | None
+    reason: str | None
+
+
+def _number(values: Mapping[str, Any], name: str) -> float | None:
+    v = values.get(name)
+    if v is None or isinstance(v, bool):
+        return None
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def contention_reasons(values: Mapping[str, Any]) -> list[str]:
+    """What in a row's window evidence says the cell did not get its CPU or GPU."""
+    out = []
+    cpu = str(values.get("device") or "") == "cpu"
+    wait = _number(values, "run_wait_share")
+    if wait is not None and wait > RUN_WAIT_LIMIT:
+        out.append(f"its threads waited for a CPU {wait:.0%} of the window")
+    others = _number(values, "others_cpu_cores")
+    if cpu and others is not None and others > OTHERS_CORES_LIMIT:
+        out.append(f"other processes kept {others:.2f} cores of its CPUs busy")
+    steal = _number(values, "steal_share")
+    if steal is not None and steal > STEAL_LIMIT:
+        out.append(f"the hypervisor took {steal:.0%} of its CPUs' time")
+    gpu_others = _number(values, "gpu_other_processes")
+    if gpu_others:
+        out.append(f"{int(gpu_others)} other process(es) used the GPU")
+    reasons = str(values.get("throttle_reasons") or "")
+    slow = [r for r in GPU_SLOWDOWNS if r in reasons.split(",")]
+    if slow:
+        out.append(f"the GPU slowed down ({', '.join(slow)})")
+    return out
+
+
+def above_roof(values: Mapping[str, Any], roof: Roof | None) -> str | None:
+    """Why the row's achieved rate cannot be below ``roof``, or None when it can."""
+    macs, batch = _number(values, "macs"), _number(values, "batch_size")
+    slow_ms = _number(values, "latency_ms_ci_high") or _number(values, "latency_ms_median")
+    if roof is None or not macs or not batch or not slow_ms or roof.macs_per_s <= 0:
+        return None
+    lowest = macs * batch / (slow_ms / 1e3)
+    highest_roof = roof.macs_per_s * (1 + roof.ci_rel)
+    if lowest <= highest_roof:
+        return None
+    return (
+        f"{lowest / 1e9:.1f} GMAC/s (at the slow end of its latency CI) is above the measured "
+        f"{roof.kind} roof {roof.macs_per_s / 1e9:.1f} GMAC/s ±{roof.ci_rel:.1%}: the roof "
+        "was measured at a busier moment, or the count is wrong"
+    )
+
+
+def judge(values: Mapping[str, Any], roof: Roof | None = None, target_ci: float = 0.01) -> Verdict:
+    """The verdict on one row (a dict of its columns); ``None`` for rows that are not ok."""
+    if values.get("status") != "ok":
+        return Verdict(None, None)
+    contended = contention_reasons(values)
+    implausible = above_roof(values, roof)
+    noisy = None
+    if values.get("converged") is False:
+        median = _number(values, "latency_ms_median")
+        low, high = _number(values, "latency_ms_ci_low"), _number(values, "latency_ms_ci_high")
+        n = values.get("n_samples")
+        if median and low is not None and high is not None:
+            reached = f"±{(high - low) / 2 / median:.1%}"
+        else:
+            reached = "not formed"
+        noisy = (
+            f"the median's 95% CI is {reached} after {n} samples, "
+            f"not the ±{target_ci:.0%} asked for"
+        )
+    if contended:
+        quality = "contended"
+    elif implausible:
+        quality = "implausible"
+    elif noisy:
+        quality = "noisy"
+    else:
+        return Verdict("clean", "no sign of contention; precision target met")
+    reasons = [*contended, *([implausible] if implausible else []), *([noisy] if noisy else [])]
+    return Verdict(quality, "; ".join(reasons))
+
+
+def rank(quality: object) -> int:
+    """Lower is better: clean, noisy, implausible, contended, then unjudged."""
+    return RANK.get(quality, UNJUDGED_RANK) if isinstance(quality, str) else UNJUDGED_RANK
+
+
+def summary(counts: Mapping[str | None, int]) -> str:
+    """ "10 clean, 50 contended" in the order of :data:`QUALITIES` (unjudged rows left out)."""
+    return ", ".join(f"{counts[q]} {q}" for q in QUALITIES if counts.get(q))

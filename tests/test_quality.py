@@ -1,0 +1,106 @@
+"""The verdict rules of bench.quality, one by one, on rows whose evidence is set by hand
+(the fast, deterministic version of each rule of docs/noise.md), and the pick of a cell's
+best attempt."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from bench.quality import (
+    OTHERS_CORES_LIMIT,
+    RUN_WAIT_LIMIT,
+    STEAL_LIMIT,
+    Roof,
+    judge,
+    rank,
+    summary,
+)
+from bench.store import best_attempts
+
+# A quiet, converged CPU row: resnet18-like, 1.8 GMACs per image at 25 ms for batch 1.
+QUIET = dict(
+    status="ok", device="cpu", batch_size=1, macs=1_800_000_000, converged=True,
+    latency_ms_median=25.0, latency_ms_ci_low=24.9, latency_ms_ci_high=25.1, n_samples=80,
+    run_wait_share=0.001, others_cpu_cores=0.02, steal_share=0.0, cpu_share=0.99,
+)  # fmt: skip
+
+
+def test_a_quiet_converged_row_is_clean() -> None:
+    v = judge(QUIET)
+    assert v.quality == "clean"
+
+
+@pytest.mark.parametrize(
+    ("column", "limit"),
+    [("run_wait_share", RUN_WAIT_LIMIT), ("others_cpu_cores", OTHERS_CORES_LIMIT),
+     ("steal_share", STEAL_LIMIT)],
+)  # fmt: skip
+def test_each_contention_signal_above_its_limit_makes_a_row_contended(
+    column: str, limit: float
+) -> None:
+    assert judge({**QUIET, column: limit * 0.99}).quality == "clean"
+    v = judge({**QUIET, column: limit * 1.01})
+    assert v.quality == "contended"
+    assert v.reason and v.reason.count(";") == 0  # one reason: only this signal
+
+
+def test_other_processes_on_other_cores_do_not_contend_a_gpu_cell() -> None:
+    # a GPU cell needs one launching thread; a busy core elsewhere on the host is not its
+    gpu = {**QUIET, "device": "cuda:0", "others_cpu_cores": 3.0}
+    assert judge(gpu).quality == "clean"
+    assert judge({**gpu, "gpu_other_processes": 1}).quality == "contended"
+    assert judge({**gpu, "throttle_reasons": "sw_power_cap"}).quality == "clean"
+    v = judge({**gpu, "throttle_reasons": "sw_power_cap,hw_thermal"})
+    assert v.quality == "contended" and "hw_thermal" in (v.reason or "")
+
+
+def test_a_missed_precision_target_is_noisy_and_says_how_far() -> None:
+    v = judge({**QUIET, "converged": False, "latency_ms_ci_low": 24.0,
+               "latency_ms_ci_high": 26.0}, target_ci=0.01)  # fmt: skip
+    assert v.quality == "noisy"
+    assert "±4.0%" in (v.reason or "") and "±1%" in (v.reason or "")  # (26-24)/2/25
+
+
+def test_a_rate_above_the_roof_beyond_both_intervals_is_implausible() -> None:
+    # achieved at the slow end of the CI: 1.8e9 / 0.0251 s = 71.7 GMAC/s
+    slow_end = 1_800_000_000 / 0.0251
+    below = Roof(slow_end / 1.05 * 1.001, ci_rel=0.05)  # roof x 1.05 just above: plausible
+    above = Roof(slow_end / 1.05 * 0.999, ci_rel=0.05)  # just below: implausible
+    assert judge(QUIET, below).quality == "clean"
+    v = judge(QUIET, above)
+    assert v.quality == "implausible"
+    assert "roof" in (v.reason or "")
+
+
+def test_contended_wins_over_implausible_and_noisy_and_every_reason_is_listed() -> None:
+    row = {**QUIET, "run_wait_share": 0.3, "converged": False}
+    v = judge(row, Roof(1e9))
+    assert v.quality == "contended"
+    assert v.reason and len(v.reason.split("; ")) == 3
+
+
+def test_rows_that_are_not_ok_get_no_verdict() -> None:
+    assert judge({**QUIET, "status": "oom"}).quality is None
+
+
+def test_rank_orders_clean_noisy_implausible_contended_then_unjudged() -> None:
+    order = ["clean", "noisy", "implausible", "contended", None, float("nan")]
+    assert [rank(q) for q in order] == [0, 1, 2, 3, 4, 4]
+    assert summary({"contended": 50, "clean": 10, None: 2}) == "10 clean, 50 contended"
+
+
+def test_best_attempts_keeps_the_best_quality_and_the_latest_among_equals() -> None:
+    base = dict(run_id="r", model="m", device="cpu", dtype="float32", image_size=8,
+                threads=1, config="eager", repeat=0)  # fmt: skip
+    df = pd.DataFrame([
+        {**base, "batch_size": 1, "attempt": 0, "quality": "contended", "latency_ms_median": 9.0},
+        {**base, "batch_size": 1, "attempt": 1, "quality": "clean", "latency_ms_median": 5.0},
+        {**base, "batch_size": 1, "attempt": 2, "quality": "contended", "latency_ms_median": 8.0},
+        {**base, "batch_size": 2, "attempt": 0, "quality": "contended", "latency_ms_median": 9.0},
+        {**base, "batch_size": 2, "attempt": 1, "quality": "contended", "latency_ms_median": 7.0},
+        {**base, "batch_size": 4, "attempt": 0, "quality": None, "latency_ms_median": 3.0},
+    ])  # fmt: skip
+    kept = best_attempts(df)
+    assert list(zip(kept["batch_size"], kept["attempt"], strict=True)) == [(1, 1), (2, 1), (4, 0)]
+    assert list(kept["latency_ms_median"]) == [5.0, 7.0, 3.0]
