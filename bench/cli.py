@@ -783,7 +783,24 @@ def _cmd_peak(args: argparse.Namespace) -> int:
         for dtype in dtypes:
             found += measure_ceilings(device, dtype, threads, precision=args.precision)
     print(format_ceilings(found, args.format))
+    for line in imprecise_ceilings(found, args.precision):
+        print(f"effbench: warning: {line}", file=sys.stderr)
     return 0
+
+
+def imprecise_ceilings(found: Sequence[Any], precision: float) -> list[str]:
+    """A warning per measured ceiling whose median missed the precision target."""
+    out = []
+    for c in found:
+        if c.source != "measured" or (c.ci_rel is not None and c.ci_rel <= precision):
+            continue
+        reached = "no interval" if c.ci_rel is None else f"±{c.ci_rel:.1%}"
+        out.append(
+            f"{c.kind} on {c.device} {c.dtype} reached {reached}, not the ±{precision:.0%} "
+            "asked for: the host was probably busy (other processes, or a noisy neighbour); "
+            "measure again on a quiet host, or with fewer --threads"
+        )
+    return out
 
 
 def _cmd_profile(args: argparse.Namespace) -> int:

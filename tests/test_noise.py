@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from conftest import ROOT, effbench
 
 from bench import load_results
@@ -107,3 +108,23 @@ def test_resume_measures_what_has_no_acceptable_row_and_continues_the_attempts()
     assert [(p.batch_sizes, p.attempt) for p in pending] == [((16,), 0), ((4,), 2)]
     # a run that re-measures nothing takes a contended row as it is
     assert [p.batch_sizes for p in pending_groups([g], existing, remeasure=0)] == [(16,)]
+
+
+def test_require_quiet_lets_a_quiet_host_run_and_stops_a_busy_one(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    import argparse
+
+    from bench import cli, preflight
+
+    def host(busy: bool) -> preflight.HostCheck:
+        return preflight.HostCheck(0.5, 2, 1.6 if busy else 0.01, (), (0.1, 0.1, 0.1), (), busy)
+
+    args = argparse.Namespace(require_quiet=True)
+    monkeypatch.setattr(preflight, "check_host", lambda **kw: host(False))
+    record = cli._preflight(args, threads=2)
+    assert record["busy"] is False and record["required_quiet"] is True
+    assert capsys.readouterr().err == ""  # nothing to warn about
+    monkeypatch.setattr(preflight, "check_host", lambda **kw: host(True))
+    with pytest.raises(preflight.HostBusy, match="--require-quiet refuses a busy host"):
+        cli._preflight(args, threads=2)
