@@ -80,6 +80,14 @@ def test_contended_wins_over_implausible_and_noisy_and_every_reason_is_listed() 
     assert v.reason and len(v.reason.split("; ")) == 3
 
 
+def test_a_row_without_contention_evidence_says_it_was_not_read() -> None:
+    bare = {k: v for k, v in QUIET.items() if k not in ("run_wait_share", "others_cpu_cores",
+                                                        "steal_share")}  # fmt: skip
+    v = judge(bare)
+    assert v.quality == "clean" and "contention not read (not recorded)" in (v.reason or "")
+    assert "no sign of contention" in (judge(QUIET).reason or "")
+
+
 def test_rows_that_are_not_ok_get_no_verdict() -> None:
     assert judge({**QUIET, "status": "oom"}).quality is None
 
