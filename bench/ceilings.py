@@ -32,17 +32,16 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import statistics
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from bench.errors import BenchError, DeviceUnavailable, InvalidOption
 from bench.plan import DTYPES
-from bench.stats import ci_relative_halfwidth
+from bench.sampler import CiTarget, Clock, Sampled, Warmup, sample
 from bench.units import GIGA
 
 if TYPE_CHECKING:
@@ -70,7 +69,6 @@ STREAM_MIN_BYTES = {"cpu": 256 * MIB, "cuda": 1024 * MIB}  # both tensors of a c
 LLC_MULTIPLE = 8
 TRIAD_SCALAR = 3.0
 
-Clock = Callable[[], float]
 T = TypeVar("T")
 
 
@@ -261,19 +259,6 @@ def _noop() -> None:
     return None
 
 
-@dataclass(frozen=True, slots=True)
-class Sampled:
-    """Timed samples (seconds each) and the precision their median reached."""
-
-    samples_s: tuple[float, ...]
-    ci_rel: float | None  # None when the interval cannot be formed
-    converged: bool  # the CI reached ±precision before the budget ran out
-
-    @property
-    def median_s(self) -> float:
-        return statistics.median(self.samples_s)
-
-
 def sample_until_precise(
     run: Callable[[], object],
     *,
@@ -283,35 +268,15 @@ def sample_until_precise(
     budget_s: float = 1.5,
     warmup_calls: int = WARMUP_CALLS,
     min_samples: int = MIN_SAMPLES,
+    key: Hashable = None,
 ) -> Sampled:
     """Run ``run`` ``warmup_calls`` times, then time it (``t0; run(); sync(); t1``) until
     at least ``min_samples`` samples exist and the 95% CI of their median is within
     ±``precision`` of it, or until ``budget_s`` seconds (by ``clock``) have passed since
-    the first timed call; at least ``min_samples`` are always taken."""
-    for _ in range(warmup_calls):
-        run()
-    sync()
-    samples: list[float] = []
-    start = clock()
-    check_at = min_samples
-    ci = math.inf
-    while True:
-        t0 = clock()
-        run()
-        sync()
-        t1 = clock()
-        samples.append(t1 - t0)
-        n = len(samples)
-        if n < min_samples:
-            continue
-        if n >= check_at:
-            ci = ci_relative_halfwidth(samples)
-            if ci <= precision:
-                return Sampled(tuple(samples), ci, True)
-            check_at = n + max(1, n // 10)  # keeps the sort off most calls
-        if t1 - start >= budget_s:
-            ci = ci_relative_halfwidth(samples)
-            return Sampled(tuple(samples), None if math.isinf(ci) else ci, ci <= precision)
+    the first timed call; at least ``min_samples`` are always taken (bench.sampler, a
+    :class:`~bench.sampler.CiTarget` on elapsed seconds)."""
+    policy = CiTarget(precision, max_time_s=budget_s, min_samples=min_samples, elapsed=True)
+    return sample(run, policy, key=key, sync=sync, warmup=Warmup(warmup_calls), clock=clock)
 
 
 def time_call(run: Callable[[], object], sync: Callable[[], None], clock: Clock) -> float:

@@ -11,7 +11,7 @@ Method:
   nothing on the CPU), so a layer's time is its own work, queued work before it excluded. A
   layer called several times in a forward sums its calls; the layer's time is the median
   over the timed forwards of that per-forward sum, in milliseconds.
-- The plain forward (no hook) is timed with the suite's ``measure_latency``; plain and
+- The plain forward (no hook) is timed with the suite's sampler (``bench.sampler``); plain and
   hooked rounds alternate (``rounds`` of each, order swapped each round), so drift (another
   process, clock changes) hits both alike. ``forward_ms`` is the median of every plain sample.
 - ``sum_layers_ms`` is the sum of the layers' medians; ``gap_ms = forward_ms −
@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import io
 import json
 import statistics
@@ -51,15 +52,14 @@ from bench.errors import DeviceUnavailable, InvalidOption
 from bench.layers import exclusive_macs, sized_input
 from bench.plan import DTYPES
 from bench.probes.macs import build_on_meta
-from bench.probes.timing import measure_latency
 from bench.probes.traffic import exclusive_bytes_by_module
+from bench.sampler import Clock, TimeBudget, sample
 from bench.stats import summarize
 
 FORMATS = ("table", "json", "csv")
 GROUPS = ("conv", "depthwise conv", "linear", "norm", "activation", "pool", "attention", "other")
 WARMUP_ITERS = 3
 IDENTITY_CALLS = 200  # hooked empty calls timed for the overhead estimate
-Clock = Callable[[], float]
 
 
 @dataclass(frozen=True, slots=True)
@@ -505,19 +505,8 @@ def _warm_up(
 def _plain_round(
     forward: Callable[[], Any], sync: Callable[[], None], clock: Clock, share: float
 ) -> tuple[float, ...]:
-    """Plain forwards for ``share`` seconds (at least one), timed by ``measure_latency``."""
-    result = measure_latency(
-        forward,
-        sync=sync,
-        warmup_iters=0,
-        warmup_time_s=0.0,
-        min_time_s=share,
-        max_time_s=share,
-        target_ci=0.0,
-        min_iters=1,
-        clock=clock,
-    )
-    return result.samples_ms
+    """Plain forwards for ``share`` seconds (at least one); each forward's time in ms."""
+    return sample(forward, TimeBudget(share), sync=sync, clock=clock).samples_ms
 
 
 def _hooked_round(
@@ -526,20 +515,11 @@ def _hooked_round(
     sync: Callable[[], None],
     clock: Clock,
     share: float,
-) -> list[float]:
-    """Hooked forwards for ``share`` seconds (at least one); each forward's wall time in ms."""
-    samples: list[float] = []
-    spent = 0.0
+) -> tuple[float, ...]:
+    """Hooked forwards for ``share`` seconds (at least one); each forward's time in ms."""
     with layers.installed():
-        while not samples or spent < share:
-            sync()
-            t0 = clock()
-            layers.forward(forward, record=True)
-            sync()
-            took = clock() - t0
-            samples.append(took * 1e3)
-            spent += took
-    return samples
+        run = functools.partial(layers.forward, forward, record=True)
+        return sample(run, TimeBudget(share), sync=sync, clock=clock).samples_ms
 
 
 def _hook_overhead_ms(x: torch.Tensor, sync: Callable[[], None], clock: Clock) -> float:

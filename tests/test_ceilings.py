@@ -135,7 +135,9 @@ def test_a_gpu_sample_groups_calls_and_synchronises_once_per_sample() -> None:
     assert (c.unit, c.threads, c.samples) == (BYTES_PER_S, 0, 6)
     assert "5 calls per sample" in c.method
     assert clock.calls == 2 + 5 * (2 + 6)  # timing one call (2), warm-up (2 samples), samples
-    assert clock.syncs == 2 + 1 + 6  # time_call's two, after warm-up, one per sample
+    # time_call's two; the shared sampler's one before warm-up, one per warm-up call and
+    # one before timing; then one per sample
+    assert clock.syncs == 2 + 1 + 2 + 1 + 6
 
 
 def test_precision_loop_stops_once_the_interval_excludes_an_outlier() -> None:

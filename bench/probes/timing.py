@@ -13,28 +13,22 @@ On CUDA ``sync`` is ``torch.cuda.synchronize`` so each sample covers the whole f
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable, Mapping
 from typing import Any, ClassVar
 
 from bench.probes.base import ProbeContext, Window
+from bench.sampler import CiTarget, Clock, Sampled, Warmup, sample
 from bench.schema import LATENCY, Column
-from bench.stats import ci_relative_halfwidth, summarize
-
-Clock = Callable[[], float]
-
-
-@dataclass(frozen=True, slots=True)
-class TimingResult:
-    samples_ms: tuple[float, ...]
-    warmup_iters: int
-    warmup_s: float
-    timed_s: float
-    converged: bool
+from bench.stats import summarize
 
 
 def _noop() -> None:
     return None
+
+
+# The result of :func:`measure_latency`: the shared sampler's (samples kept, in seconds;
+# ``samples_ms`` in milliseconds).
+TimingResult = Sampled
 
 
 def measure_latency(
@@ -49,45 +43,23 @@ def measure_latency(
     min_iters: int = 5,
     before_timed: Callable[[], None] = _noop,
     clock: Clock = time.perf_counter,
-) -> TimingResult:
-    """Time ``fn`` as described in the module docstring; returns samples in ms.
+    key: Hashable = None,
+) -> Sampled:
+    """Time ``fn`` as described in the module docstring (bench.sampler with a
+    :class:`~bench.sampler.CiTarget` policy on timed seconds).
 
     ``before_timed`` runs once between warm-up and the timed iterations (peak-memory
     reset, power window start).
     """
-    sync()
-    start = clock()
-    done = 0
-    while done < warmup_iters or clock() - start < warmup_time_s:
-        fn()
-        sync()
-        done += 1
-    warmup_s = clock() - start
-    before_timed()
-    sync()
-
-    samples: list[float] = []
-    timed = 0.0
-    converged = False
-    check_at = max(min_iters, 6)
-    while True:
-        t0 = clock()
-        fn()
-        sync()
-        t1 = clock()
-        samples.append((t1 - t0) * 1e3)
-        timed += t1 - t0
-        n = len(samples)
-        if timed >= max_time_s:
-            converged = n >= min_iters and ci_relative_halfwidth(samples) <= target_ci
-            break
-        if timed >= min_time_s and n >= check_at:
-            if ci_relative_halfwidth(samples) <= target_ci:
-                converged = True
-                break
-            # re-check after ~10% more samples: keeps the sort off the hot path
-            check_at = n + max(1, n // 10)
-    return TimingResult(tuple(samples), done, warmup_s, timed, converged)
+    return sample(
+        fn,
+        CiTarget(target_ci, min_time_s, max_time_s, min_iters),
+        key=key,
+        sync=sync,
+        warmup=Warmup(warmup_iters, warmup_time_s),
+        before_timed=before_timed,
+        clock=clock,
+    )
 
 
 class LatencyWindow:
