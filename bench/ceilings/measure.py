@@ -1,59 +1,28 @@
-"""Device ceilings for a roofline: the attainable compute rate and memory bandwidth of one
-device, dtype and (on a CPU) thread count, measured here; plus, for GPUs the suite knows,
-the datasheet peaks, labelled as such and never mixed with the measured ones.
-
-Measured kinds (``source="measured"``); each ceiling is the **median** rate over calls:
-
-- ``gemm``: ``torch.mm(a, b, out=c)`` of square n×n matrices, n³ multiply-adds (MACs) per
-  call. n doubles from 256 (to 4096 on a CPU, 16384 on a GPU, and while a, b and c fit in
-  a quarter of the free memory) until one call takes at least 20 ms (CPU) or 2 ms (GPU)
-  and the rate gained less than 10% over the previous n, or until the next n's call would
-  outlast 0.5 s (CPU) or 50 ms (GPU). The method text names the n used.
-- ``conv3x3``: ``conv2d`` of N×256×H×W by 256×256×3×3, padding 1, N·Cout·H·W·Cin·9 MACs
-  per call; sized by the same rule, H = W going 14 → 28 → 56, then N doubling (to 8 on a
-  CPU, 256 on a GPU).
-- ``triad``: ``torch.add(b, c, alpha=3, out=a)`` on contiguous 1-D tensors, 3·n·elsize
-  bytes per call; ``copy``: ``a.copy_(b)``, 2·n·elsize bytes. Sized so the two tensors of
-  a copy hold at least 8× the last-level cache and 256 MiB (CPU) or 1 GiB (GPU).
-
-Timing: warm-up, then single calls timed with ``time.perf_counter`` (a GPU is synchronised
-after each sample; a sample there is k calls, k chosen so it lasts ≥ 2 ms), until the
-distribution-free 95% confidence interval of the median lies within ±``precision`` of it
-(at least 6 samples) or ``budget_s`` of sampling is spent. ``ci_rel`` records the
-half-width reached and ``samples`` the count. Rates are MACs per second (compute kinds)
-and bytes per second (bandwidth kinds). TF32 and cuDNN settings are torch's defaults.
-
-``python -m bench.ceilings --device cpu --dtype float32 --threads 2`` prints one JSON
-object per ceiling, one per line.
-"""
+"""Measuring the ceilings: the kernels (GEMM, 3×3 convolution, triad, copy), their
+sizing, and the precision loop (bench.sampler) that times them (see the package
+docstring)."""
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import sys
 import time
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TypeVar
 
-from bench.errors import BenchError, DeviceUnavailable, InvalidOption
-from bench.plan import DTYPES
+from bench.ceilings.datasheet import datasheet_ceilings
+from bench.ceilings.record import (
+    BANDWIDTH_KINDS,
+    BYTES_PER_S,
+    COMPUTE_KINDS,
+    KINDS,
+    MACS_PER_S,
+    Ceiling,
+    _check_dtype,
+)
+from bench.errors import DeviceUnavailable, InvalidOption
 from bench.sampler import CiTarget, Clock, Sampled, Warmup, sample
-from bench.units import GIGA
-
-if TYPE_CHECKING:
-    import pandas as pd
-
-COMPUTE_KINDS = ("gemm", "conv3x3")
-BANDWIDTH_KINDS = ("triad", "copy")
-KINDS = COMPUTE_KINDS + BANDWIDTH_KINDS
-DATASHEET_KINDS = ("datasheet_compute", "datasheet_bandwidth")
-MACS_PER_S = "macs_per_s"
-BYTES_PER_S = "bytes_per_s"
-FORMATS = ("table", "json")
 
 MIN_SAMPLES = 6  # the fewest from which the median's CI can be formed (bench.stats)
 WARMUP_CALLS = 2
@@ -70,189 +39,6 @@ LLC_MULTIPLE = 8
 TRIAD_SCALAR = 3.0
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class Ceiling:
-    """One ceiling of one (device, dtype, threads): measured here or read off a datasheet."""
-
-    device: str  # "cpu", "cuda:0"
-    device_name: str  # CPU model or GPU name (bench.devices.device_name)
-    dtype: str  # "float32" | "float16" | "bfloat16"
-    threads: int  # intra-op threads (CPU); 0 for GPUs
-    kind: str  # COMPUTE_KINDS, BANDWIDTH_KINDS or DATASHEET_KINDS
-    value: float  # MACs/s for compute kinds, bytes/s for bandwidth kinds
-    unit: str  # MACS_PER_S | BYTES_PER_S
-    source: str  # "measured" | "datasheet"
-    method: str  # op, shape, dtype, samples, precision reached (or the datasheet figure)
-    ci_rel: float | None  # half-width of the median's 95% CI / median; measured only
-    samples: int | None  # timed samples; measured only
-    citation: str | None  # datasheet title and URL; None for measured
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> Ceiling:
-        """The ceiling of a :meth:`to_dict` (a JSON line); unknown keys are an error."""
-        names = {f.name for f in fields(cls)}
-        extra = set(values) - names
-        if extra:
-            raise InvalidOption(f"not a ceiling: unknown keys {sorted(extra)}")
-        return cls(**values)
-
-
-CEILING_COLUMNS: tuple[str, ...] = (
-    *(f.name for f in fields(Ceiling)),
-    "hostname",
-    "measured_at",
-    "phase",
-)
-# When in a run the ceilings were measured: before the first cell, or again (briefly, GEMM
-# and triad) after the last one, as a canary of how the machine drifted meanwhile.
-PHASES = ("start", "end")
-
-
-# --------------------------------------------------------------------------- datasheets
-
-
-@dataclass(frozen=True, slots=True)
-class Datasheet:
-    """Dense peaks of one GPU model as its NVIDIA datasheet gives them.
-
-    ``flops`` are dense FLOP/s per dtype (a figure the sheet marks "with sparsity" is
-    halved); ``float32`` is the non-tensor-core FP32 peak. A device matches when its name
-    contains one of ``names`` and none of ``unless`` (case-insensitive).
-    """
-
-    model: str
-    names: tuple[str, ...]
-    flops: dict[str, float]
-    flops_note: dict[str, str]
-    bandwidth_bytes_per_s: float
-    citation: str
-    unless: tuple[str, ...] = ()
-
-
-_H200 = (
-    "NVIDIA H200 Tensor Core GPU datasheet (NVIDIA, 2023), "
-    "https://nvdam.widen.net/s/nb5zzzsjdf/hpc-datasheet-sc23-h200-datasheet-3002446"
-)
-_H100 = (
-    "NVIDIA H100 Tensor Core GPU datasheet (NVIDIA), "
-    "https://resources.nvidia.com/en-us-tensor-core/nvidia-tensor-core-gpu-datasheet"
-)
-_A100 = (
-    "NVIDIA A100 Tensor Core GPU datasheet (NVIDIA, June 2021), "
-    "https://www.nvidia.com/content/dam/en-zz/Solutions/Data-Center/a100/pdf/"
-    "nvidia-a100-datasheet-us-nvidia-1758950-r4-web.pdf"
-)
-_V100 = (
-    "NVIDIA V100 Tensor Core GPU datasheet (NVIDIA), "
-    "https://images.nvidia.com/content/technologies/volta/pdf/"
-    "volta-v100-datasheet-update-us-1165301-r5.pdf"
-)
-_SPARSE = "{half} TFLOP/s: the sheet's {sparse} TFLOPS is with 2:4 sparsity, dense is half"
-_TC16 = "{v} TFLOP/s dense FP16/BF16 Tensor Core"
-
-
-def _hopper(sparse16: float, fp32: float) -> tuple[dict[str, float], dict[str, str]]:
-    half = sparse16 / 2
-    note16 = _SPARSE.format(half=f"{half:g}", sparse=f"{sparse16:,.0f}")
-    flops = {"float32": fp32 * 1e12, "float16": half * 1e12, "bfloat16": half * 1e12}
-    notes = {
-        "float32": f"{fp32:g} TFLOP/s FP32 (non-tensor-core)",
-        "float16": f"FP16 Tensor Core {note16}",
-        "bfloat16": f"BF16 Tensor Core {note16}",
-    }
-    return flops, notes
-
-
-def _ampere() -> tuple[dict[str, float], dict[str, str]]:
-    flops = {"float32": 19.5e12, "float16": 312e12, "bfloat16": 312e12}
-    notes = {
-        "float32": "19.5 TFLOP/s FP32 (non-tensor-core)",
-        "float16": "312 TFLOP/s FP16 Tensor Core (dense; 624 with sparsity)",
-        "bfloat16": "312 TFLOP/s BF16 Tensor Core (dense; 624 with sparsity)",
-    }
-    return flops, notes
-
-
-def _volta(fp32: float, tensor: float) -> tuple[dict[str, float], dict[str, str]]:
-    flops = {"float32": fp32 * 1e12, "float16": tensor * 1e12}
-    notes = {
-        "float32": f"{fp32:g} TFLOP/s single precision",
-        "float16": f"{tensor:g} TFLOP/s tensor performance (FP16 Tensor Core)",
-    }
-    return flops, notes
-
-
-DATASHEETS: tuple[Datasheet, ...] = (
-    # torch may name an H200 NVL (60 TFLOP/s FP32, lower tensor peaks) "NVIDIA H200" too;
-    # no NVL figures are kept (not verified), so a name saying NVL matches nothing.
-    Datasheet("H200 SXM", ("H200",), *_hopper(1979, 67), 4.8e12, _H200, unless=("NVL",)),
-    Datasheet("H100 SXM", ("H100 80GB HBM3", "H100 SXM"), *_hopper(1979, 67), 3.35e12, _H100),
-    Datasheet("H100 PCIe", ("H100 PCIe",), *_hopper(1513, 51), 2.0e12, _H100),
-    Datasheet("A100 80GB SXM", ("A100-SXM4-80GB", "A100 SXM4 80GB"), *_ampere(), 2039e9, _A100),
-    Datasheet("A100 40GB SXM", ("A100-SXM4-40GB", "A100 SXM4 40GB"), *_ampere(), 1555e9, _A100),
-    Datasheet("A100 80GB PCIe", ("A100 80GB PCIe",), *_ampere(), 1935e9, _A100),
-    Datasheet("A100 40GB PCIe", ("A100-PCIE-40GB", "A100 PCIe 40GB"), *_ampere(), 1555e9, _A100),
-    Datasheet("V100 SXM2", ("V100-SXM2", "V100 SXM2"), *_volta(15.7, 125), 900e9, _V100),
-    Datasheet("V100 PCIe", ("V100-PCIE", "V100 PCIe"), *_volta(14, 112), 900e9, _V100),
-)
-
-
-def find_datasheet(device_name: str) -> Datasheet | None:
-    """The datasheet whose longest matching name occurs in ``device_name``, if any."""
-    name = device_name.lower()
-    best: tuple[int, Datasheet] | None = None
-    for sheet in DATASHEETS:
-        if any(u.lower() in name for u in sheet.unless):
-            continue
-        for key in sheet.names:
-            if key.lower() in name and (best is None or len(key) > best[0]):
-                best = (len(key), sheet)
-    return None if best is None else best[1]
-
-
-def datasheet_ceilings(device: str, device_name: str, dtype: str) -> tuple[Ceiling, ...]:
-    """Datasheet peaks for a known GPU: dense compute in MACs/s (FLOP/s ÷ 2, one
-    multiply-add being two FLOPs) for ``dtype`` where the sheet gives it, and memory
-    bandwidth in bytes/s. Empty for CPUs and unknown GPUs."""
-    _check_dtype(dtype)
-    if device == "cpu":
-        return ()
-    sheet = find_datasheet(device_name)
-    if sheet is None:
-        return ()
-
-    def ceiling(kind: str, value: float, unit: str, method: str) -> Ceiling:
-        return Ceiling(
-            device=device,
-            device_name=device_name,
-            dtype=dtype,
-            threads=0,
-            kind=kind,
-            value=value,
-            unit=unit,
-            source="datasheet",
-            method=method,
-            ci_rel=None,
-            samples=None,
-            citation=sheet.citation,
-        )
-
-    out = []
-    if dtype in sheet.flops:
-        method = f"{sheet.model} datasheet: {sheet.flops_note[dtype]}; ÷ 2 FLOP per MAC"
-        out.append(ceiling("datasheet_compute", sheet.flops[dtype] / 2, MACS_PER_S, method))
-    bw = sheet.bandwidth_bytes_per_s
-    method = f"{sheet.model} datasheet: GPU memory bandwidth {bw / 1e9:,.0f} GB/s"
-    out.append(ceiling("datasheet_bandwidth", bw, BYTES_PER_S, method))
-    return tuple(out)
-
-
-# --------------------------------------------------------------------------- timing
 
 
 def _noop() -> None:
@@ -559,11 +345,6 @@ def _streams(n: int, device: str, dtype: str) -> tuple[Kernel, Kernel]:
 # --------------------------------------------------------------------------- measuring
 
 
-def _check_dtype(dtype: str) -> None:
-    if dtype not in DTYPES:
-        raise InvalidOption(f"unknown dtype {dtype!r}; choose from {', '.join(DTYPES)}")
-
-
 def _check_device(device: str) -> None:
     """Raise unless ``device`` is ``cpu`` or a present ``cuda:N``."""
     import torch
@@ -677,153 +458,3 @@ def measure_ceilings(
         if device == "cpu":
             torch.set_num_threads(before)
     return (*out, *datasheet_ceilings(device, name, dtype))
-
-
-# --------------------------------------------------------------------------- reading
-
-
-def _roof(
-    ceilings: Iterable[Ceiling], kind: str, device: str, dtype: str, threads: int
-) -> float | None:
-    want = threads if device == "cpu" else 0  # GPU ceilings do not depend on CPU threads
-    for c in ceilings:
-        if (c.source, c.kind, c.device, c.dtype, c.threads) == (
-            "measured",
-            kind,
-            device,
-            dtype,
-            want,
-        ):
-            return c.value
-    return None
-
-
-def compute_roof(
-    ceilings: Iterable[Ceiling], device: str, dtype: str, threads: int
-) -> float | None:
-    """The measured gemm ceiling (MACs/s) of (device, dtype, threads); ``threads`` is
-    ignored for GPUs. None when none was measured."""
-    return _roof(ceilings, "gemm", device, dtype, threads)
-
-
-def bandwidth_roof(
-    ceilings: Iterable[Ceiling], device: str, dtype: str, threads: int
-) -> float | None:
-    """The measured triad ceiling (bytes/s) of (device, dtype, threads); ``threads`` is
-    ignored for GPUs. None when none was measured."""
-    return _roof(ceilings, "triad", device, dtype, threads)
-
-
-def ceilings_frame(
-    ceilings: Iterable[Ceiling], hostname: str, measured_at: str, phase: str = "start"
-) -> pd.DataFrame:
-    """One row per ceiling, columns :data:`CEILING_COLUMNS` (``measured_at`` a UTC ISO
-    timestamp, ``phase`` one of :data:`PHASES`); ``samples`` is a nullable integer column."""
-    import pandas as pd
-
-    if phase not in PHASES:
-        raise InvalidOption(f"unknown ceilings phase {phase!r}; one of {', '.join(PHASES)}")
-    rows = [
-        {**c.to_dict(), "hostname": hostname, "measured_at": measured_at, "phase": phase}
-        for c in ceilings
-    ]
-    df = pd.DataFrame(rows, columns=list(CEILING_COLUMNS))
-    df["threads"] = df["threads"].astype("int64")
-    df["value"] = df["value"].astype("float64")
-    df["ci_rel"] = df["ci_rel"].astype("float64")
-    df["samples"] = df["samples"].astype("Int64")
-    return df
-
-
-def _human(c: Ceiling) -> str:
-    if c.unit == MACS_PER_S:
-        return f"{c.value / GIGA:,.1f} GMAC/s"
-    return f"{c.value / GIGA:,.1f} GB/s"
-
-
-def format_ceilings(ceilings: Iterable[Ceiling], fmt: str = "table") -> str:
-    """``table``: aligned columns, rates in GMAC/s (10⁹ MACs/s) and GB/s (10⁹ bytes/s),
-    the CI half-width in percent; ``json``: a JSON array of the ceilings' dicts."""
-    if fmt not in FORMATS:
-        raise InvalidOption(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    items = list(ceilings)
-    if fmt == "json":
-        return json.dumps([c.to_dict() for c in items], indent=2)
-    head = ("device", "name", "dtype", "threads", "kind", "ceiling", "source", "ci", "samples")
-    rows = [head] + [
-        (
-            c.device,
-            c.device_name,
-            c.dtype,
-            str(c.threads),
-            c.kind,
-            _human(c),
-            c.source,
-            "-" if c.ci_rel is None else f"±{c.ci_rel:.1%}",
-            "-" if c.samples is None else str(c.samples),
-        )
-        for c in items
-    ]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-    right = {3, 5, 7, 8}
-    lines = [
-        "  ".join(
-            v.rjust(w) if i in right else v.ljust(w)
-            for i, (v, w) in enumerate(zip(r, widths, strict=True))
-        )
-        for r in rows
-    ]
-    notes = sorted({c.citation for c in items if c.citation})
-    return "\n".join([line.rstrip() for line in lines] + [f"datasheet: {note}" for note in notes])
-
-
-# --------------------------------------------------------------------------- command line
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise InvalidOption(f"{message}; see python -m bench.ceilings --help")
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = _Parser(
-        prog="python -m bench.ceilings",
-        description="Measure compute and bandwidth ceilings; one JSON object per line.",
-    )
-    p.add_argument("--device", default="cpu", help="cpu or cuda:N (default cpu)")
-    p.add_argument("--dtype", default="float32", help=f"one of {', '.join(DTYPES)}")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
-    p.add_argument("--precision", type=float, default=0.02, help="CI target (default 0.02)")
-    p.add_argument("--budget-s", type=float, default=1.5, help="seconds per kind (default 1.5)")
-    p.add_argument("--kinds", default=",".join(KINDS), help=f"comma-separated ({','.join(KINDS)})")
-    return p
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Measure and print the ceilings as JSON lines; 0 on success, 2 on a suite error
-    (message on stderr)."""
-    try:
-        args = _parser().parse_args(argv)
-        threads = args.threads
-        if threads is None:
-            from bench.devices import default_threads
-
-            threads = default_threads() if args.device == "cpu" else 0
-        ceilings = measure_ceilings(
-            args.device,
-            args.dtype,
-            threads,
-            precision=args.precision,
-            budget_s=args.budget_s,
-            kinds=tuple(k for k in args.kinds.split(",") if k),
-        )
-    except BenchError as e:
-        print(f"bench.ceilings: error: {e}", file=sys.stderr)
-        return 2
-    for c in ceilings:
-        print(json.dumps(c.to_dict()), flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
