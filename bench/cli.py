@@ -34,6 +34,38 @@ CPU_DEFAULT = {"suite": "cpu-default", "batch_sizes": (1, 2, 4, 8, 16), "devices
 CPU_DEFAULT_TIMING = Timing(warmup_iters=1, warmup_time_s=0.1, min_time_s=2.0, max_time_s=4.0)
 
 
+# (flag, Timing field, unit) of the timing options, for their table in the README
+TIMING_FLAGS = (
+    ("--warmup-iters", "warmup_iters", ""),
+    ("--warmup-time", "warmup_time_s", " s"),
+    ("--min-time", "min_time_s", " s"),
+    ("--max-time", "max_time_s", " s"),
+    ("--min-iters", "min_iters", ""),
+    ("--target-ci", "target_ci", ""),
+)
+
+
+def timing_table() -> str:
+    """The README's table of timing defaults: a named model or suite, and the default CPU
+    sweep (``effbench run`` with no selection on a machine without a GPU)."""
+    lines = [
+        "| option | default | default CPU sweep | meaning |",
+        "|---|---|---|---|",
+    ]
+    meaning = {
+        "--warmup-iters": "warm-up iterations (at least)",
+        "--warmup-time": "warm-up seconds (at least)",
+        "--min-time": "timed seconds before the cell may stop",
+        "--max-time": "timed seconds after which the cell stops",
+        "--min-iters": "timed iterations before the cell may stop",
+        "--target-ci": "stop once the median's 95% CI is within ± this fraction",
+    }
+    for flag, name, unit in TIMING_FLAGS:
+        default, cpu = getattr(Timing(), name), getattr(CPU_DEFAULT_TIMING, name)
+        lines.append(f"| `{flag}` | {default:g}{unit} | {cpu:g}{unit} | {meaning[flag]} |")
+    return "\n".join(lines) + "\n"
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         raise InvalidOption(f"{message} (see `{self.prog} --help`)")
@@ -70,7 +102,10 @@ def _number(cast: Any) -> Any:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from bench import __version__
+
     p = _Parser(prog="effbench", description="Efficiency benchmarks for image classifiers.")
+    p.add_argument("--version", action="version", version=f"effbench {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_run(sub)
     _add_info_commands(sub)

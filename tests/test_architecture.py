@@ -146,3 +146,16 @@ def test_the_checker_sees_function_level_imports_and_cycles() -> None:
             found.add(_resolve(f"{node.module}.g", modules))
     assert found == {"b"}
     assert _cycles({"a": {"b"}, "b": {"a"}, "c": set()}) == [["a", "b"]]
+
+
+def test_the_pure_modules_import_neither_pandas_nor_torch() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; import bench.keys, bench.plan, bench.stats, bench.quality, bench.host; "
+        "print(sorted(m for m in ('pandas', 'pyarrow', 'torch') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -88,3 +88,11 @@ def test_flops_counter_is_still_accepted_as_the_macs_counter_flag() -> None:
     for flag in ("--macs-counter", "--flops-counter"):
         args = build_parser().parse_args(["run", "--models", "lenet5", flag, "fvcore"])
         assert args.macs_counter == "fvcore"
+
+
+def test_version_is_the_installed_distributions() -> None:
+    from importlib.metadata import version
+
+    r = effbench(["--version"])
+    assert r.returncode == 0
+    assert r.stdout.strip() == f"effbench {version('effbench')}"

@@ -49,3 +49,12 @@ def test_every_probe_column_is_declared_by_exactly_one_probe() -> None:
             assert c.name not in owners, f"{c.name} declared by {owners.get(c.name)} too"
             owners[c.name] = probe.__name__
         assert probe.note_column in {c.name for c in probe.columns} | {"error"}
+
+
+def test_readme_timing_table_is_the_generated_one() -> None:
+    from bench.cli import timing_table
+
+    text = README.read_text()
+    block = re.search(r"<!-- timing:.*?-->\n(.*?)<!-- /timing -->", text, re.S)
+    assert block is not None, "README lost its generated timing table markers"
+    assert block.group(1) == timing_table(), "regenerate it from bench.cli.timing_table()"
