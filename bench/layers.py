@@ -192,9 +192,6 @@ def exclusive_macs(
     return {k: v // 2 for k, v in exclusive.items() if v}
 
 
-_exclusive_macs = exclusive_macs  # the name before bench.profile used it
-
-
 def _parent(qual: str) -> str | None:
     return None if qual == "" else qual.rsplit(".", 1)[0] if "." in qual else ""
 

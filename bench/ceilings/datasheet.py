@@ -45,7 +45,6 @@ _V100 = (
     "volta-v100-datasheet-update-us-1165301-r5.pdf"
 )
 _SPARSE = "{half} TFLOP/s: the sheet's {sparse} TFLOPS is with 2:4 sparsity, dense is half"
-_TC16 = "{v} TFLOP/s dense FP16/BF16 Tensor Core"
 
 
 def _hopper(sparse16: float, fp32: float) -> tuple[dict[str, float], dict[str, str]]:
