@@ -1,62 +1,102 @@
-"""Sessions: `nox -s tests`, `nox -s bench`, `nox -s profile`, `nox -s lint`, `nox -s perf`,
-`nox -s report`, `nox -s regress -- BASELINE CANDIDATE`. Dependencies come from
-pyproject.toml."""
+"""Sessions: `nox -s tests`, `nox -s unit`, `nox -s bench`, `nox -s profile`, `nox -s lint`,
+`nox -s perf`, `nox -s report`, `nox -s regress -- BASELINE CANDIDATE`. Dependencies come
+from pyproject.toml.
+
+Every session runs in ONE shared virtualenv (`.nox/effbench`, or `$EFFBENCH_NOX_ENV`):
+torch alone is several GB, and four copies of it (one per session, nox's default) took
+24 GB on a CPU-only machine. The environment is created on first use and installed into
+again only when pyproject.toml or the extras a session needs change. To take PyTorch's
+CPU-only wheels (about 0.7 GB instead of 5.5 GB), give pip the CPU index before the first
+session: `PIP_INDEX_URL=https://download.pytorch.org/whl/cpu
+PIP_EXTRA_INDEX_URL=https://pypi.org/simple nox -s tests`."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import sys
 from pathlib import Path
 
 import nox
 
 nox.options.sessions = ["lint", "tests"]
-nox.options.reuse_venv = "yes"
 
 PYPROJECT = nox.project.load_toml("pyproject.toml")
 ROOT = Path(__file__).parent
+ENV = Path(os.environ.get("EFFBENCH_NOX_ENV", ROOT / ".nox" / "effbench"))
+EXTRAS = ("gpu", "timm", "ray")  # everything any session needs, installed once
+GROUPS = ("test", "lint")
 
 
-def _install(session: nox.Session, *groups: str, extras: str = "gpu") -> None:
-    session.install("-e", f".[{extras}]" if extras else ".")
-    for group in groups:
-        session.install(*nox.project.dependency_groups(PYPROJECT, group))
+def _bin(name: str) -> str:
+    return str(ENV / ("Scripts" if sys.platform == "win32" else "bin") / name)
 
 
-@nox.session
+def _shared_env(session: nox.Session) -> None:
+    """Create the shared virtualenv if missing; install the project (editable, every extra)
+    and the dependency groups when pyproject.toml changed since the last install."""
+    if not Path(_bin("python")).exists():
+        session.run(sys.executable, "-m", "venv", str(ENV), external=True)
+    stamp = ENV / ".effbench-installed"
+    want = json.dumps(
+        {
+            "pyproject": hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest(),
+            "extras": EXTRAS,
+            "groups": GROUPS,
+        }
+    )
+    if stamp.exists() and stamp.read_text() == want:
+        return
+    pip = [_bin("python"), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+    groups = [d for g in GROUPS for d in nox.project.dependency_groups(PYPROJECT, g)]
+    session.run(*pip, "-e", f".[{','.join(EXTRAS)}]", *groups, external=True)
+    stamp.write_text(want)
+
+
+def _run(session: nox.Session, tool: str, *args: str) -> None:
+    _shared_env(session)
+    session.run(_bin(tool), *args, external=True)
+
+
+@nox.session(python=False)
 def tests(session: nox.Session) -> None:
-    """Run the test suite (`-- -m slow` for the whole model list)."""
-    _install(session, "test", extras="gpu,timm,ray")
-    session.run("pytest", *session.posargs)
+    """The whole test suite, what CI runs (`-- -m slow` for the whole model list)."""
+    _run(session, "pytest", "--durations=25", *session.posargs)
 
 
-@nox.session
+@nox.session(python=False, default=False)
+def unit(session: nox.Session) -> None:
+    """The unit tests only (no real sweeps, no subprocesses): the inner loop, under 90 s."""
+    _run(session, "pytest", "-m", "not integration and not slow and not perf", *session.posargs)
+
+
+@nox.session(python=False)
 def bench(session: nox.Session) -> None:
     """Run the default sweep for the device present; arguments after `--` go to `effbench run`."""
-    _install(session)
-    session.run("effbench", "run", *session.posargs)
+    _run(session, "effbench", "run", *session.posargs)
 
 
-@nox.session(default=False)
+@nox.session(python=False, default=False)
 def profile(session: nox.Session) -> None:
     """Per-layer profiles for the report (default resnet18, mobilenet_v2) in results/profiles;
     arguments after `--` go to `effbench profile`."""
-    _install(session)
     args = session.posargs or ["resnet18", "mobilenet_v2", "--out", "results/profiles"]
-    session.run("effbench", "profile", *args)
+    _run(session, "effbench", "profile", *args)
 
 
-@nox.session
+@nox.session(python=False)
 def lint(session: nox.Session) -> None:
     """ruff check and format check."""
-    session.install(*nox.project.dependency_groups(PYPROJECT, "lint"))
-    session.run("ruff", "check", ".")
-    session.run("ruff", "format", "--check", ".")
+    _run(session, "ruff", "check", ".")
+    session.run(_bin("ruff"), "format", "--check", ".", external=True)
 
 
-@nox.session(default=False)
+@nox.session(python=False, default=False)
 def perf(session: nox.Session) -> None:
     """The suite's own pytest-benchmark benchmarks (harness overhead, agreement)."""
-    _install(session, "test")
-    session.run(
+    _run(
+        session,
         "pytest",
         "-m",
         "perf",
@@ -68,17 +108,16 @@ def perf(session: nox.Session) -> None:
     )
 
 
-@nox.session(default=False)
+@nox.session(python=False, default=False)
 def report(session: nox.Session) -> None:
     """Build the efficiency report of every run under results/ (or the runs after --)."""
-    _install(session)
-    session.run("effbench", "report", *(session.posargs or ["results", "--out", "reports/latest"]))
+    args = session.posargs or ["results", "--out", "reports/latest"]
+    _run(session, "effbench", "report", *args)
 
 
-@nox.session(default=False)
+@nox.session(python=False, default=False)
 def regress(session: nox.Session) -> None:
     """Regression gate: `nox -s regress -- BASELINE CANDIDATE [effbench compare options]`."""
     if len(session.posargs) < 2:
         session.error("usage: nox -s regress -- BASELINE CANDIDATE [options]")
-    _install(session)
-    session.run("effbench", "compare", *session.posargs)
+    _run(session, "effbench", "compare", *session.posargs)

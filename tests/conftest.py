@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import inspect
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -61,8 +65,61 @@ def out_dir(tmp_path: Path) -> Path:
     return tmp_path / "results"
 
 
+# What makes a test an integration test: it starts processes (the real command line, a
+# sweep's workers, a browser, a load) or builds a whole report, itself, through one of its
+# fixtures, or through a helper of its module that does.
+_STARTS_PROCESSES = re.compile(
+    r"\beffbench\(|\bsubprocess\.|\bPopen\(|\bCpuLoad\(|\[\s*\"(run|report)\",|"
+    r"sys\.executable|\brun_task\(|\b(ForkServer|Local|Arm|Ray)Executor\b|webdriver|"
+    r"\.Process\(|get_context\(|\bbuild_report\("
+)
+_HELPERS: dict[str, frozenset[str]] = {}
+
+
+def _process_helpers(module: Any) -> frozenset[str]:
+    """Names of the module's functions that start processes, directly or through another."""
+    if module.__name__ not in _HELPERS:
+        sources = {}
+        for name, obj in vars(module).items():
+            if inspect.isfunction(obj) and obj.__module__ == module.__name__:
+                with contextlib.suppress(OSError, TypeError):
+                    sources[name] = inspect.getsource(obj)
+        found = {n for n, src in sources.items() if _STARTS_PROCESSES.search(src)}
+        grew = True
+        while grew:
+            calls = re.compile(r"\b(" + "|".join(map(re.escape, found)) + r")\(" if found else "^$")
+            more = {n for n, src in sources.items() if n not in found and calls.search(src)}
+            found |= more
+            grew = bool(more)
+        _HELPERS[module.__name__] = frozenset(found)
+    return _HELPERS[module.__name__]
+
+
+def _starts_processes(item: pytest.Item) -> bool:
+    funcs = [getattr(item, "function", None)]
+    info = getattr(item, "_fixtureinfo", None)
+    for defs in info.name2fixturedefs.values() if info else ():
+        funcs += [d.func for d in defs if d.baseid]  # ours: pytest's own have no node id
+    for func in funcs:
+        try:
+            source = inspect.getsource(func) if func is not None else ""
+        except (OSError, TypeError):
+            continue
+        module = inspect.getmodule(func)
+        helpers = _process_helpers(module) if module is not None else frozenset()
+        if _STARTS_PROCESSES.search(source) or any(
+            re.search(r"\b" + re.escape(h) + r"\(", source) for h in helpers
+        ):
+            return True
+    return False
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Skip `gpu` tests with a reason where no CUDA device is visible."""
+    """Mark tests that start processes `integration` (`nox -s unit` leaves them out); skip
+    `gpu` tests with a reason where no CUDA device is visible."""
+    for item in items:
+        if _starts_processes(item):
+            item.add_marker(pytest.mark.integration)
     import torch
 
     if torch.cuda.is_available():
