@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
@@ -220,17 +221,24 @@ def untrusted(qualities: Sequence[object] | pd.Series) -> np.ndarray:
 
 
 def marker_faces(
-    colors: Sequence[Any], qualities: Sequence[object] | pd.Series, lw: float = 0.5
-) -> tuple[list[Any], list[Any], list[float]]:
-    """Face colours, edge colours and edge widths of per-cell markers: filled in the
-    network's colour with a dark edge, or hollow (no face; a thicker edge in the network's
-    colour) where the cell is contended or implausible. The one place the figures decide
-    how a cell's verdict is drawn."""
+    colors: Sequence[Any],
+    qualities: Sequence[object] | pd.Series,
+    lw: float = 0.5,
+    alpha: float | None = None,
+) -> tuple[np.ndarray, np.ndarray, list[float]]:
+    """Face colours, edge colours (RGBA, ``alpha`` applied) and edge widths of per-cell
+    markers: filled in the network's colour with a dark edge, or hollow (a transparent
+    face; a thicker edge in the network's colour) where the cell is contended or
+    implausible. The one place the figures decide how a cell's verdict is drawn. (The
+    alpha is applied here because a collection's alpha would fill a ``none`` face.)"""
     hollow = untrusted(qualities)
-    faces = ["none" if h else c for c, h in zip(colors, hollow, strict=True)]
-    edges = [c if h else "0.25" for c, h in zip(colors, hollow, strict=True)]
+    faces = np.array([to_rgba(c, alpha) for c in colors]).reshape(-1, 4)
+    edges = np.array(
+        [to_rgba(c if h else "0.25", alpha) for c, h in zip(colors, hollow, strict=True)]
+    )
+    faces[hollow] = 0.0
     widths = [max(1.3, 2.4 * lw) if h else lw for h in hollow]
-    return faces, edges, widths
+    return faces, edges.reshape(-1, 4), widths
 
 
 def _cell_points(
@@ -241,10 +249,11 @@ def _cell_points(
     qualities: Sequence[object] | pd.Series,
     s: Any = POINT_PT2,
     lw: float = 0.5,
+    alpha: float | None = None,
     **kw: Any,
 ) -> Any:
     """One marker per cell (a scatter), hollow where the cell is contended or implausible."""
-    faces, edges, widths = marker_faces(colors, qualities, lw)
+    faces, edges, widths = marker_faces(colors, qualities, lw, alpha)
     return ax.scatter(x, y, s=s, facecolors=faces, edgecolors=edges, linewidths=widths, **kw)
 
 
