@@ -570,8 +570,10 @@ def _judged_against_roofs(cells: pd.DataFrame, roofs: dict[str, Roofs]) -> pd.Da
             continue
         if quality[i] in UNTRUSTED:  # contended wins; an implausible row says so already
             continue
+        # a noisy cell stays noisy besides; "clean" said nothing but that it was
+        kept = reason[i] if quality[i] == "noisy" else None
         quality[i] = "implausible"
-        reason[i] = "; ".join(str(x) for x in (why, reason[i]) if isinstance(x, str) and x)
+        reason[i] = "; ".join(x for x in (why, kept) if isinstance(x, str) and x)
     cells["quality"], cells["quality_reason"] = quality, reason
     return cells
 

@@ -63,6 +63,7 @@ BUBBLE_MAX_PT2 = 1400.0
 BUBBLE_MIN_PT2 = 14.0
 POINT_PT2 = 3.5**2  # the per-cell markers on the batch-size lines (3.5 pt across)
 HOLLOW_LABEL = "hollow: contended or implausible"
+HOLLOW_ON_LINE = 2.5  # area factor of a hollow marker on a line (the line crosses it)
 DRIFT_NOTED = 0.1  # a ceiling's start/end change the roofline's reading calls a busier machine
 
 
@@ -168,7 +169,7 @@ def _batch_lines(
             color = data.colors[model]
             line(panel, g, color)
             _cell_points(panel.ax, g["batch_size"], g[y], [color] * len(g), g["quality"],
-                         zorder=3)  # fmt: skip
+                         grow_hollow=HOLLOW_ON_LINE, zorder=3)  # fmt: skip
         _log2_batch_axis(panel.ax, panel.cells["batch_size"].astype(int))
         parts.append(finish(panel))
     hollow = bool(untrusted(cells["quality"]).any())
@@ -250,11 +251,16 @@ def _cell_points(
     s: Any = POINT_PT2,
     lw: float = 0.5,
     alpha: float | None = None,
+    grow_hollow: float = 1.0,
     **kw: Any,
 ) -> Any:
-    """One marker per cell (a scatter), hollow where the cell is contended or implausible."""
+    """One marker per cell (a scatter), hollow where the cell is contended or implausible;
+    ``grow_hollow`` scales the area of hollow markers (small markers on a line: so that the
+    line through them does not hide that they are open)."""
     faces, edges, widths = marker_faces(colors, qualities, lw, alpha)
-    return ax.scatter(x, y, s=s, facecolors=faces, edgecolors=edges, linewidths=widths, **kw)
+    sizes = np.broadcast_to(np.asarray(s, dtype=float), (len(faces),))
+    sizes = np.where(untrusted(qualities), sizes * grow_hollow, sizes)
+    return ax.scatter(x, y, s=sizes, facecolors=faces, edgecolors=edges, linewidths=widths, **kw)
 
 
 def _hollow_note(cells: pd.DataFrame) -> str:
@@ -1214,7 +1220,7 @@ def _speedup_panel(
         color = data.colors[model]
         ax.plot(x, y, ls=ls, lw=1.5, color=color)
         _cell_points(ax, x, y, [color] * len(line), [p.quality for p in line], s=16.0,
-                     marker=marker, zorder=3)  # fmt: skip
+                     marker=marker, grow_hollow=HOLLOW_ON_LINE, zorder=3)  # fmt: skip
     ax.axhline(1.0, color="0.35", ls="--", lw=0.9, zorder=0)
     _log2_batch_axis(ax, [p.batch_size for p in points])
     _ratio_axis(ax, [p.ratio for p in points])

@@ -380,6 +380,12 @@ def _untrusted_items(notice: QualityNotice) -> list[str]:
     return out
 
 
+def _with_code(text: str) -> str:
+    """``text`` escaped, its `backticked` spans as <code>."""
+    parts = text.split("`")
+    return "".join(f"<code>{_e(p)}</code>" if i % 2 else _e(p) for i, p in enumerate(parts))
+
+
 def _quality_html(notice: QualityNotice) -> list[str]:
     """The banner at the top of the page (a contended or implausible cell), or a quiet line
     of the counts (every judged cell clean or noisy); nothing when no cell was judged."""
@@ -404,7 +410,7 @@ def _quality_html(notice: QualityNotice) -> list[str]:
     listing = f"<ul>{items}</ul>"
     if n > BANNER_LIST_OPEN:
         listing = f"<details><summary>The {n} cells</summary>{listing}</details>"
-    todo = "".join(f"<p>{_e(t)}</p>" for t in notice.todo())
+    todo = "".join(f"<p>{_with_code(t)}</p>" for t in notice.todo())
     return [
         '<section class="banner" id="quality-banner" role="alert">'
         f"<p><strong>{n} cell(s) cannot be trusted (contended or implausible).</strong> "
