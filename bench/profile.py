@@ -66,7 +66,9 @@ IDENTITY_CALLS = 200  # hooked empty calls timed for the overhead estimate
 class LayerTime:
     """One timed layer: ``time_ms`` is the median over forwards of its per-forward total
     (all ``calls``); ``share`` is of the layers' sum; ``macs`` and ``bytes`` are per forward
-    at the profile's batch size; ``compute_fraction`` is achieved ÷ the given ceiling."""
+    at the profile's batch size; ``compute_fraction`` is achieved ÷ the given ceiling, None
+    where the layer ran above the ceiling beyond its uncertainty (``above_ceiling``: such a
+    rate is implausible, never a fraction of the ceiling)."""
 
     name: str
     type: str
@@ -78,6 +80,7 @@ class LayerTime:
     bytes: int
     achieved_macs_per_s: float | None
     compute_fraction: float | None
+    above_ceiling: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +124,7 @@ class Profile:
     forward_samples_ms: tuple[float, ...]  # every plain-forward sample
     noisy: bool  # the plain forward's IQR is above 10% of its median (bench.stats)
     hooked_forwards: int  # forwards the layer medians are taken over
+    ceiling_ci_rel: float = 0.0  # the ceiling's 95% CI half-width ÷ value (0: unknown)
 
 
 PROFILE_COLUMNS = (
@@ -178,12 +182,15 @@ def profile_model(
     min_time_s: float = 1.0,
     warmup_s: float = 0.2,
     ceiling_macs_per_s: float | None = None,
+    ceiling_ci_rel: float = 0.0,
 ) -> Profile:
     """Profile registered model ``name`` (see the module docstring): ``min_time_s`` of timed
     plain forwards and as much of hooked forwards, split over ``rounds`` alternating rounds
     (50 ms each by default: short, so that a burst of load from another process lands on
     both kinds) after ``warmup_s`` of warm-up; ``threads`` defaults to the cores this
-    process may use."""
+    process may use. ``ceiling_ci_rel`` is the relative half-width of the compute
+    ceiling's 95% confidence interval (a layer above the ceiling by more is
+    implausible)."""
     from models import get_spec
 
     spec = get_spec(name)
@@ -202,6 +209,7 @@ def profile_model(
             min_time_s=min_time_s,
             warmup_s=warmup_s,
             ceiling_macs_per_s=ceiling_macs_per_s,
+            ceiling_ci_rel=ceiling_ci_rel,
         )
 
 
@@ -220,6 +228,7 @@ def profile_module(
     min_time_s: float = 1.0,
     warmup_s: float = 0.2,
     ceiling_macs_per_s: float | None = None,
+    ceiling_ci_rel: float = 0.0,
     clock: Clock = time.perf_counter,
 ) -> Profile:
     """Profile the model ``build()`` returns on an input of ``input_shape`` (batch first);
@@ -228,6 +237,8 @@ def profile_module(
     cfg = _check_options(device, dtype, config, input_shape, rounds, min_time_s)
     if ceiling_macs_per_s is not None and not ceiling_macs_per_s > 0:
         raise InvalidOption(f"a compute ceiling must be positive, got {ceiling_macs_per_s}")
+    if not ceiling_ci_rel >= 0:
+        raise InvalidOption(f"a ceiling's uncertainty must be >= 0, got {ceiling_ci_rel}")
     n_threads = default_threads() if threads is None else threads
     if n_threads < 1:
         raise InvalidOption(f"threads must be a positive integer, got {n_threads}")
@@ -236,7 +247,7 @@ def profile_module(
         timed = _time_layers(
             build, input_shape, device, torch_dtype(dtype), cfg, rounds, min_time_s, warmup_s, clock
         )
-    rows = _rows(timed, macs, nbytes, ceiling_macs_per_s)
+    rows = _rows(timed, macs, nbytes, ceiling_macs_per_s, ceiling_ci_rel)
     forward_ms = statistics.median(timed.forward_samples_ms)
     sum_layers_ms = sum(r.time_ms for r in rows)
     leaf_calls = sum(r.calls for r in rows)
@@ -267,6 +278,7 @@ def profile_module(
         forward_samples_ms=timed.forward_samples_ms,
         noisy=summarize(timed.forward_samples_ms).noisy,
         hooked_forwards=len(timed.hooked_samples_ms),
+        ceiling_ci_rel=ceiling_ci_rel,
     )
     return replace(profile, gap_note=_gap_note(profile))
 
@@ -538,8 +550,25 @@ def _hook_overhead_ms(x: torch.Tensor, sync: Callable[[], None], clock: Clock) -
     return statistics.median(per_call)
 
 
+def ceiling_share(
+    achieved: float | None, ceiling: float | None, ci_rel: float = 0.0
+) -> tuple[float | None, bool]:
+    """(achieved ÷ ceiling, above): ``above`` when the rate is above the ceiling by more
+    than its uncertainty, and then no fraction (None): such a rate means the ceiling was
+    measured at a busier moment, or the count is wrong; it is not a share of the ceiling."""
+    if achieved is None or ceiling is None:
+        return None, False
+    if achieved > ceiling * (1 + ci_rel):
+        return None, True
+    return achieved / ceiling, False
+
+
 def _rows(
-    timed: _Timed, macs: Mapping[str, int], nbytes: Mapping[str, int], ceiling: float | None
+    timed: _Timed,
+    macs: Mapping[str, int],
+    nbytes: Mapping[str, int],
+    ceiling: float | None,
+    ci_rel: float = 0.0,
 ) -> tuple[LayerTime, ...]:
     medians = {n: statistics.median(timed.layer_ms[n]) for n in timed.order}
     total_ms = sum(medians.values())
@@ -547,6 +576,7 @@ def _rows(
     for name in timed.order:
         ms, m = medians[name], macs.get(name, 0)
         achieved = m / (ms / 1e3) if ms > 0 else None
+        fraction, above = ceiling_share(achieved, ceiling, ci_rel)
         rows.append(
             LayerTime(
                 name=name or "(model)",
@@ -558,9 +588,8 @@ def _rows(
                 macs=m,
                 bytes=nbytes.get(name, 0),
                 achieved_macs_per_s=achieved,
-                compute_fraction=None
-                if ceiling is None or achieved is None
-                else achieved / ceiling,
+                compute_fraction=fraction,
+                above_ceiling=above,
             )
         )
     return tuple(rows)
@@ -661,6 +690,36 @@ def _aligned(header: Sequence[str], body: Sequence[Sequence[str]], left: int) ->
     return [line(header), line(["-" * w for w in widths]), *(line(c) for c in body)]
 
 
+ABOVE_CEILING = "above roof (implausible)"
+
+
+def _of_ceiling(r: LayerTime) -> str:
+    """The table's "of ceiling" cell: a percentage up to 100%, "at ceiling" above it within
+    the ceiling's uncertainty, and never a percentage above it."""
+    if not r.macs:
+        return ""
+    if r.above_ceiling:
+        return ABOVE_CEILING
+    if r.compute_fraction is None:
+        return ""
+    return f"{r.compute_fraction:.1%}" if r.compute_fraction <= 1 else "at ceiling"
+
+
+def _above_note(p: Profile) -> str:
+    """The totals line's sentence on layers above the ceiling ("" when none)."""
+    above = [r for r in p.rows if r.above_ceiling and r.macs]
+    if not above or not p.ceiling_macs_per_s:
+        return ""
+    ci = f" ±{p.ceiling_ci_rel:.1%}" if p.ceiling_ci_rel else ""
+    return (
+        f"{len(above)} layer(s) ran above the measured compute ceiling "
+        f"({p.ceiling_macs_per_s / 1e9:.2f} GMAC/s{ci}): implausible, so shown as "
+        f'"{ABOVE_CEILING}", not as a share of it; the ceiling was measured at a busier '
+        "moment than the layers (or the count is wrong): measure it again on a quiet machine "
+        "(`effbench peak`). "
+    )
+
+
 def _table(p: Profile) -> str:
     """Layers slowest first (the question is where the time goes; ``#`` is the execution
     order and ``cum`` the running share, so the top lines say how few layers matter), then
@@ -680,9 +739,7 @@ def _table(p: Profile) -> str:
         cells = [r.name, r.type, r.group, str(position[r.name]), str(r.calls), _ms(r.time_ms)]
         cells += [f"{r.share:.1%}", f"{cum:.1%}", f"{r.macs:,}", f"{r.bytes:,}", gmacs]
         if p.ceiling_macs_per_s:
-            cells.append(
-                "" if r.compute_fraction is None or not r.macs else f"{r.compute_fraction:.1%}"
-            )
+            cells.append(_of_ceiling(r))
         body.append(cells)
     title = (
         f"{p.model} on {p.device} ({p.device_name}), {p.dtype}, batch {p.batch_size}, "
@@ -696,6 +753,7 @@ def _table(p: Profile) -> str:
         f"(median of {len(p.forward_samples_ms)}"
         + ("; noisy, IQR above 10%: rerun on a quieter machine or longer" if p.noisy else "")
         + f"); gap {'+' if p.gap_ms >= 0 else '-'}{_ms(abs(p.gap_ms))} ms ({gap_pct:+.1%}). "
+        + _above_note(p)
         + p.gap_note
     )
     gbody = [

@@ -449,6 +449,7 @@ def _migrate_keys(
     if gap.any():  # before configurations were a sweep axis, every row ran eager
         df["config"] = raw.astype(object).where(~gap, "eager")
         notes.append(f"{int(gap.sum())} row(s) lack config: set to eager (written before it)")
+    notes += _migrate_variant(df, source, manifests)
     raw = df["device_name"] if "device_name" in df.columns else pd.Series([None] * len(df))
     gap = raw.isna().to_numpy()
     if gap.any():
@@ -459,6 +460,30 @@ def _migrate_keys(
         df["device_name"] = raw.astype(object).where(~gap, pd.Series(names, index=df.index[gap]))
         notes.append(f"{int(gap.sum())} row(s) lack device_name: named from the run's environment")
     return tuple(notes)
+
+
+def _variant(manifest: Mapping[str, Any]) -> str | None:
+    """The arm of an A/B run (``effbench run --variant``) as its manifest records it."""
+    options = manifest.get("options")
+    value = options.get("variant") if isinstance(options, Mapping) else None
+    return value if isinstance(value, str) and value else None
+
+
+def _migrate_variant(
+    df: pd.DataFrame, source: np.ndarray, manifests: Sequence[Mapping[str, Any]]
+) -> list[str]:
+    """Fill ``variant`` where a row lacks it but its run's manifest names the arm (rows
+    written before the column; every row of an arm's run folder is that arm), in place.
+    Rows of runs that were not A/B runs keep no variant, and need no note."""
+    raw = df["variant"] if "variant" in df.columns else pd.Series([None] * len(df), dtype=object)
+    arms = np.array([_variant(m) for m in manifests], dtype=object)
+    fill = arms[source] if len(source) else np.array([], dtype=object)
+    named = np.array([v is not None for v in fill], dtype=bool)
+    gap = (raw.isna() | raw.astype(object).eq("")).to_numpy() & named
+    df["variant"] = raw.astype(object).where(~gap, pd.Series(fill, index=df.index))
+    if not gap.any():
+        return []
+    return [f"{int(gap.sum())} row(s) lack variant: named from the run's manifest (an A/B arm)"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import time
 from dataclasses import fields, replace
 from pathlib import Path
@@ -228,7 +229,7 @@ def test_registered_model_threads_restored_and_ceiling() -> None:
     before = torch.get_num_threads()
     p = profile_model(
         "tiny_mlp", batch_size=3, rounds=1, min_time_s=0.02, warmup_s=0.0, threads=1,
-        ceiling_macs_per_s=1e9,
+        ceiling_macs_per_s=1e15,  # above any layer here (a layer above it has no fraction)
     )  # fmt: skip
     assert torch.get_num_threads() == before
     assert p.model == "tiny_mlp" and p.batch_size == 3 and p.image_size == 8
@@ -239,7 +240,7 @@ def test_registered_model_threads_restored_and_ceiling() -> None:
     )
     linear = by_name(p)["net.1"]
     assert linear.achieved_macs_per_s == pytest.approx(linear.macs / (linear.time_ms / 1e3))
-    assert linear.compute_fraction == pytest.approx(linear.achieved_macs_per_s / 1e9)
+    assert linear.compute_fraction == pytest.approx(linear.achieved_macs_per_s / 1e15)
     with pytest.raises(UnknownModel, match="tiny_mlp"):
         profile_model("tiny_mpl")
 
@@ -291,3 +292,49 @@ def test_the_gap_note_names_noise_and_cuda_launches(mixed: Profile) -> None:
     assert "noisy" in loud and "launch latency" in loud
     over = _gap_note(replace(mixed, gap_ms=-5.0, hook_overhead_ms=1.0))
     assert "exceeds the plain forward by 4.000 ms" in over
+
+
+def test_ceiling_share_is_never_a_fraction_above_the_ceiling() -> None:
+    from bench.profile import ceiling_share
+
+    assert ceiling_share(50.0, 100.0) == (0.5, False)
+    assert ceiling_share(101.0, 100.0, ci_rel=0.02) == (1.01, False)  # within its ±2%
+    assert ceiling_share(103.0, 100.0, ci_rel=0.02) == (None, True)
+    assert ceiling_share(100.5, 100.0) == (None, True)  # no uncertainty known: any excess
+    assert ceiling_share(None, 100.0) == (None, False)
+    assert ceiling_share(50.0, None) == (None, False)
+
+
+def test_layers_above_a_low_ceiling_are_implausible_not_percentages() -> None:
+    # a fake ceiling of 1 MAC/s: every layer that multiplies is far above it
+    p = profile_module(Mixed, (2, 3, 16, 16), ceiling_macs_per_s=1.0, ceiling_ci_rel=0.05,
+                       **QUICK)  # fmt: skip
+    with_macs = [r for r in p.rows if r.macs]
+    assert with_macs and all(r.above_ceiling and r.compute_fraction is None for r in with_macs)
+    assert not any(r.above_ceiling for r in p.rows if not r.macs)
+    table = format_profile(p, "table")
+    lines = table.splitlines()
+    (totals,) = [ln for ln in lines if ln.startswith("total:")]
+    layers = lines[: lines.index(totals)]  # the layer table (the group table follows)
+    for r in with_macs:
+        (line,) = [ln for ln in layers if ln.startswith(r.name + " ")]
+        assert line.endswith("above roof (implausible)")
+    assert not [pct for pct in re.findall(r"(\d+\.\d)%", table) if float(pct) > 100]
+    assert (
+        f"{len(with_macs)} layer(s) ran above the measured compute ceiling (0.00 GMAC/s ±5.0%): "
+        "implausible" in totals
+    )
+    assert "effbench peak" in totals
+    assert frame_fraction_is_empty(p)
+    # a ceiling far above every layer: shares, no note
+    high = profile_module(Mixed, (2, 3, 16, 16), ceiling_macs_per_s=1e18, **QUICK)
+    assert not any(r.above_ceiling for r in high.rows)
+    assert "above the measured compute ceiling" not in format_profile(high, "table")
+    assert all(r.compute_fraction is not None and r.compute_fraction < 1 for r in high.rows)
+
+
+def frame_fraction_is_empty(p: Profile) -> bool:
+    """The parquet frame carries no fraction for a layer above the ceiling either."""
+    frame = profile_frame([p], "host", "t")
+    above = [r.name for r in p.rows if r.above_ceiling]
+    return bool(frame.loc[frame["layer"].isin(above), "compute_fraction"].isna().all())

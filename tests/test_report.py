@@ -32,11 +32,12 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from factories import make_row
+from matplotlib.collections import PathCollection
 from matplotlib.text import Text
 
 from bench.cli import main
 from bench.report import build_report
-from bench.report.data import fit_line, load_report_data, pareto_front
+from bench.report.data import Superseded, fit_line, load_report_data, pareto_front
 from bench.report.figures import FIGURES, accuracy_vs_ops, accuracy_vs_throughput, place_labels
 from bench.report.page import summary_table
 from bench.schema import Row
@@ -1135,3 +1136,344 @@ def test_roofline_and_layer_figures_are_byte_identical_across_builds(
     }
     for rel in sorted(p.relative_to(a.out) for p in a.files):
         assert (a.out / rel).read_bytes() == (b.out / rel).read_bytes(), rel
+
+
+# --------------------------------------------------------------------------- verdicts
+
+# SYNTHETIC run with verdicts (made up, never measured): per (network, batch) the verdict
+# the runner wrote, its reason and the achieved rate (MACs/s). Its ceilings were measured
+# twice: at the start, on a busier machine, at half the closing values. "c" is clean by
+# its row but above the closing GEMM roof: the report must call it implausible.
+HOSTILE = "<b>x</b>&y"
+QUALITY_GEMM = {"start": 50e9, "end": 100e9}
+QUALITY_TRIAD = {"start": 10e9, "end": 20e9}
+QUALITY_CI = 0.02
+QUALITY_CELLS: dict[tuple[str, int], tuple[str, str, float]] = {
+    ("a", 1): ("clean", "no sign of contention; precision target met", 20e9),
+    ("a", 2): ("contended", "its threads waited for a CPU 30% of the window", 5e9),
+    ("b", 1): ("noisy", "the median's 95% CI is ±3.0% after 10 samples", 30e9),
+    ("b", 2): ("clean", "no sign of contention; precision target met", 60e9),
+    ("c", 1): ("clean", "no sign of contention; precision target met", 150e9),
+    (HOSTILE, 1): ("contended", "other processes kept 1.50 cores of its CPUs busy", 10e9),
+}
+QUALITY_INTENSITY = 50.0  # MACs per byte: right of the ridge (5), under the compute roof
+# What the report must conclude: the cells it cannot trust, and the counts of every verdict.
+UNTRUSTED_CELLS = {("a", 2, "contended"), ("c", 1, "implausible"), (HOSTILE, 1, "contended")}
+QUALITY_COUNTS = {"clean": 2, "noisy": 1, "implausible": 1, "contended": 2}
+
+
+def write_run(
+    root: Path, run_id: str, rows: list[Row], ceilings: list[dict[str, Any]] | None = None,
+    **manifest: Any,
+) -> Path:  # fmt: skip
+    """A run folder of ``rows`` (each its own part) with a manifest, and its ceilings."""
+    run = root / run_id
+    run.mkdir(parents=True)
+    write_manifest(run, {"run_id": run_id, "environment": {"hostname": "box"}, **manifest})
+    for i, row in enumerate(rows):
+        write_row(run, f"part{i}", row)
+    if ceilings:
+        pd.DataFrame(ceilings).to_parquet(run / "ceilings.parquet")
+    return run
+
+
+def quality_row(model: str, b: int, quality: str, reason: str, rate: float, **kw: Any) -> Row:
+    """A SYNTHETIC ok row with a verdict, timed so that it reaches ``rate`` MACs/s."""
+    latency = ROOFLINE_MACS * b / rate * 1e3
+    values: dict[str, Any] = dict(
+        run_id="quality", macs=ROOFLINE_MACS, params=10**6, weights_bytes=4 * 10**6,
+        latency_ms_median=latency, time_per_image_ms=latency / b,
+        throughput_ips=b * 1e3 / latency, achieved_macs_per_s=rate,
+        bytes_per_image=ROOFLINE_MACS / QUALITY_INTENSITY,
+        intensity_macs_per_byte=QUALITY_INTENSITY, peak_memory_bytes=10**7 * b,
+        top1=70.0 + len(model), power_w_mean=50.0 + b, power_source="synthetic",
+        energy_per_image_j=(50.0 + b) * latency / b / 1e3, quality=quality,
+        quality_reason=reason,
+    )  # fmt: skip
+    values.update(kw)
+    return make_row(model, b, **values)
+
+
+def quality_ceilings() -> list[dict[str, Any]]:
+    rows = []
+    for phase in ("start", "end"):
+        for r in ceiling_rows("cpu", "float32", 1, "box", gemm=QUALITY_GEMM[phase],
+                              triad=QUALITY_TRIAD[phase]):  # fmt: skip
+            rows.append({**r, "phase": phase, "ci_rel": QUALITY_CI})
+    return rows
+
+
+def make_quality_run(root: Path, quiet: bool = False) -> Path:
+    """The SYNTHETIC run of QUALITY_CELLS; ``quiet``: only its clean and noisy cells, under
+    the closing roof (a run that must get no banner)."""
+    rows = [
+        quality_row(m, b, q, why, rate)
+        for (m, b), (q, why, rate) in QUALITY_CELLS.items()
+        if not quiet or (q in ("clean", "noisy") and m != "c")
+    ]
+    return write_run(root, "quality-quiet" if quiet else "quality", rows, quality_ceilings())
+
+
+@pytest.fixture(scope="module")
+def quality_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_quality_run(tmp_path_factory.mktemp("quality"))
+
+
+def _texts(data: Any) -> tuple[str, str, dict[str, Any]]:
+    """index.html, summary.md and report.json of ``data`` without drawing the figures."""
+    from bench.report.page import index_html, report_json, summary_markdown
+
+    table = summary_table(data)
+    return (
+        index_html(data, table, [], {}),
+        summary_markdown(data, table, []),
+        json.loads(report_json(data, [], {})),
+    )
+
+
+def test_cells_take_the_worst_verdict_and_implausible_above_the_highest_roof(
+    quality_run: Path,
+) -> None:
+    data = load_report_data([quality_run])
+    got = {(r.model, int(r.batch_size)): r.quality for r in data.cells.itertuples()}
+    expected = {k: q for k, (q, _, _) in QUALITY_CELLS.items()}
+    expected[("c", 1)] = "implausible"  # above 100 GMAC/s ±2%, the closing (highest) roof
+    assert got == expected
+    c = data.cells.set_index("model").loc["c"]
+    assert "above the measured gemm roof 100.0 GMAC/s ±2.0%" in c["quality_reason"]
+    # b at batch 2 is 60% of the closing roof, though 120% of the busier start's
+    assert data.cells.set_index(["model", "batch_size"]).loc[("b", 2), "roof_fraction"] == (
+        pytest.approx(60e9 / QUALITY_GEMM["end"])
+    )
+
+
+def test_banner_counts_the_verdicts_and_lists_the_untrusted_cells_escaped(
+    quality_run: Path,
+) -> None:
+    page, md, doc = _texts(load_report_data([quality_run]))
+    banner = re.search(r'<section class="banner" id="quality-banner".*?</section>', page, re.S)
+    assert banner, "no banner"
+    # at the top: before the lead paragraph and the summary
+    assert page.index('id="quality-banner"') < page.index('class="lead"')
+    text = banner.group(0)
+    assert "Of 6 measured cells: 2 clean, 1 noisy, 1 implausible, 2 contended." in text
+    items = re.findall(r"<li>(.*?)</li>", text)
+    assert len(items) == len(UNTRUSTED_CELLS)
+    assert items[0].startswith("&lt;b&gt;x&lt;/b&gt;&amp;y at batch 1 on cpu · float32 · 1 thr")
+    assert HOSTILE not in page  # escaped everywhere
+    assert "its threads waited for a CPU 30% of the window" in items[1]
+    assert "docs/noise.md" in text and "--remeasure" in text and "effbench peak" in text
+    assert "**3 cell(s) cannot be trusted (contended or implausible)." in md
+    assert doc["quality"]["counts"] == QUALITY_COUNTS
+    listed = {
+        (c["model"], c["batch_size"], c["quality"]) for c in doc["quality"]["untrusted_cells"]
+    }
+    assert listed == UNTRUSTED_CELLS
+
+
+def test_quiet_run_gets_no_banner_only_a_line_of_its_noisy_share(tmp_path: Path) -> None:
+    page, md, doc = _texts(load_report_data([make_quality_run(tmp_path, quiet=True)]))
+    assert 'id="quality-banner"' not in page and "cannot be trusted" not in md
+    note = re.search(r'<p class="lead quality-note" id="quality-note">(.*?)</p>', page)
+    assert note and "2 clean, 1 noisy cells" in note.group(1)
+    assert "1 of 3 (33%) are noisy" in note.group(1)
+    assert doc["quality"]["untrusted_cells"] == []
+
+
+def test_a_run_without_verdicts_gets_neither_banner_nor_note(cpu_report: Path) -> None:
+    page = (cpu_report / "index.html").read_text()
+    assert 'id="quality-banner"' not in page and 'id="quality-note"' not in page
+    assert "quality" not in pd.read_csv(cpu_report / "summary.csv").columns
+
+
+def test_summary_has_a_quality_column_and_no_fraction_above_the_roof(quality_run: Path) -> None:
+    table = summary_table(load_report_data([quality_run])).set_index("model")
+    assert table.loc["a", "quality"] == "contended at batch 2"
+    assert table.loc["b", "quality"] == "noisy at batch 1"
+    assert table.loc["c", "quality"] == "implausible at batch 1"
+    assert table.loc[HOSTILE, "quality"] == "contended at batch 1"
+    assert table.loc["b", "compute_fraction_bs_max"] == pytest.approx(0.6)
+    assert math.isnan(table.loc["c", "compute_fraction_bs_max"])  # 150% is not a fraction
+    assert (table["compute_fraction_bs_max"].dropna() <= 1).all()
+
+
+def _hollow_points(fig: Any) -> tuple[int, int]:
+    """(hollow, filled) markers of every scatter of ``fig`` (a transparent face is hollow)."""
+    hollow = filled = 0
+    for ax in fig.axes:
+        for c in ax.collections:
+            if isinstance(c, PathCollection) and len(c.get_offsets()):
+                alpha = c.get_facecolors()[:, 3]
+                hollow += int((alpha == 0).sum())
+                filled += int((alpha > 0).sum())
+    return hollow, filled
+
+
+def _legend_labels(fig: Any) -> list[str]:
+    return [t.get_text() for leg in fig.legends for t in leg.get_texts()]
+
+
+@pytest.mark.parametrize(
+    ("figure", "cells"),
+    [("time_vs_batch", None), ("power_vs_batch", None), ("memory_vs_batch", None),
+     ("memory_vs_params", 1), ("ops_vs_time", "1+2"), ("roofline", None)],
+)  # fmt: skip
+def test_untrusted_cells_are_drawn_hollow_and_named(
+    quality_run: Path, figure: str, cells: Any
+) -> None:
+    import bench.report.figures as figures
+
+    data = load_report_data([quality_run])
+    result = getattr(figures, figure)(data)
+    assert result.fig is not None
+    drawn = {k: q for k, (q, _, _) in QUALITY_CELLS.items()}
+    drawn[("c", 1)] = "implausible"
+    if cells == 1:  # batch 1 only
+        drawn = {k: q for k, q in drawn.items() if k[1] == 1}
+    hollow = sum(q in ("contended", "implausible") for q in drawn.values())
+    assert _hollow_points(result.fig) == (hollow, len(drawn) - hollow)
+    if figure != "memory_vs_params" and figure != "ops_vs_time":
+        assert figures.HOLLOW_LABEL in _legend_labels(result.fig)
+    if figure != "roofline":  # the roofline names implausible points its own way
+        assert "Hollow markers are cells whose number cannot be trusted" in result.reading
+        named = re.findall(r"(\S+) at batch (\d) \((contended|implausible)\)", result.reading)
+        assert {(m, int(b), q) for m, b, q in named} == {
+            (m, b, q) for (m, b), q in drawn.items() if q in ("contended", "implausible")
+        }
+
+
+def test_best_point_figures_draw_hollow_where_the_best_cell_is_untrusted(quality_run: Path):
+    from bench.report.figures import accuracy_vs_throughput, energy_vs_accuracy
+
+    data = load_report_data([quality_run])
+    # one point per network: a's best throughput is batch 1 (clean), c's its only cell
+    for make in (accuracy_vs_throughput, energy_vs_accuracy):
+        result = make(data)
+        assert result.fig is not None
+        assert _hollow_points(result.fig) == (2, 2)  # c (implausible) and HOSTILE (contended)
+        assert "c at batch 1 (implausible)" in result.reading
+
+
+def test_roofline_uses_the_highest_ceilings_and_never_reads_a_rate_above_as_a_fraction(
+    quality_run: Path,
+) -> None:
+    from bench.report.data import setup_roofs
+    from bench.report.figures import roofline
+
+    data = load_report_data([quality_run])
+    (roofs,) = setup_roofs(data).values()
+    assert (roofs.compute_macs_per_s, roofs.bandwidth_bytes_per_s) == (100e9, 20e9)
+    assert roofs.compute_ci_rel == QUALITY_CI
+    assert [(d.kind, d.start, d.end) for d in roofs.drift] == [
+        ("gemm", 50e9, 100e9), ("triad", 10e9, 20e9)
+    ]  # fmt: skip
+    reading = roofline(data).reading
+    assert (
+        "Measured twice, the gemm ceiling read 50 GMAC/s at the run's start and 100 GMAC/s at "
+        "its end (+100%) and the triad ceiling read 10 GB/s at the run's start and 20 GB/s at "
+        "its end (+100%); the higher of each is drawn" in reading
+    )
+    assert "Nearest the compute roof: b (60% of it at batch 2) and a (20% of it at batch 1)." in (
+        reading
+    )
+    assert (
+        "Above the measured compute roof (100 GMAC/s ±2.0%), so implausible and drawn hollow, "
+        "not read as a fraction of it: c at batch 1 (150 GMAC/s)." in reading
+    )
+    fractions = [float(v) for v in re.findall(r"(\d+(?:\.\d+)?)% of", reading)]
+    assert fractions and max(fractions) <= 100
+
+
+def test_a_row_judged_implausible_by_its_run_is_never_a_percentage(tmp_path: Path) -> None:
+    from bench.report.figures import roofline
+
+    # no ceilings in the report's input: the rows' own compute_fraction (2.5 = 250%)
+    row = quality_row("z", 1, "implausible", "above its run's roof", 250e9,
+                      compute_fraction=2.5)  # fmt: skip
+    other = quality_row("y", 1, "clean", "ok", 50e9, compute_fraction=0.5)
+    data = load_report_data([write_run(tmp_path, "nroof", [row, other])])
+    reading = roofline(data).reading
+    assert "250%" not in reading and "Nearest the compute roof: y (50% of it at batch 1)." in (
+        reading
+    )
+    assert "Above the compute roof their run measured, so implausible" in reading
+    assert math.isnan(summary_table(data).set_index("model").loc["z", "compute_fraction_bs_max"])
+
+
+def test_speedups_are_hollow_where_either_cell_is_contended(tmp_path: Path) -> None:
+    from bench.report.figures import HOLLOW_LABEL, speedup_vs_eager
+
+    rows = [
+        _timed("m", 1, 4.0, 0, quality="contended", quality_reason="waited"),
+        _timed("m", 1, 2.0, 0, config="compile", quality="clean"),
+        _timed("m", 2, 4.0, 0, quality="clean"),
+        _timed("m", 2, 2.0, 0, config="compile", quality="noisy"),
+    ]
+    result = speedup_vs_eager(load_report_data([write_run(tmp_path, "sp", rows)]))
+    assert result.fig is not None
+    assert _hollow_points(result.fig) == (1, 1)
+    assert HOLLOW_LABEL in _legend_labels(result.fig)
+    assert "m compile at batch 1 (contended)" in result.reading
+
+
+def test_the_report_reads_the_best_attempt_of_each_cell(tmp_path: Path) -> None:
+    rows = [
+        _timed("m", 1, 9.0, 0, attempt=0, quality="contended", quality_reason="waited"),
+        _timed("m", 1, 2.0, 0, attempt=1, quality="clean"),
+        _timed("m", 1, 5.0, 0, attempt=2, quality="contended", quality_reason="waited"),
+    ]
+    data = load_report_data([write_run(tmp_path, "again", rows)])
+    (cell,) = data.cells.itertuples()
+    assert (cell.latency_ms_median, cell.quality, cell.n_repeats) == (2.0, "clean", 1)
+    assert data.attempts_not_kept == 2
+    page, _, _ = _texts(data)
+    assert "2 earlier attempt(s) of re-measured cells are not shown" in page
+
+
+# --------------------------------------------------------------------------- arms and runs
+
+
+def test_the_arms_of_an_ab_run_are_setups_never_pooled_repeats(tmp_path: Path) -> None:
+    # an A/B run: two run folders whose manifests name the arm; the "base" arm's rows carry
+    # the variant, the "tuned" arm's rows lack it (written before the column) and get it
+    # from their manifest
+    latencies = {"base": (10.0, 12.0), "tuned": (4.0, 6.0)}
+    runs = []
+    for arm, lats in latencies.items():
+        rows = [_timed("m", 1, lat, r, run_id=f"ab-{arm}", timestamp=f"2026-01-01T00:00:0{r}",
+                       variant=arm if arm == "base" else None)
+                for r, lat in enumerate(lats)]  # fmt: skip
+        runs.append(write_run(tmp_path, f"ab-{arm}", rows, options={"variant": arm}))
+    data = load_report_data(runs)
+    assert data.setups == ("cpu · float32 · 1 thr · arm base", "cpu · float32 · 1 thr · arm tuned")
+    cells = data.cells.set_index("setup")
+    for arm, lats in latencies.items():
+        cell = cells.loc[f"cpu · float32 · 1 thr · arm {arm}"]
+        assert cell["n_repeats"] == 2 and cell["latency_ms_median"] == statistics.median(lats)
+    assert data.superseded == ()  # arms are not older runs of one another
+    assert any("lack variant: named from the run's manifest" in n for n in data.notes)
+    table = summary_table(data)
+    assert sorted(table["setup"]) == list(data.setups) and (table["repeats_max"] == 2).all()
+
+
+def test_older_runs_of_a_cell_are_superseded_not_pooled(tmp_path: Path) -> None:
+    old = write_run(tmp_path, "monday", [
+        _timed("m", 1, 9.0, 0, run_id="monday", timestamp="2026-01-05T10:00:00+00:00"),
+        _timed("m", 1, 9.5, 1, run_id="monday", timestamp="2026-01-05T10:00:01+00:00"),
+        _timed("m", 2, 7.0, 0, run_id="monday", timestamp="2026-01-05T10:00:02+00:00"),
+    ])  # fmt: skip
+    new = write_run(tmp_path, "tuesday", [
+        _timed("m", 1, 3.0, 0, run_id="tuesday", timestamp="2026-01-06T10:00:00+00:00"),
+    ])  # fmt: skip
+    data = load_report_data([new, old])
+    cells = data.cells.set_index("batch_size")
+    assert (cells.loc[1, "latency_ms_median"], cells.loc[1, "n_repeats"]) == (3.0, 1)
+    assert cells.loc[2, "latency_ms_median"] == 7.0  # only monday measured batch 2
+    assert data.superseded == (Superseded("monday", cells=1, rows=2, by=("tuesday",)),)
+    page, md, doc = _texts(data)
+    assert re.search(r'<p class="lead" id="superseded">Older runs not shown: monday \(1 cell\(s\), '
+                     r"2 row\(s\); measured again by tuesday\)", page)  # fmt: skip
+    assert "Older runs not shown: monday" in md
+    assert doc["quality"]["superseded_runs"] == [
+        {"run_id": "monday", "cells": 1, "rows": 2, "by": ["tuesday"]}
+    ]

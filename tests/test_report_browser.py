@@ -6,7 +6,10 @@ Skipped where Chromium is not installed.
 Three inputs: the committed CPU fixture, the SYNTHETIC multi-device runs of
 ``test_report``, and a real CPU sweep made here (two networks, batch sizes 1 and 2, with
 the device ceilings) plus a real per-layer profile (``effbench profile``), so that the
-roofline and layer-type figures of a real measurement are drawn and load."""
+roofline and layer-type figures of a real measurement are drawn and load. And the quality
+banner (issue 20): the SYNTHETIC run of ``test_report.make_quality_run`` (rows written with
+their verdicts, deterministic, no real load) carries it, its quiet variant (clean and
+noisy cells only) does not."""
 
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from test_report import FIXTURE, make_synthetic_runs, png_size
+from test_report import FIXTURE, HOSTILE, make_quality_run, make_synthetic_runs, png_size
 
 from bench.cli import main
 from bench.report import build_report
@@ -53,6 +56,16 @@ def _chromium(profile: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
 
 
+def _images_loaded(dom: subprocess.CompletedProcess[str]) -> tuple[int, int]:
+    """(images loaded, images) as the page's own script counted them in the browser."""
+    match = re.search(r'id="image-check"[^>]*>', dom.stdout)
+    assert match, f"no image check in the DOM; chromium said: {dom.stderr[-2000:]}"
+    loaded = re.search(r'data-loaded="(\d+)"', match.group(0))
+    total = re.search(r'data-total="(\d+)"', match.group(0))
+    assert loaded and total, match.group(0)
+    return int(loaded.group(1)), int(total.group(1))
+
+
 SWEEP_MODELS = ("squeezenet1_1", "tiny_mlp")
 NEW_FIGURES = {"12-roofline", "13-layer-types"}
 
@@ -85,13 +98,7 @@ def test_every_image_loads_in_chromium(tmp_path: Path, which: str) -> None:
     page = (report.out / "index.html").resolve().as_uri()
 
     dom = _chromium(tmp_path / "profile", "--dump-dom", page)
-    match = re.search(r'id="image-check"[^>]*>', dom.stdout)
-    assert match, f"no image check in the DOM; chromium said: {dom.stderr[-2000:]}"
-    loaded = re.search(r'data-loaded="(\d+)"', match.group(0))
-    total = re.search(r'data-total="(\d+)"', match.group(0))
-    assert loaded and total, match.group(0)
-    assert int(total.group(1)) == n_figures
-    assert int(loaded.group(1)) == n_figures
+    assert _images_loaded(dom) == (n_figures, n_figures)
 
     shot = tmp_path / "screenshot.png"
     _chromium(tmp_path / "profile", f"--screenshot={shot}", "--window-size=1366,2400", page)
@@ -102,3 +109,30 @@ def test_every_image_loads_in_chromium(tmp_path: Path, which: str) -> None:
     if keep:
         Path(keep).mkdir(parents=True, exist_ok=True)
         shutil.copy(shot, Path(keep) / f"report-{which}.png")
+
+
+@pytest.mark.parametrize("which", ["contended", "quiet"])
+def test_a_contended_run_carries_the_banner_and_a_quiet_one_does_not(
+    tmp_path: Path, which: str
+) -> None:
+    run = make_quality_run(tmp_path / "runs", quiet=which == "quiet")
+    report = build_report([run], tmp_path / "report")
+    n_figures = len(json.loads((report.out / "report.json").read_text())["figures"])
+    dom = _chromium(tmp_path / "profile", "--dump-dom", (report.out / "index.html").as_uri())
+    assert _images_loaded(dom) == (n_figures, n_figures)
+    body = dom.stdout
+    banner = re.search(r'<section class="banner" id="quality-banner"[^>]*>(.*?)</section>',
+                       body, re.S)  # fmt: skip
+    if which == "quiet":
+        assert banner is None and "cannot be trusted" not in body
+        assert re.search(r'id="quality-note"[^>]*>Quality: 2 clean, 1 noisy cells', body)
+        return
+    assert banner, "no banner in the DOM"
+    # the first thing under the title, before the lead paragraph and the summary
+    assert re.search(r"<h1>Efficiency report</h1>\s*<section class=\"banner\"", body)
+    text = banner.group(1)
+    assert "3 cell(s) cannot be trusted" in text and "Of 6 measured cells" in text
+    assert len(re.findall(r"<li>", text)) == 3
+    # the hostile network name is text in the browser, never markup
+    assert "&lt;b&gt;x&lt;/b&gt;&amp;y at batch 1" in text and HOSTILE not in body
+    assert "docs/noise.md" in text

@@ -4,12 +4,25 @@ Everything here is read from parquet (``bench.store.load_results``) and ``manife
 (``bench.store.read_manifest``); nothing is measured here and no figure is typed in.
 
 A *setup* is what a measurement depends on besides the network and the batch size: the
-machine, the device, the dtype, (on CPUs) the thread count and the configuration (eager,
-compile, ...). Setups are never averaged together; rows of the same cell and setup (repeats,
-or the same cell in several runs of one machine) are summarized by their median, and
-``n_repeats`` says how many there were. The configuration is named in the setup's label
-when the data holds a configuration other than eager (so eager-only reports read as they
-always did); ``base_setup`` is the label without it, the panel of the speed-up figure.
+machine, the device, the dtype, (on CPUs) the thread count, the arm of an A/B run
+(``variant``, ``effbench run --variant``) and the configuration (eager, compile, ...).
+Setups are never averaged together: the arms of an A/B run are setups, like dtypes, never
+repeats of one cell. Of the attempts of a cell (the runner re-measures contended cells) the
+best is read (``bench.store.best_attempts``). Where several runs measured the same cell on
+the same setup, the rows of the most recent run (by the rows' timestamps) are kept and the
+older ones are listed in ``superseded``: runs made at different times (other code, another
+load on the machine) are not repeats of one measurement, and pooling them would hide a
+change; ``effbench compare`` sets two runs against each other. The repeats of the kept run
+are summarized by their median, and ``n_repeats`` says how many there were. The
+configuration is named in the setup's label when the data holds a configuration other than
+eager (so eager-only reports read as they always did); ``base_setup`` is the label without
+it, the panel of the speed-up figure.
+
+Each cell has a ``quality`` (bench.quality): the worst verdict among its repeats, and
+``implausible`` where its achieved rate, at the slow end of its latency's confidence
+interval, is above the setup's compute roof (:func:`setup_roofs`) beyond the roof's
+uncertainty (contended stays contended); ``quality_reason`` says why. ``roof_fraction`` is
+the achieved rate ÷ that roof (the rows' own ``compute_fraction`` where no roof matched).
 
 A cell whose output differed from eager float32 beyond its dtype's tolerance
 (``output_ok`` false in any repeat) is not a measurement of the network: it is kept out of
@@ -25,6 +38,7 @@ frames with their columns when there are none.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 from collections.abc import Sequence
@@ -37,9 +51,11 @@ import pandas as pd
 
 from bench.errors import ResultsCorrupt
 from bench.keys import CellKey
+from bench.quality import QUALITIES, Roof, above_roof, rank
 from bench.store import (
     Discovery,
     Loaded,
+    best_attempts,
     discover,
     load_ceilings,
     load_discovered,
@@ -55,6 +71,7 @@ MEDIAN_COLUMNS = (
     "latency_ms_p10",
     "latency_ms_p90",
     "latency_ms_iqr",
+    "latency_ms_ci_high",
     "throughput_ips",
     "peak_memory_bytes",
     "power_w_mean",
@@ -85,6 +102,7 @@ FIRST_COLUMNS = (
     "dtype",
     "threads",
     "hostname",
+    "variant",
     "base_setup",
 )
 CELL_COLUMNS = ("setup", "config", *CellKey.WORKLOAD_COLUMNS)
@@ -103,8 +121,11 @@ WRONG_OUTPUT_COLUMNS = (
 # threads; `kind` is one of the kinds below.
 CEILING_COLUMNS = ("device", "device_name", "dtype", "threads", "kind", "value", "unit",
                    "source", "method", "ci_rel", "samples", "citation", "hostname",
-                   "measured_at")  # fmt: skip
+                   "measured_at", "phase")  # fmt: skip
 COMPUTE_ROOF, BANDWIDTH_ROOF = "gemm", "triad"  # the measured roofs of the roofline
+START, END = "start", "end"  # ceilings' phase: before the first cell, the closing canary
+# Qualities that make a cell's number untrustworthy: drawn hollow, named in the banner.
+UNTRUSTED = ("contended", "implausible")
 CONV_CEILING, COPY_CEILING = "conv3x3", "copy"
 DATASHEET_COMPUTE, DATASHEET_BANDWIDTH = "datasheet_compute", "datasheet_bandwidth"
 # profile-*.parquet (`effbench profile`), one row per (profile, layer).
@@ -127,6 +148,17 @@ class RunInfo:
     run_id: str
     manifest: dict[str, Any]
     rows: int
+
+
+@dataclass(frozen=True, slots=True)
+class Superseded:
+    """A run whose rows of ``cells`` cells (``rows`` rows) are not shown because a more
+    recent run, ``by``, measured the same cells on the same setups."""
+
+    run_id: str
+    cells: int
+    rows: int
+    by: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +190,10 @@ class ReportData:
     # the runs' ceilings (CEILING_COLUMNS) and per-layer profiles (LAYER_COLUMNS)
     ceilings: pd.DataFrame = field(default_factory=lambda: _frame(CEILING_COLUMNS))
     layers: pd.DataFrame = field(default_factory=lambda: _frame(LAYER_COLUMNS))
+    # older runs' rows of cells a more recent run measured again (not shown), and how many
+    # attempts of re-measured cells were read but not kept (a better attempt was)
+    superseded: tuple[Superseded, ...] = ()
+    attempts_not_kept: int = 0
 
     @property
     def measured_cells(self) -> pd.DataFrame:
@@ -174,11 +210,30 @@ class ReportData:
 
 
 @dataclass(frozen=True, slots=True)
+class Drift:
+    """A ceiling measured at a run's start and again by its closing canary (the highest of
+    each phase over the setup's runs), in its unit."""
+
+    kind: str
+    start: float
+    end: float
+
+    @property
+    def change(self) -> float:
+        """end ÷ start − 1 (negative: the machine got busier, or slower)."""
+        return self.end / self.start - 1
+
+
+@dataclass(frozen=True, slots=True)
 class Roofs:
-    """The ceilings of one setup, each the median over the runs that measured it (NaN where
-    none did): the measured GEMM rate is the compute roof and the measured triad bandwidth
-    the bandwidth roof; the 3×3-convolution rate and the datasheet peaks are drawn beside
-    them. MACs per second and bytes per second."""
+    """The ceilings of one setup, each the highest measured by the runs that make the setup
+    (NaN where none did): contention only lowers a measured ceiling, so of a run's start
+    and closing measurements, and of several runs', the highest is the machine's. The
+    measured GEMM rate is the compute roof (``compute_ci_rel``: the relative half-width of
+    its 95% confidence interval, 0 when unknown) and the measured triad bandwidth the
+    bandwidth roof; the 3×3-convolution rate and the datasheet peaks are drawn beside them.
+    ``drift`` holds the roofs measured both at the start and at the end. MACs per second
+    and bytes per second."""
 
     compute_macs_per_s: float = math.nan
     bandwidth_bytes_per_s: float = math.nan
@@ -186,6 +241,8 @@ class Roofs:
     datasheet_compute_macs_per_s: float = math.nan
     datasheet_bandwidth_bytes_per_s: float = math.nan
     datasheet_citation: str = ""
+    compute_ci_rel: float = 0.0
+    drift: tuple[Drift, ...] = ()
 
     @property
     def measured(self) -> bool:
@@ -200,6 +257,13 @@ class Roofs:
     def bound_macs_per_s(self, intensity: Any) -> Any:
         """The roofline at ``intensity`` (MACs per byte): min(compute, bandwidth × intensity)."""
         return np.minimum(self.compute_macs_per_s, self.bandwidth_bytes_per_s * intensity)
+
+    @property
+    def compute_roof(self) -> Roof | None:
+        """The compute roof as :func:`bench.quality.above_roof` takes it; None unmeasured."""
+        if not _positive(self.compute_macs_per_s):
+            return None
+        return Roof(self.compute_macs_per_s, self.compute_ci_rel, COMPUTE_ROOF)
 
 
 def _positive(v: float) -> bool:
@@ -262,12 +326,17 @@ def _runs(found: Discovery, loaded: Loaded) -> list[RunInfo]:
 
 def setup_labels(rows: pd.DataFrame) -> pd.Series:
     """A readable label per setup of ``rows`` (columns device, device_name, dtype, threads,
-    host); the host is named only where it tells setups apart."""
+    host, and ``variant`` where there is one: `` · arm NAME`` for an A/B run's arms); the
+    host is named only where it tells setups apart."""
     base = rows["device_name"].fillna(rows["device"]).astype(str) + " · " + rows["dtype"]
     is_cpu = rows["device"].astype(str).str.startswith("cpu")
     threads = rows["threads"].astype("Int64").astype(str)
     base = base.where(~is_cpu, base + " · " + threads + " thr")
     base = base.where(is_cpu, rows["device"].astype(str) + " " + base)
+    if "variant" in rows.columns:
+        arm = rows["variant"].astype(object)
+        named = arm.notna() & arm.astype(str).ne("")
+        base = base.where(~named, base + " · arm " + arm.astype(str))
     hosts_per_label = rows.groupby(base, dropna=False)["host"].nunique()
     ambiguous = base.map(hosts_per_label) > 1
     return base.where(~ambiguous, base + " @ " + rows["host"].astype(str))
@@ -311,6 +380,9 @@ def _ceilings_table(raw: pd.DataFrame) -> pd.DataFrame:
     df = df[[*CEILING_COLUMNS, *(c for c in ("run_id",) if c in df.columns)]]
     df["value"] = pd.to_numeric(df["value"], errors="coerce").astype(float)
     df["threads"] = pd.to_numeric(df["threads"], errors="coerce")
+    df["ci_rel"] = pd.to_numeric(df["ci_rel"], errors="coerce").astype(float)
+    # files written before the closing canary measured their ceilings at the start only
+    df["phase"] = df["phase"].where(df["phase"].notna() & df["phase"].ne(""), START)
     order = [c for c in ("run_id", "hostname", "device", "dtype", "threads", "kind",
                          "measured_at", "value") if c in df.columns]  # fmt: skip
     return df.sort_values(order, kind="stable", na_position="last").reset_index(drop=True)
@@ -332,28 +404,43 @@ def setup_roofs(data: ReportData) -> dict[str, Roofs]:
     dtype and threads (on CPUs) measured by the runs whose rows make the setup (by the
     ceilings' ``run_id``; by their machine, ``hostname``, where they carry no run id: one
     that names no machine matches any, and when the setup's machine is unknown, ceilings
-    match only if they come from one machine). The configuration (eager, compile, ...) does
-    not change the hardware's roofs."""
+    match only if they come from one machine), the highest of each kind. The configuration
+    (eager, compile, ...) does not change the hardware's roofs."""
     out: dict[str, Roofs] = {}
     run_ids = data.rows.groupby("setup")["run_id"].agg(lambda s: {str(v) for v in s})
     for setup, g in data.cells.groupby("setup", sort=True):
         c = _matching_ceilings(data.ceilings, g.iloc[0], run_ids.get(setup, set()))
-        value = c.groupby("kind")["value"].median()
-
-        def get(kind: str, value: pd.Series = value) -> float:
-            v = float(value.get(kind, math.nan))
-            return v if _positive(v) else math.nan
-
-        cites = c.loc[c["kind"].isin([DATASHEET_COMPUTE, DATASHEET_BANDWIDTH]), "citation"]
-        out[str(setup)] = Roofs(
-            get(COMPUTE_ROOF),
-            get(BANDWIDTH_ROOF),
-            get(CONV_CEILING),
-            get(DATASHEET_COMPUTE),
-            get(DATASHEET_BANDWIDTH),
-            "; ".join(sorted({str(x) for x in cites.dropna() if str(x)})),
-        )
+        out[str(setup)] = _roofs(c)
     return out
+
+
+def _roofs(c: pd.DataFrame) -> Roofs:
+    """:class:`Roofs` from the matching ceilings ``c``: the highest value of each kind (with
+    the GEMM's uncertainty), and the drift of the kinds measured at both ends of a run."""
+    c = c[c["value"] > 0]
+    top = c.sort_values("value", kind="stable").drop_duplicates("kind", keep="last")
+    top = top.set_index("kind")
+
+    def get(kind: str) -> float:
+        return float(top.loc[kind, "value"]) if kind in top.index else math.nan
+
+    ci = float(top.loc[COMPUTE_ROOF, "ci_rel"]) if COMPUTE_ROOF in top.index else math.nan
+    drift = []
+    for kind in (COMPUTE_ROOF, BANDWIDTH_ROOF):
+        phases = c[c["kind"] == kind].groupby("phase")["value"].max()
+        if START in phases.index and END in phases.index:
+            drift.append(Drift(kind, float(phases[START]), float(phases[END])))
+    cites = c.loc[c["kind"].isin([DATASHEET_COMPUTE, DATASHEET_BANDWIDTH]), "citation"]
+    return Roofs(
+        get(COMPUTE_ROOF),
+        get(BANDWIDTH_ROOF),
+        get(CONV_CEILING),
+        get(DATASHEET_COMPUTE),
+        get(DATASHEET_BANDWIDTH),
+        "; ".join(sorted({str(x) for x in cites.dropna() if str(x)})),
+        compute_ci_rel=ci if math.isfinite(ci) and ci > 0 else 0.0,
+        drift=tuple(drift),
+    )
 
 
 def _known_host(v: object) -> str | None:
@@ -377,14 +464,17 @@ def _matching_ceilings(ceilings: pd.DataFrame, cell: pd.Series, run_ids: set[str
 
 
 def load_report_data(paths: Sequence[str | Path]) -> ReportData:
-    """Read ``paths`` and build the per-cell table (median of repeats) and failure table."""
+    """Read ``paths`` and build the per-cell table (median of repeats) and failure table:
+    the best attempt of each cell and repeat, of the most recent run of each cell and setup
+    (see the module docstring)."""
     found = discover(paths)
     loaded = load_discovered(found)
-    rows = loaded.rows
+    rows = best_attempts(loaded.rows)
     if rows.empty:
         raise ResultsCorrupt(
             f"{', '.join(map(str, paths))} hold no result rows; run `effbench run` first"
         )
+    attempts_not_kept = len(loaded.rows) - len(rows)
     runs = _runs(found, loaded)
     host_of: dict[str, str] = {}
     for run in runs:
@@ -392,13 +482,14 @@ def load_report_data(paths: Sequence[str | Path]) -> ReportData:
         host = env.get("hostname") if isinstance(env, dict) else None
         host_of[run.run_id] = str(host or "unknown host")
     measured = [c for c in (*MEDIAN_COLUMNS, *FIRST_COLUMNS) if c != "base_setup"]
-    rows = _with_columns(rows, measured)  # a store older than some of these columns
+    rows = _with_columns(rows, [*measured, "quality", "quality_reason"])  # older stores
     rows["host"] = rows["run_id"].map(host_of).fillna("unknown host")
     raw_config = rows["config"] if "config" in rows.columns else pd.Series(EAGER, rows.index)
     rows["config"] = raw_config.fillna(EAGER).astype(str).replace("", EAGER)
     configs = config_order(rows["config"].unique())
     rows["base_setup"] = setup_labels(rows)
     rows["setup"] = _with_config(rows, rows["base_setup"], configs != (EAGER,))
+    rows, superseded = latest_runs(rows)
 
     failed = rows[rows["status"] != "ok"]
     failures = failed[
@@ -407,12 +498,9 @@ def load_report_data(paths: Sequence[str | Path]) -> ReportData:
 
     ok = rows[rows["status"] == "ok"]
     cells = _cells(ok)
-    wrong = cells["output_ok"].eq(False).fillna(False)
-    wrong_output = cells[wrong].sort_values(["setup", "model", "batch_size"], kind="stable")
-    cells = cells[~wrong].reset_index(drop=True)
     setups = tuple(sorted(rows["setup"].unique()))
     models = tuple(sorted(rows["model"].unique()))
-    return ReportData(
+    data = ReportData(
         runs=tuple(runs),
         rows=rows,
         cells=cells,
@@ -422,10 +510,72 @@ def load_report_data(paths: Sequence[str | Path]) -> ReportData:
         colors=model_colors(models),
         notes=loaded.notes,
         configs=configs,
-        wrong_output=wrong_output.reset_index(drop=True),
         ceilings=_ceilings_table(load_ceilings(found)),
         layers=_layers_table(load_profiles(found)),
+        superseded=superseded,
+        attempts_not_kept=attempts_not_kept,
     )
+    cells = _judged_against_roofs(cells, setup_roofs(data))
+    wrong = cells["output_ok"].eq(False).fillna(False)
+    wrong_output = cells[wrong].sort_values(["setup", "model", "batch_size"], kind="stable")
+    return dataclasses.replace(
+        data,
+        cells=cells[~wrong].reset_index(drop=True),
+        wrong_output=wrong_output.reset_index(drop=True),
+    )
+
+
+def latest_runs(rows: pd.DataFrame) -> tuple[pd.DataFrame, tuple[Superseded, ...]]:
+    """The rows of the most recent run of each cell and setup (the run whose rows of that
+    cell have the latest ``timestamp``; the larger run id among equals), whatever their
+    status, and the runs whose rows were left out, with what superseded them."""
+    key = ["setup", *CellKey.WORKLOAD_COLUMNS]
+    runs = rows.assign(_stamp=rows["timestamp"].astype(str), _run=rows["run_id"].astype(str))
+    per = runs.groupby([*key, "_run"], sort=False, dropna=False)["_stamp"].max().reset_index()
+    if len(per) == per[key].drop_duplicates().shape[0]:
+        return rows, ()  # every cell and setup measured by one run
+    per = per.sort_values([*key, "_stamp", "_run"], kind="stable")
+    newest = per.drop_duplicates(key, keep="last").rename(columns={"_run": "_newest"})
+    runs = runs.merge(newest[[*key, "_newest"]], on=key, how="left", sort=False)
+    runs.index = rows.index
+    keep = (runs["_run"] == runs["_newest"]).to_numpy()
+    old = runs[~keep]
+    superseded = tuple(
+        Superseded(
+            str(run_id),
+            int(g[key].drop_duplicates().shape[0]),
+            len(g),
+            tuple(sorted(set(g["_newest"].astype(str)))),
+        )
+        for run_id, g in old.groupby("_run", sort=True)
+    )
+    return rows[keep], superseded
+
+
+def _judged_against_roofs(cells: pd.DataFrame, roofs: dict[str, Roofs]) -> pd.DataFrame:
+    """``roof_fraction`` (achieved ÷ the setup's compute roof; the rows' own
+    ``compute_fraction`` where none matched) and the verdict ``implausible`` where the
+    cell's rate is above that roof beyond its uncertainty (bench.quality.above_roof, the
+    rule the runner applies to each row against its own run's roof)."""
+    cells = cells.copy()
+    achieved = cells["achieved_macs_per_s"].astype(float)
+    roof = cells["setup"].map(lambda s: roofs[s].compute_macs_per_s if s in roofs else math.nan)
+    own = pd.to_numeric(cells["compute_fraction"], errors="coerce").astype(float)
+    cells["roof_fraction"] = (achieved / roof.astype(float)).where(roof.notna(), own)
+    quality, reason = cells["quality"].astype(object), cells["quality_reason"].astype(object)
+    for i, cell in cells.iterrows():
+        r = roofs.get(str(cell["setup"]))
+        why = above_roof(cell.to_dict(), r.compute_roof if r is not None else None)
+        if why is None:
+            continue
+        if quality[i] in UNTRUSTED:  # contended wins; an implausible row says so already
+            continue
+        # a noisy cell stays noisy besides; "clean" said nothing but that it was
+        kept = reason[i] if quality[i] == "noisy" else None
+        quality[i] = "implausible"
+        reason[i] = "; ".join(x for x in (why, kept) if isinstance(x, str) and x)
+    cells["quality"], cells["quality_reason"] = quality, reason
+    return cells
 
 
 def _cells(ok: pd.DataFrame) -> pd.DataFrame:
@@ -446,7 +596,11 @@ def _cells(ok: pd.DataFrame) -> pd.DataFrame:
         checks[c] = pd.to_numeric(checks[c], errors="coerce")
     errors = checks.groupby(keys, sort=True, dropna=False)[["max_abs_err", "max_rel_err"]].max()
     verdict = ok.groupby(keys, sort=True, dropna=False)["output_ok"].agg(_all_ok)
-    cells = pd.concat([med, first, extra, errors, verdict], axis=1).reset_index()
+    judged = ok.groupby(keys, sort=True, dropna=False)[["quality", "quality_reason"]].apply(
+        _worst_quality
+    )
+    cells = pd.concat([med, first, extra, errors, verdict, judged], axis=1).reset_index()
+    cells = _with_columns(cells, ("quality", "quality_reason", "quality_repeats"))  # no ok row
     cells["output_ok"] = cells["output_ok"].astype("boolean")
     b = cells["batch_size"].astype(float)
     cells["time_per_image_ms_p10"] = cells["latency_ms_p10"] / b
@@ -477,6 +631,25 @@ def _roofline_columns(cells: pd.DataFrame) -> pd.DataFrame:
     cells["counted_memory_mib"] = to_mib(cells["counted_memory_bytes"])
     cells["activation_peak_mib"] = to_mib(cells["activation_peak_bytes"])
     return cells
+
+
+def _worst_quality(rows: pd.DataFrame) -> pd.Series:
+    """A cell's verdict over its repeats: the worst quality (bench.quality.rank; rows
+    written before verdicts count for none), its reason, and ``quality_repeats``: how many
+    repeats have it ("2 of 3"; empty when the cell has one repeat)."""
+    judged = rows[rows["quality"].isin(QUALITIES)]
+    if judged.empty:
+        return pd.Series({"quality": None, "quality_reason": None, "quality_repeats": None})
+    worst = max(judged["quality"], key=rank)
+    mine = judged[judged["quality"] == worst]
+    reason = mine["quality_reason"].dropna()
+    return pd.Series(
+        {
+            "quality": worst,
+            "quality_reason": str(reason.iloc[0]) if len(reason) else None,
+            "quality_repeats": f"{len(mine)} of {len(rows)}" if len(rows) > 1 else None,
+        }
+    )
 
 
 def _all_ok(values: pd.Series) -> bool | None:

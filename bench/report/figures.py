@@ -27,15 +27,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
+from bench.quality import rank
 from bench.report.data import (
+    BANDWIDTH_ROOF,
+    COMPUTE_ROOF,
     EAGER,
     LAYER_GROUPS,
     PROFILE_KEY,
+    UNTRUSTED,
     LineFit,
     ReportData,
     Roofs,
@@ -56,6 +61,10 @@ LABEL_FONTSIZE = 7.5
 # networks stay visible (stated in each bubble chart's caption).
 BUBBLE_MAX_PT2 = 1400.0
 BUBBLE_MIN_PT2 = 14.0
+POINT_PT2 = 3.5**2  # the per-cell markers on the batch-size lines (3.5 pt across)
+HOLLOW_LABEL = "hollow: contended or implausible"
+HOLLOW_ON_LINE = 2.5  # area factor of a hollow marker on a line (the line crosses it)
+DRIFT_NOTED = 0.1  # a ceiling's start/end change the roofline's reading calls a busier machine
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,21 +151,29 @@ def _batch_lines(
     data: ReportData,
     cells: pd.DataFrame,
     title: str,
+    y: str,
     line: Callable[[Panel, pd.DataFrame, Any], None],
     finish: Callable[[Panel], str],
 ) -> tuple[Figure, list[str]]:
     """A figure of one panel per setup, each network a line against batch size (log2
-    axis), and the network legend. ``line(panel, g, color)`` draws one network's cells
-    ``g`` (sorted by batch size); ``finish(panel)`` labels the panel after the batch axis
-    is set and returns a sentence for the reading ("" for none)."""
+    axis) with a marker per cell at column ``y`` (hollow where the cell is contended or
+    implausible), and the network legend. ``line(panel, g, color)`` draws one network's
+    line and what goes with it from its cells ``g`` (sorted by batch size);
+    ``finish(panel)`` labels the panel after the batch axis is set and returns a sentence
+    for the reading ("" for none)."""
     fig, panels = _setup_panels(cells, title)
     parts = []
     for panel in panels:
         for model, g in panel.cells.groupby("model", sort=True):
-            line(panel, g.sort_values("batch_size"), data.colors[model])
+            g = g.sort_values("batch_size")
+            color = data.colors[model]
+            line(panel, g, color)
+            _cell_points(panel.ax, g["batch_size"], g[y], [color] * len(g), g["quality"],
+                         grow_hollow=HOLLOW_ON_LINE, zorder=3)  # fmt: skip
         _log2_batch_axis(panel.ax, panel.cells["batch_size"].astype(int))
         parts.append(finish(panel))
-    _model_legend(fig, data, cells["model"].unique())
+    hollow = bool(untrusted(cells["quality"]).any())
+    _model_legend(fig, data, cells["model"].unique(), hollow=hollow)
     return fig, parts
 
 
@@ -178,11 +195,91 @@ def _log_axis(axis: Any) -> None:
     axis.set_minor_formatter(NullFormatter())
 
 
-def _model_legend(fig: Figure, data: ReportData, models: Sequence[str], title: str = "network"):
+def _model_legend(
+    fig: Figure,
+    data: ReportData,
+    models: Sequence[str],
+    title: str = "network",
+    hollow: bool = False,
+) -> None:
+    """The networks' colours; with ``hollow``, an entry saying what a hollow marker is."""
     handles = [
         Line2D([], [], color=data.colors[m], marker="o", lw=1.6, label=m) for m in sorted(models)
     ]
+    if hollow:
+        handles.append(
+            Line2D(
+                [], [], ls="none", marker="o", mfc="none", mec="0.2", mew=1.2, label=HOLLOW_LABEL
+            )
+        )
     fig.legend(handles=handles, loc="outside right upper", title=title, frameon=False)
+
+
+def untrusted(qualities: Sequence[object] | pd.Series) -> np.ndarray:
+    """Which of ``qualities`` (a cell's ``quality``) make its number untrustworthy:
+    ``contended`` or ``implausible`` (drawn hollow)."""
+    return np.array([q in UNTRUSTED for q in qualities], dtype=bool)
+
+
+def marker_faces(
+    colors: Sequence[Any],
+    qualities: Sequence[object] | pd.Series,
+    lw: float = 0.5,
+    alpha: float | None = None,
+) -> tuple[np.ndarray, np.ndarray, list[float]]:
+    """Face colours, edge colours (RGBA, ``alpha`` applied) and edge widths of per-cell
+    markers: filled in the network's colour with a dark edge, or hollow (a transparent
+    face; a thicker edge in the network's colour) where the cell is contended or
+    implausible. The one place the figures decide how a cell's verdict is drawn. (The
+    alpha is applied here because a collection's alpha would fill a ``none`` face.)"""
+    hollow = untrusted(qualities)
+    faces = np.array([to_rgba(c, alpha) for c in colors]).reshape(-1, 4)
+    edges = np.array(
+        [to_rgba(c if h else "0.25", alpha) for c, h in zip(colors, hollow, strict=True)]
+    )
+    faces[hollow] = 0.0
+    widths = [max(1.3, 2.4 * lw) if h else lw for h in hollow]
+    return faces, edges.reshape(-1, 4), widths
+
+
+def _cell_points(
+    ax: Any,
+    x: Any,
+    y: Any,
+    colors: Sequence[Any],
+    qualities: Sequence[object] | pd.Series,
+    s: Any = POINT_PT2,
+    lw: float = 0.5,
+    alpha: float | None = None,
+    grow_hollow: float = 1.0,
+    **kw: Any,
+) -> Any:
+    """One marker per cell (a scatter), hollow where the cell is contended or implausible;
+    ``grow_hollow`` scales the area of hollow markers (small markers on a line: so that the
+    line through them does not hide that they are open)."""
+    faces, edges, widths = marker_faces(colors, qualities, lw, alpha)
+    sizes = np.broadcast_to(np.asarray(s, dtype=float), (len(faces),))
+    sizes = np.where(untrusted(qualities), sizes * grow_hollow, sizes)
+    return ax.scatter(x, y, s=sizes, facecolors=faces, edgecolors=edges, linewidths=widths, **kw)
+
+
+def _hollow_note(cells: pd.DataFrame) -> str:
+    """The caption's list of the hollow points among the drawn ``cells`` ("" when none)."""
+    bad = cells[untrusted(cells["quality"])]
+    if bad.empty:
+        return ""
+    bad = bad.sort_values(["setup", "model", "batch_size"], kind="stable")
+    several = cells["setup"].nunique() > 1
+    where = [
+        f"{r.model} at batch {int(r.batch_size)}{f' on {r.setup}' if several else ''} ({r.quality})"
+        for r in bad.itertuples()
+    ]
+    return (
+        " Hollow markers are cells whose number cannot be trusted (contended: the cell did "
+        "not get its CPU or GPU; implausible: faster than the measured roof; docs/noise.md): "
+        + "; ".join(where)
+        + "."
+    )
 
 
 def _bubble_legend(ax: Any, max_value: float, unit: str, scale: float, title: str) -> None:
@@ -512,7 +609,7 @@ def time_vs_batch(data: ReportData) -> FigureResult:
             alpha=0.18,
             lw=0,
         )
-        p.ax.plot(g["batch_size"], g["time_per_image_ms"], marker="o", ms=3.5, color=c, lw=1.5)
+        p.ax.plot(g["batch_size"], g["time_per_image_ms"], color=c, lw=1.5)
 
     def finish(p: Panel) -> str:
         p.ax.set_yscale("log")
@@ -521,11 +618,12 @@ def time_vs_batch(data: ReportData) -> FigureResult:
         p.ax.set_title(p.setup, fontsize=9)
         return _batching_gain(p.cells, p.setup)
 
-    fig, parts = _batch_lines(data, cells, title, line, finish)
+    fig, parts = _batch_lines(data, cells, title, "time_per_image_ms", line, finish)
     reading = (
         "Lines are the median time per image (median of repeats); bands span the 10th to 90th "
         "percentile of the per-forward latency divided by the batch size. "
         + " ".join(p for p in parts if p)
+        + _hollow_note(cells)
     )
     return FigureResult(name, title, fig, reading)
 
@@ -571,14 +669,14 @@ def power_vs_batch(data: ReportData) -> FigureResult:
     )
 
     def line(p: Panel, g: pd.DataFrame, c: Any) -> None:
-        p.ax.plot(g["batch_size"], g["power_plot_w"], marker="o", ms=3.5, color=c)
+        p.ax.plot(g["batch_size"], g["power_plot_w"], color=c)
 
     def finish(p: Panel) -> str:
         p.ax.set_ylabel(ylabel)
         p.ax.set_title(p.setup, fontsize=9)
         return ""
 
-    fig, _ = _batch_lines(data, cells, title, line, finish)
+    fig, _ = _batch_lines(data, cells, title, "power_plot_w", line, finish)
     sources = sorted({str(s) for s in cells["power_source"].dropna()})
     reading = (
         f"Mean power over the timed forwards ({'; '.join(sources)}), "
@@ -588,7 +686,7 @@ def power_vs_batch(data: ReportData) -> FigureResult:
             else "gross where no idle power was measured."
         )
         + f" Highest: {cells.loc[cells['power_plot_w'].idxmax(), 'model']} at "
-        f"{cells['power_plot_w'].max():.1f} W."
+        f"{cells['power_plot_w'].max():.1f} W." + _hollow_note(cells)
     )
     return FigureResult(name, title, fig, reading)
 
@@ -657,7 +755,7 @@ def memory_vs_batch(data: ReportData) -> FigureResult:
     has_counted = bool(np.isfinite(cells["counted_memory_mib"].astype(float)).any())
 
     def line(p: Panel, g: pd.DataFrame, c: Any) -> None:
-        p.ax.plot(g["batch_size"], g["peak_memory_mib"], marker="o", ms=3.5, color=c)
+        p.ax.plot(g["batch_size"], g["peak_memory_mib"], color=c)
         counted = g.dropna(subset=["counted_memory_mib"])
         if len(counted):
             p.ax.plot(counted["batch_size"], counted["counted_memory_mib"], color=c, ls="--",
@@ -686,7 +784,7 @@ def memory_vs_batch(data: ReportData) -> FigureResult:
             )
         return text
 
-    fig, parts = _batch_lines(data, cells, title, line, finish)
+    fig, parts = _batch_lines(data, cells, title, "peak_memory_mib", line, finish)
     counted = (
         "The dashed line of the same colour is the counted weights + activation peak "
         "(activation_peak_bytes: live tensor bytes besides the weights during one forward, "
@@ -702,6 +800,7 @@ def memory_vs_batch(data: ReportData) -> FigureResult:
         "is the weights alone, so the gap is activations and workspace. "
         + counted
         + " ".join(p for p in parts if p)
+        + _hollow_note(cells)
     )
     return FigureResult(name, title, fig, reading)
 
@@ -718,9 +817,7 @@ def _scatter_fit_panel(
     """Points (labelled later), and the least-squares line fitted in the plotted units
     scaled back by ``x_scale``/``y_scale`` (so the fit is in the row's own units)."""
     colors = [data.colors[m] for m in sub["model"]]
-    ax.scatter(
-        sub[x_col] / x_scale, sub[y_col] / y_scale, c=colors, s=30, edgecolors="0.25", lw=0.5
-    )
+    _cell_points(ax, sub[x_col] / x_scale, sub[y_col] / y_scale, colors, sub["quality"], s=30)
     if sub[x_col].nunique() < 2:
         return None, colors
     fit = fit_line(list(sub[x_col]), list(sub[y_col]))
@@ -803,6 +900,7 @@ def memory_vs_params(data: ReportData) -> FigureResult:
         + " ".join(readings)
         + " "
         + methods
+        + _hollow_note(cells)
     )
     return FigureResult(name, title, fig, reading, fits=tuple(fits), labels=tuple(labels))
 
@@ -868,9 +966,10 @@ def ops_vs_time(data: ReportData) -> FigureResult:
         labels += place_labels(
             ax, list(sub["gmacs"]), list(sub["time_per_image_ms"]), list(sub["model"]), colors
         )
+    drawn = pd.concat([sub for *_, sub in panels])
     reading = (
         "Least-squares line of time per image on operations; R² says how much of the spread "
-        "in time the operation count explains. " + " ".join(readings)
+        "in time the operation count explains. " + " ".join(readings) + _hollow_note(drawn)
     )
     return FigureResult(name, title, fig, reading, fits=tuple(fits), labels=tuple(labels))
 
@@ -894,21 +993,14 @@ def accuracy_vs_throughput(data: ReportData) -> FigureResult:
         return _skip(name, title, "No network has both a published accuracy and a throughput.")
     max_ops = float(cells["gmacs"].max())
     fig, panels = _setup_panels(cells, title)
-    pending, readings = [], []
+    pending, readings, drawn = [], [], []
     for p in panels:
         ax, setup = p.ax, p.setup
         best = _best_per_model(p.cells, "throughput_ips", pd.Series.idxmax)
         sizes, scale = _bubble_sizes(best["gmacs"], max_ops)
         colors = [data.colors[m] for m in best["model"]]
-        ax.scatter(
-            best["throughput_ips"],
-            best["top1"],
-            s=sizes,
-            c=colors,
-            alpha=0.55,
-            edgecolors="0.25",
-            lw=0.6,
-        )
+        _cell_points(ax, best["throughput_ips"], best["top1"], colors, best["quality"], s=sizes,
+                     lw=0.6, alpha=0.55)  # fmt: skip
         if best["throughput_ips"].max() / best["throughput_ips"].min() > 20:
             ax.set_xscale("log")
             _log_axis(ax.xaxis)
@@ -921,6 +1013,7 @@ def accuracy_vs_throughput(data: ReportData) -> FigureResult:
             f"{m} (bs {int(b)})" for m, b in zip(best["model"], best["batch_size"], strict=True)
         ]
         pending.append((ax, best, texts, colors, sizes))
+        drawn.append(best)
         fastest = best.loc[best["throughput_ips"].idxmax()]
         readings.append(
             f"On {setup}, {fastest['model']} is the fastest ({fastest['throughput_ips']:.0f} "
@@ -937,6 +1030,7 @@ def accuracy_vs_throughput(data: ReportData) -> FigureResult:
         f"bubble area is proportional to operations per image (minimum {BUBBLE_MIN_PT2:g} pt²). "
         + " ".join(readings)
         + _no_accuracy_note(without)
+        + _hollow_note(pd.concat(drawn))
     )
     return FigureResult(name, title, fig, reading, labels=tuple(labels))
 
@@ -992,7 +1086,7 @@ def energy_vs_accuracy(data: ReportData) -> FigureResult:
         ax = p.ax
         best = _best_per_model(p.cells, energy, pd.Series.idxmin)
         colors = [data.colors[m] for m in best["model"]]
-        ax.scatter(best[energy], best["top1"], c=colors, s=30, edgecolors="0.25", lw=0.5)
+        _cell_points(ax, best[energy], best["top1"], colors, best["quality"], s=30)
         ax.set_xlabel(
             "energy per image (J" + (", above idle)" if net.all() else ")") + ", best batch size"
         )
@@ -1007,10 +1101,14 @@ def energy_vs_accuracy(data: ReportData) -> FigureResult:
     labels = []
     for ax, best, texts, colors in pending:
         labels += place_labels(ax, list(best[energy]), list(best["top1"]), texts, colors)
-    reading = "Each network at the batch size with its lowest energy per image (in the label); " + (
-        "energy above idle power."
-        if net.all()
-        else "gross energy where no idle power was measured."
+    reading = (
+        "Each network at the batch size with its lowest energy per image (in the label); "
+        + (
+            "energy above idle power."
+            if net.all()
+            else "gross energy where no idle power was measured."
+        )
+        + _hollow_note(pd.concat([best for _, best, *_ in pending]))
     )
     return FigureResult(name, title, fig, reading, labels=tuple(labels))
 
@@ -1027,6 +1125,7 @@ class Speedup:
     image_size: int
     eager_ms: float
     config_ms: float
+    quality: str | None = None  # the worse verdict of the two cells (bench.quality.rank)
 
     @property
     def ratio(self) -> float:
@@ -1039,11 +1138,13 @@ def speedups(cells: pd.DataFrame) -> list[Speedup]:
     cols = ["base_setup", "model", "batch_size", "image_size"]
     timed = cells[np.isfinite(cells["latency_ms_median"].astype(float))]
     timed = timed[timed["latency_ms_median"].astype(float) > 0]
-    eager = timed[timed["config"] == EAGER].set_index(cols)["latency_ms_median"]
+    eager = timed[timed["config"] == EAGER].set_index(cols)[["latency_ms_median", "quality"]]
     out = []
     for r in timed[timed["config"] != EAGER].itertuples(index=False):
         key = (r.base_setup, r.model, r.batch_size, r.image_size)
         if key in eager.index:
+            ref = eager.loc[key]
+            judged = [q for q in (ref["quality"], r.quality) if isinstance(q, str)]
             out.append(
                 Speedup(
                     str(r.base_setup),
@@ -1051,8 +1152,9 @@ def speedups(cells: pd.DataFrame) -> list[Speedup]:
                     str(r.config),
                     int(r.batch_size),
                     int(r.image_size),
-                    float(eager[key]),
+                    float(ref["latency_ms_median"]),
                     float(r.latency_ms_median),
+                    max(judged, key=rank) if judged else None,
                 )
             )
     return sorted(out, key=lambda p: (p.base_setup, p.model, p.config, p.image_size, p.batch_size))
@@ -1114,15 +1216,11 @@ def _speedup_panel(
         lines.setdefault((p.model, p.config, p.image_size), []).append(p)
     for (model, config, _), line in lines.items():
         ls, marker = style[config]
-        ax.plot(
-            [p.batch_size for p in line],
-            [p.ratio for p in line],
-            ls=ls,
-            marker=marker,
-            ms=4,
-            lw=1.5,
-            color=data.colors[model],
-        )
+        x, y = [p.batch_size for p in line], [p.ratio for p in line]
+        color = data.colors[model]
+        ax.plot(x, y, ls=ls, lw=1.5, color=color)
+        _cell_points(ax, x, y, [color] * len(line), [p.quality for p in line], s=16.0,
+                     marker=marker, grow_hollow=HOLLOW_ON_LINE, zorder=3)  # fmt: skip
     ax.axhline(1.0, color="0.35", ls="--", lw=0.9, zorder=0)
     _log2_batch_axis(ax, [p.batch_size for p in points])
     _ratio_axis(ax, [p.ratio for p in points])
@@ -1138,6 +1236,21 @@ def _speedup_panel(
     return (
         f"On {base}, the largest speed-up is {_speedup_phrase(best, with_px)} and the "
         f"smallest {_speedup_phrase(worst, with_px)}."
+    )
+
+
+def _hollow_speedups(points: Sequence[Speedup], several_setups: bool) -> str:
+    """The caption's list of the hollow speed-ups ("" when none)."""
+    if not points:
+        return ""
+    where = [
+        f"{p.model} {p.config} at batch {p.batch_size}"
+        f"{f' on {p.base_setup}' if several_setups else ''} ({p.quality})"
+        for p in points
+    ]
+    return (
+        " Hollow markers are speed-ups whose cell or eager reference was contended or "
+        "implausible, so the ratio cannot be trusted (docs/noise.md): " + "; ".join(where) + "."
     )
 
 
@@ -1180,13 +1293,15 @@ def speedup_vs_eager(data: ReportData) -> FigureResult:
         _speedup_panel(ax, data, base, [p for p in points if p.base_setup == base], style)
         for ax, base in zip(axes, bases, strict=True)
     ]
-    _model_legend(fig, data, sorted({p.model for p in points}))
+    hollow = [p for p in points if p.quality in UNTRUSTED]
+    _model_legend(fig, data, sorted({p.model for p in points}), hollow=bool(hollow))
     reading = (
         "Speed-up = eager latency ÷ the configuration's latency for the same network, batch "
         "size and setup (medians of repeats); above the dashed line at 1 the configuration "
         "is faster than eager, below it slower. "
         + " ".join(readings)
         + _compile_times(data.measured_cells, len(bases) > 1)
+        + _hollow_speedups(hollow, len(bases) > 1)
     )
     return FigureResult(name, title, fig, reading)
 
@@ -1243,17 +1358,33 @@ class Standing:
     achieved_macs_per_s: float
 
 
+def _compute_fraction(cells: pd.DataFrame, roofs: Roofs) -> pd.Series:
+    """Achieved ÷ the measured GEMM roof drawn (the rows' own ``compute_fraction`` where no
+    roof was measured)."""
+    achieved = cells["achieved_macs_per_s"].astype(float)
+    if math.isfinite(roofs.compute_macs_per_s):
+        return achieved / roofs.compute_macs_per_s
+    return pd.to_numeric(cells["compute_fraction"], errors="coerce").astype(float)
+
+
+def above_the_roof(cells: pd.DataFrame, roofs: Roofs) -> pd.Series:
+    """Which cells are above the compute roof: judged ``implausible``, or (whatever their
+    verdict) with a median rate above the roof beyond its uncertainty. Such a rate is never
+    read as a fraction of the roof."""
+    frac = _compute_fraction(cells, roofs)
+    return cells["quality"].eq("implausible") | (frac > 1 + roofs.compute_ci_rel)
+
+
 def roofline_standings(cells: pd.DataFrame, roofs: Roofs) -> list[Standing]:
-    """One :class:`Standing` per network of one setup's ``cells`` (sorted by name). The
+    """One :class:`Standing` per network of one setup's ``cells`` (sorted by name), from
+    its cells below the compute roof (:func:`above_the_roof`; NaN where it has none). The
     compute fraction is achieved ÷ the measured GEMM roof drawn (the rows' own
     ``compute_fraction`` where no roof was measured)."""
     achieved = cells["achieved_macs_per_s"].astype(float)
-    if math.isfinite(roofs.compute_macs_per_s):
-        frac = achieved / roofs.compute_macs_per_s
-    else:
-        frac = pd.to_numeric(cells["compute_fraction"], errors="coerce").astype(float)
+    below = ~above_the_roof(cells, roofs)
+    frac = _compute_fraction(cells, roofs).where(below)
     bound = roofs.bound_macs_per_s(cells["intensity_macs_per_byte"].astype(float))
-    sc = cells.assign(_frac=frac, _eff=achieved / bound, _rate=achieved)
+    sc = cells.assign(_frac=frac, _eff=(achieved / bound).where(below), _rate=achieved)
     out = []
     for model, g in sc.groupby("model", sort=True):
         g = g.sort_values("batch_size")
@@ -1273,9 +1404,61 @@ def roofline_standings(cells: pd.DataFrame, roofs: Roofs) -> list[Standing]:
     return out
 
 
-def _roofline_sentence(setup: str, roofs: Roofs, standings: Sequence[Standing]) -> str:
-    """A panel's reading: its roofs, the networks nearest the compute roof and those
-    farthest from both (each at its best batch size)."""
+def _of_the_roof(fraction: float, what: str) -> str:
+    """``fraction`` of a roof in words: a percentage up to 100%, and above it (within the
+    roof's uncertainty: a point above the roof by more is left out before) "at" the roof,
+    never a percentage of it."""
+    return f"{_pct(fraction)} of {what}" if fraction <= 1 else f"at {what}, within its uncertainty"
+
+
+def _drift_sentence(roofs: Roofs) -> str:
+    """The roofs measured at the start and again at the end of their runs."""
+    if not roofs.drift:
+        return ""
+    units = {COMPUTE_ROOF: "MAC", BANDWIDTH_ROOF: "B"}
+    parts = [
+        f"the {d.kind} ceiling read {_rate(d.start, units.get(d.kind, 'MAC'))} at the run's "
+        f"start and {_rate(d.end, units.get(d.kind, 'MAC'))} at its end ({d.change:+.0%})"
+        for d in roofs.drift
+    ]
+    busier = any(abs(d.change) > DRIFT_NOTED for d in roofs.drift)
+    return (
+        " Measured twice, " + _names(parts) + "; the higher of each is drawn, since contention "
+        "only lowers a measured ceiling"
+        + (": the machine was busier at one end of the run" if busier else "")
+        + "."
+    )
+
+
+def _above_sentence(cells: pd.DataFrame, roofs: Roofs) -> str:
+    """The cells above the compute roof, named with their rates (never as a fraction)."""
+    above = cells[above_the_roof(cells, roofs)].sort_values(["model", "batch_size"])
+    if above.empty:
+        return ""
+    roof = (
+        f"the measured compute roof ({_rate(roofs.compute_macs_per_s, 'MAC')}"
+        + (f" ±{roofs.compute_ci_rel:.1%})" if roofs.compute_ci_rel else ")")
+        if math.isfinite(roofs.compute_macs_per_s)
+        else "the compute roof their run measured"
+    )
+    items = [
+        f"{r.model} at batch {int(r.batch_size)} ({_rate(float(r.achieved_macs_per_s), 'MAC')})"
+        for r in above.itertuples()
+    ]
+    return (
+        f" Above {roof}, so implausible and drawn hollow, not read as a fraction of it: "
+        + _names(items)
+        + ". The roof was measured at a busier moment than these cells, or their MAC count "
+        "is wrong; measure the ceilings again on a quiet machine (`effbench peak`)."
+    )
+
+
+def _roofline_sentence(
+    setup: str, roofs: Roofs, standings: Sequence[Standing], cells: pd.DataFrame
+) -> str:
+    """A panel's reading: its roofs (and their drift), the networks nearest the compute roof
+    and those farthest from both (each at its best batch size), and the cells above the
+    compute roof."""
     if roofs.measured:
         text = (
             f"On {setup}, the measured roofs are {_rate(roofs.compute_macs_per_s, 'MAC')} "
@@ -1303,7 +1486,7 @@ def _roofline_sentence(setup: str, roofs: Roofs, standings: Sequence[Standing]) 
     if sheet:
         cite = f" ({roofs.datasheet_citation})" if roofs.datasheet_citation else ""
         text += f"; the datasheet gives {' and '.join(sheet)}{cite}"
-    text += "."
+    text += "." + _drift_sentence(roofs)
     ranked = sorted(
         (s for s in standings if math.isfinite(s.compute_fraction)),
         key=lambda s: (-s.compute_fraction, s.model),
@@ -1311,17 +1494,22 @@ def _roofline_sentence(setup: str, roofs: Roofs, standings: Sequence[Standing]) 
     k = 2 if len(standings) >= 4 else 1
     near = ranked[:k]
     if near:
-        phrases = [f"{s.model} ({_pct(s.compute_fraction)} of it at batch {s.compute_batch})"
-                   for s in near]  # fmt: skip
+        phrases = [f"{s.model} ({_of_the_roof(s.compute_fraction, 'it')} at batch "
+                   f"{s.compute_batch})" for s in near]  # fmt: skip
         text += " Nearest the compute roof: " + _names(phrases) + "."
-    elif standings:
+    elif standings and not above_the_roof(cells, roofs).any():
         fastest = max(standings, key=lambda s: (s.achieved_macs_per_s, s.model))
         text += f" Highest rate: {fastest.model} ({_rate(fastest.achieved_macs_per_s, 'MAC')})."
     named = {s.model for s in near}
     far = sorted(
-        (s for s in standings if math.isfinite(s.roofline_fraction) and s.model not in named),
+        (
+            s
+            for s in standings
+            if math.isfinite(s.roofline_fraction) and s.roofline_fraction <= 1
+            and s.model not in named
+        ),
         key=lambda s: (s.roofline_fraction, s.model),
-    )[:k]
+    )[:k]  # fmt: skip
     if far:
         text += (
             " Farthest from both roofs: "
@@ -1334,7 +1522,7 @@ def _roofline_sentence(setup: str, roofs: Roofs, standings: Sequence[Standing]) 
             )
             + "."
         )
-    return text
+    return text + _above_sentence(cells, roofs)
 
 
 def _roofline_limits(
@@ -1467,23 +1655,20 @@ def roofline(data: ReportData) -> FigureResult:
         )
     roofs_of = setup_roofs(data)
     fig, panels = _setup_panels(cells, title, height=PANEL_H_IN + 1.0)
-    pending, readings = [], []
+    pending, readings, hollow = [], [], False
     for p in panels:
         ax, sc = p.ax, p.cells.sort_values(["model", "batch_size"])
         roofs = roofs_of[p.setup]
         (x_lo, x_hi), (y_lo, y_hi) = _roofline_limits(sc, roofs)
         handles = _draw_roofs(ax, roofs, x_lo, x_hi)
         colors = [data.colors[m] for m in sc["model"]]
-        ax.scatter(
-            sc["intensity_macs_per_byte"],
-            sc["achieved_macs_per_s"] / GIGA,
-            s=_batch_marker_pt2(sc["batch_size"]),
-            c=colors,
-            alpha=0.8,
-            edgecolors="0.25",
-            lw=0.5,
-            zorder=3,
-        )
+        # a point above the compute roof is implausible whatever its row says
+        drawn = sc["quality"].mask(above_the_roof(sc, roofs) & ~untrusted(sc["quality"]),
+                                   "implausible")  # fmt: skip
+        hollow = hollow or bool(untrusted(drawn).any())
+        _cell_points(ax, sc["intensity_macs_per_byte"], sc["achieved_macs_per_s"] / GIGA,
+                     colors, drawn, s=_batch_marker_pt2(sc["batch_size"]), alpha=0.8,
+                     zorder=3)  # fmt: skip
         ax.set_xscale("log")
         ax.set_yscale("log")
         for axis in (ax.xaxis, ax.yaxis):
@@ -1500,8 +1685,8 @@ def roofline(data: ReportData) -> FigureResult:
                   frameon=False, fontsize=7, scatterpoints=1)  # fmt: skip
         last = sc.groupby("model", sort=True).tail(1)  # each network at its largest batch
         pending.append((ax, last))
-        readings.append(_roofline_sentence(p.setup, roofs, roofline_standings(sc, roofs)))
-    _model_legend(fig, data, cells["model"].unique())
+        readings.append(_roofline_sentence(p.setup, roofs, roofline_standings(sc, roofs), sc))
+    _model_legend(fig, data, cells["model"].unique(), hollow=hollow)
     _freeze_layout(fig)
     labels = []
     for ax, last in pending:
@@ -1523,7 +1708,9 @@ def roofline(data: ReportData) -> FigureResult:
         "min(gemm, triad bandwidth × intensity), its corner the ridge point; the thin dashed "
         "line is the measured 3×3-convolution rate and the dotted one the datasheet's peaks "
         "where known. A point far below both roofs is held back by neither arithmetic nor "
-        "bandwidth but by overhead (small kernels, layout changes, Python). " + " ".join(readings)
+        "bandwidth but by overhead (small kernels, layout changes, Python). "
+        + " ".join(readings)
+        + _hollow_note(cells[cells["quality"].eq("contended")])  # the others are named above
     )
     return FigureResult(name, title, fig, reading, labels=tuple(labels))
 

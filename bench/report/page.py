@@ -17,11 +17,14 @@ import numpy as np
 import pandas as pd
 
 from bench.escape import csv_text, markdown_text
-from bench.report.data import EAGER, WRONG_OUTPUT_COLUMNS, ReportData, setup_roofs
+from bench.quality import QUALITIES, rank
+from bench.quality import summary as quality_counts
+from bench.report.data import EAGER, UNTRUSTED, WRONG_OUTPUT_COLUMNS, ReportData, setup_roofs
 from bench.report.figures import DPI
 from bench.units import GIGA
 
 REPORT_FORMAT = 1
+BANNER_LIST_OPEN = 12  # more untrusted cells than this: the banner's list is folded
 # Summary columns of the memory count and the roofline, left out where no row has them
 # (runs made before they were recorded).
 ROOFLINE_SUMMARY = (
@@ -45,6 +48,7 @@ SUMMARY_COLUMNS: tuple[Column, ...] = (
     Column("model", "network", "{}"),
     Column("config", "configuration", "{}"),
     Column("output_ok", "output", "{}"),
+    Column("quality", "quality", "{}"),
     Column("family", "family", "{}"),
     Column("params_m", "parameters (M)", "{:.2f}"),
     Column("gmacs", "G-MACs / image", "{:.3f}"),
@@ -78,8 +82,10 @@ def summary_table(data: ReportData) -> pd.DataFrame:
     and energy net of idle where known, as the figures show them). Networks whose every cell
     failed get a row with only failures. Timings come from cells whose output was right;
     ``output_ok`` says ``WRONG at batch ...`` where a cell's was not, and those cells' times
-    are in no column. Columns without data anywhere (power, compile time, output checks of
-    older files; the configuration when all is eager) are left out."""
+    are in no column. ``quality`` is ``clean``, or the worse verdicts of its cells with
+    their batch sizes (``contended at batch 4; noisy at batch 1``). Columns without data
+    anywhere (power, compile time, output checks and verdicts of older files; the
+    configuration when all is eager) are left out."""
     records = []
     failed = data.rows[data.rows["status"] != "ok"].groupby(["setup", "model"]).size()
     checked = data.measured_cells
@@ -105,13 +111,15 @@ def summary_table(data: ReportData) -> pd.DataFrame:
         records.append(rec)
     cols = ["setup", "base_setup", *(c.key for c in SUMMARY_COLUMNS), "accuracy_source"]
     df = pd.DataFrame.from_records(records, columns=cols)
-    text = {"setup", "base_setup", "model", "family", "config", "output_ok", "accuracy_source"}
+    text = {"setup", "base_setup", "model", "family", "config", "output_ok", "quality",
+            "accuracy_source"}  # fmt: skip
     for c in cols:
         if c not in text:
             df[c] = pd.to_numeric(df[c], errors="coerce")
     df["speedup_bs1"] = _speedup_bs1(df) if data.shows_config else np.nan
     # Columns that no setup measured (no power anywhere) are left out rather than shown empty.
-    optional = ("speedup_bs1", "compile_s", "max_rel_err", "output_ok", *ROOFLINE_SUMMARY)
+    optional = ("speedup_bs1", "compile_s", "max_rel_err", "output_ok", "quality",
+                *ROOFLINE_SUMMARY)  # fmt: skip
     empty = [c for c in ("power_w_max", "energy_per_image_j_min", *optional) if df[c].isna().all()]
     if not data.shows_config:
         empty += ["config", "base_setup"]
@@ -136,7 +144,8 @@ def _measured(g: pd.DataFrame) -> dict[str, Any]:
         activation_peak_mib_bs1=b1["activation_peak_mib"].iloc[0] if len(b1) else np.nan,
         intensity_macs_per_byte_bs1=b1["intensity_macs_per_byte"].iloc[0] if len(b1) else np.nan,
         achieved_gmacs_per_s_max=g["achieved_macs_per_s"].max() / GIGA,
-        compute_fraction_bs_max=g["compute_fraction"].iloc[-1],
+        compute_fraction_bs_max=_roof_share(g.iloc[-1]),
+        quality=_quality_text(g),
         weights_mib=g["weights_mib"].iloc[0],
         power_w_max=g["power_plot_w"].max(),
         energy_per_image_j_min=g["energy_plot_per_image_j"].min(),
@@ -145,6 +154,26 @@ def _measured(g: pd.DataFrame) -> dict[str, Any]:
         repeats_max=int(g["n_repeats"].max()),
         accuracy_source=g["accuracy_source"].iloc[0],
     )
+
+
+def _roof_share(cell: pd.Series) -> float:
+    """A cell's achieved rate ÷ its setup's compute roof (``roof_fraction``), or NaN where
+    the rate is above the roof: such a rate is implausible, never a fraction of it."""
+    share = float(pd.to_numeric(cell["roof_fraction"], errors="coerce"))
+    return share if share <= 1 and cell["quality"] != "implausible" else math.nan
+
+
+def _quality_text(g: pd.DataFrame) -> Any:
+    """``clean``, or each verdict but clean (worst first) with the batch sizes that have it;
+    NaN when no cell was judged (files written before verdicts)."""
+    judged = g[g["quality"].isin(QUALITIES)]
+    if judged.empty:
+        return np.nan
+    parts = []
+    for q in sorted(set(judged["quality"]) - {"clean"}, key=rank, reverse=True):
+        batches = sorted(int(b) for b in judged.loc[judged["quality"] == q, "batch_size"])
+        parts.append(f"{q} at batch {', '.join(map(str, batches))}")
+    return "; ".join(parts) or "clean"
 
 
 def _output_check(cells: pd.DataFrame) -> dict[str, Any]:
@@ -213,8 +242,13 @@ def summary_markdown(data: ReportData, df: pd.DataFrame, figures: Sequence[Any])
         + ", ".join(f"{markdown_text(r.run_id)} ({markdown_text(r.path)})" for r in data.runs)
         + f"; {len(data.cells)} measured cells, {len(data.failures)} failed rows."
     )
+    lines += _quality_markdown(quality_notice(data))
     if data.notes:
         lines += ["", "Read from older files: " + "; ".join(map(markdown_text, data.notes)) + "."]
+    if data.superseded:
+        lines += ["", markdown_text(_superseded_sentence(data))]
+    if data.attempts_not_kept:
+        lines += ["", markdown_text(_attempts_sentence(data))]
     if data.shows_config:
         lines += ["", markdown_text(_configs_sentence(data))]
     if len(data.wrong_output):
@@ -273,6 +307,159 @@ def _table_groups(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     return [(str(k), g) for k, g in df.groupby(by, sort=True)]
 
 
+@dataclass(frozen=True, slots=True)
+class QualityNotice:
+    """What the report says about the verdicts of its cells: counts by quality (cells
+    written before verdicts left out), the cells whose number cannot be trusted (contended
+    or implausible; rows of ``measured_cells``), and whether that needs the banner."""
+
+    counts: dict[str, int]
+    unjudged: int
+    untrusted: pd.DataFrame
+
+    @property
+    def banner(self) -> bool:
+        return not self.untrusted.empty
+
+    @property
+    def judged(self) -> int:
+        return sum(self.counts.values())
+
+    def counts_sentence(self) -> str:
+        before = f" ({self.unjudged} more written before verdicts)" if self.unjudged else ""
+        return f"Of {self.judged} measured cells: {quality_counts(self.counts)}{before}."
+
+    def todo(self) -> list[str]:
+        """What to do, per kind of verdict present (docs/noise.md)."""
+        out = []
+        if self.counts.get("contended"):
+            out.append(
+                "Contended cells did not get their CPU or GPU during their timed window "
+                "(other processes, a hypervisor or a slowing GPU took it), so they read slow "
+                "by an unknown amount: do not compare them. Measure them again on a quiet "
+                "host: `effbench run --resume RUN_FOLDER` measures every cell without an "
+                "acceptable row, `--remeasure N` retries contended cells within a run, and "
+                "on a shared runner leave cores free with a lower `--threads` or pin the "
+                "worker's cores; `--require-quiet` refuses to start on a busy host."
+            )
+        if self.counts.get("implausible"):
+            out.append(
+                "Implausible cells are faster than the measured compute roof: the roof was "
+                "measured at a busier moment (or the MAC count is wrong), so they are not "
+                "read as a fraction of it. Measure the ceilings again on a quiet host "
+                "(`effbench peak`)."
+            )
+        if self.counts.get("noisy"):
+            out.append(
+                "Noisy cells missed the precision target (their median's confidence interval "
+                "is wider than asked): fair, but less precise; a longer `--max-time` helps."
+            )
+        return out
+
+
+def quality_notice(data: ReportData) -> QualityNotice:
+    """The verdicts of every measured cell (wrong outputs included) of ``data``."""
+    cells = data.measured_cells
+    judged = cells[cells["quality"].isin(QUALITIES)]
+    counts = {q: int(n) for q, n in judged["quality"].value_counts().items()}
+    untrusted = cells[cells["quality"].isin(UNTRUSTED)].sort_values(
+        ["setup", "model", "batch_size"], kind="stable"
+    )
+    return QualityNotice(counts, len(cells) - len(judged), untrusted.reset_index(drop=True))
+
+
+def _untrusted_items(notice: QualityNotice) -> list[str]:
+    """One line per contended or implausible cell (plain text, to be escaped)."""
+    out = []
+    for r in notice.untrusted.itertuples():
+        repeats = f" in {r.quality_repeats} repeats" if isinstance(r.quality_repeats, str) else ""
+        why = f": {r.quality_reason}" if isinstance(r.quality_reason, str) else ""
+        out.append(
+            f"{r.model} at batch {int(r.batch_size)} on {r.setup}: {r.quality}{repeats}{why}"
+        )
+    return out
+
+
+def _with_code(text: str) -> str:
+    """``text`` escaped, its `backticked` spans as <code>."""
+    parts = text.split("`")
+    return "".join(f"<code>{_e(p)}</code>" if i % 2 else _e(p) for i, p in enumerate(parts))
+
+
+def _quality_html(notice: QualityNotice) -> list[str]:
+    """The banner at the top of the page (a contended or implausible cell), or a quiet line
+    of the counts (every judged cell clean or noisy); nothing when no cell was judged."""
+    if not notice.judged:
+        return []
+    if not notice.banner:
+        noisy = notice.counts.get("noisy", 0)
+        share = (
+            f" {noisy} of {notice.judged} ({noisy / notice.judged:.0%}) are noisy: their "
+            "median's confidence interval missed the precision target (fair conditions, less "
+            "precise than asked)."
+            if noisy
+            else ""
+        )
+        return [
+            f'<p class="lead quality-note" id="quality-note">Quality: '
+            f"{_e(quality_counts(notice.counts))} cells; no cell contended or implausible."
+            f"{_e(share)} See <code>docs/noise.md</code>.</p>"
+        ]
+    items = "".join(f"<li>{_e(t)}</li>" for t in _untrusted_items(notice))
+    n = len(notice.untrusted)
+    listing = f"<ul>{items}</ul>"
+    if n > BANNER_LIST_OPEN:
+        listing = f"<details><summary>The {n} cells</summary>{listing}</details>"
+    todo = "".join(f"<p>{_with_code(t)}</p>" for t in notice.todo())
+    return [
+        '<section class="banner" id="quality-banner" role="alert">'
+        f"<p><strong>{n} cell(s) cannot be trusted (contended or implausible).</strong> "
+        f"{_e(notice.counts_sentence())} They are drawn hollow in every figure and named in "
+        "each figure's caption; the summary's <code>quality</code> column says which batch "
+        f"sizes.</p>{listing}{todo}"
+        "<p>How each verdict is made, and what to do on a shared runner: "
+        "<code>docs/noise.md</code>.</p></section>"
+    ]
+
+
+def _quality_markdown(notice: QualityNotice) -> list[str]:
+    if not notice.judged:
+        return []
+    if not notice.banner:
+        return ["", markdown_text(f"Quality: {quality_counts(notice.counts)} cells.")]
+    lines = ["", "**" + markdown_text(
+        f"{len(notice.untrusted)} cell(s) cannot be trusted (contended or implausible). "
+        + notice.counts_sentence()
+    ) + "**", ""]  # fmt: skip
+    lines += [f"- {markdown_text(t)}" for t in _untrusted_items(notice)]
+    for t in [*notice.todo(), "How each verdict is made: docs/noise.md."]:
+        lines += ["", markdown_text(t)]
+    return lines
+
+
+def _attempts_sentence(data: ReportData) -> str:
+    return (
+        f"{data.attempts_not_kept} earlier attempt(s) of re-measured cells are not shown: of "
+        "the attempts of a cell, the one with the best quality is."
+    )
+
+
+def _superseded_sentence(data: ReportData) -> str:
+    """The older runs left out because a more recent run measured the same cells."""
+    if not data.superseded:
+        return ""
+    runs = "; ".join(
+        f"{s.run_id} ({s.cells} cell(s), {s.rows} row(s); measured again by {', '.join(s.by)})"
+        for s in data.superseded
+    )
+    return (
+        "Older runs not shown: " + runs + ". Of each cell and setup the report keeps the "
+        "most recent run's rows (runs made at different times are not repeats of one "
+        "measurement); set runs against each other with `effbench compare`, or give the "
+        "report only the runs to show."
+    )
+
+
 def _configs_sentence(data: ReportData) -> str:
     return (
         f"Configurations: {', '.join(data.configs)}. Each setup label ends in its "
@@ -326,6 +513,10 @@ table.sortable thead th[data-dir="desc"]::after { content:" ▼"; }
 tbody tr:hover { background:#f6f8fb; }
 tr.wrong, tr.wrong:hover { background:#fde4e4; }
 tr.wrong td.output { color:#a40000; font-weight:700; }
+.banner { background:#fff1dc; border:2px solid #c77700; border-radius:8px;
+          padding:.4rem 1rem; margin:.6rem 0 1rem; color:#4a2c00; }
+.banner ul { margin:.3rem 0; padding-left:1.3rem; font-size:.9rem; }
+.banner p { margin:.4rem 0; }
 p.wrong { background:#fde4e4; border:1px solid #e0a0a0; border-radius:8px; padding:.5rem 1rem;
           color:#7a0000; }
 table.kv td:first-child { color:var(--muted); width:14rem; }
@@ -478,6 +669,7 @@ def index_html(
     """The page: summary tables per setup, figures with their readings, failures, runs.
     ``images`` maps figure names to (PNG path relative to the page, width px, height px)."""
     n_ok = len(data.cells)
+    notice = quality_notice(data)
     toc = [("summary", "Summary"), ("figures", "Figures")]
     if len(data.wrong_output):
         toc.append(("wrong-output", "Cells with wrong output"))
@@ -489,6 +681,7 @@ def index_html(
         "<title>effbench efficiency report</title>",
         f"<style>{CSS}</style></head><body><main>",
         "<h1>Efficiency report</h1>",
+        *_quality_html(notice),
         '<p class="lead">'
         f"{len(data.models)} networks on {len(data.setups)} setup(s) from {len(data.runs)} run(s): "
         f"{n_ok} measured cells, {len(data.failures)} rows that did not finish. Figures after "
@@ -501,10 +694,21 @@ def index_html(
             if data.notes
             else []
         ),
+        *(
+            [f'<p class="lead" id="superseded">{_e(_superseded_sentence(data))}</p>']
+            if data.superseded
+            else []
+        ),
+        *(
+            [f'<p class="lead">{_e(_attempts_sentence(data))}</p>']
+            if data.attempts_not_kept
+            else []
+        ),
         "<nav>" + "".join(f'<a href="#{a}">{_e(t)}</a>' for a, t in toc) + "</nav>",
         '<h2 id="summary">Summary</h2>',
-        "<p>One table per setup (machine, device, dtype, threads); click a heading to sort. "
-        "Cells measured several times are summarized by the median of their repeats. "
+        "<p>One table per setup (machine, device, dtype, threads, and the arm of an A/B run); "
+        "click a heading to sort. Cells measured several times are summarized by the median "
+        "of their repeats (the best attempt of each, from the most recent run of the cell). "
         'The same table is in <a href="summary.csv">summary.csv</a> and '
         '<a href="summary.md">summary.md</a>.</p>',
     ]
@@ -576,6 +780,36 @@ def to_plain(v: Any) -> Any:
     return v.item() if isinstance(v, np.generic) else v
 
 
+def _quality_json(data: ReportData) -> dict[str, Any]:
+    """The verdicts of the cells, the untrusted cells, the runs and attempts not shown."""
+    notice = quality_notice(data)
+
+    def text(v: Any) -> Any:
+        return v if isinstance(v, str) else None
+
+    return {
+        "counts": {q: notice.counts.get(q, 0) for q in QUALITIES},
+        "unjudged_cells": notice.unjudged,
+        "untrusted_cells": [
+            {
+                "setup": r.setup,
+                "model": r.model,
+                "batch_size": int(r.batch_size),
+                "config": r.config,
+                "quality": r.quality,
+                "repeats": text(r.quality_repeats),
+                "reason": text(r.quality_reason),
+            }
+            for r in notice.untrusted.itertuples()
+        ],
+        "superseded_runs": [
+            {"run_id": x.run_id, "cells": x.cells, "rows": x.rows, "by": list(x.by)}
+            for x in data.superseded
+        ],
+        "attempts_not_kept": data.attempts_not_kept,
+    }
+
+
 def report_json(data: ReportData, figures: Sequence[Any], files: dict[str, list[str]]) -> str:
     def clean(v: Any) -> Any:
         return None if isinstance(v, float) and not math.isfinite(v) else v
@@ -595,6 +829,7 @@ def report_json(data: ReportData, figures: Sequence[Any], files: dict[str, list[
         "loader_notes": list(data.notes),
         "cells_plotted": len(data.cells),
         "rows_not_ok": len(data.failures),
+        "quality": _quality_json(data),
         "setups": list(data.setups),
         "models": list(data.models),
         "configs": list(data.configs),
