@@ -291,7 +291,7 @@ def _add_profiling_commands(sub: Any) -> None:
         "--ceilings",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="measure the device's GEMM ceiling first, for compute fractions (on)",
+        help="measure the device's GEMM and 3x3-conv ceilings first, for compute fractions (on)",
     )
 
 
@@ -842,7 +842,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     import datetime as dt
     import socket
 
-    from bench.ceilings import compute_roof, measure_ceilings
+    from bench.ceilings import highest_compute_ceiling, measure_ceilings
     from bench.keys import CellKey
     from bench.profile import format_profile, profile_frame, profile_model
     from bench.store import ensure_writable, write_table
@@ -857,8 +857,10 @@ def _cmd_profile(args: argparse.Namespace) -> int:
         ensure_writable(args.out)
     roof = None
     if args.ceilings:
-        found = measure_ceilings(device, args.dtype, threads, kinds=("gemm",))
-        roof = compute_roof(found, device, args.dtype, threads)
+        found = measure_ceilings(device, args.dtype, threads, kinds=("gemm", "conv3x3"))
+        roof = highest_compute_ceiling(found, device, args.dtype, threads)
+        for line in imprecise_ceilings(found, 0.02):
+            print(f"effbench: warning: {line}", file=sys.stderr)
     for name in args.models:
         prof = profile_model(
             name,
@@ -868,7 +870,8 @@ def _cmd_profile(args: argparse.Namespace) -> int:
             config=args.config,
             threads=threads,
             image_size=args.image_size,
-            ceiling_macs_per_s=roof,
+            ceiling_macs_per_s=roof.value if roof else None,
+            ceiling_ci_rel=(roof.ci_rel or 0.0) if roof else 0.0,
         )
         print(format_profile(prof, args.format))
         if args.out is not None:

@@ -491,3 +491,18 @@ def test_peak_warns_for_each_measured_ceiling_that_missed_its_precision() -> Non
     assert len(warnings) == 2
     assert warnings[0].startswith("gemm on cpu float32 reached ±17.2%, not the ±2%")
     assert "copy on cpu float32 reached no interval" in warnings[1]
+
+
+def test_the_highest_measured_compute_ceiling_is_the_roof() -> None:
+    from bench.ceilings import highest_compute_ceiling
+
+    found = [
+        _ceiling(kind="gemm", value=9.0e10),
+        _ceiling(kind="conv3x3", value=1.1e11, ci_rel=0.03),  # oneDNN's conv beats its GEMM
+        _ceiling(kind="triad", value=5e12, unit=BYTES_PER_S),  # bandwidth: not a compute roof
+        _ceiling(kind="gemm", value=2e11, threads=1),  # another thread count
+        *datasheet_ceilings("cuda:0", "NVIDIA H200", "float32"),
+    ]
+    roof = highest_compute_ceiling(found, "cpu", "float32", 2)
+    assert roof is not None and (roof.kind, roof.value, roof.ci_rel) == ("conv3x3", 1.1e11, 0.03)
+    assert highest_compute_ceiling(found, "cpu", "bfloat16", 2) is None

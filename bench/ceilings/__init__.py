@@ -79,6 +79,7 @@ from bench.ceilings.record import (
     ceilings_frame,
     compute_roof,
     format_ceilings,
+    highest_compute_ceiling,
 )
 
 __all__ = [
@@ -119,6 +120,7 @@ __all__ = [
     "format_ceilings",
     "gemm_ladder",
     "gemm_macs",
+    "highest_compute_ceiling",
     "last_level_cache_bytes",
     "main",
     "measure_ceilings",

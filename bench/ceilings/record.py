@@ -89,6 +89,23 @@ def compute_roof(
     return _roof(ceilings, "gemm", device, dtype, threads)
 
 
+def highest_compute_ceiling(
+    ceilings: Iterable[Ceiling], device: str, dtype: str, threads: int
+) -> Ceiling | None:
+    """The highest measured compute ceiling (GEMM or 3x3 convolution) of (device, dtype,
+    threads), or None: contention only lowers a ceiling, and a convolution may beat GEMM,
+    so this is the roof a plausible rate stays under (bench.quality)."""
+    want = threads if device == "cpu" else 0
+    found = [
+        c
+        for c in ceilings
+        if c.source == "measured"
+        and c.kind in COMPUTE_KINDS
+        and (c.device, c.dtype, c.threads) == (device, dtype, want)
+    ]
+    return max(found, key=lambda c: c.value, default=None)
+
+
 def bandwidth_roof(
     ceilings: Iterable[Ceiling], device: str, dtype: str, threads: int
 ) -> float | None:
