@@ -54,6 +54,7 @@ from bench.plan import DTYPES
 from bench.probes.macs import build_on_meta
 from bench.probes.traffic import exclusive_bytes_by_module
 from bench.sampler import Clock, TimeBudget, sample
+from bench.schema import PROFILE
 from bench.stats import summarize
 
 FORMATS = ("table", "json", "csv")
@@ -127,12 +128,7 @@ class Profile:
     ceiling_ci_rel: float = 0.0  # the ceiling's 95% CI half-width ÷ value (0: unknown)
 
 
-PROFILE_COLUMNS = (
-    "model", "device", "device_name", "dtype", "batch_size", "image_size", "config",
-    "threads", "layer", "type", "group", "calls", "time_ms", "share", "macs", "bytes",
-    "achieved_macs_per_s", "compute_fraction", "forward_ms", "sum_layers_ms", "hostname",
-    "timestamp",
-)  # fmt: skip
+PROFILE_COLUMNS = tuple(c.name for c in PROFILE)  # declared once in bench/schema.py
 
 
 _NORMS = (

@@ -36,16 +36,26 @@ KINDS: dict[str, tuple[str, pa.DataType]] = {
 }
 
 
+# How the report summarizes a column over the repeats of a cell (``Column.agg``): the
+# median of the repeats (a measurement), or the first repeat's value (the same in every
+# repeat: counts, references, the setup). Columns with neither are not summarized per cell.
+MEDIAN, FIRST = "median", "first"
+
+
 @dataclass(frozen=True, slots=True)
 class Column:
-    """One column of the row: name, kind (a key of :data:`KINDS`), unit ('' if none), a
-    one-line meaning, and whether `effbench show` prints it."""
+    """One column of a table: name, kind (a key of :data:`KINDS`), unit ('' if none), a
+    one-line meaning, whether `effbench show` prints it, how the report summarizes it over
+    a cell's repeats (``agg``: :data:`MEDIAN`, :data:`FIRST` or ''), and the regression
+    gate's metric that compares it (``gate``: a metric of ``bench.compare``, or '')."""
 
     name: str
     kind: str
     unit: str
     meaning: str
     shown: bool = False
+    agg: str = ""
+    gate: str = ""
 
     @property
     def arrow_type(self) -> pa.DataType:
@@ -57,8 +67,17 @@ class Column:
         return not self.kind.endswith("?") and self.kind != "floats"
 
 
-def _c(name: str, kind: str, unit: str, meaning: str, shown: bool = False) -> Column:
-    return Column(name, kind, unit, meaning, shown)
+def _c(
+    name: str,
+    kind: str,
+    unit: str,
+    meaning: str,
+    shown: bool = False,
+    *,
+    agg: str = "",
+    gate: str = "",
+) -> Column:
+    return Column(name, kind, unit, meaning, shown, agg, gate)
 
 
 IDENTITY = (
@@ -66,38 +85,58 @@ IDENTITY = (
     _c("repeat", "int", "", "fresh-process repeat index (`--repeats`)", True),
     _c("timestamp", "str", "UTC", "start of the cell (ISO 8601)"),
     _c("model", "str", "", "registered name", True),
-    _c("family", "str", "", "architecture family (torchvision module, timm, or ours)"),
+    _c("family", "str", "", "architecture family (torchvision module, timm, or ours)", agg=FIRST),
     _c("batch_size", "int", "images", "images per forward", True),
     _c("image_size", "int", "px", "input height = width"),
     _c("in_chans", "int", "", "input channels: input is batch × in_chans × size × size"),
-    _c("device", "str", "", "`cpu`, `cuda:N` or `mps`", True),
-    _c("device_name", "str", "", "CPU model or GPU name"),
-    _c("dtype", "str", "", "`float32`, `float16` or `bfloat16`", True),
-    _c("threads", "int", "", "intra-op threads"),
+    _c("device", "str", "", "`cpu`, `cuda:N` or `mps`", True, agg=FIRST),
+    _c("device_name", "str", "", "CPU model or GPU name", agg=FIRST),
+    _c("dtype", "str", "", "`float32`, `float16` or `bfloat16`", True, agg=FIRST),
+    _c("threads", "int", "", "intra-op threads", agg=FIRST),
     _c("status", "str", "", "`ok`, `oom`, `skipped`, `crashed`, `timeout` or `error`", True),
     _c("error", "str?", "", "why the cell is not `ok` (or a probe's note)"),
     _c("config", "str", "", "configuration (`eager`, `channels_last+compile`, ...)", True),
 )
 LATENCY = (
-    _c("latency_ms_median", "float?", "ms", "median forward of one batch", True),
+    _c(
+        "latency_ms_median",
+        "float?",
+        "ms",
+        "median forward of one batch",
+        True,
+        agg=MEDIAN,
+        gate="latency",
+    ),
     _c("latency_ms_mean", "float?", "ms", "mean forward of one batch"),
-    _c("latency_ms_p10", "float?", "ms", "10th percentile forward"),
-    _c("latency_ms_p90", "float?", "ms", "90th percentile forward"),
-    _c("latency_ms_iqr", "float?", "ms", "interquartile range of the forwards", True),
+    _c("latency_ms_p10", "float?", "ms", "10th percentile forward", agg=MEDIAN),
+    _c("latency_ms_p90", "float?", "ms", "90th percentile forward", agg=MEDIAN),
+    _c("latency_ms_iqr", "float?", "ms", "interquartile range of the forwards", True, agg=MEDIAN),
     _c("latency_ms_ci_low", "float?", "ms", "distribution-free 95% CI of the median, low"),
-    _c("latency_ms_ci_high", "float?", "ms", "distribution-free 95% CI of the median, high"),
+    _c(
+        "latency_ms_ci_high",
+        "float?",
+        "ms",
+        "distribution-free 95% CI of the median, high",
+        agg=MEDIAN,
+    ),
     _c("latency_ms_samples", "floats", "ms", "every timed iteration"),
     _c("n_samples", "int?", "", "iterations timed", True),
     _c("converged", "bool?", "", "whether the median's CI reached ±`--target-ci`"),
     _c("noisy", "bool?", "", "IQR above 10% of the median"),
-    _c("time_per_image_ms", "float?", "ms", "median ÷ batch size"),
-    _c("throughput_ips", "float?", "images/s", "images per second at the median", True),
+    _c("time_per_image_ms", "float?", "ms", "median ÷ batch size", agg=MEDIAN),
+    _c("throughput_ips", "float?", "images/s", "images per second at the median", True, agg=MEDIAN),
     _c("timed_s", "float?", "s", "seconds spent in timed iterations"),
     _c("cell_wall_s", "float?", "s", "wall time of the cell in the worker"),
 )
 # Filled by the worker for the row's configuration (docs/configs.md).
 CONFIG = (
-    _c("compile_s", "float?", "s", "wall time of the compiling calls (never in the latency)"),
+    _c(
+        "compile_s",
+        "float?",
+        "s",
+        "wall time of the compiling calls (never in the latency)",
+        agg=MEDIAN,
+    ),
     _c("graph_breaks", "int?", "", "graph breaks dynamo reported while compiling"),
     _c("recompiled", "bool?", "", "a recompilation happened inside the timed loop"),
     _c("max_abs_err", "float?", "", "largest |output - eager float32 output|, same input"),
@@ -105,28 +144,45 @@ CONFIG = (
     _c("output_ok", "bool?", "", "max_rel_err within the dtype's tolerance"),
 )
 COUNTS = (
-    _c("params", "int?", "", "parameters counted from the built model", True),
-    _c("macs", "int?", "MACs", "multiply-adds per image", True),
-    _c("macs_counter", "str?", "", "which counter produced `macs` (`torch` or `fvcore`)"),
-    _c("weights_bytes", "int?", "bytes", "parameters and buffers in the run's dtype", True),
+    _c("params", "int?", "", "parameters counted from the built model", True, agg=FIRST),
+    _c("macs", "int?", "MACs", "multiply-adds per image", True, agg=FIRST),
+    _c(
+        "macs_counter", "str?", "", "which counter produced `macs` (`torch` or `fvcore`)", agg=FIRST
+    ),
+    _c(
+        "weights_bytes",
+        "int?",
+        "bytes",
+        "parameters and buffers in the run's dtype",
+        True,
+        agg=FIRST,
+    ),
     _c(
         "bytes_per_image",
         "float?",
         "bytes",
         "bytes read and written by every op of the forward at this batch ÷ batch (counted)",
+        agg=FIRST,
     ),
     _c(
         "activation_peak_bytes",
         "int?",
         "bytes",
         "peak live tensor bytes above the weights in one forward at this batch (counted)",
+        agg=FIRST,
     ),
 )
 # Where the cell sits on the device's roofline (docs/roofline.md).
 ROOFLINE = (
-    _c("achieved_macs_per_s", "float?", "MACs/s", "macs × batch ÷ median latency"),
-    _c("compute_fraction", "float?", "", "achieved_macs_per_s ÷ the run's measured GEMM ceiling"),
-    _c("intensity_macs_per_byte", "float?", "MACs/byte", "macs ÷ bytes_per_image"),
+    _c("achieved_macs_per_s", "float?", "MACs/s", "macs × batch ÷ median latency", agg=MEDIAN),
+    _c(
+        "compute_fraction",
+        "float?",
+        "",
+        "achieved_macs_per_s ÷ the run's measured GEMM ceiling",
+        agg=MEDIAN,
+    ),
+    _c("intensity_macs_per_byte", "float?", "MACs/byte", "macs ÷ bytes_per_image", agg=FIRST),
 )
 MEMORY = (
     _c(
@@ -135,15 +191,23 @@ MEMORY = (
         "bytes",
         "peak above the pre-model baseline, in a pass of its own (measured)",
         True,
+        agg=MEDIAN,
+        gate="memory",
     ),
-    _c("memory_method", "str?", "", "how peak memory was measured, or why not"),
+    _c("memory_method", "str?", "", "how peak memory was measured, or why not", agg=FIRST),
 )
 POWER = (
-    _c("power_w_mean", "float?", "W", "mean power over the timed window (gross)"),
-    _c("power_w_idle", "float?", "W", "the device's idle power, measured at the run's start"),
-    _c("energy_j", "float?", "J", "energy per forward of one batch (gross)"),
-    _c("energy_per_image_j", "float?", "J", "energy per image (gross)"),
-    _c("power_source", "str?", "", "sensor and method, or why there is none"),
+    _c("power_w_mean", "float?", "W", "mean power over the timed window (gross)", agg=MEDIAN),
+    _c(
+        "power_w_idle",
+        "float?",
+        "W",
+        "the device's idle power, measured at the run's start",
+        agg=MEDIAN,
+    ),
+    _c("energy_j", "float?", "J", "energy per forward of one batch (gross)", gate="energy"),
+    _c("energy_per_image_j", "float?", "J", "energy per image (gross)", agg=MEDIAN),
+    _c("power_source", "str?", "", "sensor and method, or why there is none", agg=FIRST),
     _c("gpu_clock_mhz", "float?", "MHz", "mean SM clock during the window"),
     _c("gpu_mem_clock_mhz", "float?", "MHz", "mean memory clock during the window"),
     _c("gpu_temp_c", "float?", "°C", "GPU temperature at the window's end"),
@@ -189,17 +253,17 @@ QUALITY = (
         "measurement of this cell and repeat (0, then re-measurements)",
         True,
     ),
-    _c("variant", "str?", "", "the arm of an interleaved A/B run (`--variant`)"),
+    _c("variant", "str?", "", "the arm of an interleaved A/B run (`--variant`)", agg=FIRST),
 )
 REFERENCE = (
-    _c("top1", "float?", "%", "published ImageNet-1K top-1 accuracy"),
-    _c("top5", "float?", "%", "published ImageNet-1K top-5 accuracy"),
-    _c("accuracy_source", "str?", "", "where the accuracy comes from"),
+    _c("top1", "float?", "%", "published ImageNet-1K top-1 accuracy", agg=FIRST),
+    _c("top5", "float?", "%", "published ImageNet-1K top-5 accuracy", agg=FIRST),
+    _c("accuracy_source", "str?", "", "where the accuracy comes from", agg=FIRST),
     _c("params_ref", "int?", "", "published parameter count"),
     _c("gmacs_ref", "float?", "GMACs", "published multiply-adds per image"),
 )
 SETTINGS = (
-    _c("hostname", "str?", "", "the machine (Ray node) the cell ran on"),
+    _c("hostname", "str?", "", "the machine (Ray node) the cell ran on", agg=FIRST),
     _c("torch_version", "str?", "", "torch version of the worker"),
     _c("tf32", "bool?", "", "TF32 allowed (CUDA)"),
     _c("cudnn_benchmark", "bool?", "", "cuDNN autotuner on (CUDA)"),
@@ -217,6 +281,52 @@ DECLARED: tuple[Column, ...] = (
     *QUALITY,
     *REFERENCE,
     *SETTINGS,
+)
+
+
+# ceilings.parquet: one row per measured (or datasheet) ceiling of a run's device, dtype and
+# threads (bench.ceilings; the first twelve are the fields of ``bench.ceilings.Ceiling``).
+CEILINGS = (
+    _c("device", "str", "", "`cpu`, `cuda:N`"),
+    _c("device_name", "str", "", "CPU model or GPU name"),
+    _c("dtype", "str", "", "`float32`, `float16` or `bfloat16`"),
+    _c("threads", "int", "", "intra-op threads (CPU); 0 for GPUs"),
+    _c("kind", "str", "", "`gemm`, `conv3x3`, `triad`, `copy` or a datasheet kind"),
+    _c("value", "float?", "MACs/s or bytes/s", "the ceiling: median rate over calls"),
+    _c("unit", "str", "", "`macs_per_s` or `bytes_per_s`"),
+    _c("source", "str", "", "`measured` or `datasheet`"),
+    _c("method", "str", "", "op, shape, dtype, samples and precision reached"),
+    _c("ci_rel", "float?", "", "half-width of the median's 95% CI ÷ median (measured)"),
+    _c("samples", "int?", "", "timed samples (measured)"),
+    _c("citation", "str?", "", "datasheet title and URL"),
+    _c("hostname", "str", "", "the machine measured"),
+    _c("measured_at", "str", "UTC", "when (ISO 8601)"),
+    _c("phase", "str", "", "`start` (before the first cell) or `end` (the closing canary)"),
+)
+# profile-*.parquet (`effbench profile --out`): one row per (profile, layer).
+PROFILE = (
+    _c("model", "str", "", "registered name"),
+    _c("device", "str", "", "`cpu` or `cuda:N`"),
+    _c("device_name", "str", "", "CPU model or GPU name"),
+    _c("dtype", "str", "", "`float32`, `float16` or `bfloat16`"),
+    _c("batch_size", "int", "images", "images per forward"),
+    _c("image_size", "int", "px", "input height = width"),
+    _c("config", "str", "", "configuration"),
+    _c("threads", "int", "", "intra-op threads"),
+    _c("layer", "str", "", "the module's qualified name"),
+    _c("type", "str", "", "the module's class"),
+    _c("group", "str", "", "conv, depthwise conv, linear, norm, activation, pool, ..."),
+    _c("calls", "int", "", "calls in one forward"),
+    _c("time_ms", "float?", "ms", "median time in one forward"),
+    _c("share", "float?", "", "of the layers' summed time"),
+    _c("macs", "int?", "MACs", "multiply-adds in one forward (counted)"),
+    _c("bytes", "int?", "bytes", "bytes read and written in one forward (counted)"),
+    _c("achieved_macs_per_s", "float?", "MACs/s", "macs ÷ time"),
+    _c("compute_fraction", "float?", "", "achieved ÷ the compute ceiling (empty above it)"),
+    _c("forward_ms", "float?", "ms", "median plain forward"),
+    _c("sum_layers_ms", "float?", "ms", "sum of the layers' medians"),
+    _c("hostname", "str", "", "the machine profiled"),
+    _c("timestamp", "str", "UTC", "when (ISO 8601)"),
 )
 
 

@@ -52,6 +52,7 @@ import pandas as pd
 from bench.errors import ResultsCorrupt
 from bench.keys import CellKey
 from bench.quality import QUALITIES, Roof, above_roof, rank
+from bench.schema import CEILINGS, DECLARED, FIRST, MEDIAN, PROFILE
 from bench.store import (
     Discovery,
     Loaded,
@@ -64,47 +65,11 @@ from bench.store import (
 )
 from bench.units import MS_PER_S, ms_to_s, to_gmacs, to_mib, to_millions
 
-# Per-cell columns summarized by the median of repeats.
-MEDIAN_COLUMNS = (
-    "time_per_image_ms",
-    "latency_ms_median",
-    "latency_ms_p10",
-    "latency_ms_p90",
-    "latency_ms_iqr",
-    "latency_ms_ci_high",
-    "throughput_ips",
-    "peak_memory_bytes",
-    "power_w_mean",
-    "power_w_idle",
-    "energy_per_image_j",
-    "compile_s",
-    "achieved_macs_per_s",
-    "compute_fraction",
-)
-# Per-cell columns that do not change between repeats (counts, references, setup).
-FIRST_COLUMNS = (
-    "family",
-    "params",
-    "macs",
-    "macs_counter",
-    "weights_bytes",
-    "bytes_per_image",
-    "intensity_macs_per_byte",
-    "activation_peak_bytes",
-    "memory_method",
-    "power_source",
-    "top1",
-    "top5",
-    "accuracy_source",
-    "host",
-    "device",
-    "device_name",
-    "dtype",
-    "threads",
-    "hostname",
-    "variant",
-    "base_setup",
-)
+# Per-cell columns summarized by the median of repeats, and those that do not change
+# between repeats (counts, references, setup): the roles declared in bench/schema.py, plus
+# the two setup columns the report derives (``host`` from the run's environment record).
+MEDIAN_COLUMNS = tuple(c.name for c in DECLARED if c.agg == MEDIAN)
+FIRST_COLUMNS = (*(c.name for c in DECLARED if c.agg == FIRST), "host", "base_setup")
 CELL_COLUMNS = ("setup", "config", *CellKey.WORKLOAD_COLUMNS)
 EAGER = "eager"  # the configuration every other one is compared with (bench/configs.py)
 # Shown in the report, and the columns of ``wrong_output``.
@@ -119,9 +84,7 @@ WRONG_OUTPUT_COLUMNS = (
 )
 # ceilings.parquet, one row per measured (or datasheet) ceiling of a run's device, dtype and
 # threads; `kind` is one of the kinds below.
-CEILING_COLUMNS = ("device", "device_name", "dtype", "threads", "kind", "value", "unit",
-                   "source", "method", "ci_rel", "samples", "citation", "hostname",
-                   "measured_at", "phase")  # fmt: skip
+CEILING_COLUMNS = tuple(c.name for c in CEILINGS)
 COMPUTE_ROOF, BANDWIDTH_ROOF = "gemm", "triad"  # the measured roofs of the roofline
 START, END = "start", "end"  # ceilings' phase: before the first cell, the closing canary
 # Qualities that make a cell's number untrustworthy: drawn hollow, named in the banner.
@@ -129,10 +92,7 @@ UNTRUSTED = ("contended", "implausible")
 CONV_CEILING, COPY_CEILING = "conv3x3", "copy"
 DATASHEET_COMPUTE, DATASHEET_BANDWIDTH = "datasheet_compute", "datasheet_bandwidth"
 # profile-*.parquet (`effbench profile`), one row per (profile, layer).
-LAYER_COLUMNS = ("model", "device", "device_name", "dtype", "batch_size", "image_size",
-                 "config", "threads", "layer", "type", "group", "calls", "time_ms", "share",
-                 "macs", "bytes", "achieved_macs_per_s", "compute_fraction", "forward_ms",
-                 "sum_layers_ms", "hostname", "timestamp")  # fmt: skip
+LAYER_COLUMNS = tuple(c.name for c in PROFILE)
 # What identifies one profile (a profile repeated later replaces the earlier one).
 PROFILE_KEY = ("model", "device", "device_name", "dtype", "batch_size", "image_size", "config",
                "threads", "hostname")  # fmt: skip
