@@ -412,6 +412,32 @@ def check_telemetry(ok: Any, dry_run: bool) -> Check:
     return Check(name, PASS if good else FAIL, detail)
 
 
+def check_contention(ok: Any, dry_run: bool) -> Check:
+    """Pass: every ok row carries its contention evidence (run waits, other processes'
+    cores, steal; on a GPU the other processes NVML lists) and a verdict (issue 20). The
+    verdicts are reported, not judged: a lent GPU box may be shared."""
+    name = "contention evidence and verdicts"
+    if ok.empty:
+        return Check(name, FAIL, "no ok rows")
+    columns = ["run_wait_share", "others_cpu_cores", "steal_share", "quality"]
+    if not dry_run:
+        columns.append("gpu_other_processes")  # NVML's process list: never run before
+    missing = {c: int(ok[c].isna().sum()) if c in ok else len(ok) for c in columns}
+    verdicts = ok["quality"].value_counts().to_dict() if "quality" in ok else {}
+    detail = f"{len(ok)} rows; verdicts {verdicts or '-'}; empty: " + (
+        ", ".join(f"{c} {n}" for c, n in missing.items() if n) or "none"
+    )
+    if not dry_run and "gpu_other_processes" in ok:
+        others = ok["gpu_other_processes"].dropna()
+        detail += f"; other GPU processes seen: {sorted(set(others.astype(int)))}"
+    contended = ok[ok.get("quality") == "contended"] if "quality" in ok else ok.iloc[:0]
+    if len(contended):
+        detail += "; contended: " + _listed(
+            f"{_cell(r)}: {r['quality_reason']}" for _, r in contended.iterrows()
+        )
+    return Check(name, PASS if not any(missing.values()) else FAIL, detail)
+
+
 # --- measurements in this process ----------------------------------------------------------
 
 
@@ -712,6 +738,7 @@ def check(args: argparse.Namespace) -> int:
         ("compile rows with compile_s", lambda: check_compiled(df, "compile", dry)),
         ("cudagraphs rows with compile_s", lambda: check_compiled(df, "cudagraphs", dry)),
         ("telemetry columns filled", lambda: check_telemetry(ok, dry)),
+        ("contention evidence and verdicts", lambda: check_contention(ok, dry)),
     ]
     checks += [_guarded(n, f) for n, f in measured]
     for text in args.timer_cells.split(","):

@@ -33,6 +33,7 @@ RUN_HERE = (
     "compile rows with compile_s",
     "latency vs Timer",
     "per-layer profile: layers sum to the plain forward",
+    "contention evidence and verdicts",
 )
 
 
@@ -226,3 +227,29 @@ def test_profile_check_compares_the_layer_sum_with_the_forward(tmp_path: Path) -
     assert gc.check_profile(tmp_path, step, 0.15).result == "pass"
     write(7.0)  # 30% short: time outside the layers that the profile cannot place
     assert gc.check_profile(tmp_path, step, 0.15).result == "fail"
+
+
+def test_the_contention_check_fails_on_rows_without_evidence_or_a_verdict() -> None:
+    gc = _checker()
+    row = dict(model="m", batch_size=1, device="cuda:0", dtype="float16", config="eager", repeat=0,
+               run_wait_share=0.0, others_cpu_cores=0.0, steal_share=0.0, quality="clean",
+               quality_reason="no sign of contention", gpu_other_processes=0)  # fmt: skip
+    good = pd.DataFrame(
+        [
+            row,
+            {
+                **row,
+                "batch_size": 8,
+                "gpu_other_processes": 1,
+                "quality": "contended",
+                "quality_reason": "1 other process",
+            },
+        ]
+    )
+    verdict = gc.check_contention(good, dry_run=False)
+    assert verdict.result == gc.PASS and "other GPU processes seen: [0, 1]" in verdict.detail
+    assert "contended: " in verdict.detail
+    bare = good.assign(gpu_other_processes=None)  # NVML listed nothing: a GPU run must say
+    assert gc.check_contention(bare, dry_run=False).result == gc.FAIL
+    assert gc.check_contention(bare, dry_run=True).result == gc.PASS
+    assert gc.check_contention(good.drop(columns="quality"), dry_run=True).result == gc.FAIL
