@@ -160,7 +160,7 @@ class _Setup:
     model: Any  # placed for the configuration, not compiled (compilation is per cell)
     fields: dict[str, Any]  # counts shared by every ok row of the group
     probes: list[Any]
-    memory: Any  # bench.probes.memory.MemoryPass, its baseline taken before the model
+    memory: Any  # bench.probes.memory.MemoryPass, its baselines taken before the model
     builder: Callable[[], Any]  # the spec's builder, for counting on the meta device
     sync: Callable[[], None]
     config: Any  # bench.configs.Config
@@ -236,8 +236,9 @@ def run_task(task: Task, emit: Callable[[dict[str, Any]], None]) -> None:
 
 
 def _prepare(task: Task, spec: Any, torch: Any, dtype: Any) -> _Setup:
-    """Set the runtime up, open the probes (memory's baseline is taken here, before the
-    model exists), build the model and count it. Raises what the build raises."""
+    """Set the runtime up, open the probes (memory's baselines are taken
+    here, before the model exists), build the model and count it. Raises what the build
+    raises."""
     from bench.configs import parse_config
     from bench.configure import Reference, place_model
     from bench.devices import synchronizer
@@ -247,6 +248,7 @@ def _prepare(task: Task, spec: Any, torch: Any, dtype: Any) -> _Setup:
     from bench.probes.registry import registered
 
     g = task.group
+    config = parse_config(g.config)
     torch.set_num_threads(g.threads)
     cuda = g.device.startswith("cuda")
     if cuda:
@@ -262,7 +264,6 @@ def _prepare(task: Task, spec: Any, torch: Any, dtype: Any) -> _Setup:
     probes = [cls.open(ctx) for cls in registered()]
     if task.memory_cap_bytes and not cuda:
         _apply_memory_cap(task.memory_cap_bytes)
-    config = parse_config(g.config)
     model = spec.build()
     reference = None
     if not (config.is_reference and g.dtype == "float32"):
@@ -282,8 +283,9 @@ def _prepare(task: Task, spec: Any, torch: Any, dtype: Any) -> _Setup:
 
 def _measure_cell(task: Task, setup: _Setup, x_f32: Any) -> dict[str, Any]:
     """Compile if the configuration says so, warm up and time one batch with every probe's
-    window open over the timed loop, then check the output against eager float32. A probe
-    that fails records why in its note column and leaves the rest of the row."""
+    window open over the timed loop; after the window, measure memory (a forward of its own)
+    and check the output against eager float32. A probe that fails records why in its note
+    column and leaves the rest of the row."""
     import torch
 
     from bench.configure import compile_events, compile_for_cell, forward_of, make_input
@@ -293,6 +295,7 @@ def _measure_cell(task: Task, setup: _Setup, x_f32: Any) -> dict[str, Any]:
     g, t, cfg = task.group, task.timing, setup.config
     x = make_input(x_f32, cfg, g.device, setup.dtype)
     columns: dict[str, Any] = {}
+    setup.memory.begin_cell()
     with torch.inference_mode():
         forward = forward_of(setup.model, cfg, g.device, setup.dtype, x)
         if cfg.compiled:
@@ -304,15 +307,6 @@ def _measure_cell(task: Task, setup: _Setup, x_f32: Any) -> dict[str, Any]:
             )
             forward = done.forward
             columns.update(compile_s=done.compile_s, graph_breaks=done.graph_breaks)
-        else:
-            forward()  # the first call (lazy initialisation) stays out of the memory pass
-        try:
-            columns.update(setup.memory.measure(forward, setup.sync))
-        except Exception as e:
-            if is_oom(e):
-                raise
-            traceback.print_exc(file=sys.stderr)
-            columns["memory_method"] = f"failed: {_short(e)}"
         events = compile_events() if cfg.compiled else 0
         min_time = max([t.min_time_s, *(p.min_window_s for p in setup.probes)])
 
@@ -340,10 +334,25 @@ def _measure_cell(task: Task, setup: _Setup, x_f32: Any) -> dict[str, Any]:
                 columns[probe.note_column] = f"failed: {_short(e)}"
         if cfg.compiled:
             columns["recompiled"] = compile_events() != events
+        columns.update(_measure_memory(setup, forward, x))
         columns.update(_check_output(setup, forward, x_f32, g.dtype))
     columns.update(LatencyWindow().end(window))
     columns.update(_roofline(task, setup, x.shape[0], columns["latency_ms_median"]))
     return columns
+
+
+def _measure_memory(setup: _Setup, forward: Any, x: Any) -> dict[str, Any]:
+    """Both memory figures of the cell (``bench.probes.memory``), after its timed window:
+    the pass's own forward comes after every timed forward of the cell, and it leaves the
+    allocator as it found it, so the group's later cells are timed as if it had not run."""
+    held = (setup.fields.get("weights_bytes") or 0) + x.numel() * x.element_size()
+    try:
+        return setup.memory.measure(forward, setup.sync, held)
+    except Exception as e:
+        if is_oom(e):
+            raise
+        traceback.print_exc(file=sys.stderr)
+        return {"memory_method": f"failed: {_short(e)}"}
 
 
 def _roofline(task: Task, setup: _Setup, batch_size: int, median_ms: float) -> dict[str, Any]:

@@ -4,8 +4,8 @@
 run with the code before the probe-window refactor (issue 12); it guards the refactor and
 every later change to the row contract (a deliberate change regenerates it and says so:
 issue 13 added ``config`` and the configuration columns, issue 14 ``hostname``, issue 16
-the counted traffic and activation peak and the roofline columns; every other column, type
-and counted value stayed as they were)."""
+the counted traffic and activation peak and the roofline columns, issue 22
+``peak_rss_bytes``; every other column, type and counted value stayed as they were)."""
 
 from __future__ import annotations
 

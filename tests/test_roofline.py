@@ -1,6 +1,6 @@
-"""The roofline columns of a sweep, the run's ceilings, the memory pass, and the `peak` and
-`profile` commands end to end (the measurements themselves: test_ceilings, test_traffic,
-test_profile)."""
+"""The roofline columns of a sweep, the run's ceilings, and the `peak` and `profile`
+commands end to end (the measurements themselves: test_ceilings, test_traffic,
+test_profile; the memory pass: test_memory)."""
 
 from __future__ import annotations
 
@@ -16,79 +16,8 @@ import pytest
 from conftest import FAST, effbench
 
 from bench.cli import main
-from bench.probes.memory import MemoryPass
 from bench.profile import PROFILE_COLUMNS
 from bench.store import CEILINGS, discover, load_profiles, load_results, read_ceilings
-
-
-class FakeProbe:
-    method = "fake"
-
-    def __init__(self, log: list[str], peak: int = 1000) -> None:
-        self.log, self.peak = log, peak
-
-    def baseline(self) -> None:
-        self.log.append("baseline")
-
-    def reset_peak(self) -> None:
-        self.log.append("reset_peak")
-
-    def peak_above_baseline(self) -> int:
-        self.log.append("peak")
-        return self.peak
-
-
-class FakeMalloc:
-    name = "fake"
-
-    def __init__(self, log: list[str]) -> None:
-        self.log = log
-
-    def release(self) -> None:
-        self.log.append("release")
-
-    def follow_live(self) -> None:
-        self.log.append("follow_live")
-
-    def steady(self) -> None:
-        self.log.append("steady")
-
-
-def test_the_memory_pass_frees_first_and_puts_malloc_back_even_when_the_forward_fails() -> None:
-    log: list[str] = []
-    memory = MemoryPass(FakeProbe(log), FakeMalloc(log))
-    # the allocator is fixed before the baseline (and the model), so every cell is timed
-    # under the same malloc, and the baseline is of a trimmed heap, as the pass starts from
-    assert log == ["release", "steady", "baseline"]
-    got = memory.measure(lambda: log.append("forward"), lambda: log.append("sync"))
-    one = ["reset_peak", "forward", "sync", "peak"]
-    assert log[3:] == ["follow_live", *one, *one, "steady"]
-    assert got == {"peak_memory_bytes": 1000, "memory_method": "fake; own pass, fake malloc"}
-
-    log.clear()
-
-    def boom() -> None:
-        raise RuntimeError("forward failed")
-
-    with pytest.raises(RuntimeError):
-        memory.measure(boom, lambda: None)
-    assert log[-1] == "steady"  # the timed forwards never run with the pass's settings
-
-
-def test_the_memory_pass_keeps_the_smaller_peak() -> None:
-    peaks = iter([5000, 3000])
-
-    class Probe(FakeProbe):
-        def peak_above_baseline(self) -> int:
-            return next(peaks)
-
-    memory = MemoryPass(Probe([]), FakeMalloc([]))
-    assert memory.measure(lambda: None, lambda: None)["peak_memory_bytes"] == 3000
-
-
-def test_an_unknown_peak_is_empty_not_negative() -> None:
-    memory = MemoryPass(FakeProbe([], peak=-1), FakeMalloc([]))
-    assert memory.measure(lambda: None, lambda: None)["peak_memory_bytes"] is None
 
 
 def _env_with_ceilings() -> dict[str, str]:
