@@ -236,9 +236,10 @@ def run_task(task: Task, emit: Callable[[dict[str, Any]], None]) -> None:
 
 
 def _prepare(task: Task, spec: Any, torch: Any, dtype: Any) -> _Setup:
-    """Set the runtime up, open the probes (memory's baselines are taken
+    """Set the allocator and the runtime up, open the probes (memory's baselines are taken
     here, before the model exists), build the model and count it. Raises what the build
     raises."""
+    from bench.allocators import apply_malloc
     from bench.configs import parse_config
     from bench.configure import Reference, place_model
     from bench.devices import synchronizer
@@ -249,6 +250,7 @@ def _prepare(task: Task, spec: Any, torch: Any, dtype: Any) -> _Setup:
 
     g = task.group
     config = parse_config(g.config)
+    apply_malloc(config.malloc)  # nothing unless the configuration names an allocator
     torch.set_num_threads(g.threads)
     cuda = g.device.startswith("cuda")
     if cuda:
