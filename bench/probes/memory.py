@@ -37,7 +37,10 @@ profiled forward runs after that cell's timed window.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import contextlib
+import os
+import sys
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
@@ -69,6 +72,23 @@ def _status_kib(field: str, status: Path = PROC_STATUS) -> int:
     raise BenchError(f"{field} not found in {status}")
 
 
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """The process's stderr (fd 2) to /dev/null: the profiler's library prints a line when
+    it starts and stops (and, on a CUDA build without a GPU, an "ERROR" line), which would
+    otherwise be the last lines of the worker's stderr that a crashed row quotes."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def running_peak(deltas: Iterable[int]) -> int:
     """The largest running sum of allocation (+) and free (-) byte counts, in order; 0 if
     it never rises above where it started."""
@@ -94,8 +114,14 @@ class CpuAllocatorPeak:
         """Byte counts of the CPU allocations (+) and frees (-) made during ``forward``."""
         from torch.autograd.profiler import profile
 
-        with profile(profile_memory=True, record_shapes=False, use_kineto=True) as prof:
+        prof = profile(profile_memory=True, record_shapes=False, use_kineto=True)
+        with _quiet_stderr():
+            prof.__enter__()
+        try:
             forward()
+        finally:
+            with _quiet_stderr():
+                prof.__exit__(None, None, None)
         try:
             events = prof.kineto_results.events()
         except AttributeError as e:  # the profiler's raw events moved in this torch
