@@ -267,6 +267,8 @@ class Lane:
     idle_w: dict[str, float | None]
     macs_cache: dict[tuple[Any, ...], int]
     ceilings: dict[tuple[str, str, int], float]  # (device, dtype, threads) -> GEMM MACs/s
+    # (model, image size, channels, dtype, batch) -> (bytes accessed, activation peak)
+    traffic_cache: dict[tuple[Any, ...], tuple[int, int]] = field(default_factory=dict)
     statuses: dict[str, int] = field(default_factory=dict)
     written: int = 0
     timed_s: float = 0.0
@@ -423,6 +425,7 @@ def run_group(
     cells = {c.batch_size: c for c in g.cells()}
     seen: set[int] = set()
     mkey = (g.model, g.image_size, g.in_chans, options.macs_counter)
+    tkey = (g.model, g.image_size, g.in_chans, g.dtype)
 
     def on_message(msg: Message) -> None:
         event = msg.get("event")
@@ -435,6 +438,10 @@ def run_group(
                 seen.add(row.batch_size)
                 if row.macs is not None:
                     lane.macs_cache[mkey] = row.macs
+                if row.bytes_per_image is not None and row.activation_peak_bytes is not None:
+                    bytes_accessed = round(row.bytes_per_image * row.batch_size)
+                    peak = row.activation_peak_bytes
+                    lane.traffic_cache[(*tkey, row.batch_size)] = (bytes_accessed, peak)
 
     task = Task(
         run_id=lane.run_id,
@@ -447,6 +454,14 @@ def run_group(
         idle_power_w=lane.idle_w.get(g.device),
         ceiling_macs_per_s=lane.ceilings.get(ceiling_key(g.device, g.dtype, g.threads)),
         env=dict(options.env),
+        # an arm with its own interpreter may be an older effbench, which counts for itself
+        traffic=()
+        if options.python
+        else tuple(
+            (b, *lane.traffic_cache[(*tkey, b)])
+            for b in g.batch_sizes
+            if (*tkey, b) in lane.traffic_cache
+        ),
     )
     outcome = executor.run(task, on_message, options.cell_timeout_s)
     missing = [b for b in g.batch_sizes if b not in seen]

@@ -49,9 +49,15 @@ class Task:
     idle_power_w: float | None = None  # measured by the runner at the start of the run
     ceiling_macs_per_s: float | None = None  # the run's measured GEMM ceiling (bench.ceilings)
     env: dict[str, str] = field(default_factory=dict)  # the run's --variant variables
+    # (batch size, bytes accessed, activation peak) the run already counted for this model,
+    # image size and dtype (another repeat or configuration): not counted again
+    traffic: tuple[tuple[int, int, int], ...] = ()
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self))
+        d = dataclasses.asdict(self)
+        if not d["traffic"]:  # what a worker of an older version (an A/B arm) can read
+            del d["traffic"]
+        return json.dumps(d)
 
     @classmethod
     def from_json(cls, text: str) -> Task:
@@ -59,6 +65,7 @@ class Task:
         g = d.pop("group")
         g["batch_sizes"] = tuple(g["batch_sizes"])
         g["cpus"] = tuple(g.get("cpus", ()))
+        d["traffic"] = tuple(tuple(t) for t in d.get("traffic", ()))
         return cls(group=Group(**g), timing=Timing(**d.pop("timing")), **d)
 
 
@@ -166,6 +173,7 @@ class _Setup:
     config: Any  # bench.configs.Config
     dtype: Any  # torch dtype of the row
     reference: Any  # bench.configure.Reference, or None where this is the reference
+    meta: Any = None  # the model on the meta device in the row's dtype, built at first count
 
     def close(self) -> None:
         for probe in self.probes:
@@ -359,8 +367,9 @@ def _measure_memory(setup: _Setup, forward: Any, x: Any) -> dict[str, Any]:
 
 def _roofline(task: Task, setup: _Setup, batch_size: int, median_ms: float) -> dict[str, Any]:
     """Counted traffic and activation peak at this batch (meta device, eager graph, the
-    row's dtype) and where the cell sits against the run's measured GEMM ceiling."""
-    from bench.probes.traffic import count_traffic
+    row's dtype; counted once per run, see :attr:`Task.traffic`) and where the cell sits
+    against the run's measured GEMM ceiling."""
+    from bench.probes.traffic import Traffic, meta_model, traffic_at
 
     g = task.group
     macs = setup.fields.get("macs")
@@ -369,9 +378,15 @@ def _roofline(task: Task, setup: _Setup, batch_size: int, median_ms: float) -> d
         out["achieved_macs_per_s"] = macs * batch_size / (median_ms / 1e3)
         if task.ceiling_macs_per_s:
             out["compute_fraction"] = out["achieved_macs_per_s"] / task.ceiling_macs_per_s
+    known = {b: Traffic(n, peak) for b, n, peak in task.traffic}
     try:
         shape = (batch_size, g.in_chans, g.image_size, g.image_size)
-        traffic = count_traffic(setup.builder, shape, g.dtype)
+        if batch_size in known:
+            traffic = known[batch_size]
+        else:
+            if setup.meta is None:  # one build for every batch size of the group
+                setup.meta = meta_model(setup.builder, g.dtype)
+            traffic = traffic_at(setup.meta, shape, g.dtype)
     except Exception as e:
         traceback.print_exc(file=sys.stderr)
         return {**out, "error": f"traffic not counted: {_short(e)}"}

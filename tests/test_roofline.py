@@ -55,6 +55,45 @@ def test_a_run_measures_ceilings_once_and_places_every_cell_on_them(out_dir: Pat
     pd.testing.assert_frame_equal(read_ceilings(run), ceilings)
 
 
+def test_traffic_is_counted_once_per_batch_size_in_a_run(out_dir: Path) -> None:
+    """One meta build for the MACs and one for every batch size of the first group; the
+    second repeat (a new worker) gets the run's counts and builds nothing on meta."""
+    log = out_dir.parent / "meta-builds.log"
+    args = ["run", "--models", "meta_counted", "--batch-sizes", "1,2,4", "--repeats", "2"]
+    r = effbench(
+        [*args, "--threads", "1", "--out", str(out_dir), "--run-id", "once", *FAST],
+        env={**os.environ, "EFFBENCH_TEST_META_LOG": str(log)},
+    )
+    assert r.returncode == 0, r.stderr
+    assert len(log.read_text().split()) == 2
+    df = load_results([out_dir / "once"])
+    counted = ["bytes_per_image", "activation_peak_bytes", "intensity_macs_per_byte"]
+    by_repeat = [g.sort_values("batch_size")[counted].to_numpy() for _, g in df.groupby("repeat")]
+    assert len(by_repeat) == 2 and (by_repeat[0] == by_repeat[1]).all()
+    # the counts of the meta model reused across batch sizes are the fresh model's
+    from bench.probes.traffic import count_traffic
+    from models import get_spec
+
+    build = get_spec("meta_counted").builder
+    for row in df[df["repeat"] == 0].itertuples():
+        fresh = count_traffic(build, (row.batch_size, 3, 8, 8))
+        assert row.bytes_per_image * row.batch_size == fresh.bytes_accessed
+        assert row.activation_peak_bytes == fresh.activation_peak_bytes
+
+
+def test_a_task_carries_the_runs_counts_and_reads_as_before_without_them() -> None:
+    from bench.plan import Group, Timing
+    from bench.worker import Task
+
+    group = Group("m", "cpu", "float32", 8, 3, 1, 0, (1, 2))
+    with_counts = Task("r", group, Timing(), traffic=((2, 4000, 300),))
+    assert Task.from_json(with_counts.to_json()) == with_counts
+    # an arm of an older effbench (A/B) reads every key of the task: none it does not know
+    bare = Task("r", group, Timing())
+    assert "traffic" not in json.loads(bare.to_json())
+    assert Task.from_json(bare.to_json()) == bare
+
+
 def test_no_ceilings_leaves_the_fraction_empty(out_dir: Path) -> None:
     args = ["run", "--models", "tiny_mlp", "--no-ceilings", "--out", str(out_dir)]
     r = effbench([*args, "--run-id", "bare", *FAST], env=_env_with_ceilings())

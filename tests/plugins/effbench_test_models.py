@@ -8,6 +8,8 @@
 - ``tiny_mlp``: a forward of a few tens of microseconds, for harness-overhead benchmarks.
 - ``malloc_state``: a linear layer whose width says which C allocator the worker built it
   under (:func:`malloc_width`), so a row's ``params`` show it.
+- ``meta_counted``: a linear layer that appends a line to ``$EFFBENCH_TEST_META_LOG`` each
+  time it is built on the ``meta`` device (for counting MACs or traffic).
 """
 
 from __future__ import annotations
@@ -112,6 +114,19 @@ class MallocState(nn.Module):
         return self.head(x.flatten(1))
 
 
+class MetaCounted(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Linear(3 * 8 * 8, 10)
+        log = os.environ.get("EFFBENCH_TEST_META_LOG")
+        if log and self.head.weight.device.type == "meta":
+            with open(log, "a") as f:
+                f.write(f"{os.getpid()}\n")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(x.flatten(1))
+
+
 for _name, _cls in {
     "env_width": EnvWidth,
     "alloc64": Alloc,
@@ -119,5 +134,6 @@ for _name, _cls in {
     "hang_at2": HangAt2,
     "tiny_mlp": TinyMLP,
     "malloc_state": MallocState,
+    "meta_counted": MetaCounted,
 }.items():
     register_model(ModelSpec(name=_name, family="test", builder=_cls, image_size=8, origin="test"))
