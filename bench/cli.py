@@ -614,6 +614,7 @@ def _new_lanes(
 ) -> Lanes:
     """Plan a new run and start its run folder (one per ``--variant`` arm), each locked."""
     from bench import devices
+    from bench.configs import parse_config
     from bench.plan import expand_plan, parse_variants, resolve
     from bench.runner import check_new_run, new_run_id, start_run
 
@@ -621,6 +622,11 @@ def _new_lanes(
     out = args.out if args.out is not None else Path("results")
     has_gpu = any(d.startswith("cuda:") for d in inventory.devices)
     options = resolve(_new_options(args, has_gpu), catalog, inventory)
+    if cluster and any(parse_config(c).malloc for c in options.configs):
+        raise InvalidOption(
+            "malloc: configurations set the allocator of this machine's workers; drop them "
+            "with --executor ray"
+        )
     groups = expand_plan(options, catalog, inventory)
     if args.parallel:  # recorded in the plan, so a resume runs the same lanes
         from bench.parallel import assign_cpus

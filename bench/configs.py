@@ -9,9 +9,13 @@ A configuration is a ``+``-joined set of parts, written in one canonical order:
 - one compiler part: ``compile`` (``torch.compile``, inductor, default mode),
   ``compile-max-autotune`` (inductor, ``mode="max-autotune"``), ``compile:BACKEND``
   (another dynamo backend, default mode) or ``cudagraphs`` (inductor,
-  ``mode="reduce-overhead"``: CUDA graphs; CUDA only).
+  ``mode="reduce-overhead"``: CUDA graphs; CUDA only);
+- one allocator part (CPU only; :mod:`bench.allocators`): ``malloc:tuned`` (glibc with fixed
+  mmap and trim thresholds), ``malloc:jemalloc`` or ``malloc:tcmalloc`` (preloaded into a
+  new worker interpreter).
 
-``eager`` is the configuration with none of them (today's behaviour).
+``eager`` is the configuration with none of them (today's behaviour): the worker then runs
+under the allocator a user's process has by default.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from bench.allocators import MALLOCS, PRELOADED, unavailable_reason
 from bench.errors import InvalidOption
 
 EAGER = "eager"
@@ -37,6 +42,7 @@ class Config:
     autocast: bool = False
     compiler: str | None = None  # None, "compile", "compile-max-autotune", "cudagraphs"
     backend: str = "inductor"
+    malloc: str | None = None  # None (the process's default allocator), or one of MALLOCS
 
     @property
     def name(self) -> str:
@@ -49,6 +55,8 @@ class Config:
             parts.append(f"compile:{self.backend}")
         elif self.compiler:
             parts.append(self.compiler)
+        if self.malloc:
+            parts.append(f"malloc:{self.malloc}")
         return "+".join(parts) or EAGER
 
     @property
@@ -61,6 +69,11 @@ class Config:
         return {"compile-max-autotune": "max-autotune", "cudagraphs": "reduce-overhead"}.get(
             self.compiler or ""
         )
+
+    @property
+    def preloaded(self) -> bool:
+        """The allocator is a preloaded library, so the worker must be a new interpreter."""
+        return self.malloc in PRELOADED
 
     @property
     def is_reference(self) -> bool:
@@ -77,7 +90,7 @@ def parse_config(text: str) -> Config:
         return Config()
     seen: set[str] = set()
     flags = {"channels_last": False, "autocast": False}
-    compiler, backend = None, "inductor"
+    compiler, backend, malloc = None, "inductor", None
     for part in parts:
         if part in seen:
             raise InvalidOption(f"configuration {text!r} names {part!r} twice")
@@ -85,22 +98,35 @@ def parse_config(text: str) -> Config:
         if part in flags:
             flags[part] = True
             continue
-        name, _, arg = part.partition(":")
+        name, colon, arg = part.partition(":")
         if name == EAGER:
             raise InvalidOption(f"{text!r}: eager is the configuration with no other part")
+        if name == "malloc" and colon:
+            if arg not in MALLOCS:
+                raise InvalidOption(
+                    f"configuration part {part!r} names no allocator effbench knows; use "
+                    + ", ".join(f"malloc:{m}" for m in MALLOCS)
+                )
+            if malloc is not None:
+                raise InvalidOption(
+                    f"{text!r}: choose one allocator, not malloc:{malloc} and {part}"
+                )
+            malloc = arg
+            continue
         if name not in ("compile", "compile-max-autotune", "cudagraphs") or (
             arg and name != "compile"
         ):
             raise InvalidOption(
                 f"unknown configuration part {part!r}; use eager, channels_last, autocast, "
-                "compile, compile-max-autotune, compile:BACKEND or cudagraphs, joined by '+'"
+                "compile, compile-max-autotune, compile:BACKEND, cudagraphs or "
+                "malloc:ALLOCATOR, joined by '+'"
             )
         if compiler is not None:
             raise InvalidOption(f"{text!r}: choose one compiler part, not {compiler} and {part}")
         if arg and not _BACKEND.fullmatch(arg):
             raise InvalidOption(f"{part!r}: a backend is a name such as inductor or aot_eager")
         compiler, backend = name, (arg or "inductor")
-    return Config(flags["channels_last"], flags["autocast"], compiler, backend)
+    return Config(flags["channels_last"], flags["autocast"], compiler, backend, malloc)
 
 
 def check_config(config: Config, device: str, dtype: str) -> None:
@@ -110,8 +136,20 @@ def check_config(config: Config, device: str, dtype: str) -> None:
             f"configuration {config.name} needs CUDA graphs, which {device} does not have; "
             "drop it or run on --devices cuda"
         )
+    if config.malloc and device != "cpu":
+        raise InvalidOption(
+            f"configuration {config.name} sets the C allocator of a CPU forward, and this one "
+            f"runs on {device}; drop malloc:{config.malloc} or run on --devices cpu"
+        )
     if config.autocast and dtype == "float32":
         raise InvalidOption(
             f"configuration {config.name} autocasts to the row's dtype, which is float32 here; "
             "add --dtypes float16 or bfloat16 (or drop autocast)"
         )
+
+
+def check_allocator(config: Config, available: frozenset[str]) -> None:
+    """Refuse a ``malloc:`` part this machine cannot run (``available``: the parts it can,
+    :attr:`bench.plan.Inventory.allocators`), with the command that installs it."""
+    if config.malloc is not None and config.malloc not in available:
+        raise InvalidOption(unavailable_reason(config.malloc))

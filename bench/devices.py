@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from bench import allocators
 from bench.errors import InvalidOption
 from bench.plan import DTYPES, Inventory
 
@@ -40,7 +41,8 @@ def _dtype_runs(device: str, dtype: torch.dtype) -> bool:
 
 
 def discover() -> Inventory:
-    """Devices present here and the dtypes each runs, with the default thread count."""
+    """Devices present here and the dtypes each runs, with the default thread count and the
+    ``malloc:`` configuration parts this machine can run."""
     devices: dict[str, frozenset[str]] = {}
     candidates = ["cpu"]
     if torch.cuda.is_available():
@@ -49,7 +51,7 @@ def discover() -> Inventory:
         candidates.append("mps")
     for dev in candidates:
         devices[dev] = frozenset(d for d in DTYPES if _dtype_runs(dev, _TORCH_DTYPES[d]))
-    return Inventory(devices=devices, default_threads=default_threads())
+    return Inventory(devices, default_threads(), allocators.available())
 
 
 def default_threads() -> int:

@@ -4,7 +4,11 @@ later run elsewhere (a Ray cluster, a remote host) behind the same interface.
 Both local executors run one task at a time, so two measurements never share a device:
 :class:`ForkServerExecutor` (the default on Linux) forks each worker from a server that
 has torch imported; :class:`LocalExecutor` starts a new ``python -m bench.worker``
-interpreter per task.
+interpreter per task. A task whose configuration preloads an allocator
+(``malloc:jemalloc``, ``malloc:tcmalloc``) always gets a new interpreter, started with
+``LD_PRELOAD`` (:func:`bench.allocators.preload_env`): a forked worker already runs the fork
+server's malloc. That choice is made here, in :meth:`ForkServerExecutor.run`, and nowhere
+else.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from bench.allocators import preload_env
+from bench.configs import parse_config
 from bench.errors import WorkerProtocolError
 from bench.worker import Task
 
@@ -93,6 +99,7 @@ class LocalExecutor(Cancellable):
         env["PYTHONUNBUFFERED"] = "1"
         env.update(task.env)  # at start-up too, for variables read when a library loads
         env.update(self._extra_env)
+        env.update(preload_env(parse_config(task.group.config).malloc, env))
         return env
 
     def run(
@@ -187,6 +194,11 @@ class ForkServerExecutor(Cancellable):
         self._ctx = mp.get_context("forkserver")
         self._ctx.set_forkserver_preload(["bench.worker_preload"])
         self._started = False
+        self._fresh = LocalExecutor()  # for tasks that preload an allocator
+
+    def cancel(self) -> None:
+        super().cancel()
+        self._fresh.cancel()
 
     def prepare(self) -> None:
         """Start the fork server now: it sets signal dispositions, which only the main
@@ -213,6 +225,8 @@ class ForkServerExecutor(Cancellable):
     ) -> WorkerExit:
         from bench.worker import fork_main
 
+        if parse_config(task.group.config).preloaded:
+            return self._fresh.run(task, on_message, cell_timeout_s)
         if not self._started:
             self._start_server()
         with tempfile.NamedTemporaryFile(prefix="effbench-worker-", suffix=".err") as err:

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from bench.configs import check_config, parse_config
+from bench.configs import check_allocator, check_config, parse_config
 from bench.errors import DeviceUnavailable, InvalidOption
 from bench.keys import CellKey, RowKey
 
@@ -280,10 +280,12 @@ class ModelShape:
 
 @dataclass(frozen=True, slots=True)
 class Inventory:
-    """Devices present on this machine: name -> dtypes it can run; and the thread count."""
+    """Devices present on this machine: name -> dtypes it can run; the thread count; and
+    the ``malloc:`` configuration parts its CPU workers can run (:mod:`bench.allocators`)."""
 
     devices: Mapping[str, frozenset[str]]
     default_threads: int = 1
+    allocators: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -525,7 +527,8 @@ def check_runnable(
     groups: Sequence[Group], catalog: Mapping[str, ModelShape], inventory: Inventory
 ) -> None:
     """Refuse a plan this machine cannot run as planned: a model not registered here, a
-    device absent, a dtype the device cannot run, more threads than available cores."""
+    device absent, a dtype the device cannot run, an allocator not installed, more threads
+    than available cores."""
     for g in groups:
         if g.model not in catalog:
             raise InvalidOption(
@@ -537,7 +540,9 @@ def check_runnable(
                 f"the plan measures on {g.device}, which is not present on this machine "
                 f"(present: {', '.join(inventory.devices)}); run it where that device is"
             )
-        check_config(parse_config(g.config), g.device, g.dtype)
+        config = parse_config(g.config)
+        check_config(config, g.device, g.dtype)
+        check_allocator(config, inventory.allocators)
         if g.dtype not in inventory.devices[g.device]:
             raise DeviceUnavailable(
                 f"dtype {g.dtype} is not supported on {g.device} by this torch build "

@@ -189,10 +189,18 @@ MEMORY = (
         "peak_memory_bytes",
         "int?",
         "bytes",
-        "peak above the pre-model baseline, in a pass of its own (measured)",
+        "peak held by the framework's allocator in one forward, weights and input included "
+        "(CPU: PyTorch's allocator, CUDA: max_memory_allocated; measured)",
         True,
         agg=MEDIAN,
         gate="memory",
+    ),
+    _c(
+        "peak_rss_bytes",
+        "int?",
+        "bytes",
+        "the worker's resident-set high-water mark over the cell above its pre-model RSS "
+        "(CPU, Linux; measured)",
     ),
     _c("memory_method", "str?", "", "how peak memory was measured, or why not", agg=FIRST),
 )

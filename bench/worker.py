@@ -48,11 +48,19 @@ class Task:
     memory_cap_bytes: int | None = None
     idle_power_w: float | None = None  # measured by the runner at the start of the run
     ceiling_macs_per_s: float | None = None  # the run's measured GEMM ceiling (bench.ceilings)
-    variant: str | None = None  # the arm of an interleaved A/B run
     env: dict[str, str] = field(default_factory=dict)  # the run's --variant variables
+    # (batch size, bytes accessed, activation peak) the run already counted for this model,
+    # image size and dtype (another repeat or configuration): not counted again
+    traffic: tuple[tuple[int, int, int], ...] = ()
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self))
+        d = dataclasses.asdict(self)
+        # what a worker of an older version (an A/B arm's own interpreter) can read: the
+        # attempt and the arm of a row are the runner's to fill, never the worker's
+        del d["group"]["attempt"]
+        if not d["traffic"]:
+            del d["traffic"]
+        return json.dumps(d)
 
     @classmethod
     def from_json(cls, text: str) -> Task:
@@ -60,6 +68,7 @@ class Task:
         g = d.pop("group")
         g["batch_sizes"] = tuple(g["batch_sizes"])
         g["cpus"] = tuple(g.get("cpus", ()))
+        d["traffic"] = tuple(tuple(t) for t in d.get("traffic", ()))
         return cls(group=Group(**g), timing=Timing(**d.pop("timing")), **d)
 
 
@@ -87,8 +96,6 @@ def base_row(
         dtype=g.dtype,
         threads=g.threads,
         config=g.config,
-        attempt=g.attempt,
-        variant=task.variant,
         hostname=socket.gethostname(),
         status=status,
         top1=getattr(ref, "top1", None),
@@ -163,12 +170,13 @@ class _Setup:
     model: Any  # placed for the configuration, not compiled (compilation is per cell)
     fields: dict[str, Any]  # counts shared by every ok row of the group
     probes: list[Any]
-    memory: Any  # bench.probes.memory.MemoryPass, its baseline taken before the model
+    memory: Any  # bench.probes.memory.MemoryPass, its baselines taken before the model
     builder: Callable[[], Any]  # the spec's builder, for counting on the meta device
     sync: Callable[[], None]
     config: Any  # bench.configs.Config
     dtype: Any  # torch dtype of the row
     reference: Any  # bench.configure.Reference, or None where this is the reference
+    meta: Any = None  # the model on the meta device in the row's dtype, built at first count
 
     def close(self) -> None:
         for probe in self.probes:
@@ -239,8 +247,10 @@ def run_task(task: Task, emit: Callable[[dict[str, Any]], None]) -> None:
 
 
 def _prepare(task: Task, spec: Any, torch: Any, dtype: Any) -> _Setup:
-    """Set the runtime up, open the probes (memory's baseline is taken here, before the
-    model exists), build the model and count it. Raises what the build raises."""
+    """Set the allocator and the runtime up, open the probes (memory's baselines are taken
+    here, before the model exists), build the model and count it. Raises what the build
+    raises."""
+    from bench.allocators import apply_malloc
     from bench.configs import parse_config
     from bench.configure import Reference, place_model
     from bench.devices import synchronizer
@@ -250,6 +260,8 @@ def _prepare(task: Task, spec: Any, torch: Any, dtype: Any) -> _Setup:
     from bench.probes.registry import registered
 
     g = task.group
+    config = parse_config(g.config)
+    apply_malloc(config.malloc)  # nothing unless the configuration names an allocator
     torch.set_num_threads(g.threads)
     cuda = g.device.startswith("cuda")
     if cuda:
@@ -265,7 +277,6 @@ def _prepare(task: Task, spec: Any, torch: Any, dtype: Any) -> _Setup:
     probes = [cls.open(ctx) for cls in registered()]
     if task.memory_cap_bytes and not cuda:
         _apply_memory_cap(task.memory_cap_bytes)
-    config = parse_config(g.config)
     model = spec.build()
     reference = None
     if not (config.is_reference and g.dtype == "float32"):
@@ -285,8 +296,9 @@ def _prepare(task: Task, spec: Any, torch: Any, dtype: Any) -> _Setup:
 
 def _measure_cell(task: Task, setup: _Setup, x_f32: Any) -> dict[str, Any]:
     """Compile if the configuration says so, warm up and time one batch with every probe's
-    window open over the timed loop, then check the output against eager float32. A probe
-    that fails records why in its note column and leaves the rest of the row."""
+    window open over the timed loop; after the window, measure memory (a forward of its own)
+    and check the output against eager float32. A probe that fails records why in its note
+    column and leaves the rest of the row."""
     import torch
 
     from bench.configure import compile_events, compile_for_cell, forward_of, make_input
@@ -296,6 +308,7 @@ def _measure_cell(task: Task, setup: _Setup, x_f32: Any) -> dict[str, Any]:
     g, t, cfg = task.group, task.timing, setup.config
     x = make_input(x_f32, cfg, g.device, setup.dtype)
     columns: dict[str, Any] = {}
+    setup.memory.begin_cell()
     with torch.inference_mode():
         forward = forward_of(setup.model, cfg, g.device, setup.dtype, x)
         if cfg.compiled:
@@ -307,15 +320,6 @@ def _measure_cell(task: Task, setup: _Setup, x_f32: Any) -> dict[str, Any]:
             )
             forward = done.forward
             columns.update(compile_s=done.compile_s, graph_breaks=done.graph_breaks)
-        else:
-            forward()  # the first call (lazy initialisation) stays out of the memory pass
-        try:
-            columns.update(setup.memory.measure(forward, setup.sync))
-        except Exception as e:
-            if is_oom(e):
-                raise
-            traceback.print_exc(file=sys.stderr)
-            columns["memory_method"] = f"failed: {_short(e)}"
         events = compile_events() if cfg.compiled else 0
         min_time = max([t.min_time_s, *(p.min_window_s for p in setup.probes)])
 
@@ -343,16 +347,32 @@ def _measure_cell(task: Task, setup: _Setup, x_f32: Any) -> dict[str, Any]:
                 columns[probe.note_column] = f"failed: {_short(e)}"
         if cfg.compiled:
             columns["recompiled"] = compile_events() != events
+        columns.update(_measure_memory(setup, forward, x))
         columns.update(_check_output(setup, forward, x_f32, g.dtype))
     columns.update(LatencyWindow().end(window))
     columns.update(_roofline(task, setup, x.shape[0], columns["latency_ms_median"]))
     return columns
 
 
+def _measure_memory(setup: _Setup, forward: Any, x: Any) -> dict[str, Any]:
+    """Both memory figures of the cell (``bench.probes.memory``), after its timed window:
+    the pass's own forward comes after every timed forward of the cell, and it leaves the
+    allocator as it found it, so the group's later cells are timed as if it had not run."""
+    held = (setup.fields.get("weights_bytes") or 0) + x.numel() * x.element_size()
+    try:
+        return setup.memory.measure(forward, setup.sync, held)
+    except Exception as e:
+        if is_oom(e):
+            raise
+        traceback.print_exc(file=sys.stderr)
+        return {"memory_method": f"failed: {_short(e)}"}
+
+
 def _roofline(task: Task, setup: _Setup, batch_size: int, median_ms: float) -> dict[str, Any]:
     """Counted traffic and activation peak at this batch (meta device, eager graph, the
-    row's dtype) and where the cell sits against the run's measured GEMM ceiling."""
-    from bench.probes.traffic import count_traffic
+    row's dtype; counted once per run, see :attr:`Task.traffic`) and where the cell sits
+    against the run's measured GEMM ceiling."""
+    from bench.probes.traffic import Traffic, meta_model, traffic_at
 
     g = task.group
     macs = setup.fields.get("macs")
@@ -361,9 +381,15 @@ def _roofline(task: Task, setup: _Setup, batch_size: int, median_ms: float) -> d
         out["achieved_macs_per_s"] = macs * batch_size / (median_ms / 1e3)
         if task.ceiling_macs_per_s:
             out["compute_fraction"] = out["achieved_macs_per_s"] / task.ceiling_macs_per_s
+    known = {b: Traffic(n, peak) for b, n, peak in task.traffic}
     try:
         shape = (batch_size, g.in_chans, g.image_size, g.image_size)
-        traffic = count_traffic(setup.builder, shape, g.dtype)
+        if batch_size in known:
+            traffic = known[batch_size]
+        else:
+            if setup.meta is None:  # one build for every batch size of the group
+                setup.meta = meta_model(setup.builder, g.dtype)
+            traffic = traffic_at(setup.meta, shape, g.dtype)
     except Exception as e:
         traceback.print_exc(file=sys.stderr)
         return {**out, "error": f"traffic not counted: {_short(e)}"}

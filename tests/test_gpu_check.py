@@ -125,7 +125,8 @@ def _rows(**columns: list) -> pd.DataFrame:
 def test_memory_checks_fail_on_a_flat_peak_or_one_below_the_weights() -> None:
     g = _checker()
     weights = [100, 100, 100]
-    method = ["cuda_max_memory_allocated"] * 3
+    # what a CUDA worker writes (bench/probes/memory.py: the method, then how the pass ran)
+    method = ["cuda_max_memory_allocated; one forward after the timed window"] * 3
     good = _rows(peak_memory_bytes=[150, 300, 900], weights_bytes=weights, memory_method=method)
     assert g.check_peak_grows(good).result == "pass"
     assert g.check_peak_vs_weights(good, "cuda:0").result == "pass"
@@ -136,6 +137,9 @@ def test_memory_checks_fail_on_a_flat_peak_or_one_below_the_weights() -> None:
     assert g.check_peak_vs_weights(low, "cuda:0").result == "fail"
     rss = _rows(peak_memory_bytes=[150, 300, 900], weights_bytes=weights, memory_method=["x"] * 3)
     assert g.check_peak_vs_weights(rss, "cuda:0").result == "fail"  # not the CUDA allocator
+    cpu = ["cpu_allocator_peak; one forward after the timed window"] * 3
+    on_cpu = _rows(peak_memory_bytes=[150, 300, 900], weights_bytes=weights, memory_method=cpu)
+    assert g.check_peak_vs_weights(on_cpu, "cuda:0").result == "fail"
 
 
 def test_output_compile_and_telemetry_checks_fail_on_what_is_missing() -> None:

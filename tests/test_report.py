@@ -54,7 +54,7 @@ LAYER_FIGURE = "13-layer-types"  # left out without a profile (the CPU fixture h
 # SYNTHETIC ceilings of the synthetic GPU (MACs/s and bytes/s; made up, never measured).
 SYNTHETIC_GEMM = {"float32": 2.0e12, "float16": 8.0e12}
 SYNTHETIC_TRIAD = 1.0e12
-CUDA_MEMORY_METHOD = "cuda_max_memory_allocated; own pass, device allocator malloc"
+CUDA_MEMORY_METHOD = "cuda_max_memory_allocated; one forward after the timed window"
 
 
 # --------------------------------------------------------------------------- synthetic data
@@ -845,7 +845,9 @@ ROOFLINE_CELLS: dict[tuple[str, int], tuple[float, float]] = {
 ROOFLINE_MACS = 10**9
 WEIGHTS_BYTES, ACTIVATION_BYTES_PER_IMAGE = 4_000_000, 1_000_000
 ROOFLINE_HOST = "box"
-CPU_MEMORY_METHOD = "cpu_vmhwm_above_baseline; own pass, glibc malloc"
+CPU_MEMORY_METHOD = (
+    "cpu_allocator_peak; one forward after the timed window; rss: vmhwm over the cell"
+)
 
 
 def make_roofline_run(root: Path, ceilings: bool = True) -> Path:
@@ -1026,7 +1028,7 @@ def test_memory_figure_draws_the_counted_memory_dashed_and_names_the_method(
     counted = [(WEIGHTS_BYTES + ACTIVATION_BYTES_PER_IMAGE * b) / 2**20 for b in (1, 8)]
     assert dashed == [pytest.approx(counted)] * 4  # one per network
     method = f"memory_method {CPU_MEMORY_METHOD}"
-    assert method in result.reading and "glibc returning freed memory" in result.reading
+    assert method in result.reading and "held by PyTorch's CPU allocator" in result.reading
     assert "At batch 8 the measured peak is 2.00× the counted one." in result.reading
     assert method in memory_vs_params(data).reading
 

@@ -1,6 +1,6 @@
-"""The roofline columns of a sweep, the run's ceilings, the memory pass, and the `peak` and
-`profile` commands end to end (the measurements themselves: test_ceilings, test_traffic,
-test_profile)."""
+"""The roofline columns of a sweep, the run's ceilings, and the `peak` and `profile`
+commands end to end (the measurements themselves: test_ceilings, test_traffic,
+test_profile; the memory pass: test_memory)."""
 
 from __future__ import annotations
 
@@ -16,79 +16,8 @@ import pytest
 from conftest import FAST, effbench
 
 from bench.cli import main
-from bench.probes.memory import MemoryPass
 from bench.profile import PROFILE_COLUMNS
 from bench.store import CEILINGS, discover, load_profiles, load_results, read_ceilings
-
-
-class FakeProbe:
-    method = "fake"
-
-    def __init__(self, log: list[str], peak: int = 1000) -> None:
-        self.log, self.peak = log, peak
-
-    def baseline(self) -> None:
-        self.log.append("baseline")
-
-    def reset_peak(self) -> None:
-        self.log.append("reset_peak")
-
-    def peak_above_baseline(self) -> int:
-        self.log.append("peak")
-        return self.peak
-
-
-class FakeMalloc:
-    name = "fake"
-
-    def __init__(self, log: list[str]) -> None:
-        self.log = log
-
-    def release(self) -> None:
-        self.log.append("release")
-
-    def follow_live(self) -> None:
-        self.log.append("follow_live")
-
-    def steady(self) -> None:
-        self.log.append("steady")
-
-
-def test_the_memory_pass_frees_first_and_puts_malloc_back_even_when_the_forward_fails() -> None:
-    log: list[str] = []
-    memory = MemoryPass(FakeProbe(log), FakeMalloc(log))
-    # the allocator is fixed before the baseline (and the model), so every cell is timed
-    # under the same malloc, and the baseline is of a trimmed heap, as the pass starts from
-    assert log == ["release", "steady", "baseline"]
-    got = memory.measure(lambda: log.append("forward"), lambda: log.append("sync"))
-    one = ["reset_peak", "forward", "sync", "peak"]
-    assert log[3:] == ["follow_live", *one, *one, "steady"]
-    assert got == {"peak_memory_bytes": 1000, "memory_method": "fake; own pass, fake malloc"}
-
-    log.clear()
-
-    def boom() -> None:
-        raise RuntimeError("forward failed")
-
-    with pytest.raises(RuntimeError):
-        memory.measure(boom, lambda: None)
-    assert log[-1] == "steady"  # the timed forwards never run with the pass's settings
-
-
-def test_the_memory_pass_keeps_the_smaller_peak() -> None:
-    peaks = iter([5000, 3000])
-
-    class Probe(FakeProbe):
-        def peak_above_baseline(self) -> int:
-            return next(peaks)
-
-    memory = MemoryPass(Probe([]), FakeMalloc([]))
-    assert memory.measure(lambda: None, lambda: None)["peak_memory_bytes"] == 3000
-
-
-def test_an_unknown_peak_is_empty_not_negative() -> None:
-    memory = MemoryPass(FakeProbe([], peak=-1), FakeMalloc([]))
-    assert memory.measure(lambda: None, lambda: None)["peak_memory_bytes"] is None
 
 
 def _env_with_ceilings() -> dict[str, str]:
@@ -128,6 +57,45 @@ def test_a_run_measures_ceilings_once_and_places_every_cell_on_them(out_dir: Pat
     assert again.returncode == 0, again.stderr
     assert "ceilings of" not in again.stderr  # the folder has them: nothing is re-measured
     pd.testing.assert_frame_equal(read_ceilings(run), ceilings)
+
+
+def test_traffic_is_counted_once_per_batch_size_in_a_run(out_dir: Path) -> None:
+    """One meta build for the MACs and one for every batch size of the first group; the
+    second repeat (a new worker) gets the run's counts and builds nothing on meta."""
+    log = out_dir.parent / "meta-builds.log"
+    args = ["run", "--models", "meta_counted", "--batch-sizes", "1,2,4", "--repeats", "2"]
+    r = effbench(
+        [*args, "--threads", "1", "--out", str(out_dir), "--run-id", "once", *FAST],
+        env={**os.environ, "EFFBENCH_TEST_META_LOG": str(log)},
+    )
+    assert r.returncode == 0, r.stderr
+    assert len(log.read_text().split()) == 2
+    df = load_results([out_dir / "once"])
+    counted = ["bytes_per_image", "activation_peak_bytes", "intensity_macs_per_byte"]
+    by_repeat = [g.sort_values("batch_size")[counted].to_numpy() for _, g in df.groupby("repeat")]
+    assert len(by_repeat) == 2 and (by_repeat[0] == by_repeat[1]).all()
+    # the counts of the meta model reused across batch sizes are the fresh model's
+    from bench.probes.traffic import count_traffic
+    from models import get_spec
+
+    build = get_spec("meta_counted").builder
+    for row in df[df["repeat"] == 0].itertuples():
+        fresh = count_traffic(build, (row.batch_size, 3, 8, 8))
+        assert row.bytes_per_image * row.batch_size == fresh.bytes_accessed
+        assert row.activation_peak_bytes == fresh.activation_peak_bytes
+
+
+def test_a_task_carries_the_runs_counts_and_reads_as_before_without_them() -> None:
+    from bench.plan import Group, Timing
+    from bench.worker import Task
+
+    group = Group("m", "cpu", "float32", 8, 3, 1, 0, (1, 2))
+    with_counts = Task("r", group, Timing(), traffic=((2, 4000, 300),))
+    assert Task.from_json(with_counts.to_json()) == with_counts
+    # an arm of an older effbench (A/B) reads every key of the task: none it does not know
+    bare = Task("r", group, Timing())
+    assert "traffic" not in json.loads(bare.to_json())
+    assert Task.from_json(bare.to_json()) == bare
 
 
 def test_no_ceilings_leaves_the_fraction_empty(out_dir: Path) -> None:

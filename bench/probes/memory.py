@@ -1,38 +1,46 @@
-"""Peak memory: bytes held for a model above the worker's pre-model baseline, measured in
-a pass of its own (two forwards, after warm-up, before the timed forwards, the smaller peak
-kept; TorchBench also measures memory apart from timing), so the allocator settings it needs
-never slow the timed forwards.
+"""Peak memory of a cell, two figures (docs/roofline.md, "Memory that means one thing"):
 
-- CUDA: ``torch.cuda.memory_allocated`` before the model is moved to the device is the
-  baseline; ``reset_peak_memory_stats`` before and ``max_memory_allocated`` after the
-  pass's forward give the peak. Counts tensors from PyTorch's caching allocator
-  (weights, input, activations, workspaces), not the CUDA context or the cache's slack.
-- CPU (Linux): the resident-set high-water mark of the isolated worker. ``VmRSS`` is read
-  before the model is built, after the runtime's thread pools have started (baseline).
-  For the pass, glibc is told to return freed memory (``malloc_trim(0)``, then
-  ``mallopt`` mmap and trim thresholds of 64 KiB: each activation gets its own mapping,
-  unmapped when freed), so RSS follows live memory as CUDA's allocator count does;
-  writing ``5`` to ``/proc/self/clear_refs`` resets ``VmHWM`` to the current RSS, and
-  ``VmHWM`` after the forward is its peak. Growth of file-backed RSS (``RssFile``: library
-  code paged in on a kernel's first use) is subtracted. Without this, the figure carried
-  whatever glibc and oneDNN kept from earlier forwards: 8–28% apart between fresh
-  processes at batch 8. After the pass the thresholds are set to where glibc's own dynamic
-  adjustment tops out (mmap 32 MiB, trim 64 MiB), where the worker has kept them since
-  before the model was built: glibc cannot return to its dynamic thresholds once one is
-  set, so every cell's timed forwards run under these fixed ones. This changes what some
-  networks time: under the dynamic default, glibc handed freed activation memory back and
-  faulted it in again every forward (mobilenet_v2 at batch 8 on the 2-core test machine:
-  76–78k minor page faults and 190–211 ms per forward; fixed: 19–28k and 101–114 ms;
-  resnet18 unchanged at about 200 ms).
+- ``peak_memory_bytes``: the peak of bytes held by the framework's allocator during one
+  forward, weights and input included, measured in a forward of its own after the cell's
+  timed window (TorchBench, too, measures memory apart from timing).
 
-Both report ``peak_bytes - baseline_bytes``, weights included; weights are reported
-separately by the worker, and the counted ``activation_peak_bytes`` (bench.probes.traffic)
-is the device-independent figure for the rest.
+  - CPU: PyTorch's CPU allocator (c10), seen through the profiler's memory events
+    (``torch.autograd.profiler.profile(profile_memory=True)``): every allocation and free
+    of the forward, in order; the largest running sum is the forward's peak above what was
+    held before it, and the weights and the input (held before it) are added. This is what
+    ``torch.cuda.max_memory_allocated`` means on a GPU, and it is deterministic: the sizes
+    and order of a forward's requests do not depend on what the C allocator below kept from
+    earlier forwards (which made the resident set of one cell 0.5-32 MiB apart between
+    fresh processes). Not seen: memory allocated outside c10 (oneDNN's own scratchpads and
+    primitive caches, OpenMP's), tensors allocated on the intra-op worker threads (the
+    profiler's state is per thread), Python objects, and what the C allocator keeps or
+    loses to fragmentation: ``peak_rss_bytes`` has those.
+  - CUDA: ``torch.cuda.memory_allocated`` before the model is built is the baseline;
+    ``reset_peak_memory_stats`` before and ``max_memory_allocated`` after the forward give
+    the peak (weights, input and activations are all above the baseline). Not the CUDA
+    context or the caching allocator's slack.
+
+- ``peak_rss_bytes`` (CPU, Linux): the process's resident-set high-water mark over the cell
+  (``VmHWM``, reset through ``/proc/self/clear_refs`` before the cell's first forward, read
+  when its timed window closes) above the worker's ``VmRSS`` before the model was built,
+  less the growth of file-backed pages (library code paged in on a kernel's first use).
+  The footprint a deployment sees, under the allocator the cell ran with: what glibc keeps
+  from earlier forwards included, so it moves between processes.
+
+Neither touches what the timed forwards run under: no ``mallopt``, no environment change
+(the allocator is a configuration: ``malloc:``, :mod:`bench.allocators`). The profiler is
+started once on a tiny op when the pass opens, before the model is built, so its one-off
+state (a helper thread that waits on a timer, about 180 KB of heap) sits beneath the model's
+memory for every timed window alike, and its start-up cost is in no window; each cell's
+profiled forward runs after that cell's timed window.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import os
+import sys
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
@@ -44,14 +52,17 @@ PROC_STATUS = Path("/proc/self/status")
 PROC_CLEAR_REFS = Path("/proc/self/clear_refs")
 
 
-class MemoryProbe(Protocol):
+class AllocatorPeak(Protocol):
+    """The allocator's peak of one forward (a seam: PyTorch's CPU allocator, CUDA's)."""
+
     method: str
 
     def baseline(self) -> None: ...
 
-    def reset_peak(self) -> None: ...
-
-    def peak_above_baseline(self) -> int: ...
+    def peak_bytes(self, forward: Callable[[], Any], sync: Callable[[], None], held: int) -> int:
+        """Peak bytes held during one call of ``forward``; ``held``: bytes the model's
+        weights and input already held before it."""
+        ...
 
 
 def _status_kib(field: str, status: Path = PROC_STATUS) -> int:
@@ -61,33 +72,78 @@ def _status_kib(field: str, status: Path = PROC_STATUS) -> int:
     raise BenchError(f"{field} not found in {status}")
 
 
-class CpuRssProbe:
-    """Resident-set high-water mark above a pre-model baseline (Linux /proc)."""
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """The process's stderr (fd 2) to /dev/null: the profiler's library prints a line when
+    it starts and stops (and, on a CUDA build without a GPU, an "ERROR" line), which would
+    otherwise be the last lines of the worker's stderr that a crashed row quotes."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
-    method = "cpu_vmhwm_above_baseline"
 
-    def __init__(self, status: Path = PROC_STATUS, clear_refs: Path = PROC_CLEAR_REFS) -> None:
-        self._status = status
-        self._clear_refs = clear_refs
-        self._baseline_bytes = 0
-        self._baseline_file_bytes = 0
+def running_peak(deltas: Iterable[int]) -> int:
+    """The largest running sum of allocation (+) and free (-) byte counts, in order; 0 if
+    it never rises above where it started."""
+    held = peak = 0
+    for d in deltas:
+        held += d
+        peak = max(peak, held)
+    return peak
+
+
+class CpuAllocatorPeak:
+    """Peak of PyTorch's CPU allocator in one forward, from the profiler's memory events,
+    plus the bytes held before it (see the module docstring)."""
+
+    method = "cpu_allocator_peak"
+
+    def __init__(self) -> None:
+        import torch
+
+        self._torch = torch
+
+    def _events(self, forward: Callable[[], Any]) -> list[int]:
+        """Byte counts of the CPU allocations (+) and frees (-) made during ``forward``."""
+        from torch.autograd.profiler import profile
+
+        prof = profile(profile_memory=True, record_shapes=False, use_kineto=True)
+        with _quiet_stderr():
+            prof.__enter__()
+        try:
+            forward()
+        finally:
+            with _quiet_stderr():
+                prof.__exit__(None, None, None)
+        try:
+            events = prof.kineto_results.events()
+        except AttributeError as e:  # the profiler's raw events moved in this torch
+            raise BenchError(f"no profiler memory events in torch {self._torch.__version__}") from e
+        cpu = self._torch.autograd.DeviceType.CPU
+        mem = [e for e in events if e.name() == "[memory]" and e.device_type() == cpu]
+        mem.sort(key=lambda e: e.start_ns())
+        return [int(e.nbytes()) for e in mem]
 
     def baseline(self) -> None:
-        self._baseline_bytes = _status_kib("VmRSS", self._status) * 1024
-        self._baseline_file_bytes = _status_kib("RssFile", self._status) * 1024
+        """Start the profiler once, on a tiny op, before the model exists."""
+        self._events(lambda: self._torch.ones(4).add_(1))
 
-    def reset_peak(self) -> None:
-        self._clear_refs.write_text("5")
+    def peak_bytes(self, forward: Callable[[], Any], sync: Callable[[], None], held: int) -> int:
+        def call() -> None:
+            forward()  # the output is dropped inside the profiled window: its free is seen
+            sync()
 
-    def peak_above_baseline(self) -> int:
-        # Library code paged in by the model's first use of a kernel is file-backed RSS
-        # that stays resident; it is not the model's memory, so its growth is removed.
-        code_bytes = _status_kib("RssFile", self._status) * 1024 - self._baseline_file_bytes
-        peak = _status_kib("VmHWM", self._status) * 1024 - self._baseline_bytes
-        return peak - max(code_bytes, 0)
+        return held + running_peak(self._events(call))
 
 
-class CudaAllocatorProbe:
+class CudaAllocatorPeak:
     """Peak of PyTorch's CUDA caching allocator above its pre-model value."""
 
     method = "cuda_max_memory_allocated"
@@ -102,17 +158,17 @@ class CudaAllocatorProbe:
     def baseline(self) -> None:
         self._baseline_bytes = self._torch.cuda.memory_allocated(self._device)
 
-    def reset_peak(self) -> None:
+    def peak_bytes(self, forward: Callable[[], Any], sync: Callable[[], None], held: int) -> int:
+        # the baseline was read before the model existed: weights and input are above it
         self._torch.cuda.synchronize(self._device)
         self._torch.cuda.reset_peak_memory_stats(self._device)
-
-    def peak_above_baseline(self) -> int:
+        forward()
         self._torch.cuda.synchronize(self._device)
         return self._torch.cuda.max_memory_allocated(self._device) - self._baseline_bytes
 
 
-class UnavailableProbe:
-    """Stands in where no method is known (e.g. MPS, non-Linux CPU); peak is unknown."""
+class UnavailablePeak:
+    """Stands in where no method is known (e.g. MPS); the peak is unknown."""
 
     def __init__(self, why: str) -> None:
         self.method = f"unavailable: {why}"
@@ -120,148 +176,91 @@ class UnavailableProbe:
     def baseline(self) -> None:
         return None
 
-    def reset_peak(self) -> None:
-        return None
-
-    def peak_above_baseline(self) -> int:
+    def peak_bytes(self, forward: Callable[[], Any], sync: Callable[[], None], held: int) -> int:
         return -1
 
 
-def memory_probe_for(device: str) -> MemoryProbe:
+class RssHighWater:
+    """The process's resident-set high-water mark above a pre-model baseline (Linux)."""
+
+    def __init__(self, status: Path = PROC_STATUS, clear_refs: Path = PROC_CLEAR_REFS) -> None:
+        self._status = status
+        self._clear_refs = clear_refs
+        self._baseline_bytes = 0
+        self._baseline_file_bytes = 0
+
+    def baseline(self) -> None:
+        self._baseline_bytes = _status_kib("VmRSS", self._status) * 1024
+        self._baseline_file_bytes = _status_kib("RssFile", self._status) * 1024
+
+    def reset_peak(self) -> None:
+        """``VmHWM`` back to the current RSS ("5" touches no page table, only the mark)."""
+        self._clear_refs.write_text("5")
+
+    def peak_above_baseline(self) -> int:
+        # Library code paged in by the model's first use of a kernel is file-backed RSS
+        # that stays resident; it is not the model's memory, so its growth is removed.
+        code_bytes = _status_kib("RssFile", self._status) * 1024 - self._baseline_file_bytes
+        peak = _status_kib("VmHWM", self._status) * 1024 - self._baseline_bytes
+        return peak - max(code_bytes, 0)
+
+
+def allocator_peak_for(device: str) -> AllocatorPeak:
     if device.startswith("cuda"):
-        return CudaAllocatorProbe(device)
+        return CudaAllocatorPeak(device)
     if device == "cpu":
-        if PROC_CLEAR_REFS.exists() and PROC_STATUS.exists():
-            return CpuRssProbe()
-        return UnavailableProbe("no /proc/self/clear_refs on this OS")
-    return UnavailableProbe(f"no peak-memory method for {device}")
+        return CpuAllocatorPeak()
+    return UnavailablePeak(f"no peak-memory method for {device}")
 
 
-class Malloc(Protocol):
-    """The C allocator's knobs the memory pass turns (a seam: glibc, or nothing)."""
-
-    name: str
-
-    def release(self) -> None: ...
-
-    def follow_live(self) -> None: ...
-
-    def steady(self) -> None: ...
-
-
-# glibc's mallopt parameters (malloc.h) and the values the pass uses.
-M_TRIM_THRESHOLD = -1
-M_MMAP_THRESHOLD = -3
-LIVE_MMAP_THRESHOLD_BYTES = 64 * 1024
-STEADY_MMAP_THRESHOLD_BYTES = 32 * 1024 * 1024  # glibc's ceiling for its dynamic threshold
-PASSES = 2  # forwards of the memory pass; the smallest peak is kept
-
-
-class GlibcMalloc:
-    """glibc malloc. :meth:`follow_live` returns freed memory to the OS (``malloc_trim``,
-    then every block of 64 KiB or more gets its own mapping, unmapped when freed), so RSS
-    follows live memory; :meth:`steady` fixes the thresholds at the ceiling of glibc's own
-    dynamic adjustment on 64-bit Linux (mmap 32 MiB, trim 64 MiB), so the timed forwards
-    reuse memory. glibc cannot go back to its dynamic thresholds once either is set, so the
-    worker sets them before the model is built and every cell is timed under them."""
-
-    name = "glibc"
-
-    def __init__(self, libc: Any) -> None:
-        self._libc = libc
-
-    def _mallopt(self, param: int, value: int) -> None:
-        if self._libc.mallopt(param, value) != 1:
-            raise BenchError(f"mallopt({param}, {value}) refused by glibc")
-
-    def release(self) -> None:
-        self._libc.malloc_trim(0)
-
-    def follow_live(self) -> None:
-        self.release()
-        self._mallopt(M_TRIM_THRESHOLD, LIVE_MMAP_THRESHOLD_BYTES)
-        self._mallopt(M_MMAP_THRESHOLD, LIVE_MMAP_THRESHOLD_BYTES)
-
-    def steady(self) -> None:
-        self._mallopt(M_MMAP_THRESHOLD, STEADY_MMAP_THRESHOLD_BYTES)
-        self._mallopt(M_TRIM_THRESHOLD, 2 * STEADY_MMAP_THRESHOLD_BYTES)
-
-
-class UntouchedMalloc:
-    """Any other allocator (or a CUDA device): left as it is."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def release(self) -> None:
-        return None
-
-    def follow_live(self) -> None:
-        return None
-
-    def steady(self) -> None:
-        return None
-
-
-def malloc_for(device: str) -> Malloc:
-    """glibc's knobs for a CPU worker on glibc; nothing to turn otherwise."""
-    import ctypes
-    import platform
-
-    if device != "cpu":
-        return UntouchedMalloc("device allocator")
-    if platform.libc_ver()[0] != "glibc":
-        return UntouchedMalloc("not glibc")
-    return GlibcMalloc(ctypes.CDLL(None))
+def rss_for(device: str) -> RssHighWater | None:
+    """The resident-set mark for a CPU worker on Linux; None elsewhere."""
+    if device == "cpu" and PROC_CLEAR_REFS.exists() and PROC_STATUS.exists():
+        return RssHighWater()
+    return None
 
 
 class MemoryPass:
-    """Peak memory measured in a pass of its own, apart from the timed forwards (as
-    TorchBench does): the baseline is read when the pass opens (before the model is built);
-    :meth:`measure` lets the allocator return freed memory, resets the peak, runs one
-    forward and reads the peak, then puts the allocator back in its steady state.
-
-    On CPU the pass makes RSS follow live memory, so its peak is the live peak plus what
-    the runtime keeps (kernel caches), not what glibc happened to keep from earlier
-    forwards; the timed forwards never run with those settings."""
+    """Both memory figures of every cell of a group. Opened before the model is built (the
+    baselines); :meth:`begin_cell` before a cell's first forward; :meth:`measure` after the
+    cell's timed window: the resident-set mark of the cell, then one forward of its own for
+    the allocator's peak."""
 
     columns: ClassVar[tuple[Column, ...]] = MEMORY
     note_column: ClassVar[str] = "memory_method"
 
-    def __init__(self, probe: MemoryProbe, malloc: Malloc) -> None:
-        """Fix the allocator's state and take the baseline: call before the model exists."""
-        self._probe = probe
-        self._malloc = malloc
-        # From here on (before the model exists) the worker's allocator runs in one fixed
-        # state, so every timed forward of every cell meets the same malloc.
-        malloc.release()
-        malloc.steady()
-        probe.baseline()
+    def __init__(self, allocator: AllocatorPeak, rss: RssHighWater | None) -> None:
+        """Take the baselines: call before the model exists."""
+        self._allocator = allocator
+        self._rss = rss
+        if rss is not None:
+            rss.baseline()
+        allocator.baseline()
 
     @classmethod
     def open(cls, ctx: ProbeContext) -> MemoryPass:
-        return cls(memory_probe_for(ctx.device), malloc_for(ctx.device))
+        return cls(allocator_peak_for(ctx.device), rss_for(ctx.device))
 
     @property
     def method(self) -> str:
-        return f"{self._probe.method}; own pass, {self._malloc.name} malloc"
+        rss = "; rss: vmhwm over the cell" if self._rss is not None else ""
+        return f"{self._allocator.method}; one forward after the timed window{rss}"
+
+    def begin_cell(self) -> None:
+        """Before the cell's first forward: the resident-set mark starts from here."""
+        if self._rss is not None:
+            self._rss.reset_peak()
 
     def measure(
-        self, forward: Callable[[], Any], sync: Callable[[], None], passes: int = PASSES
+        self, forward: Callable[[], Any], sync: Callable[[], None], held_bytes: int
     ) -> dict[str, Any]:
-        """``peak_memory_bytes``, the smallest peak of ``passes`` calls of ``forward`` (each
-        with the peak reset before it), and ``memory_method``. The smallest, because what a
-        call can add beyond the network's own memory (a runtime's one-off allocation during
-        it) only ever raises a peak."""
-        self._malloc.follow_live()
-        try:
-            peaks = []
-            for _ in range(passes):
-                self._probe.reset_peak()
-                forward()
-                sync()
-                peaks.append(self._probe.peak_above_baseline())
-        finally:
-            self._malloc.steady()
-        peak = min(peaks)
-        return {"peak_memory_bytes": peak if peak >= 0 else None, "memory_method": self.method}
+        """``peak_rss_bytes`` (read first: the cell's own forwards, not this pass's),
+        ``peak_memory_bytes`` of one call of ``forward`` with ``held_bytes`` (weights and
+        input) held before it, and ``memory_method``."""
+        rss = self._rss.peak_above_baseline() if self._rss is not None else None
+        peak = self._allocator.peak_bytes(forward, sync, held_bytes)
+        return {
+            "peak_memory_bytes": peak if peak >= 0 else None,
+            "peak_rss_bytes": rss,
+            "memory_method": self.method,
+        }

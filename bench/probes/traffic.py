@@ -59,11 +59,22 @@ def count_traffic(
     ``build`` makes a fresh model, built on ``meta``; its floating parameters and buffers are
     cast to ``dtype`` (integer buffers such as batch norm's counter keep theirs).
     """
+    return traffic_at(meta_model(build, dtype), input_shape, dtype)
+
+
+def meta_model(build: Callable[[], nn.Module], dtype: str = "float32") -> nn.Module:
+    """``build``'s model on ``meta`` in ``dtype``, for :func:`traffic_at` at several input
+    shapes (a worker counts every batch size of its group on one)."""
     if dtype not in DTYPES:
         raise InvalidOption(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
-    torch_dtype = getattr(torch, dtype)
-    model = build_on_meta(build).to(torch_dtype)
-    x = torch.empty(input_shape, device="meta", dtype=torch_dtype)
+    return build_on_meta(build).to(getattr(torch, dtype))
+
+
+def traffic_at(model: nn.Module, input_shape: tuple[int, ...], dtype: str = "float32") -> Traffic:
+    """Traffic of one forward of ``model`` (from :func:`meta_model` in ``dtype``) on an input
+    of ``input_shape``. The forward runs under ``no_grad`` in ``eval()`` on ``meta``: it
+    changes nothing in the model, so the model is reused from shape to shape."""
+    x = torch.empty(input_shape, device="meta", dtype=getattr(torch, dtype))
     return traffic_of(model, x)
 
 

@@ -696,8 +696,15 @@ def _memory_method(methods: Sequence[str]) -> str:
     (``bench.probes.memory``: the probe, then how the pass ran)."""
     parts = []
     for m in sorted(set(methods)):
-        own = "own pass" in m
-        if m.startswith("cpu"):
+        own = "own pass" in m or "one forward" in m
+        if m.startswith("cpu_allocator_peak"):
+            parts.append(
+                "the peak of bytes held by PyTorch's CPU allocator in one forward after the "
+                "timed window, weights and input included (the profiler's memory events; "
+                "oneDNN's own buffers and what glibc keeps are not in it, the resident set's "
+                f"mark peak_rss_bytes has them) (memory_method {m})"
+            )
+        elif m.startswith("cpu"):
             how = (
                 " in one forward of its own, glibc returning freed memory so that it follows "
                 "live memory"
