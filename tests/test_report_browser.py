@@ -25,6 +25,7 @@ from test_report import FIXTURE, HOSTILE, make_quality_run, make_synthetic_runs,
 
 from bench.cli import main
 from bench.report import build_report
+from bench.report.figures import figure
 
 CHROMIUM = next(
     (p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None
@@ -67,7 +68,7 @@ def _images_loaded(dom: subprocess.CompletedProcess[str]) -> tuple[int, int]:
 
 
 SWEEP_MODELS = ("squeezenet1_1", "tiny_mlp")
-NEW_FIGURES = {"12-roofline", "13-layer-types"}
+NEW_FIGURES = {figure("roofline").name, figure("layer-types").name}
 
 
 def real_sweep(root: Path) -> list[Path]:

@@ -18,8 +18,9 @@ from pathlib import Path
 import matplotlib as mpl
 
 from bench.errors import InvalidOption, OutputNotWritable
+from bench.report.canvas import DPI
 from bench.report.data import ReportData, load_report_data, report_name
-from bench.report.figures import DPI, FIGURES, FigureResult
+from bench.report.figures import FIGURES, FigureResult
 from bench.report.page import index_html, report_json, summary_csv, summary_markdown, summary_table
 from bench.store import MANIFEST
 

@@ -19,8 +19,8 @@ import pandas as pd
 from bench.escape import csv_text, markdown_text
 from bench.quality import QUALITIES, rank
 from bench.quality import summary as quality_counts
+from bench.report.canvas import DPI
 from bench.report.data import EAGER, UNTRUSTED, WRONG_OUTPUT_COLUMNS, ReportData, setup_roofs
-from bench.report.figures import DPI
 from bench.units import GIGA
 
 REPORT_FORMAT = 1
