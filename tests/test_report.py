@@ -42,7 +42,7 @@ from bench.report.canvas import HOLLOW_LABEL
 from bench.report.data import Superseded, load_report_data
 from bench.report.figures import FIGURES, figure
 from bench.report.labels import place_labels
-from bench.report.page import summary_table
+from bench.report.summary import summary_table
 from bench.schema import Row
 from bench.store import load_results, read_manifest, write_manifest, write_row
 
@@ -1214,7 +1214,8 @@ def quality_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _texts(data: Any) -> tuple[str, str, dict[str, Any]]:
     """index.html, summary.md and report.json of ``data`` without drawing the figures."""
-    from bench.report.page import index_html, report_json, summary_markdown
+    from bench.report.page import index_html, report_json
+    from bench.report.summary import summary_markdown
 
     table = summary_table(data)
     return (

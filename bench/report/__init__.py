@@ -21,7 +21,8 @@ from bench.errors import InvalidOption, OutputNotWritable
 from bench.report.canvas import DPI
 from bench.report.data import ReportData, load_report_data, report_name
 from bench.report.figures import FIGURES, FigureResult
-from bench.report.page import index_html, report_json, summary_csv, summary_markdown, summary_table
+from bench.report.page import index_html, report_json
+from bench.report.summary import summary_csv, summary_markdown, summary_table
 from bench.store import MANIFEST
 
 __all__ = ["ReportResult", "build_report", "render_style"]
