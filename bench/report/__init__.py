@@ -9,6 +9,7 @@ dates in the image metadata, and a deterministic label placement.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import struct
 from collections.abc import Sequence
@@ -119,14 +120,7 @@ def build_report(paths: Sequence[str | Path], out: Path | None = None) -> Report
                     written += [out / r for r in rel]
                     images[result.name] = (rel[0], *_png_size(out / rel[0]))
                     files[result.name] = rel
-                    result = FigureResult(
-                        result.name,
-                        result.title,
-                        None,
-                        result.reading,
-                        result.skipped,
-                        result.fits,
-                    )
+                    result = dataclasses.replace(result, fig=None)
                 figures.append(result)
         # Figures of an earlier report in the same folder that this input does not draw:
         # only files (or links, which unlink removes, not their targets) in figures/.

@@ -14,6 +14,7 @@ from bench.escape import markdown_text
 from bench.quality import QUALITIES
 from bench.quality import summary as quality_counts
 from bench.report.data import UNTRUSTED, ReportData
+from bench.report.figures import SPEEDUP, figure, per_setup_numbers
 
 BANNER_LIST_OPEN = 12  # more untrusted cells than this: the banner's list is folded
 
@@ -178,8 +179,9 @@ def superseded_sentence(data: ReportData) -> str:
 def configs_sentence(data: ReportData) -> str:
     return (
         f"Configurations: {', '.join(data.configs)}. Each setup label ends in its "
-        "configuration, so every table row and every panel of figures 3 to 8, 10 and 12 "
-        "shows one configuration, never a mix; figure 11 sets each against eager."
+        f"configuration, so every table row and every panel of figures {per_setup_numbers()} "
+        f"shows one configuration, never a mix; figure {figure(SPEEDUP).number} sets each "
+        "against eager."
     )
 
 

@@ -20,6 +20,7 @@ import pandas as pd
 from bench.quality import QUALITIES
 from bench.report.canvas import DPI
 from bench.report.data import WRONG_OUTPUT_COLUMNS, ReportData, setup_roofs
+from bench.report.figures import SPEEDUP, figure, per_setup_numbers
 from bench.report.notice import (
     attempts_sentence,
     configs_sentence,
@@ -220,11 +221,13 @@ def _figures_html(
     out = ['<h2 id="figures">Figures</h2>']
     if data.shows_config:
         out.append(
-            "<p>In figures 3 to 8, 10 and 12 each panel shows one configuration, named at the end "
-            "of its setup label (machine · dtype · configuration); figure 11 divides eager's "
-            "latency by each other configuration's, one panel per machine and dtype.</p>"
+            f"<p>In figures {per_setup_numbers()} each panel shows one configuration, named at "
+            "the end of its setup label (machine · dtype · configuration); figure "
+            f"{figure(SPEEDUP).number} divides eager's latency by each other configuration's, "
+            "one panel per machine and dtype.</p>"
         )
-    for i, f in enumerate(figures, 1):
+    for f in figures:
+        i = f.number
         if f.skipped:
             out.append(
                 f'<p class="skipped" id="{_e(f.name)}">Figure {i}, {_e(f.title.lower())}, '

@@ -47,6 +47,7 @@ class FigureResult:
     skipped: str | None = None
     fits: tuple[Fit, ...] = ()
     labels: tuple[Any, ...] = field(default=())
+    number: int = 0  # its position in FIGURES
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +77,7 @@ class ReportFigure:
         if drawn.fig is not None:
             drawn.fig.set_label(self.title)
         return FigureResult(self.name, self.title, drawn.fig, drawn.reading, drawn.skipped,
-                            drawn.fits, drawn.labels)  # fmt: skip
+                            drawn.fits, drawn.labels, self.number)  # fmt: skip
 
 
 def _numbered(
@@ -109,6 +110,9 @@ FIGURES: tuple[ReportFigure, ...] = _numbered((
     ("roofline", "Roofline: achieved rate vs arithmetic intensity", roofline.roofline, "setup"),
     ("layer-types", "Time share vs MAC share per layer type", layers.layer_types, "profile"),
 ))  # fmt: skip
+
+
+SPEEDUP = "speedup-vs-eager"  # the figure that sets configurations against eager
 
 
 def figure(slug: str) -> ReportFigure:
