@@ -176,6 +176,20 @@ def sized(model: str, image_size: int, sizes: int) -> str:
     return f"{model} ({image_size} px)" if image_size else f"{model} (size not recorded)"
 
 
+def line_ends(sc: pd.DataFrame) -> pd.DataFrame:
+    """The last cell (largest batch size) of each network's line in one panel, one per
+    network and input size, with ``label``: the network's name (and its input size where
+    the panel holds it at several, :func:`sized`)."""
+    sizes = sc.groupby("model")["image_size"].nunique()
+    ends = sc.sort_values(["model", "image_size", "batch_size"], kind="stable")
+    ends = ends.groupby(["model", "image_size"], sort=True).tail(1)
+    label = [
+        sized(str(m), int(s), int(sizes[m]))
+        for m, s in zip(ends["model"], ends["image_size"], strict=True)
+    ]
+    return ends.assign(label=label)
+
+
 @dataclass(frozen=True, slots=True)
 class BatchingGain:
     """Time per image at the smallest batch ÷ at the largest (``lo``, ``hi``), per network

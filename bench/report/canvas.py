@@ -22,6 +22,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from bench.report.analyses import Fit, by_setup, untrusted
 from bench.report.data import ReportData
+from bench.report.labels import Box, boxes_overlap, point_boxes
 
 DPI = 150
 PANEL_W_IN = 5.4
@@ -33,6 +34,11 @@ BUBBLE_MIN_PT2 = 14.0
 POINT_PT2 = 3.5**2  # the per-cell markers on the batch-size lines (3.5 pt across)
 HOLLOW_LABEL = "hollow: contended or implausible"
 HOLLOW_ON_LINE = 2.5  # area factor of a hollow marker on a line (the line crosses it)
+FIT_POINT_PT2 = 30.0  # the points of a panel with a fitted line
+# Where the box of a fit's numbers may go (axes fraction, alignment), in order of preference.
+FIT_BOX_CORNERS = ((0.02, 0.97, "left", "top"), (0.98, 0.97, "right", "top"),
+                   (0.98, 0.03, "right", "bottom"), (0.02, 0.03, "left", "bottom"))  # fmt: skip
+_HEADROOM_STEPS = 8  # at most this many fifths of headroom added to free a corner
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,33 +265,63 @@ def scatter_fit(
     ax: Any,
     data: ReportData,
     sub: pd.DataFrame,
-    x_col: str,
-    y_col: str,
-    x_scale: float,
-    y_scale: float,
+    columns: tuple[str, str],
+    scales: tuple[float, float],
     fit: Fit | None,
+    log: bool = False,
 ) -> list[Any]:
     """One panel's points (labelled later) and its least-squares line ``fit`` (in the
-    rows' own units), both drawn in the plotted units: divided by ``x_scale``/``y_scale``.
-    Returns the points' colours."""
+    rows' own units), both drawn in the plotted units: ``columns`` (x, y) divided by
+    ``scales``. With ``log`` the line is sampled evenly on a log axis (a straight fit shows
+    as a curve there) and drawn where it is positive. Returns the points' colours."""
+    (x_col, y_col), (x_scale, y_scale) = columns, scales
     colors = [data.colors[m] for m in sub["model"]]
-    cell_points(ax, sub[x_col] / x_scale, sub[y_col] / y_scale, colors, sub["quality"], s=30)
+    cell_points(ax, sub[x_col] / x_scale, sub[y_col] / y_scale, colors, sub["quality"],
+                s=FIT_POINT_PT2)  # fmt: skip
     if fit is None:
         return colors
-    line = fit.line
-    xs = np.linspace(float(sub[x_col].min()), float(sub[x_col].max()), 50)
-    ax.plot(xs / x_scale, (line.slope * xs + line.intercept) / y_scale, color="0.35", lw=1, ls="--")
+    lo, hi = float(sub[x_col].min()), float(sub[x_col].max())
+    xs = np.geomspace(lo, hi, 50) if log else np.linspace(lo, hi, 50)
+    ys = fit.line.slope * xs + fit.line.intercept
+    keep = ys > 0 if log else np.ones(len(xs), dtype=bool)
+    ax.plot(xs[keep] / x_scale, ys[keep] / y_scale, color="0.35", lw=1, ls="--")
     return colors
 
 
-def fit_box(ax: Any, text: str) -> None:
-    ax.text(
-        0.02,
-        0.97,
-        text,
-        transform=ax.transAxes,
-        va="top",
-        ha="left",
-        fontsize=7.5,
-        bbox={"boxstyle": "round,pad=0.3", "fc": "white", "ec": "0.7", "alpha": 0.9},
-    )
+def fit_box(ax: Any, text: str, xs: Sequence[float], ys: Sequence[float]) -> Box:
+    """The fitted line's numbers in a box, in the first corner of the axes that covers none
+    of the points (``xs``, ``ys``: data coordinates): upper left, upper right, lower right,
+    lower left. Where every corner covers a point, the y axis grows upward until the upper
+    left is free. Returns the box (display pixels) for the labels to avoid. Call after
+    :func:`freeze_layout`."""
+    renderer = ax.figure.canvas.get_renderer()
+    radius_px = math.sqrt(FIT_POINT_PT2 / math.pi) * ax.figure.dpi / 72.0
+    frame = {"boxstyle": "round,pad=0.3", "fc": "white", "ec": "0.7", "alpha": 0.9}
+    t = ax.text(0, 0, text, transform=ax.transAxes, fontsize=7.5, bbox=frame)
+    for _ in range(_HEADROOM_STEPS):
+        points = point_boxes(ax, xs, ys, [radius_px] * len(xs))
+        for x, y, ha, va in FIT_BOX_CORNERS:
+            t.set(x=x, y=y, ha=ha, va=va)
+            box = _box_of(t, renderer)
+            if not any(boxes_overlap(box, p) for p in points):
+                return box
+        _grow_upward(ax)
+    x, y, ha, va = FIT_BOX_CORNERS[0]
+    t.set(x=x, y=y, ha=ha, va=va)
+    return _box_of(t, renderer)
+
+
+def _box_of(t: Any, renderer: Any) -> Box:
+    """The display-pixel box of a text's frame (its bbox patch)."""
+    t.update_bbox_position_size(renderer)
+    bb = t.get_bbox_patch().get_window_extent(renderer)
+    return (bb.x0, bb.y0, bb.x1, bb.y1)
+
+
+def _grow_upward(ax: Any) -> None:
+    """Raise the top of the y axis by a fifth of its height (in its own scale)."""
+    lo, hi = ax.get_ylim()
+    if ax.get_yscale() == "log":
+        ax.set_ylim(lo, hi * (hi / lo) ** 0.2)
+    else:
+        ax.set_ylim(lo, hi + 0.2 * (hi - lo))

@@ -39,7 +39,6 @@ frames with their columns when there are none.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -62,7 +61,6 @@ from bench.store import (
     load_ceilings,
     load_discovered,
     load_profiles,
-    run_id_problem,
 )
 from bench.units import MS_PER_S, ms_to_s, to_gmacs, to_mib, to_millions
 
@@ -586,11 +584,4 @@ def _net_of_idle(cells: pd.DataFrame) -> pd.DataFrame:
     return cells
 
 
-def report_name(runs: Sequence[RunInfo]) -> str:
-    """The default report folder name: the run id for one run (when it is a plain folder
-    name, as :func:`bench.store.read_manifest` checks), else a short digest."""
-    ids = sorted({r.run_id for r in runs})
-    if len(ids) == 1 and run_id_problem(ids[0]) is None:
-        return ids[0]
-    digest = hashlib.sha256("\n".join(ids).encode()).hexdigest()[:8]
-    return f"{len(ids)}-runs-{digest}"
+FIGURE_DIR = "figures"  # the report folder's subfolder of figure files

@@ -21,6 +21,8 @@ _DIRECTIONS = (
     *((1, 1), (1, -1), (-1, 1), (-1, -1), (1, 0), (-1, 0), (0, 1), (0, -1)),
     *((1, 0.5), (-1, 0.5), (1, -0.5), (-1, -0.5), (0.5, 1), (-0.5, 1), (0.5, -1), (-0.5, -1)),
 )
+# Beside the end of a line: to its right first, then higher or lower to the right.
+RIGHTWARD = ((1, 0), (1, 0.5), (1, -0.5), (1, 1), (1, -1), (1, 1.5), (1, -1.5))
 _GAPS_PX = (2.0, 8.0, 16.0, 28.0, 44.0, 64.0, 90.0, 120.0, 155.0, 195.0, 240.0)
 
 
@@ -55,12 +57,15 @@ def place_labels(
     colors: Sequence[Any],
     sizes_pt2: Sequence[float] | None = None,
     avoid: Sequence[Box] = (),
+    directions: Sequence[tuple[float, float]] = _DIRECTIONS,
 ) -> list[Any]:
     """Label points without overlaps: each label tries positions around its point, nearest
     first, and takes the first one that overlaps no label placed before it (nor a box of
     ``avoid``, display pixels), no other point and stays inside the axes; labels moved away
-    get a thin leader line. Call after :func:`bench.report.canvas.freeze_layout`.
-    Deterministic: the same points give the same placement."""
+    get a thin leader line. ``directions`` are the (x, y) directions tried at each distance,
+    in order (:data:`RIGHTWARD` names the ends of lines). Call after
+    :func:`bench.report.canvas.freeze_layout`. Deterministic: the same points give the same
+    placement."""
     fig = ax.figure
     renderer = fig.canvas.get_renderer()
     px_per_pt = fig.dpi / 72.0
@@ -80,7 +85,7 @@ def place_labels(
     for i in order:
         (px, py), r, (w, h) = pts[i], radii[i], dims[i]
         others = [b for j, b in enumerate(boxes) if j != i]
-        cx, cy, gap = _label_position((px, py), r, (w, h), placed, others, frame_box)
+        cx, cy, gap = _label_position((px, py), r, (w, h), placed, others, frame_box, directions)
         placed.append((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2))
         arrow = (
             {"arrowstyle": "-", "color": "0.45", "lw": 0.6, "shrinkA": 0, "shrinkB": r / px_per_pt}
@@ -122,6 +127,7 @@ def _label_position(
     placed: Sequence[Box],
     obstacles: Sequence[Box],
     frame_box: Box,
+    directions: Sequence[tuple[float, float]] = _DIRECTIONS,
 ) -> tuple[float, float, float]:
     """The centre (pixels) and gap of the cheapest box of ``size`` around ``point``, nearest
     first: overlapping a placed label costs most, leaving the axes less, covering another
@@ -130,7 +136,7 @@ def _label_position(
     best: tuple[float, float, float] | None = None
     best_cost = math.inf
     for gap in _GAPS_PX:
-        for ux, uy in _DIRECTIONS:
+        for ux, uy in directions:
             cx = px + ux * (r + gap + w / 2)
             cy = py + uy * (r + gap + h / 2)
             box = (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)

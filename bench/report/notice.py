@@ -14,7 +14,6 @@ from bench.escape import markdown_text
 from bench.quality import QUALITIES
 from bench.quality import summary as quality_counts
 from bench.report.data import UNTRUSTED, ReportData
-from bench.report.figures import SPEEDUP, figure, per_setup_numbers
 
 BANNER_LIST_OPEN = 12  # more untrusted cells than this: the banner's list is folded
 
@@ -177,6 +176,10 @@ def superseded_sentence(data: ReportData) -> str:
 
 
 def configs_sentence(data: ReportData) -> str:
+    """The configurations, and which figures show one of them per panel (numbers from the
+    figure registry, imported here: the summary's text needs no matplotlib otherwise)."""
+    from bench.report.figures import SPEEDUP, figure, per_setup_numbers
+
     return (
         f"Configurations: {', '.join(data.configs)}. Each setup label ends in its "
         f"configuration, so every table row and every panel of figures {per_setup_numbers()} "

@@ -33,6 +33,7 @@ from bench.report.summary import WRONG_COLUMNS, Column, columns_of, format_cell,
 
 REPORT_FORMAT = 1
 STATIC = "static"  # package data beside this module: the page's style sheet and script
+SUMMARY_WRAP = "table-wrap summary"  # the summary tables' frames (the page's script measures them)
 
 
 def static_text(name: str) -> str:
@@ -45,10 +46,15 @@ def _e(v: Any) -> str:
 
 
 def _html_table(
-    df: pd.DataFrame, cols: Sequence[Column], sortable: bool, flag: str | None = None
+    df: pd.DataFrame,
+    cols: Sequence[Column],
+    sortable: bool,
+    flag: str | None = None,
+    wrap: str = "table-wrap",
 ) -> str:
-    """A table of ``df``'s ``cols``; rows whose column ``flag`` starts with ``WRONG`` get
-    the class ``wrong`` (and that cell the class ``output``)."""
+    """A table of ``df``'s ``cols`` in a ``div`` of class ``wrap``; rows whose column
+    ``flag`` starts with ``WRONG`` get the class ``wrong`` (and that cell the class
+    ``output``)."""
     head = "".join(
         f'<th class="{"text" if c.fmt == "{}" else "num"}">{_e(c.heading)}</th>' for c in cols
     )
@@ -68,9 +74,29 @@ def _html_table(
         body.append(tr + "".join(tds) + "</tr>")
     cls = ' class="sortable"' if sortable else ""
     return (
-        f'<div class="table-wrap"><table{cls}><thead><tr>{head}</tr></thead>'
+        f'<div class="{wrap}"><table{cls}><thead><tr>{head}</tr></thead>'
         f"<tbody>{''.join(body)}</tbody></table></div>"
     )
+
+
+def _summary_tables(g: pd.DataFrame) -> list[str]:
+    """One setup's summary: the main columns, and the others (counts, references, roofline
+    detail) folded under "More columns", keyed by the network, so that the page needs no
+    sideways scrolling on a 1280-pixel screen."""
+    cols = columns_of(g)
+    main = [c for c in cols if not c.more]
+    more = [c for c in cols if c.more]
+    flag = "output_ok" if "output_ok" in g.columns else None
+    out = [_html_table(g, main, sortable=True, flag=flag, wrap=SUMMARY_WRAP)]
+    if more:
+        key = [c for c in main if c.key in ("model", "config")]
+        names = ", ".join(c.heading for c in more)
+        out.append(
+            f'<details class="more"><summary>More columns: {_e(names)}</summary>'
+            + _html_table(g, key + more, sortable=True, wrap=SUMMARY_WRAP)
+            + "</details>"
+        )
+    return out
 
 
 def _environment_html(data: ReportData) -> str:
@@ -134,47 +160,39 @@ def _failures_html(data: ReportData) -> str:
     )
 
 
-def index_html(
-    data: ReportData,
-    df: pd.DataFrame,
-    figures: Sequence[Any],
-    images: dict[str, tuple[str, int, int]],
-) -> str:
-    """The page: summary tables per setup, figures with their readings, failures, runs.
-    ``images`` maps figure names to (PNG path relative to the page, width px, height px)."""
-    n_ok = len(data.cells)
-    notice = quality_notice(data)
+def _head_html(data: ReportData) -> list[str]:
+    """The page's head, title, banner (or quality line), lead paragraphs and contents."""
     toc = [("summary", "Summary"), ("figures", "Figures")]
     if len(data.wrong_output):
         toc.append(("wrong-output", "Cells with wrong output"))
     toc += [("failures", "Cells that did not finish"), ("runs", "Runs and environment")]
-    out = [
+    leads = [(data.notes, f"Read from older files: {'; '.join(data.notes)}.", ""),
+             (data.superseded, superseded_sentence(data), ' id="superseded"'),
+             (data.attempts_not_kept, attempts_sentence(data), "")]  # fmt: skip
+    return [
         "<!doctype html>",
         '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         "<title>effbench efficiency report</title>",
         f"<style>\n{static_text('report.css')}</style></head><body><main>",
         "<h1>Efficiency report</h1>",
-        *quality_html(notice),
+        *quality_html(quality_notice(data)),
         '<p class="lead">'
         f"{len(data.models)} networks on {len(data.setups)} setup(s) from {len(data.runs)} run(s): "
-        f"{n_ok} measured cells, {len(data.failures)} rows that did not finish. Figures after "
-        "Canziani, Paszke &amp; Culurciello (2016), <i>An Analysis of Deep Neural Network "
-        "Models for Practical Applications</i> (arXiv:1605.07678). Times, memory, power and "
-        "counts are measured by effbench; accuracies are published figures with their source."
-        "</p>",
-        *(
-            [f'<p class="lead">Read from older files: {_e("; ".join(data.notes))}.</p>']
-            if data.notes
-            else []
-        ),
-        *(
-            [f'<p class="lead" id="superseded">{_e(superseded_sentence(data))}</p>']
-            if data.superseded
-            else []
-        ),
-        *([f'<p class="lead">{_e(attempts_sentence(data))}</p>'] if data.attempts_not_kept else []),
+        f"{len(data.cells)} measured cells, {len(data.failures)} rows that did not finish. "
+        "Figures after Canziani, Paszke &amp; Culurciello (2016), <i>An Analysis of Deep Neural "
+        "Network Models for Practical Applications</i> (arXiv:1605.07678). Times, memory, power "
+        "and counts are measured by effbench; accuracies are published figures with their "
+        "source.</p>",
+        *(f'<p class="lead"{attr}>{_e(text)}</p>' for shown, text, attr in leads if shown),
         "<nav>" + "".join(f'<a href="#{a}">{_e(t)}</a>' for a, t in toc) + "</nav>",
+    ]
+
+
+def _summary_html(data: ReportData, df: pd.DataFrame) -> list[str]:
+    """The summary section: what the tables hold, then one table (and its "more columns")
+    per setup."""
+    out = [
         '<h2 id="summary">Summary</h2>',
         "<p>One table per setup (machine, device, dtype, threads, and the arm of an A/B run); "
         "click a heading to sort. Cells measured several times are summarized by the median "
@@ -189,12 +207,21 @@ def index_html(
             f'<p class="wrong"><strong>{_e(wrong_sentence(data))}</strong> '
             '<a href="#wrong-output">The cells and their errors.</a></p>'
         )
-    cols = columns_of(df)
-    flag = "output_ok" if "output_ok" in df.columns else None
     for setup, g in table_groups(df):
         out.append(f"<h3>{_e(setup)}</h3>")
-        out.append(_html_table(g, cols, sortable=True, flag=flag))
-    out += _figures_html(data, figures, images)
+        out += _summary_tables(g)
+    return out
+
+
+def index_html(
+    data: ReportData,
+    df: pd.DataFrame,
+    figures: Sequence[Any],
+    images: dict[str, tuple[str, int, int]],
+) -> str:
+    """The page: summary tables per setup, figures with their readings, failures, runs.
+    ``images`` maps figure names to (PNG path relative to the page, width px, height px)."""
+    out = _head_html(data) + _summary_html(data, df) + _figures_html(data, figures, images)
     if len(data.wrong_output):
         out.append('<h2 id="wrong-output">Cells with wrong output</h2>')
         out.append(
@@ -209,6 +236,7 @@ def index_html(
     out.append('<p>Inputs of this report (also in <a href="report.json">report.json</a>).</p>')
     out.append(_environment_html(data))
     out.append('<p id="image-check" hidden></p>')
+    out.append('<p id="layout-check" hidden></p>')
     out.append(f"</main><script>\n{static_text('report.js')}</script></body></html>")
     return "\n".join(out) + "\n"
 
@@ -282,10 +310,49 @@ def _quality_json(data: ReportData) -> dict[str, Any]:
     }
 
 
-def report_json(data: ReportData, figures: Sequence[Any], files: dict[str, list[str]]) -> str:
-    def clean(v: Any) -> Any:
-        return None if isinstance(v, float) and not math.isfinite(v) else v
+def _clean(v: Any) -> Any:
+    """A number JSON can hold: NaN and infinities as null."""
+    return None if isinstance(v, float) and not math.isfinite(v) else v
 
+
+def _roofs_json(data: ReportData) -> list[dict[str, Any]]:
+    return [
+        {
+            "setup": setup,
+            "compute_macs_per_s": _clean(r.compute_macs_per_s),
+            "bandwidth_bytes_per_s": _clean(r.bandwidth_bytes_per_s),
+            "ridge_macs_per_byte": _clean(r.ridge_macs_per_byte),
+            "conv3x3_macs_per_s": _clean(r.conv3x3_macs_per_s),
+            "datasheet_compute_macs_per_s": _clean(r.datasheet_compute_macs_per_s),
+            "datasheet_bandwidth_bytes_per_s": _clean(r.datasheet_bandwidth_bytes_per_s),
+            "datasheet_citation": r.datasheet_citation or None,
+        }
+        for setup, r in setup_roofs(data).items()
+    ]
+
+
+def _fits_json(figures: Sequence[Any]) -> list[dict[str, Any]]:
+    return [
+        {
+            "figure": f.name,
+            "setup": fit.setup,
+            "batch_size": fit.batch_size,
+            "x": fit.x_name,
+            "y": fit.y_name,
+            "models": list(fit.models),
+            "slope": _clean(fit.line.slope),
+            "intercept": _clean(fit.line.intercept),
+            "r2": _clean(fit.line.r2),
+            "n": fit.line.n,
+        }
+        for f in figures
+        for fit in f.fits
+    ]
+
+
+def report_json(data: ReportData, figures: Sequence[Any], files: dict[str, list[str]]) -> str:
+    """``report.json``: the inputs, the verdicts, the figures drawn and left out, each
+    setup's roofs and every fitted line."""
     doc = {
         "report_format": REPORT_FORMAT,
         "inputs": [
@@ -306,7 +373,7 @@ def report_json(data: ReportData, figures: Sequence[Any], files: dict[str, list[
         "models": list(data.models),
         "configs": list(data.configs),
         "cells_wrong_output": [
-            {k: clean(to_plain(r[k])) for k in WRONG_OUTPUT_COLUMNS}
+            {k: _clean(to_plain(r[k])) for k in WRONG_OUTPUT_COLUMNS}
             for _, r in data.wrong_output.iterrows()
         ],
         "figures": [
@@ -317,34 +384,7 @@ def report_json(data: ReportData, figures: Sequence[Any], files: dict[str, list[
         "figures_left_out": [
             {"name": f.name, "title": f.title, "why": f.skipped} for f in figures if f.skipped
         ],
-        "roofs": [
-            {
-                "setup": setup,
-                "compute_macs_per_s": clean(r.compute_macs_per_s),
-                "bandwidth_bytes_per_s": clean(r.bandwidth_bytes_per_s),
-                "ridge_macs_per_byte": clean(r.ridge_macs_per_byte),
-                "conv3x3_macs_per_s": clean(r.conv3x3_macs_per_s),
-                "datasheet_compute_macs_per_s": clean(r.datasheet_compute_macs_per_s),
-                "datasheet_bandwidth_bytes_per_s": clean(r.datasheet_bandwidth_bytes_per_s),
-                "datasheet_citation": r.datasheet_citation or None,
-            }
-            for setup, r in setup_roofs(data).items()
-        ],
-        "fits": [
-            {
-                "figure": f.name,
-                "setup": fit.setup,
-                "batch_size": fit.batch_size,
-                "x": fit.x_name,
-                "y": fit.y_name,
-                "models": list(fit.models),
-                "slope": clean(fit.line.slope),
-                "intercept": clean(fit.line.intercept),
-                "r2": clean(fit.line.r2),
-                "n": fit.line.n,
-            }
-            for f in figures
-            for fit in f.fits
-        ],
+        "roofs": _roofs_json(data),
+        "fits": _fits_json(figures),
     }
     return json.dumps(doc, indent=2, sort_keys=False) + "\n"

@@ -38,13 +38,20 @@ ROOFLINE_SUMMARY = (
 )
 
 
+SIG3 = "sig3"  # a column format: three significant digits, never an exponent (1,320; 0.0123)
+
+
 @dataclass(frozen=True, slots=True)
 class Column:
-    """A summary column: its CSV name (units in the name), its heading and its format."""
+    """A summary column: its CSV name (units in the name), its heading, its format (a
+    ``str.format`` pattern, or :data:`SIG3`) and whether the page shows it under "more
+    columns" rather than in the main table (counts, references and roofline detail: the
+    main table fits a 1280-pixel screen)."""
 
     key: str
     heading: str
-    fmt: str = "{:.3g}"
+    fmt: str = SIG3
+    more: bool = False
 
 
 SUMMARY_COLUMNS: tuple[Column, ...] = (
@@ -52,30 +59,30 @@ SUMMARY_COLUMNS: tuple[Column, ...] = (
     Column("config", "configuration", "{}"),
     Column("output_ok", "output", "{}"),
     Column("quality", "quality", "{}"),
-    Column("family", "family", "{}"),
-    Column("params_m", "parameters (M)", "{:.2f}"),
-    Column("gmacs", "G-MACs / image", "{:.3f}"),
+    Column("family", "family", "{}", more=True),
+    Column("params_m", "parameters (M)", "{:,.2f}"),
+    Column("gmacs", "G-MACs / image", "{:,.3f}"),
     Column("top1_pct", "top-1 (%)", "{:.2f}"),
-    Column("top5_pct", "top-5 (%)", "{:.2f}"),
-    Column("time_per_image_ms_bs1", "time / image at batch 1 (ms)", "{:.3g}"),
-    Column("time_per_image_ms_best", "best time / image (ms)", "{:.3g}"),
-    Column("best_batch_size", "at batch", "{:.0f}"),
-    Column("speedup_bs1", "speed-up over eager at batch 1", "{:.2f}"),
-    Column("compile_s", "compile (s)", "{:.3g}"),
-    Column("max_rel_err", "max rel. error", "{:.2g}"),
-    Column("throughput_ips_max", "max images / s", "{:.1f}"),
-    Column("peak_memory_mib_bs1", "peak memory at batch 1 (MiB)", "{:.1f}"),
-    Column("activation_peak_mib_bs1", "counted activations at batch 1 (MiB)", "{:.1f}"),
-    Column("weights_mib", "weights (MiB)", "{:.1f}"),
-    Column("intensity_macs_per_byte_bs1", "MACs / byte at batch 1", "{:.3g}"),
-    Column("achieved_gmacs_per_s_max", "max GMAC/s", "{:.3g}"),
-    Column("compute_fraction_bs_max", "of compute roof at largest batch", "{:.1%}"),
-    Column("power_w_max", "max power (W)", "{:.1f}"),
-    Column("energy_per_image_j_min", "min energy / image (J)", "{:.3g}"),
-    Column("batch_sizes_ok", "batch sizes ok", "{:.0f}"),
-    Column("rows_failed", "rows failed", "{:.0f}"),
-    Column("noisy_cells", "noisy cells", "{:.0f}"),
-    Column("repeats_max", "repeats", "{:.0f}"),
+    Column("top5_pct", "top-5 (%)", "{:.2f}", more=True),
+    Column("time_per_image_ms_bs1", "time / image at batch 1 (ms)"),
+    Column("time_per_image_ms_best", "best time / image (ms)"),
+    Column("best_batch_size", "at batch", "{:,.0f}"),
+    Column("speedup_bs1", "speed-up over eager at batch 1", "{:,.2f}"),
+    Column("compile_s", "compile (s)", more=True),
+    Column("max_rel_err", "max rel. error", "{:.2g}", more=True),
+    Column("throughput_ips_max", "max images / s", "{:,.1f}"),
+    Column("peak_memory_mib_bs1", "peak memory at batch 1 (MiB)", "{:,.1f}"),
+    Column("activation_peak_mib_bs1", "counted activations at batch 1 (MiB)", "{:,.1f}", more=True),
+    Column("weights_mib", "weights (MiB)", "{:,.1f}", more=True),
+    Column("intensity_macs_per_byte_bs1", "MACs / byte at batch 1", more=True),
+    Column("achieved_gmacs_per_s_max", "max GMAC/s", more=True),
+    Column("compute_fraction_bs_max", "of compute roof at largest batch", "{:.1%}", more=True),
+    Column("power_w_max", "max power (W)", "{:,.1f}"),
+    Column("energy_per_image_j_min", "min energy / image (J)"),
+    Column("batch_sizes_ok", "batch sizes ok", "{:,.0f}", more=True),
+    Column("rows_failed", "rows failed", "{:,.0f}", more=True),
+    Column("noisy_cells", "noisy cells", "{:,.0f}", more=True),
+    Column("repeats_max", "repeats", "{:,.0f}", more=True),
 )
 
 
@@ -208,11 +215,24 @@ def _speedup_bs1(df: pd.DataFrame) -> pd.Series:
     return ref / df["time_per_image_ms_bs1"]
 
 
+def significant(v: float, digits: int = 3) -> str:
+    """``v`` to ``digits`` significant digits for people: thousands separated, never in
+    exponent form, no trailing zeros (1,230,000; 1,320; 12.3; 0.0123; 0.5)."""
+    if v == 0 or not math.isfinite(v):
+        return f"{v:g}"
+    magnitude = math.floor(math.log10(abs(v)))
+    decimals = max(0, digits - 1 - magnitude)
+    v = round(v, digits - 1 - magnitude) if decimals == 0 else v  # 1,234,567 → 1,230,000
+    text = f"{v:,.{decimals}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
 def format_cell(v: Any, fmt: str) -> str:
+    """A table cell as a person reads it: ``–`` where there is no value."""
     if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA:
         return "–"
     try:
-        return fmt.format(v)
+        return significant(float(v)) if fmt == SIG3 else fmt.format(v)
     except (ValueError, TypeError):
         return str(v)
 
@@ -293,11 +313,11 @@ WRONG_COLUMNS = tuple(
         (
             ("setup", "{}"),
             ("network", "{}"),
-            ("batch", "{:.0f}"),
+            ("batch", "{:,.0f}"),
             ("configuration", "{}"),
             ("max abs. error", "{:.3g}"),
             ("max rel. error", "{:.3g}"),
-            ("time / image, not plotted (ms)", "{:.3g}"),
+            ("time / image, not plotted (ms)", SIG3),
         ),
         strict=True,
     )

@@ -34,6 +34,8 @@ from bench.report.figures import accuracy, configs, latency, layers, memory, pow
 # What one panel of a figure shows: a setup, a machine/device/dtype (its configurations
 # side by side), a per-layer profile, or everything in one panel.
 Panels = Literal["setup", "machine", "profile", "one"]
+PANELS_TEXT = {"setup": "setup", "machine": "machine · device · dtype",
+               "profile": "per-layer profile", "one": "–"}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,10 +147,9 @@ def per_setup_numbers() -> str:
 
 def markdown_table() -> str:
     """docs/report.md's table of the figures: number, file, title and what each draws."""
-    lines = ["| # | file | title | what it draws |", "|---|---|---|---|"]
-    lines += [f"| {f.number} | `{f.name}` | {f.title} | {f.summary} |" for f in FIGURES]
+    lines = ["| # | file | title | a panel per | what it draws |", "|---|---|---|---|---|"]
+    lines += [
+        f"| {f.number} | `{f.name}` | {f.title} | {PANELS_TEXT[f.panels]} | {f.summary} |"
+        for f in FIGURES
+    ]
     return "\n".join(lines) + "\n"
-
-
-if __name__ == "__main__":
-    print(markdown_table(), end="")

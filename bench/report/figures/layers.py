@@ -49,7 +49,7 @@ def _panel(ax: Any, p: LayerShares, color: Any) -> None:
 
 def layer_types(data: ReportData) -> Drawn:
     """Time share vs MAC share per layer group (conv, depthwise conv, norm, ...), one
-    panel per per-layer profile (``effbench profile``)."""
+    panel per per-layer profile (`effbench profile`)."""
     found = profiles(data.layers)
     if not found:
         return skip(

@@ -81,48 +81,67 @@ def memory_vs_batch(data: ReportData) -> Drawn:
     return Drawn(fig, reading)
 
 
+def _log_axes(ax: Any, sub: pd.DataFrame) -> bool:
+    """Logarithmic parameter and memory axes (networks span orders of magnitude in both:
+    on linear axes most points crowd one corner), where every value is positive; linear
+    where one is not (a log axis cannot show 0). Whether both axes are logarithmic."""
+    log = bool((sub["params"] > 0).all() and (sub["peak_memory_bytes"].astype(float) > 0).all())
+    if log:
+        for axis in ("x", "y"):
+            getattr(ax, f"set_{axis}scale")("log")
+            log_axis(getattr(ax, f"{axis}axis"))
+    return log
+
+
 def memory_vs_params(data: ReportData) -> Drawn:
-    """Peak memory at the smallest batch (1) vs parameters, with a least-squares line."""
+    """Peak memory at batch 1 vs parameters, log-log where every value is positive, with a
+    least-squares line whose numbers sit in a box in a corner where no point is."""
     cells = data.cells.dropna(subset=["peak_memory_bytes", "params"])
     cells = cells[cells["batch_size"] == 1]
     if cells.empty:
         return skip("No network has both a peak memory and a parameter count at batch size 1.")
     fig, panels = setup_panels(cells)
-    fits, parts, pending = [], [], []
+    fits, parts, pending, logs = [], [], [], []
     for p in panels:
-        ax = p.ax
         sub = p.cells.sort_values("model")
         sub = sub.assign(params=sub["params"].astype(float))
         fit = panel_fit(sub, "params", "peak_memory_bytes", 1)
-        colors = scatter_fit(ax, data, sub, "params", "peak_memory_bytes", MEGA, MIB, fit)
-        ax.set_xlabel("parameters (millions)")
-        ax.set_ylabel("peak memory at batch 1 (MiB)")
-        ax.set_title(p.setup, fontsize=9)
-        pending.append((ax, sub, colors))
+        log = _log_axes(p.ax, sub)
+        logs.append(log)
+        colors = scatter_fit(p.ax, data, sub, ("params", "peak_memory_bytes"), (MEGA, MIB), fit,
+                             log=log)  # fmt: skip
+        p.ax.set_xlabel("parameters (millions)")
+        p.ax.set_ylabel("peak memory at batch 1 (MiB)")
+        p.ax.set_title(p.setup, fontsize=9)
+        box = None
         if fit is None:
             parts.append(f"On {p.setup}, fewer than two networks: no line fitted.")
-            continue
-        fits.append(fit)
-        line = fit.line
-        fit_box(
-            ax,
-            f"slope {line.slope:.2f} bytes/parameter\nintercept {to_mib(line.intercept):.1f} MiB"
-            f"\nR² {line.r2:.3f} (n = {line.n})",
-        )
-        parts.append(readings.memory_fit_sentence(fit))
+        else:
+            fits.append(fit)
+            line = fit.line
+            box = (
+                f"slope {line.slope:.2f} bytes/parameter\nintercept "
+                f"{to_mib(line.intercept):.1f} MiB\nR² {line.r2:.3f} (n = {line.n})"
+            )
+            parts.append(readings.memory_fit_sentence(fit))
+        pending.append((p.ax, sub, colors, box))
     freeze_layout(fig)
     labels = []
-    for ax, sub, colors in pending:
-        labels += place_labels(
-            ax,
-            list(to_millions(sub["params"])),
-            list(sub["peak_memory_mib"]),
-            list(sub["model"]),
-            colors,
-        )
+    for ax, sub, colors, box in pending:
+        xs, ys = list(to_millions(sub["params"])), list(sub["peak_memory_mib"])
+        avoid = [fit_box(ax, box, xs, ys)] if box else []
+        labels += place_labels(ax, xs, ys, list(sub["model"]), colors, avoid=avoid)
     methods = " ".join(readings.memory_sentence(p.cells, p.setup) for p in panels)
     reading = (
-        "Least-squares line of measured peak memory on parameter count. "
+        "Least-squares line of measured peak memory on parameter count"
+        + (
+            "; both axes are logarithmic (parameter counts span orders of magnitude), so the "
+            "straight line shows as a curve that flattens towards the intercept"
+            + ("" if all(logs) else " (linear in a panel with a value of 0)")
+            + ". "
+            if any(logs)
+            else ". "
+        )
         + " ".join(parts)
         + " "
         + methods

@@ -27,17 +27,20 @@ from bench.report.data import ReportData, Roofs, setup_roofs
 from bench.report.labels import place_labels
 from bench.units import GIGA
 
+BATCH_ENTRIES = 6  # the most batch sizes the legend shows
+
 READING = (
     "Each point is a cell: x is its arithmetic intensity, MACs per image ÷ bytes per "
     "image, the bytes every op of the forward reads and writes (counted, no cache reuse, "
     "so an upper bound on memory traffic and the intensity a lower bound: a point can sit "
     "above the sloped roof where caches serve part of that traffic); y is MACs × "
-    "batch ÷ median latency. Marker area grows with the batch size; each network is "
-    "named at its largest batch. The solid line is the roofline of the measured ceilings, "
-    "min(gemm, triad bandwidth × intensity), its corner the ridge point; the thin dashed "
-    "line is the measured 3×3-convolution rate and the dotted one the datasheet's peaks "
-    "where known. A point far below both roofs is held back by neither arithmetic nor "
-    "bandwidth but by overhead (small kernels, layout changes, Python). "
+    "batch ÷ median latency. Marker area grows with the batch size, a thin line joins each "
+    "network's cells in batch order, and each network is named at its largest batch. The "
+    "solid line is the roofline of the measured ceilings, min(gemm, triad bandwidth × "
+    "intensity), its corner the ridge point; the thin dashed line is the measured "
+    "3×3-convolution rate and the dotted one the datasheet's peaks where known. A point far "
+    "below both roofs is held back by neither arithmetic nor bandwidth but by overhead "
+    "(small kernels, layout changes, Python). "
 )
 
 
@@ -153,14 +156,26 @@ def _draw_roofs(ax: Any, roofs: Roofs, x_lo: float, x_hi: float) -> list[Any]:
 
 
 def _batch_handles(ax: Any, batch_sizes: Sequence[int]) -> list[Any]:
+    """The legend's marker sizes: every batch size, or :data:`BATCH_ENTRIES` of them evenly
+    spread (the smallest and the largest included) where there are more."""
     sizes = sorted(set(batch_sizes))
-    if len(sizes) > 4:
-        sizes = [sizes[0], sizes[len(sizes) // 3], sizes[2 * len(sizes) // 3], sizes[-1]]
+    if len(sizes) > BATCH_ENTRIES:
+        step = (len(sizes) - 1) / (BATCH_ENTRIES - 1)
+        sizes = [sizes[round(i * step)] for i in range(BATCH_ENTRIES)]
     area = _batch_marker_pt2(sizes)
     return [
         ax.scatter([], [], s=float(a), color="0.6", edgecolor="0.3", label=f"batch {b}")
         for a, b in zip(area, sizes, strict=True)
     ]
+
+
+def _trails(ax: Any, data: ReportData, sc: pd.DataFrame) -> None:
+    """Each network's cells (per input size) joined in batch order, in its colour."""
+    for (model, _size), g in sc.groupby(["model", "image_size"], sort=True):
+        if len(g) > 1:
+            g = g.sort_values("batch_size")
+            ax.plot(g["intensity_macs_per_byte"], g["achieved_macs_per_s"] / GIGA,
+                    color=data.colors[model], lw=0.9, alpha=0.6, zorder=2)  # fmt: skip
 
 
 def _axes(ax: Any, setup: str, limits: tuple[tuple[float, float], tuple[float, float]]) -> None:
@@ -182,6 +197,7 @@ def _panel(ax: Any, data: ReportData, setup: str, sc: pd.DataFrame, roofs: Roofs
     """One setup's roofs, points and legend; whether any point is drawn hollow."""
     limits = _limits(sc, roofs)
     handles = _draw_roofs(ax, roofs, *limits[0])
+    _trails(ax, data, sc)
     colors = [data.colors[m] for m in sc["model"]]
     # a point above the compute roof is implausible whatever its row says
     drawn = sc["quality"].mask(above_the_roof(sc, roofs) & ~untrusted(sc["quality"]),
@@ -198,8 +214,8 @@ def _panel(ax: Any, data: ReportData, setup: str, sc: pd.DataFrame, roofs: Roofs
 
 def roofline(data: ReportData) -> Drawn:
     """Roofline: achieved GMAC/s vs arithmetic intensity (MACs per byte), log-log, one
-    panel per setup; the measured roofs min(gemm, triad × I), the conv3x3 ceiling and the
-    datasheet roofs where known."""
+    panel per setup, each network's cells joined in batch order; the measured roofs
+    min(gemm, triad × I), the conv3x3 ceiling and the datasheet roofs where known."""
     cells = roofline_cells(data.cells)
     if cells.empty:
         return skip(

@@ -33,4 +33,19 @@
     out.setAttribute('data-total', imgs.length);
     out.textContent = 'images loaded: ' + ok.length + ' of ' + imgs.length;
   });
+  // Records how many summary tables are wider than the page, each measured with its "More
+  // columns" open (read by the report's browser test).
+  window.addEventListener('load', function () {
+    var wraps = document.querySelectorAll('.table-wrap.summary'), wide = 0;
+    wraps.forEach(function (w) {
+      var d = w.closest('details'), shut = d && !d.open;
+      if (shut) d.open = true;
+      if (w.scrollWidth > w.clientWidth + 1) wide += 1;
+      if (shut) d.open = false;
+    });
+    var out = document.getElementById('layout-check');
+    out.setAttribute('data-tables', wraps.length);
+    out.setAttribute('data-wide', wide);
+    out.setAttribute('data-viewport', window.innerWidth);
+  });
 })();
