@@ -37,9 +37,12 @@ from matplotlib.text import Text
 
 from bench.cli import main
 from bench.report import build_report
-from bench.report.data import Superseded, fit_line, load_report_data, pareto_front
-from bench.report.figures import FIGURES, accuracy_vs_ops, accuracy_vs_throughput, place_labels
-from bench.report.page import summary_table
+from bench.report.analyses import fit_line, pareto_front
+from bench.report.canvas import HOLLOW_LABEL
+from bench.report.data import Superseded, load_report_data
+from bench.report.figures import FIGURES, figure
+from bench.report.labels import place_labels
+from bench.report.summary import summary_table
 from bench.schema import Row
 from bench.store import load_results, read_manifest, write_manifest, write_row
 
@@ -47,10 +50,18 @@ FIXTURE = Path(__file__).parent / "data" / "runs" / "cpu-sample"
 SYNTHETIC_GPU = "SYNTHETIC GPU (generated test data, not a measurement)"
 # Every figure of bench.report.figures.FIGURES, numbered in order: "01-...", "02-...", ...
 ALL_FIGURE_NUMBERS = [f"{i:02d}-" for i in range(1, len(FIGURES) + 1)]
-POWER_FIGURES = ("04-power", "10-energy-vs-accuracy")
-SPEEDUP_FIGURE = "11-speedup-vs-eager"  # left out of eager-only data (both fixtures below)
-ROOFLINE_FIGURE = "12-roofline"  # left out of the CPU fixture (made before the columns)
-LAYER_FIGURE = "13-layer-types"  # left out without a profile (the CPU fixture has none)
+# The figures these tests draw, by slug: their numbers come from the registry's order.
+accuracy_vs_ops = figure("accuracy-vs-ops")
+accuracy_vs_throughput = figure("accuracy-vs-throughput")
+time_vs_batch, ops_vs_time = figure("time-per-image"), figure("ops-vs-time")
+power_vs_batch, energy_vs_accuracy = figure("power"), figure("energy-vs-accuracy")
+memory_vs_batch, memory_vs_params = figure("memory"), figure("memory-vs-params")
+speedup_vs_eager, roofline = figure("speedup-vs-eager"), figure("roofline")
+layer_types = figure("layer-types")
+POWER_FIGURES = (power_vs_batch.name, energy_vs_accuracy.name)
+SPEEDUP_FIGURE = speedup_vs_eager.name  # left out of eager-only data (both fixtures below)
+ROOFLINE_FIGURE = roofline.name  # left out of the CPU fixture (made before the columns)
+LAYER_FIGURE = layer_types.name  # left out without a profile (the CPU fixture has none)
 # SYNTHETIC ceilings of the synthetic GPU (MACs/s and bytes/s; made up, never measured).
 SYNTHETIC_GEMM = {"float32": 2.0e12, "float16": 8.0e12}
 SYNTHETIC_TRIAD = 1.0e12
@@ -399,18 +410,18 @@ def test_setups_are_not_averaged_and_repeats_take_the_median(
     assert "synthetic-gpu-host" in page  # the environment of each run is shown
 
 
-@pytest.mark.parametrize("figure", ["06-memory-vs-params", "07-ops-vs-time"])
-def test_linear_fits_agree_with_numpy_on_the_raw_rows(cpu_report: Path, figure: str) -> None:
+@pytest.mark.parametrize("name", [memory_vs_params.name, ops_vs_time.name])
+def test_linear_fits_agree_with_numpy_on_the_raw_rows(cpu_report: Path, name: str) -> None:
     doc = json.loads((cpu_report / "report.json").read_text())
-    fits = [f for f in doc["fits"] if f["figure"] == figure]
-    assert fits and (figure != "07-ops-vs-time" or {f["batch_size"] for f in fits} == {1, 4})
+    fits = [f for f in doc["fits"] if f["figure"] == name]
+    assert fits and (name != ops_vs_time.name or {f["batch_size"] for f in fits} == {1, 4})
     raw = _raw_ok_rows(FIXTURE)
     for fit in fits:
         rows = sorted(
             (r for r in raw if r["batch_size"] == fit["batch_size"]), key=lambda r: r["model"]
         )
         assert [r["model"] for r in rows] == fit["models"]
-        if figure == "06-memory-vs-params":
+        if name == memory_vs_params.name:
             x = np.array([r["params"] for r in rows], dtype=float)
             y = np.array([r["peak_memory_bytes"] for r in rows], dtype=float)
         else:
@@ -424,7 +435,7 @@ def test_linear_fits_agree_with_numpy_on_the_raw_rows(cpu_report: Path, figure: 
         assert fit["n"] == len(rows)
     page = (cpu_report / "index.html").read_text()
     f0 = fits[0]
-    if figure == "06-memory-vs-params":
+    if name == memory_vs_params.name:
         assert f"each parameter adds {f0['slope']:.2f} bytes" in page
     else:
         assert f"R² = {f0['r2']:.3f}" in page
@@ -684,8 +695,6 @@ def test_speedup_figure_reads_the_constructed_speedups(config_report: Path) -> N
 
 
 def test_speedup_figure_draws_one_panel_per_setup_and_a_line_at_one(config_run: Path) -> None:
-    from bench.report.figures import speedup_vs_eager
-
     data = load_report_data([config_run])
     result = speedup_vs_eager(data)
     assert result.fig is not None and result.skipped is None
@@ -713,8 +722,6 @@ def test_speedup_figure_draws_one_panel_per_setup_and_a_line_at_one(config_run: 
 def test_speedup_figure_is_left_out_without_two_configurations(
     tmp_path: Path, configs: tuple[str, ...], why: str
 ) -> None:
-    from bench.report.figures import speedup_vs_eager
-
     run = tmp_path / "run"
     run.mkdir()
     write_manifest(run, {"run_id": "run"})
@@ -736,8 +743,6 @@ def test_eager_only_setup_labels_do_not_name_the_configuration(tmp_path: Path) -
 
 
 def test_setups_name_their_configuration_and_figures_never_mix_them(config_run: Path) -> None:
-    from bench.report.figures import time_vs_batch
-
     data = load_report_data([config_run])
     assert data.configs == ("eager", "channels_last", "compile")
     assert data.setups == (
@@ -918,8 +923,6 @@ def roofline_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_roofline_draws_the_measured_roofs_and_the_ridge(roofline_run: Path) -> None:
-    from bench.report.figures import roofline
-
     result = roofline(load_report_data([roofline_run]))
     assert result.fig is not None and result.skipped is None
     (ax,) = [a for a in result.fig.axes if a.get_title()]
@@ -953,8 +956,6 @@ def test_roofline_draws_the_measured_roofs_and_the_ridge(roofline_run: Path) -> 
 
 
 def test_roofline_reading_names_the_networks_nearest_and_farthest(roofline_run: Path) -> None:
-    from bench.report.figures import roofline
-
     reading = roofline(load_report_data([roofline_run])).reading
     near, far = _roofline_answer()
     assert [m for m, *_ in near] == ["near", "second"] and [m for m, *_ in far] == ["stuck", "slow"]
@@ -974,8 +975,6 @@ def test_roofline_reading_names_the_networks_nearest_and_farthest(roofline_run: 
 
 
 def test_roofline_without_ceilings_draws_the_points_and_says_so(tmp_path: Path) -> None:
-    from bench.report.figures import roofline
-
     result = roofline(load_report_data([make_roofline_run(tmp_path, ceilings=False)]))
     assert result.fig is not None
     assert not any(_lines_by_gid(ax) for ax in result.fig.axes)
@@ -1016,8 +1015,6 @@ def test_roofline_and_layer_figures_are_left_out_of_the_cpu_fixture(cpu_report: 
 def test_memory_figure_draws_the_counted_memory_dashed_and_names_the_method(
     roofline_run: Path,
 ) -> None:
-    from bench.report.figures import memory_vs_batch, memory_vs_params
-
     data = load_report_data([roofline_run])
     result = memory_vs_batch(data)
     assert result.fig is not None
@@ -1036,7 +1033,7 @@ def test_memory_figure_draws_the_counted_memory_dashed_and_names_the_method(
 def test_memory_readings_say_which_figure_each_device_uses(multi_report: Path) -> None:
     doc = json.loads((multi_report / "report.json").read_text())
     readings = {f["name"]: f["reading"] for f in doc["figures"]}
-    for name in ("05-memory", "06-memory-vs-params"):
+    for name in (memory_vs_batch.name, memory_vs_params.name):
         assert "On AMD EPYC · float32 · 1 thr, peak memory is the resident set's" in readings[name]
         assert "· float16, peak memory is the CUDA caching allocator's" in readings[name]
         assert f"(memory_method {CUDA_MEMORY_METHOD})" in readings[name]
@@ -1077,8 +1074,6 @@ def make_profiles(root: Path) -> Path:
 def test_layer_figure_reads_the_groups_whose_time_exceeds_their_macs(
     roofline_run: Path, tmp_path: Path
 ) -> None:
-    from bench.report.figures import layer_types
-
     data = load_report_data([roofline_run, make_profiles(tmp_path)])
     result = layer_types(data)
     assert result.fig is not None and result.skipped is None
@@ -1110,8 +1105,6 @@ def test_layer_figure_reads_the_groups_whose_time_exceeds_their_macs(
 
 
 def test_layer_figure_is_left_out_without_a_profile(roofline_run: Path) -> None:
-    from bench.report.figures import layer_types
-
     result = layer_types(load_report_data([roofline_run]))
     assert result.fig is None and result.skipped is not None
     assert "No per-layer profile was given" in result.skipped
@@ -1223,7 +1216,8 @@ def quality_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _texts(data: Any) -> tuple[str, str, dict[str, Any]]:
     """index.html, summary.md and report.json of ``data`` without drawing the figures."""
-    from bench.report.page import index_html, report_json, summary_markdown
+    from bench.report.page import index_html, report_json
+    from bench.report.summary import summary_markdown
 
     table = summary_table(data)
     return (
@@ -1316,17 +1310,15 @@ def _legend_labels(fig: Any) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    ("figure", "cells"),
-    [("time_vs_batch", None), ("power_vs_batch", None), ("memory_vs_batch", None),
-     ("memory_vs_params", 1), ("ops_vs_time", "1+2"), ("roofline", None)],
+    ("slug", "cells"),
+    [("time-per-image", None), ("power", None), ("memory", None), ("memory-vs-params", 1),
+     ("ops-vs-time", "1+2"), ("roofline", None)],
 )  # fmt: skip
 def test_untrusted_cells_are_drawn_hollow_and_named(
-    quality_run: Path, figure: str, cells: Any
+    quality_run: Path, slug: str, cells: Any
 ) -> None:
-    import bench.report.figures as figures
-
     data = load_report_data([quality_run])
-    result = getattr(figures, figure)(data)
+    result = figure(slug)(data)
     assert result.fig is not None
     drawn = {k: q for k, (q, _, _) in QUALITY_CELLS.items()}
     drawn[("c", 1)] = "implausible"
@@ -1334,9 +1326,9 @@ def test_untrusted_cells_are_drawn_hollow_and_named(
         drawn = {k: q for k, q in drawn.items() if k[1] == 1}
     hollow = sum(q in ("contended", "implausible") for q in drawn.values())
     assert _hollow_points(result.fig) == (hollow, len(drawn) - hollow)
-    if figure != "memory_vs_params" and figure != "ops_vs_time":
-        assert figures.HOLLOW_LABEL in _legend_labels(result.fig)
-    if figure != "roofline":  # the roofline names implausible points its own way
+    if slug not in ("memory-vs-params", "ops-vs-time"):
+        assert HOLLOW_LABEL in _legend_labels(result.fig)
+    if slug != "roofline":  # the roofline names implausible points its own way
         assert "Hollow markers are cells whose number cannot be trusted" in result.reading
         named = re.findall(r"(\S+) at batch (\d) \((contended|implausible)\)", result.reading)
         assert {(m, int(b), q) for m, b, q in named} == {
@@ -1345,8 +1337,6 @@ def test_untrusted_cells_are_drawn_hollow_and_named(
 
 
 def test_best_point_figures_draw_hollow_where_the_best_cell_is_untrusted(quality_run: Path):
-    from bench.report.figures import accuracy_vs_throughput, energy_vs_accuracy
-
     data = load_report_data([quality_run])
     # one point per network: a's best throughput is batch 1 (clean), c's its only cell
     for make in (accuracy_vs_throughput, energy_vs_accuracy):
@@ -1360,7 +1350,6 @@ def test_roofline_uses_the_highest_ceilings_and_never_reads_a_rate_above_as_a_fr
     quality_run: Path,
 ) -> None:
     from bench.report.data import setup_roofs
-    from bench.report.figures import roofline
 
     data = load_report_data([quality_run])
     (roofs,) = setup_roofs(data).values()
@@ -1387,8 +1376,6 @@ def test_roofline_uses_the_highest_ceilings_and_never_reads_a_rate_above_as_a_fr
 
 
 def test_a_row_judged_implausible_by_its_run_is_never_a_percentage(tmp_path: Path) -> None:
-    from bench.report.figures import roofline
-
     # no ceilings in the report's input: the rows' own compute_fraction (2.5 = 250%)
     row = quality_row("z", 1, "implausible", "above its run's roof", 250e9,
                       compute_fraction=2.5)  # fmt: skip
@@ -1403,8 +1390,6 @@ def test_a_row_judged_implausible_by_its_run_is_never_a_percentage(tmp_path: Pat
 
 
 def test_speedups_are_hollow_where_either_cell_is_contended(tmp_path: Path) -> None:
-    from bench.report.figures import HOLLOW_LABEL, speedup_vs_eager
-
     rows = [
         _timed("m", 1, 4.0, 0, quality="contended", quality_reason="waited"),
         _timed("m", 1, 2.0, 0, config="compile", quality="clean"),

@@ -21,10 +21,21 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from test_report import FIXTURE, HOSTILE, make_quality_run, make_synthetic_runs, png_size
+from test_report import (
+    FIXTURE,
+    HOSTILE,
+    make_config_run,
+    make_quality_run,
+    make_synthetic_runs,
+    png_size,
+)
 
 from bench.cli import main
 from bench.report import build_report
+from bench.report.data import load_report_data
+from bench.report.figures import figure
+from bench.report.page import index_html
+from bench.report.summary import summary_table
 
 CHROMIUM = next(
     (p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None
@@ -67,7 +78,7 @@ def _images_loaded(dom: subprocess.CompletedProcess[str]) -> tuple[int, int]:
 
 
 SWEEP_MODELS = ("squeezenet1_1", "tiny_mlp")
-NEW_FIGURES = {"12-roofline", "13-layer-types"}
+NEW_FIGURES = {figure("roofline").name, figure("layer-types").name}
 
 
 def real_sweep(root: Path) -> list[Path]:
@@ -136,3 +147,33 @@ def test_a_contended_run_carries_the_banner_and_a_quiet_one_does_not(
     # the hostile network name is text in the browser, never markup
     assert "&lt;b&gt;x&lt;/b&gt;&amp;y at batch 1" in text and HOSTILE not in body
     assert "docs/noise.md" in text
+
+
+def _layout(dom: subprocess.CompletedProcess[str]) -> tuple[int, int, int]:
+    """(viewport width, summary tables, those wider than the page) as the page's own script
+    measured them in the browser, each table with its "More columns" open."""
+    match = re.search(r'id="layout-check"[^>]*>', dom.stdout)
+    assert match, f"no layout check in the DOM; chromium said: {dom.stderr[-2000:]}"
+    found = [
+        re.search(rf'data-{k}="(\d+)"', match.group(0)) for k in ("viewport", "tables", "wide")
+    ]
+    assert all(found), match.group(0)
+    return tuple(int(m.group(1)) for m in found)  # type: ignore[union-attr,return-value]
+
+
+@pytest.mark.parametrize("which", ["cpu", "multi", "configs", "quality"])
+def test_the_summary_fits_a_1280_pixel_screen(tmp_path: Path, which: str) -> None:
+    """Issue 23: 14 of 22 columns needed sideways scrolling. The page alone (no figures)
+    of each input, at 1280 pixels, then at 700 (where a wide table must be found: the
+    measurement itself can fail)."""
+    inputs = {"cpu": lambda: [FIXTURE], "multi": lambda: make_synthetic_runs(tmp_path / "runs"),
+              "configs": lambda: [make_config_run(tmp_path)],
+              "quality": lambda: [make_quality_run(tmp_path / "runs")]}[which]()  # fmt: skip
+    data = load_report_data(inputs)
+    page = tmp_path / "index.html"
+    page.write_text(index_html(data, summary_table(data), [], {}), encoding="utf-8")
+    wide = _chromium(tmp_path / "profile", "--window-size=1280,900", "--dump-dom", page.as_uri())
+    viewport, tables, too_wide = _layout(wide)
+    assert viewport == 1280 and tables >= 2 and too_wide == 0
+    narrow = _chromium(tmp_path / "profile", "--window-size=700,900", "--dump-dom", page.as_uri())
+    assert _layout(narrow)[2] > 0

@@ -39,7 +39,6 @@ frames with their columns when there are none.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -52,6 +51,7 @@ import pandas as pd
 from bench.errors import ResultsCorrupt
 from bench.keys import CellKey
 from bench.quality import QUALITIES, Roof, above_roof, rank
+from bench.report.colors import network_colors
 from bench.schema import CEILINGS, DECLARED, FIRST, MEDIAN, PROFILE
 from bench.store import (
     Discovery,
@@ -61,7 +61,6 @@ from bench.store import (
     load_ceilings,
     load_discovered,
     load_profiles,
-    run_id_problem,
 )
 from bench.units import MS_PER_S, ms_to_s, to_gmacs, to_mib, to_millions
 
@@ -119,17 +118,6 @@ class Superseded:
     cells: int
     rows: int
     by: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class LineFit:
-    """Least-squares line ``y = slope * x + intercept`` over ``n`` points; ``r2`` is the
-    coefficient of determination (NaN when ``y`` is constant)."""
-
-    slope: float
-    intercept: float
-    r2: float
-    n: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,42 +218,6 @@ def _positive(v: float) -> bool:
     return math.isfinite(v) and v > 0
 
 
-def fit_line(x: Sequence[float], y: Sequence[float]) -> LineFit:
-    """Ordinary least squares in closed form (centred sums); needs two distinct ``x``."""
-    xs = [float(v) for v in x]
-    ys = [float(v) for v in y]
-    n = len(xs)
-    if n != len(ys) or n < 2:
-        raise ValueError("a line fit needs at least two (x, y) points")
-    mx = math.fsum(xs) / n
-    my = math.fsum(ys) / n
-    sxx = math.fsum((a - mx) ** 2 for a in xs)
-    if sxx == 0:
-        raise ValueError("a line fit needs at least two distinct x values")
-    sxy = math.fsum((a - mx) * (b - my) for a, b in zip(xs, ys, strict=True))
-    syy = math.fsum((b - my) ** 2 for b in ys)
-    slope = sxy / sxx
-    intercept = my - slope * mx
-    ss_res = math.fsum((b - (slope * a + intercept)) ** 2 for a, b in zip(xs, ys, strict=True))
-    r2 = 1.0 - ss_res / syy if syy > 0 else float("nan")
-    return LineFit(slope, intercept, r2, n)
-
-
-def pareto_front(names: Sequence[str], ops: Sequence[float], acc: Sequence[float]) -> list[str]:
-    """Names not dominated on (fewer operations, higher accuracy): no other network has
-    at most the operations and at least the accuracy, with one of the two strictly."""
-    front = []
-    for i, name in enumerate(names):
-        dominated = any(
-            ops[j] <= ops[i] and acc[j] >= acc[i] and (ops[j] < ops[i] or acc[j] > acc[i])
-            for j in range(len(names))
-            if j != i
-        )
-        if not dominated:
-            front.append(name)
-    return sorted(front, key=lambda n: ops[list(names).index(n)])
-
-
 def _runs(found: Discovery, loaded: Loaded) -> list[RunInfo]:
     """One entry per run folder read, and one per folder of loose part files (a folder
     without a manifest: its environment is unknown and its run id is the folder's name)."""
@@ -310,15 +262,6 @@ def config_order(configs: Sequence[str]) -> tuple[str, ...]:
 def _with_config(rows: pd.DataFrame, base: pd.Series, show: bool) -> pd.Series:
     """The setup label: ``base`` and, when ``show``, `` · <configuration>``."""
     return base + " · " + rows["config"] if show else base
-
-
-def model_colors(models: Sequence[str]) -> dict[str, tuple[float, float, float]]:
-    """One colour per network, the same in every figure (sorted names → a fixed palette)."""
-    import seaborn as sns
-
-    n = len(models)
-    palette = sns.color_palette("tab10" if n <= 10 else "tab20" if n <= 20 else "husl", n)
-    return {m: tuple(c) for m, c in zip(sorted(models), palette, strict=True)}
 
 
 def _frame(columns: Sequence[str]) -> pd.DataFrame:
@@ -467,7 +410,7 @@ def load_report_data(paths: Sequence[str | Path]) -> ReportData:
         failures=failures.reset_index(drop=True),
         setups=setups,
         models=models,
-        colors=model_colors(models),
+        colors=network_colors(models),
         notes=loaded.notes,
         configs=configs,
         ceilings=_ceilings_table(load_ceilings(found)),
@@ -641,17 +584,4 @@ def _net_of_idle(cells: pd.DataFrame) -> pd.DataFrame:
     return cells
 
 
-def report_name(runs: Sequence[RunInfo]) -> str:
-    """The default report folder name: the run id for one run (when it is a plain folder
-    name, as :func:`bench.store.read_manifest` checks), else a short digest."""
-    ids = sorted({r.run_id for r in runs})
-    if len(ids) == 1 and run_id_problem(ids[0]) is None:
-        return ids[0]
-    digest = hashlib.sha256("\n".join(ids).encode()).hexdigest()[:8]
-    return f"{len(ids)}-runs-{digest}"
-
-
-def models_with(cells: pd.DataFrame, column: str) -> tuple[list[str], list[str]]:
-    """(models with a value in ``column``, models without) among plotted cells."""
-    has = cells.groupby("model")[column].apply(lambda s: bool(np.isfinite(s.astype(float)).any()))
-    return sorted(has[has].index), sorted(has[~has].index)
+FIGURE_DIR = "figures"  # the report folder's subfolder of figure files
