@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import io
 import json
 import math
 import os
@@ -827,8 +828,95 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return result.exit_code(args.fail_on_inconclusive)
 
 
+class _GuardedStream(io.TextIOBase):
+    """A text stream that survives its reader going away. ``tolerant`` (a sweep's progress
+    and notices, which are not the product): a failed write or flush is dropped, and so is
+    every later one. Otherwise (a command's output, which is): a closed pipe is still
+    :class:`BrokenPipeError` (``effbench show | head``), any other failure
+    :class:`OutputNotWritable`. Either way the file descriptor is pointed at /dev/null
+    after a failure, so that the interpreter's own flush at exit cannot fail again."""
+
+    def __init__(self, stream: Any, what: str, tolerant: bool) -> None:
+        self._stream = stream
+        self._what = what
+        self._tolerant = tolerant
+        self.failed: OSError | None = None
+
+    def write(self, text: str) -> int:
+        if self.failed is None:
+            try:
+                self._stream.write(text)
+            except OSError as e:
+                self._fail(e)
+        return len(text)
+
+    def flush(self) -> None:
+        if self.failed is None:
+            try:
+                self._stream.flush()
+            except OSError as e:
+                self._fail(e)
+
+    def isatty(self) -> bool:
+        try:
+            return self.failed is None and bool(self._stream.isatty())
+        except (OSError, ValueError):
+            return False
+
+    def fileno(self) -> int:
+        return int(self._stream.fileno())
+
+    def _fail(self, e: OSError) -> None:
+        self.failed = e
+        with contextlib.suppress(OSError, ValueError, io.UnsupportedOperation):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())  # may not be a file (pytest's capture)
+            os.close(devnull)
+        if self._tolerant:
+            return
+        if isinstance(e, BrokenPipeError):
+            raise e
+        raise OutputNotWritable(
+            f"cannot write to {self._what}: {e.strerror or e}; write it somewhere with room "
+            "(another file or a pipe)"
+        ) from e
+
+
+@contextlib.contextmanager
+def _guarded_output(tolerant: bool) -> Iterator[None]:
+    """Standard output and error as :class:`_GuardedStream` while a command runs; the
+    streams come back afterwards. ``effbench run`` is tolerant of both (progress is not the
+    product: a sweep whose reader left goes on, and its exit code says how it ended);
+    other commands are tolerant of standard error only."""
+    streams = sys.stdout, sys.stderr
+    sys.stdout = _GuardedStream(streams[0], "standard output", tolerant)  # type: ignore[assignment]
+    sys.stderr = _GuardedStream(streams[1], "standard error", True)  # type: ignore[assignment]
+    try:
+        yield
+        sys.stdout.flush()
+    finally:
+        sys.stdout, sys.stderr = streams
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        with _guarded_output(tolerant=bool(argv[:1] == ["run"])):
+            return _dispatch(argv)
+    except BenchError as e:
+        _say(f"effbench: error: {e}")
+        return 2
+    except BrokenPipeError:  # output piped into `head` and the like
+        return 0
+
+
+def _say(line: str) -> None:
+    """One line on standard error, if it can still be written (its reader may be gone)."""
+    with contextlib.suppress(OSError, ValueError):
+        print(line, file=sys.stderr, flush=True)
+
+
+def _dispatch(argv: list[str]) -> int:
     try:
         args = build_parser().parse_args(argv)
         if args.command == "run":

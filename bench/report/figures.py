@@ -152,7 +152,8 @@ def _batch_lines(
     fig, panels = _setup_panels(cells, title)
     parts = []
     for panel in panels:
-        for model, g in panel.cells.groupby("model", sort=True):
+        # one line per network and input size: runs at two sizes are two lines, not a zigzag
+        for (model, _size), g in panel.cells.groupby(["model", "image_size"], sort=True):
             line(panel, g.sort_values("batch_size"), data.colors[model])
         _log2_batch_axis(panel.ax, panel.cells["batch_size"].astype(int))
         parts.append(finish(panel))
@@ -535,10 +536,11 @@ def _batching_gain(sc: pd.DataFrame, setup: str) -> str:
     if lo == hi:
         return ""
     gains = {}
-    for model, g in sc.groupby("model", sort=True):
+    sizes = sc.groupby("model")["image_size"].nunique()
+    for (model, size), g in sc.groupby(["model", "image_size"], sort=True):
         t = g.set_index("batch_size")["time_per_image_ms"]
         if lo in t.index and hi in t.index:
-            gains[model] = float(t[lo] / t[hi])
+            gains[_sized(str(model), int(size), int(sizes[model]))] = float(t[lo] / t[hi])
     if not gains:
         return ""
     best = max(gains, key=lambda m: gains[m])
@@ -547,6 +549,14 @@ def _batching_gain(sc: pd.DataFrame, setup: str) -> str:
         f"On {setup}, going from batch {lo} to {hi} divides the time per image by "
         f"{gains[best]:.2f} for {best} and by {gains[worst]:.2f} for {worst}."
     )
+
+
+def _sized(model: str, image_size: int, sizes: int) -> str:
+    """The network's name, with its input size where the cells hold it at ``sizes`` > 1
+    sizes (0: a part written before the size was recorded)."""
+    if sizes < 2:
+        return model
+    return f"{model} ({image_size} px)" if image_size else f"{model} (size not recorded)"
 
 
 def power_vs_batch(data: ReportData) -> FigureResult:
