@@ -66,6 +66,19 @@ def _number(cast: Any) -> Any:
     return parse
 
 
+def _text(text: str) -> str:
+    """A single value that must not be empty: an empty one would silently mean the default
+    (``--suite ''`` ran the whole default suite)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty; give a value or leave the option out")
+    return text
+
+
+def _path(text: str) -> Path:
+    """A path that must not be empty (``Path('')`` is the current folder)."""
+    return Path(_text(text))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="effbench", description="Efficiency benchmarks for image classifiers.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -75,16 +88,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_compare(sub)
     rep = sub.add_parser("report", help="figures, index.html and summary tables from runs")
     rep.add_argument(
-        "results", nargs="+", type=Path, metavar="RESULTS", help="run folders or results/"
+        "results", nargs="+", type=_path, metavar="RESULTS", help="run folders or results/"
     )
-    rep.add_argument("--out", type=Path, help="report folder (default: reports/<run id>)")
+    rep.add_argument("--out", type=_path, help="report folder (default: reports/<run id>)")
     return p
 
 
 def _add_run(sub: Any) -> None:
     run = sub.add_parser("run", help="sweep models x batch sizes x devices x dtypes into parquet")
     sel = run.add_mutually_exclusive_group()
-    sel.add_argument("--suite", help="a named suite (see `effbench models --suites`)")
+    sel.add_argument("--suite", type=_text, help="a named suite (see `effbench models --suites`)")
     sel.add_argument(
         "--models",
         type=_csv(str),
@@ -102,11 +115,13 @@ def _add_run(sub: Any) -> None:
     run.add_argument("--image-size", type=_number(int), help="override each model's input size")
     run.add_argument("--threads", type=_number(int), help="intra-op threads (default: all cores)")
     run.add_argument("--repeats", type=_number(int), help="fresh-process repeats of each cell (1)")
-    run.add_argument("--out", type=Path, help="results folder (default: results)")
-    run.add_argument("--run-id", help="name of the run folder (default: time stamp + random)")
+    run.add_argument("--out", type=_path, help="results folder (default: results)")
+    run.add_argument(
+        "--run-id", type=_text, help="name of the run folder (default: time stamp + random)"
+    )
     run.add_argument(
         "--resume",
-        type=Path,
+        type=_path,
         nargs="+",
         metavar="RUN_DIR",
         help="finish an interrupted run (several: the variant folders of an A/B run, "
@@ -130,7 +145,9 @@ def _add_run(sub: Any) -> None:
     run.add_argument(
         "--cell-timeout", type=_number(float), help="seconds before a hung cell is killed (600)"
     )
-    run.add_argument("--memory-cap", help="limit each CPU worker's extra memory, e.g. 2GiB")
+    run.add_argument(
+        "--memory-cap", type=_text, help="limit each CPU worker's extra memory, e.g. 2GiB"
+    )
     run.add_argument(
         "--tf32", action="store_const", const=True, help="allow TF32 on CUDA (off by default)"
     )
@@ -157,6 +174,7 @@ def _add_run(sub: Any) -> None:
     )
     run.add_argument(
         "--ray-address",
+        type=_text,
         metavar="ADDR",
         help="with --executor ray: join this cluster (auto or HOST:PORT); default: start a "
         "local Ray instance",
@@ -186,7 +204,7 @@ def _add_timing_flags(run: Any) -> None:
 def _add_info_commands(sub: Any) -> None:
     """`models`, `inspect`, `show` and `env`."""
     models = sub.add_parser("models", help="list registered models and their reference figures")
-    models.add_argument("--suite", help="only this suite")
+    models.add_argument("--suite", type=_text, help="only this suite")
     models.add_argument("--suites", action="store_true", help="list the suites instead")
     models.add_argument("--format", choices=("table", "json", "csv"), default="table")
 
@@ -199,7 +217,7 @@ def _add_info_commands(sub: Any) -> None:
 
     show = sub.add_parser("show", help="print a summary table of results (folders or files)")
     show.add_argument(
-        "results", nargs="+", type=Path, help="run folders, results/ or parquet files"
+        "results", nargs="+", type=_path, help="run folders, results/ or parquet files"
     )
     show.add_argument("--format", choices=("table", "json", "csv"), default="table")
 
@@ -234,7 +252,7 @@ def _add_profiling_commands(sub: Any) -> None:
     prof.add_argument("--format", choices=("table", "json", "csv"), default="table")
     prof.add_argument(
         "--out",
-        type=Path,
+        type=_path,
         help="also write each profile as profile-*.parquet in this folder (for the report)",
     )
     prof.add_argument(
@@ -251,8 +269,8 @@ def _add_compare(sub: Any) -> None:
     cmp = sub.add_parser(
         "compare", help="regression gate: is CANDIDATE worse than BASELINE, cell by cell?"
     )
-    cmp.add_argument("baseline", type=Path, help="baseline run folder (or folder of runs)")
-    cmp.add_argument("candidate", type=Path, help="candidate run folder (or folder of runs)")
+    cmp.add_argument("baseline", type=_path, help="baseline run folder (or folder of runs)")
+    cmp.add_argument("candidate", type=_path, help="candidate run folder (or folder of runs)")
     cmp.add_argument(
         "--metric",
         action="append",
@@ -261,7 +279,7 @@ def _add_compare(sub: Any) -> None:
     cmp.add_argument("--threshold", default="5%", help="smallest change that matters (5%%)")
     cmp.add_argument("--alpha", type=float, default=0.01, help="false discovery rate (0.01)")
     cmp.add_argument("--format", choices=("md", "json", "junit"), default="md")
-    cmp.add_argument("--out", type=Path, help="write the report here instead of stdout")
+    cmp.add_argument("--out", type=_path, help="write the report here instead of stdout")
     cmp.add_argument(
         "--fail-on-inconclusive", action="store_true", help="exit 2 on inconclusive cells"
     )
@@ -470,22 +488,71 @@ def _resumed_lanes(args: argparse.Namespace, inventory: Any) -> Lanes:
     """The run folders of ``--resume``, each locked, with the plan its manifest records."""
     from bench.runner import resume_run
 
-    given = [flag for key, flag in PLAN_FLAGS.items() if getattr(args, key) is not None]
+    given = [
+        flag
+        for key, flag in PLAN_FLAGS.items()
+        if getattr(args, key) is not None and key != "variant"
+    ]
     if given:
         raise InvalidOption(
             f"--resume runs the plan recorded in the run folder; drop {', '.join(given)} "
             "(start a new run to change the plan)"
         )
+    named = _interpreters_named(args.variant or ())
     lanes: Lanes = []
     try:
         for run_dir in {os.path.realpath(p): p for p in args.resume}.values():
             r = resume_run(run_dir, _Catalog(), inventory)
             lanes.append((r.run_dir, r.run_id, r.options, r.groups, r.lock))
+            _check_interpreter_named(r.run_dir, r.options, named)
+        unused = set(named) - {lane[2].variant for lane in lanes if lane[2].python}
+        if unused:
+            raise InvalidOption(
+                f"--variant {sorted(unused)[0]}:python=...: no resumed run folder is an arm "
+                "with its own interpreter of that name; drop it"
+            )
     except BaseException:
         for lane in lanes:
             lane[4].release()
         raise
     return lanes
+
+
+def _interpreters_named(texts: Sequence[str]) -> dict[str, str]:
+    """``--variant NAME:python=PATH`` given with ``--resume``: arm name -> interpreter (an
+    absolute path). With --resume, --variant may only name an arm's interpreter again."""
+    from bench.plan import INTERPRETER, check_interpreter
+
+    named: dict[str, str] = {}
+    for text in texts:
+        name, _, assignment = text.partition(":")
+        var, eq, value = assignment.partition("=")
+        if var != INTERPRETER or not eq:
+            raise InvalidOption(
+                f"--variant {text!r}: with --resume, --variant only names an arm's interpreter "
+                "again (NAME:python=PATH); the rest of the plan is recorded in the run folder"
+            )
+        named[name] = check_interpreter(value, f"--variant {text!r}")
+    return named
+
+
+def _check_interpreter_named(run_dir: Path, options: Options, named: Mapping[str, str]) -> None:
+    """A manifest's interpreter (``options.python``) runs only when this command names it
+    too: a manifest is a file anyone who can write the folder can edit, and the
+    interpreter is a program effbench executes."""
+    if options.python is None:
+        return
+    again = f"--variant {options.variant}:python={options.python}"
+    if options.variant not in named:
+        raise InvalidOption(
+            f"{run_dir} runs its workers with {options.python} (recorded in its manifest); "
+            f"effbench runs a recorded interpreter only when it is named again: add {again}"
+        )
+    if named[options.variant] != options.python:
+        raise InvalidOption(
+            f"--variant {options.variant}:python={named[options.variant]}: {run_dir} was "
+            f"measured with {options.python}; resume it with {again}, or start a new run"
+        )
 
 
 def _new_lanes(

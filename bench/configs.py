@@ -85,7 +85,12 @@ def parse_config(text: str) -> Config:
         if part in flags:
             flags[part] = True
             continue
-        name, _, arg = part.partition(":")
+        name, sep, arg = part.partition(":")
+        if sep and not arg:
+            raise InvalidOption(
+                f"{part!r} names no backend; write compile:BACKEND (e.g. compile:aot_eager) "
+                "or compile alone for inductor"
+            )
         if name == EAGER:
             raise InvalidOption(f"{text!r}: eager is the configuration with no other part")
         if name not in ("compile", "compile-max-autotune", "cudagraphs") or (

@@ -135,12 +135,17 @@ def output_error(out: Any, ref: Any, dtype_name: str) -> dict[str, Any]:
 
 
 class Reference:
-    """The eager float32 model of the same weights, kept on disk between checks."""
+    """The eager float32 model of the same weights, kept on disk between checks (in
+    ``folder``, the worker's own scratch folder, else the temp folder): in memory, the copy
+    would count in a CPU cell's peak memory, which is measured above a baseline taken
+    before the model exists."""
 
-    def __init__(self, build: Callable[[], Any], model: Any, device: str) -> None:
+    def __init__(
+        self, build: Callable[[], Any], model: Any, device: str, folder: str | None = None
+    ) -> None:
         self._build = build
         self._device = device
-        fd, self._path = tempfile.mkstemp(prefix="effbench-ref-", suffix=".pt")
+        fd, self._path = tempfile.mkstemp(prefix="effbench-ref-", suffix=".pt", dir=folder)
         os.close(fd)
         torch.save(model.state_dict(), self._path)
 

@@ -38,6 +38,7 @@ from bench.plan import (
     ModelShape,
     Options,
     all_cells,
+    check_recorded,
     check_runnable,
     expand_plan,
 )
@@ -165,6 +166,11 @@ def check_new_run(out: Path, run_id: str) -> Path:
     """``out/<run_id>``, after checking that it can be written and holds no run yet."""
     validate_run_id(run_id)
     run_dir = out / run_id
+    if run_dir.is_symlink():
+        raise InvalidOption(
+            f"{run_dir} is a link to {os.path.realpath(run_dir)}; a new run gets a folder of "
+            "its own: choose another --run-id, or give the link's target as --out"
+        )
     ensure_writable(out)
     if run_dir.exists() and any(
         p.name == MANIFEST or p.name.startswith("part-") for p in run_dir.iterdir()
@@ -192,6 +198,7 @@ def resume_run(run_dir: Path, catalog: Mapping[str, ModelShape], inventory: Inve
     cannot run that plan as recorded (see :func:`bench.plan.check_runnable`)."""
     if not run_dir.is_dir():
         raise InvalidOption(f"cannot resume {run_dir}: no such folder")
+    check_run_folder(run_dir)  # before the lock: it creates a file there
     lock = RunLock(run_dir)
     try:
         manifest = read_manifest(run_dir)
@@ -202,6 +209,22 @@ def resume_run(run_dir: Path, catalog: Mapping[str, ModelShape], inventory: Inve
         lock.release()
         raise
     return Resumed(run_dir, lock, run_id, options, groups)
+
+
+def check_run_folder(run_dir: Path) -> None:
+    """Refuse, before anything is written there, a folder that holds no run: a folder of
+    runs (named in the message), ``/``, any other folder."""
+    if (run_dir / MANIFEST).is_file():
+        return
+    with contextlib.suppress(OSError):
+        runs = sorted(d for d in run_dir.iterdir() if (d / MANIFEST).is_file())
+        if runs:
+            more = f" (and {len(runs) - 1} more)" if len(runs) > 1 else ""
+            raise InvalidOption(
+                f"{run_dir} is a folder of runs, not a run; resume the runs themselves, "
+                f"e.g. `effbench run --resume {runs[0]}`{more}"
+            )
+    read_manifest(run_dir)  # says that it is not a run folder
 
 
 def check_pinned_cores(groups: Sequence[Group]) -> None:
@@ -232,7 +255,9 @@ def _recorded_plan(
         if recorded is not None:
             if not isinstance(recorded, list):
                 raise InvalidOption(f"plan must be a list of groups, not {recorded!r}")
-            return run_id, options, tuple(Group.from_dict(g) for g in recorded)
+            groups = tuple(Group.from_dict(g) for g in recorded)
+            check_recorded(options, groups)
+            return run_id, options, groups
     except KeyError as e:
         raise ResultsCorrupt(f"{where} lacks {e}; it was not written by `effbench run`") from e
     except (InvalidOption, ResultsCorrupt) as e:

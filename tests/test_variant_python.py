@@ -172,9 +172,12 @@ def test_arms_in_other_interpreters_are_measured_interleaved_and_compared(
     c = cmp.compare_paths(base, same, settings)
     assert [x.verdict for x in c.results] == ["unchanged"], cmp.to_markdown(c)
 
-    # resume: the slow arm's workers get their interpreter and PYTHONPATH again
+    # resume: the slow arm's workers get their interpreter and PYTHONPATH again, once the
+    # interpreter is named again (a manifest alone never runs a program)
     next(slow.glob("part-*_r4-*.parquet")).unlink()
     r = effbench(["run", "--resume", str(slow)], env=env)
+    assert r.returncode == 2 and f"add --variant slow:python={venv_python}" in r.stderr
+    r = effbench(["run", "--resume", str(slow), "--variant", f"slow:python={venv_python}"], env=env)
     assert r.returncode == 0, r.stderr
     again = load_results([slow])
     assert len(again) == 5 and set(again["family"]) == {"slow@other"}
