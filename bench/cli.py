@@ -36,7 +36,21 @@ class _Parser(argparse.ArgumentParser):
         raise InvalidOption(f"{message} (see `{self.prog} --help`)")
 
 
+def _strict(cast: Any) -> Any:
+    """``cast`` (int or float) without the digit separators Python accepts: ``1_0`` reads
+    as 10 there, and as a typo here."""
+
+    def parse(text: str) -> Any:
+        if "_" in text:
+            raise ValueError(f"{text!r} holds '_'")
+        return cast(text)
+
+    return parse
+
+
 def _csv(cast: Any) -> Any:
+    cast = _strict(cast) if cast in (int, float) else cast
+
     def parse(text: str) -> tuple[Any, ...]:
         items = [t.strip() for t in text.split(",")]
         if not any(items):
@@ -56,7 +70,7 @@ def _number(cast: Any) -> Any:
 
     def parse(text: str) -> Any:
         try:
-            value = cast(text)
+            value = _strict(cast)(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"cannot read {text!r} as a number") from None
         if not math.isfinite(value):
@@ -567,6 +581,11 @@ def _new_lanes(
     out = args.out if args.out is not None else Path("results")
     has_gpu = any(d.startswith("cuda:") for d in inventory.devices)
     options = resolve(_new_options(args, has_gpu), catalog, inventory)
+    if options.tf32 and not any(d.startswith("cuda") for d in options.devices):
+        raise InvalidOption(
+            f"--tf32 allows TF32 on CUDA GPUs, and this run measures none "
+            f"({', '.join(options.devices)}); drop --tf32"
+        )
     groups = expand_plan(options, catalog, inventory)
     if args.parallel:  # recorded in the plan, so a resume runs the same lanes
         from bench.parallel import assign_cpus
@@ -741,6 +760,11 @@ def _threads(value: int | None) -> int:
 
     if value is not None and value < 1:
         raise InvalidOption(f"--threads {value} must be >= 1")
+    if value is not None and value > default_threads():  # as `run` refuses them
+        raise InvalidOption(
+            f"--threads {value}: only {default_threads()} cores are available to this process "
+            "(taskset/cgroup?); give at most that many"
+        )
     return default_threads() if value is None else value
 
 
@@ -773,8 +797,16 @@ def _cmd_profile(args: argparse.Namespace) -> int:
 
     if args.dtype not in DTYPES:
         raise InvalidOption(f"unknown dtype {args.dtype!r}; choose from {', '.join(DTYPES)}")
-    if args.batch_size < 1:
-        raise InvalidOption(f"--batch-size {args.batch_size} must be >= 1")
+    from bench.plan import MAX_BATCH, MAX_IMAGE
+
+    if not 1 <= args.batch_size <= MAX_BATCH:
+        raise InvalidOption(
+            f"--batch-size {args.batch_size} must be an integer in [1, {MAX_BATCH}]"
+        )
+    if args.image_size is not None and not 1 <= args.image_size <= MAX_IMAGE:
+        raise InvalidOption(
+            f"--image-size {args.image_size} must be an integer in [1, {MAX_IMAGE}]"
+        )
     device = _checked_devices((args.device,))[0]  # `cuda`: the first GPU
     threads = _threads(args.threads)
     if args.out is not None:

@@ -185,9 +185,10 @@ def profile_model(
     both kinds) after ``warmup_s`` of warm-up; ``threads`` defaults to the cores this
     process may use."""
     from models import get_spec
+    from models.registry import model_failures
 
     spec = get_spec(name)
-    with sized_input(name, spec.image_size, image_size) as size:
+    with model_failures(name), sized_input(name, spec.image_size, image_size) as size:
         return profile_module(
             spec.build,
             (batch_size, spec.in_chans, size, size),

@@ -166,6 +166,12 @@ def check_new_run(out: Path, run_id: str) -> Path:
     """``out/<run_id>``, after checking that it can be written and holds no run yet."""
     validate_run_id(run_id)
     run_dir = out / run_id
+    for folder in (out.resolve(), *out.resolve().parents):
+        if (folder / MANIFEST).is_file():
+            raise InvalidOption(
+                f"--out {out} is inside the run folder {folder}; a run folder holds one run: "
+                "give an --out outside it (e.g. results)"
+            )
     if run_dir.is_symlink():
         raise InvalidOption(
             f"{run_dir} is a link to {os.path.realpath(run_dir)}; a new run gets a folder of "

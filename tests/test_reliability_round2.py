@@ -612,3 +612,128 @@ def test_a_side_without_memory_method_is_refused_like_another_method(
     assert "memory_method" in _one_line_error(err) and "not recorded" in err
     code, _ = _run_main(["compare", str(finished_run), str(run), "--allow-env-mismatch"], capsys)
     assert code in (0, 1)
+
+
+# --------------------------------------------------------------------------- plugins
+
+PLUGIN_IMPORTS = {
+    "raises": 'raise RuntimeError("boom at import")\n',
+    "syntax error": "def broken(:\n",
+    "registers a taken name": (
+        "from torch import nn\nfrom models.registry import ModelSpec, register_model\n"
+        'register_model(ModelSpec(name="tiny_mlp", family="x", builder=nn.Identity, '
+        "image_size=8))\n"
+    ),
+}
+
+
+@pytest.mark.parametrize("case", PLUGIN_IMPORTS)
+def test_a_plugin_that_fails_at_import_is_a_one_line_error(tmp_path: Path, case: str) -> None:
+    env = _plugin_env(tmp_path, "effbench_bad_plugin", PLUGIN_IMPORTS[case])
+    r = effbench(["models"], env=env, timeout=120)
+    assert r.returncode == 2
+    assert "effbench_bad_plugin" in _one_line_error(r.stderr)
+
+
+BROKEN = """
+from torch import nn
+from models.registry import ModelSpec, register_model
+
+
+class Boom(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.head = nn.Linear(3 * 8 * 8, 4)
+
+    def forward(self, x):
+        raise RuntimeError("forward boom")
+
+
+def returns_none():
+    return None
+
+
+def returns_garbage():
+    return 42
+
+
+def raises():
+    raise ValueError("builder boom")
+
+
+register_model(ModelSpec(name="broken", family="test", builder={builder}, image_size=8))
+"""
+
+
+@pytest.mark.parametrize("builder", ["returns_none", "returns_garbage", "raises", "Boom"])
+def test_a_broken_builder_or_forward_is_a_one_line_error_in_models_inspect_and_profile(
+    tmp_path: Path, builder: str
+) -> None:
+    env = _plugin_env(tmp_path, "effbench_broken", BROKEN.format(builder=builder))
+    commands = [["inspect", "broken"], ["profile", "broken", "--no-ceilings"]]
+    if builder != "Boom":  # its builder works: `models` only builds
+        commands.append(["models"])
+    for args in commands:
+        r = effbench(args, env=env, timeout=120)
+        assert r.returncode == 2, (args, r.stderr)
+        assert "'broken'" in _one_line_error(r.stderr), args
+
+
+def test_profile_refuses_a_batch_size_beyond_max_batch(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench.plan import MAX_BATCH
+
+    code, err = _run_main(
+        ["profile", "tiny_mlp", "--batch-size", "99999999", "--no-ceilings"], capsys
+    )
+    assert code == 2
+    assert str(MAX_BATCH) in _one_line_error(err)
+
+
+# --------------------------------------------------------------------------- odd options
+
+
+@pytest.mark.parametrize("command", [["profile", "tiny_mlp", "--no-ceilings"], ["peak"]])
+def test_threads_beyond_the_cores_are_refused_as_run_refuses_them(
+    command: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    threads = len(os.sched_getaffinity(0)) + 1
+    code, err = _run_main([*command, "--threads", str(threads)], capsys)
+    assert code == 2
+    assert "cores" in _one_line_error(err)
+
+
+def test_tf32_without_a_cuda_device_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "results"
+    args = ["run", "--models", "tiny_mlp", "--devices", "cpu", "--tf32", "--out", str(out)]
+    code, err = _run_main(args, capsys)
+    assert code == 2
+    assert "--tf32" in _one_line_error(err)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "bad", [["--max-time", "1_0"], ["--batch-sizes", "1_0"], ["--threads", "1_0"]]
+)
+def test_numbers_are_read_strictly(
+    tmp_path: Path, bad: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "results"
+    args = ["run", "--models", "tiny_mlp", "--batch-sizes", "1", "--out", str(out), *bad]
+    code, err = _run_main(args, capsys)
+    assert code == 2
+    assert "1_0" in _one_line_error(err)
+    assert not out.exists()
+
+
+def test_out_inside_another_run_folder_is_refused(
+    finished_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = sorted(p.name for p in finished_run.iterdir())
+    for out in (finished_run, finished_run / "sub"):
+        args = ["run", "--models", "tiny_mlp", "--batch-sizes", "1", "--out", str(out)]
+        code, err = _run_main(args, capsys)
+        assert code == 2
+        assert "inside the run folder" in _one_line_error(err)
+    assert sorted(p.name for p in finished_run.iterdir()) == before
