@@ -11,9 +11,10 @@ of the latency. A recompilation inside the timed loop (dynamo compiled a frame t
 
 Correctness: after the timed window closes (so the check never touches the measured peak
 memory), the configured model's output for the cell's input is compared with the eager
-float32 output of the same weights (kept in a temporary file, not in memory) on the same
-input: ``max_abs_err``, ``max_rel_err`` (÷ the largest |reference|) and ``output_ok``
-(``max_rel_err`` within :data:`bench.configs.TOLERANCE` of the row's dtype).
+float32 output of the same weights (kept in a file in the worker's scratch folder, not in
+memory) on the same input: ``max_abs_err``, ``max_rel_err`` (÷ the largest |reference|)
+and ``output_ok`` (``max_rel_err`` within :data:`bench.configs.TOLERANCE` of the row's
+dtype).
 """
 
 from __future__ import annotations
