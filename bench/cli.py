@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import io
 import json
 import math
 import os
@@ -71,7 +72,21 @@ class _Parser(argparse.ArgumentParser):
         raise InvalidOption(f"{message} (see `{self.prog} --help`)")
 
 
+def _strict(cast: Any) -> Any:
+    """``cast`` (int or float) without the digit separators Python accepts: ``1_0`` reads
+    as 10 there, and as a typo here."""
+
+    def parse(text: str) -> Any:
+        if "_" in text:
+            raise ValueError(f"{text!r} holds '_'")
+        return cast(text)
+
+    return parse
+
+
 def _csv(cast: Any) -> Any:
+    cast = _strict(cast) if cast in (int, float) else cast
+
     def parse(text: str) -> tuple[Any, ...]:
         items = [t.strip() for t in text.split(",")]
         if not any(items):
@@ -91,7 +106,7 @@ def _number(cast: Any) -> Any:
 
     def parse(text: str) -> Any:
         try:
-            value = cast(text)
+            value = _strict(cast)(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"cannot read {text!r} as a number") from None
         if not math.isfinite(value):
@@ -99,6 +114,19 @@ def _number(cast: Any) -> Any:
         return value
 
     return parse
+
+
+def _text(text: str) -> str:
+    """A single value that must not be empty: an empty one would silently mean the default
+    (``--suite ''`` ran the whole default suite)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty; give a value or leave the option out")
+    return text
+
+
+def _path(text: str) -> Path:
+    """A path that must not be empty (``Path('')`` is the current folder)."""
+    return Path(_text(text))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -113,16 +141,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_compare(sub)
     rep = sub.add_parser("report", help="figures, index.html and summary tables from runs")
     rep.add_argument(
-        "results", nargs="+", type=Path, metavar="RESULTS", help="run folders or results/"
+        "results", nargs="+", type=_path, metavar="RESULTS", help="run folders or results/"
     )
-    rep.add_argument("--out", type=Path, help="report folder (default: reports/<run id>)")
+    rep.add_argument("--out", type=_path, help="report folder (default: reports/<run id>)")
     return p
 
 
 def _add_run(sub: Any) -> None:
     run = sub.add_parser("run", help="sweep models x batch sizes x devices x dtypes into parquet")
     sel = run.add_mutually_exclusive_group()
-    sel.add_argument("--suite", help="a named suite (see `effbench models --suites`)")
+    sel.add_argument("--suite", type=_text, help="a named suite (see `effbench models --suites`)")
     sel.add_argument(
         "--models",
         type=_csv(str),
@@ -152,11 +180,13 @@ def _add_run(sub: Any) -> None:
         action="store_true",
         help="refuse to start (exit 2) when the pre-flight check finds the host busy (for CI)",
     )
-    run.add_argument("--out", type=Path, help="results folder (default: results)")
-    run.add_argument("--run-id", help="name of the run folder (default: time stamp + random)")
+    run.add_argument("--out", type=_path, help="results folder (default: results)")
+    run.add_argument(
+        "--run-id", type=_text, help="name of the run folder (default: time stamp + random)"
+    )
     run.add_argument(
         "--resume",
-        type=Path,
+        type=_path,
         nargs="+",
         metavar="RUN_DIR",
         help="finish an interrupted run (several: the variant folders of an A/B run, "
@@ -180,7 +210,9 @@ def _add_run(sub: Any) -> None:
     run.add_argument(
         "--cell-timeout", type=_number(float), help="seconds before a hung cell is killed (600)"
     )
-    run.add_argument("--memory-cap", help="limit each CPU worker's extra memory, e.g. 2GiB")
+    run.add_argument(
+        "--memory-cap", type=_text, help="limit each CPU worker's extra memory, e.g. 2GiB"
+    )
     run.add_argument(
         "--tf32", action="store_const", const=True, help="allow TF32 on CUDA (off by default)"
     )
@@ -207,6 +239,7 @@ def _add_run(sub: Any) -> None:
     )
     run.add_argument(
         "--ray-address",
+        type=_text,
         metavar="ADDR",
         help="with --executor ray: join this cluster (auto or HOST:PORT); default: start a "
         "local Ray instance",
@@ -236,7 +269,7 @@ def _add_timing_flags(run: Any) -> None:
 def _add_info_commands(sub: Any) -> None:
     """`models`, `inspect`, `show` and `env`."""
     models = sub.add_parser("models", help="list registered models and their reference figures")
-    models.add_argument("--suite", help="only this suite")
+    models.add_argument("--suite", type=_text, help="only this suite")
     models.add_argument("--suites", action="store_true", help="list the suites instead")
     models.add_argument("--format", choices=("table", "json", "csv"), default="table")
 
@@ -249,7 +282,7 @@ def _add_info_commands(sub: Any) -> None:
 
     show = sub.add_parser("show", help="print a summary table of results (folders or files)")
     show.add_argument(
-        "results", nargs="+", type=Path, help="run folders, results/ or parquet files"
+        "results", nargs="+", type=_path, help="run folders, results/ or parquet files"
     )
     show.add_argument("--format", choices=("table", "json", "csv"), default="table")
 
@@ -284,7 +317,7 @@ def _add_profiling_commands(sub: Any) -> None:
     prof.add_argument("--format", choices=("table", "json", "csv"), default="table")
     prof.add_argument(
         "--out",
-        type=Path,
+        type=_path,
         help="also write each profile as profile-*.parquet in this folder (for the report)",
     )
     prof.add_argument(
@@ -301,8 +334,8 @@ def _add_compare(sub: Any) -> None:
     cmp = sub.add_parser(
         "compare", help="regression gate: is CANDIDATE worse than BASELINE, cell by cell?"
     )
-    cmp.add_argument("baseline", type=Path, help="baseline run folder (or folder of runs)")
-    cmp.add_argument("candidate", type=Path, help="candidate run folder (or folder of runs)")
+    cmp.add_argument("baseline", type=_path, help="baseline run folder (or folder of runs)")
+    cmp.add_argument("candidate", type=_path, help="candidate run folder (or folder of runs)")
     cmp.add_argument(
         "--metric",
         action="append",
@@ -311,7 +344,7 @@ def _add_compare(sub: Any) -> None:
     cmp.add_argument("--threshold", default="5%", help="smallest change that matters (5%%)")
     cmp.add_argument("--alpha", type=float, default=0.01, help="false discovery rate (0.01)")
     cmp.add_argument("--format", choices=("md", "json", "junit"), default="md")
-    cmp.add_argument("--out", type=Path, help="write the report here instead of stdout")
+    cmp.add_argument("--out", type=_path, help="write the report here instead of stdout")
     cmp.add_argument(
         "--fail-on-inconclusive", action="store_true", help="exit 2 on inconclusive cells"
     )
@@ -590,23 +623,72 @@ def _resumed_lanes(args: argparse.Namespace, inventory: Any, preflight: Any) -> 
     """The run folders of ``--resume``, each locked, with the plan its manifest records."""
     from bench.runner import resume_run
 
-    given = [flag for key, flag in PLAN_FLAGS.items() if getattr(args, key) is not None]
+    given = [
+        flag
+        for key, flag in PLAN_FLAGS.items()
+        if getattr(args, key) is not None and key != "variant"
+    ]
     if given:
         raise InvalidOption(
             f"--resume runs the plan recorded in the run folder; drop {', '.join(given)} "
             "(start a new run to change the plan)"
         )
+    named = _interpreters_named(args.variant or ())
     lanes: Lanes = []
     try:
         for run_dir in {os.path.realpath(p): p for p in args.resume}.values():
             r = resume_run(run_dir, _Catalog(), inventory)
             lanes.append((r.run_dir, r.run_id, r.options, r.groups, r.lock))
+            _check_interpreter_named(r.run_dir, r.options, named)
+        unused = set(named) - {lane[2].variant for lane in lanes if lane[2].python}
+        if unused:
+            raise InvalidOption(
+                f"--variant {sorted(unused)[0]}:python=...: no resumed run folder is an arm "
+                "with its own interpreter of that name; drop it"
+            )
         preflight(max(g.threads for lane in lanes for g in lane[3]) if lanes else 1)
     except BaseException:
         for lane in lanes:
             lane[4].release()
         raise
     return lanes
+
+
+def _interpreters_named(texts: Sequence[str]) -> dict[str, str]:
+    """``--variant NAME:python=PATH`` given with ``--resume``: arm name -> interpreter (an
+    absolute path). With --resume, --variant may only name an arm's interpreter again."""
+    from bench.plan import INTERPRETER, check_interpreter
+
+    named: dict[str, str] = {}
+    for text in texts:
+        name, _, assignment = text.partition(":")
+        var, eq, value = assignment.partition("=")
+        if var != INTERPRETER or not eq:
+            raise InvalidOption(
+                f"--variant {text!r}: with --resume, --variant only names an arm's interpreter "
+                "again (NAME:python=PATH); the rest of the plan is recorded in the run folder"
+            )
+        named[name] = check_interpreter(value, f"--variant {text!r}")
+    return named
+
+
+def _check_interpreter_named(run_dir: Path, options: Options, named: Mapping[str, str]) -> None:
+    """A manifest's interpreter (``options.python``) runs only when this command names it
+    too: a manifest is a file anyone who can write the folder can edit, and the
+    interpreter is a program effbench executes."""
+    if options.python is None:
+        return
+    again = f"--variant {options.variant}:python={options.python}"
+    if options.variant not in named:
+        raise InvalidOption(
+            f"{run_dir} runs its workers with {options.python} (recorded in its manifest); "
+            f"effbench runs a recorded interpreter only when it is named again: add {again}"
+        )
+    if named[options.variant] != options.python:
+        raise InvalidOption(
+            f"--variant {options.variant}:python={named[options.variant]}: {run_dir} was "
+            f"measured with {options.python}; resume it with {again}, or start a new run"
+        )
 
 
 def _new_lanes(
@@ -626,6 +708,11 @@ def _new_lanes(
         raise InvalidOption(
             "malloc: configurations set the allocator of this machine's workers; drop them "
             "with --executor ray"
+        )
+    if options.tf32 and not any(d.startswith("cuda") for d in options.devices):
+        raise InvalidOption(
+            f"--tf32 allows TF32 on CUDA GPUs, and this run measures none "
+            f"({', '.join(options.devices)}); drop --tf32"
         )
     groups = expand_plan(options, catalog, inventory)
     if args.parallel:  # recorded in the plan, so a resume runs the same lanes
@@ -806,6 +893,11 @@ def _threads(value: int | None) -> int:
 
     if value is not None and value < 1:
         raise InvalidOption(f"--threads {value} must be >= 1")
+    if value is not None and value > default_threads():  # as `run` refuses them
+        raise InvalidOption(
+            f"--threads {value}: only {default_threads()} cores are available to this process "
+            "(taskset/cgroup?); give at most that many"
+        )
     return default_threads() if value is None else value
 
 
@@ -855,8 +947,16 @@ def _cmd_profile(args: argparse.Namespace) -> int:
 
     if args.dtype not in DTYPES:
         raise InvalidOption(f"unknown dtype {args.dtype!r}; choose from {', '.join(DTYPES)}")
-    if args.batch_size < 1:
-        raise InvalidOption(f"--batch-size {args.batch_size} must be >= 1")
+    from bench.plan import MAX_BATCH, MAX_IMAGE
+
+    if not 1 <= args.batch_size <= MAX_BATCH:
+        raise InvalidOption(
+            f"--batch-size {args.batch_size} must be an integer in [1, {MAX_BATCH}]"
+        )
+    if args.image_size is not None and not 1 <= args.image_size <= MAX_IMAGE:
+        raise InvalidOption(
+            f"--image-size {args.image_size} must be an integer in [1, {MAX_IMAGE}]"
+        )
     device = _checked_devices((args.device,))[0]  # `cuda`: the first GPU
     threads = _threads(args.threads)
     if args.out is not None:
@@ -980,8 +1080,95 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return result.exit_code(args.fail_on_inconclusive)
 
 
+class _GuardedStream(io.TextIOBase):
+    """A text stream that survives its reader going away. ``tolerant`` (a sweep's progress
+    and notices, which are not the product): a failed write or flush is dropped, and so is
+    every later one. Otherwise (a command's output, which is): a closed pipe is still
+    :class:`BrokenPipeError` (``effbench show | head``), any other failure
+    :class:`OutputNotWritable`. Either way the file descriptor is pointed at /dev/null
+    after a failure, so that the interpreter's own flush at exit cannot fail again."""
+
+    def __init__(self, stream: Any, what: str, tolerant: bool) -> None:
+        self._stream = stream
+        self._what = what
+        self._tolerant = tolerant
+        self.failed: OSError | None = None
+
+    def write(self, text: str) -> int:
+        if self.failed is None:
+            try:
+                self._stream.write(text)
+            except OSError as e:
+                self._fail(e)
+        return len(text)
+
+    def flush(self) -> None:
+        if self.failed is None:
+            try:
+                self._stream.flush()
+            except OSError as e:
+                self._fail(e)
+
+    def isatty(self) -> bool:
+        try:
+            return self.failed is None and bool(self._stream.isatty())
+        except (OSError, ValueError):
+            return False
+
+    def fileno(self) -> int:
+        return int(self._stream.fileno())
+
+    def _fail(self, e: OSError) -> None:
+        self.failed = e
+        with contextlib.suppress(OSError, ValueError, io.UnsupportedOperation):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())  # may not be a file (pytest's capture)
+            os.close(devnull)
+        if self._tolerant:
+            return
+        if isinstance(e, BrokenPipeError):
+            raise e
+        raise OutputNotWritable(
+            f"cannot write to {self._what}: {e.strerror or e}; write it somewhere with room "
+            "(another file or a pipe)"
+        ) from e
+
+
+@contextlib.contextmanager
+def _guarded_output(tolerant: bool) -> Iterator[None]:
+    """Standard output and error as :class:`_GuardedStream` while a command runs; the
+    streams come back afterwards. ``effbench run`` is tolerant of both (progress is not the
+    product: a sweep whose reader left goes on, and its exit code says how it ended);
+    other commands are tolerant of standard error only."""
+    streams = sys.stdout, sys.stderr
+    sys.stdout = _GuardedStream(streams[0], "standard output", tolerant)  # type: ignore[assignment]
+    sys.stderr = _GuardedStream(streams[1], "standard error", True)  # type: ignore[assignment]
+    try:
+        yield
+        sys.stdout.flush()
+    finally:
+        sys.stdout, sys.stderr = streams
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        with _guarded_output(tolerant=bool(argv[:1] == ["run"])):
+            return _dispatch(argv)
+    except BenchError as e:
+        _say(f"effbench: error: {e}")
+        return 2
+    except BrokenPipeError:  # output piped into `head` and the like
+        return 0
+
+
+def _say(line: str) -> None:
+    """One line on standard error, if it can still be written (its reader may be gone)."""
+    with contextlib.suppress(OSError, ValueError):
+        print(line, file=sys.stderr, flush=True)
+
+
+def _dispatch(argv: list[str]) -> int:
     try:
         args = build_parser().parse_args(argv)
         if args.command == "run":

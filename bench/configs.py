@@ -99,6 +99,11 @@ def parse_config(text: str) -> Config:
             flags[part] = True
             continue
         name, colon, arg = part.partition(":")
+        if colon and not arg and name != "malloc":
+            raise InvalidOption(
+                f"{part!r} names no backend; write compile:BACKEND (e.g. compile:aot_eager) "
+                "or compile alone for inductor"
+            )
         if name == EAGER:
             raise InvalidOption(f"{text!r}: eager is the configuration with no other part")
         if name == "malloc" and colon:

@@ -11,9 +11,10 @@ of the latency. A recompilation inside the timed loop (dynamo compiled a frame t
 
 Correctness: after the timed window closes (so the check never touches the measured peak
 memory), the configured model's output for the cell's input is compared with the eager
-float32 output of the same weights (kept in a temporary file, not in memory) on the same
-input: ``max_abs_err``, ``max_rel_err`` (÷ the largest |reference|) and ``output_ok``
-(``max_rel_err`` within :data:`bench.configs.TOLERANCE` of the row's dtype).
+float32 output of the same weights (kept in a file in the worker's scratch folder, not in
+memory) on the same input: ``max_abs_err``, ``max_rel_err`` (÷ the largest |reference|)
+and ``output_ok`` (``max_rel_err`` within :data:`bench.configs.TOLERANCE` of the row's
+dtype).
 """
 
 from __future__ import annotations
@@ -135,12 +136,17 @@ def output_error(out: Any, ref: Any, dtype_name: str) -> dict[str, Any]:
 
 
 class Reference:
-    """The eager float32 model of the same weights, kept on disk between checks."""
+    """The eager float32 model of the same weights, kept on disk between checks (in
+    ``folder``, the worker's own scratch folder, else the temp folder): in memory, the copy
+    would count in a CPU cell's peak memory, which is measured above a baseline taken
+    before the model exists."""
 
-    def __init__(self, build: Callable[[], Any], model: Any, device: str) -> None:
+    def __init__(
+        self, build: Callable[[], Any], model: Any, device: str, folder: str | None = None
+    ) -> None:
         self._build = build
         self._device = device
-        fd, self._path = tempfile.mkstemp(prefix="effbench-ref-", suffix=".pt")
+        fd, self._path = tempfile.mkstemp(prefix="effbench-ref-", suffix=".pt", dir=folder)
         os.close(fd)
         torch.save(model.state_dict(), self._path)
 

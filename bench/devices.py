@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -187,7 +188,33 @@ def environment(inventory: Inventory | None = None) -> Environment:
     )
 
 
-PROBE_TIMEOUT_S = 300.0
+PROBE_TIMEOUT_S = 60.0  # `python -m bench env` of another interpreter (imports torch)
+
+
+def _run_in_own_group(
+    cmd: list[str], env: Mapping[str, str], cwd: str, timeout_s: float
+) -> subprocess.CompletedProcess[str]:
+    """``cmd``'s exit code and output, in a process group of its own; past ``timeout_s``
+    the whole group is killed (the command's children too) and ``TimeoutExpired`` raised."""
+    import signal
+
+    with subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(env),
+        cwd=cwd,
+        start_new_session=True,
+    ) as proc:
+        try:
+            out, err = proc.communicate(timeout=timeout_s)
+        except BaseException:  # the timeout, or a signal: nothing it started outlives it
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 def probe_environment(python: str, env: Mapping[str, str]) -> dict[str, Any]:
@@ -197,14 +224,11 @@ def probe_environment(python: str, env: Mapping[str, str]) -> dict[str, Any]:
     the record names the torch, torchvision and effbench commit its workers import. Raises
     :class:`InvalidOption` with the interpreter's last words when it cannot run effbench."""
     try:
-        proc = subprocess.run(
+        proc = _run_in_own_group(
             [python, "-m", "bench", "env", "--format", "json"],
-            capture_output=True,
-            text=True,
             env={**os.environ, **env},
             cwd=tempfile.gettempdir(),
-            timeout=PROBE_TIMEOUT_S,
-            check=False,
+            timeout_s=PROBE_TIMEOUT_S,
         )
     except (OSError, subprocess.TimeoutExpired) as e:
         raise InvalidOption(f"{python} cannot run: {e}") from e

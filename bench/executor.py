@@ -17,20 +17,23 @@ import contextlib
 import json
 import os
 import selectors
+import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from bench.allocators import preload_env
 from bench.configs import parse_config
 from bench.errors import WorkerProtocolError
-from bench.worker import Task
+from bench.worker import SCRATCH_ENV, Task
 
 Message = dict[str, Any]
 STARTUP_GRACE_S = 120.0
@@ -77,6 +80,97 @@ class Cancellable:
             _killpg(pid)
 
 
+# --------------------------------------------------------------------------- scratch
+
+SCRATCH_PREFIX = "effbench-scratch-"  # in the system temp folder, one per runner process
+_NEW_SCRATCH = ".effbench-new-"  # a scratch folder before its lock is taken
+_SCRATCH_GUARD = threading.Lock()
+_scratch: tuple[Path, int, int] | None = None  # (folder, its lock's descriptor, owner PID)
+
+
+def scratch_folder() -> Path:
+    """This process's scratch folder, ``$TMPDIR/effbench-scratch-*``: the workers' own
+    folders (their stderr, the reference weights of the output check) and
+    multiprocessing's folder (the fork server's socket) go in it. The process holds an
+    exclusive ``flock`` on its ``.lock`` for its lifetime and removes the folder when it
+    exits; a folder whose lock is free belonged to a process that died without cleaning
+    up (a SIGKILL), and the next process that makes its own removes it
+    (:func:`remove_stale_scratch`)."""
+    global _scratch
+    import atexit
+    import fcntl
+
+    with _SCRATCH_GUARD:
+        if _scratch is None or _scratch[2] != os.getpid():
+            top = Path(tempfile.gettempdir())
+            remove_stale_scratch(top)
+            new = Path(tempfile.mkdtemp(prefix=_NEW_SCRATCH, dir=top))
+            flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            fd = os.open(new / ".lock", flags, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            folder = top / (SCRATCH_PREFIX + new.name.removeprefix(_NEW_SCRATCH))
+            os.rename(new, folder)  # named for the sweep only once it is locked
+            _scratch = (folder, fd, os.getpid())
+            atexit.register(_remove_scratch, folder, os.getpid())
+        return _scratch[0]
+
+
+def _remove_scratch(folder: Path, owner: int) -> None:
+    if os.getpid() == owner:  # not in a forked child that inherited the handler
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def remove_stale_scratch(top: Path) -> list[Path]:
+    """Remove the scratch folders under ``top`` that are this user's and whose lock no
+    process holds (their process died); returns them."""
+    import fcntl
+
+    removed = []
+    for folder in [*top.glob(SCRATCH_PREFIX + "*"), *top.glob(_NEW_SCRATCH + "*")]:
+        try:
+            info = folder.lstat()
+            if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
+                continue
+            fd = os.open(folder / ".lock", os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:  # gone meanwhile, or not ours to judge (no lock in it)
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # its process is alive
+            os.close(fd)
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        os.close(fd)
+        removed.append(folder)
+    return removed
+
+
+@contextlib.contextmanager
+def worker_scratch() -> Iterator[Path]:
+    """A folder of one worker's own in :func:`scratch_folder`, removed when the worker has
+    ended, however it ended (killed at a timeout or by a signal included)."""
+    folder = Path(tempfile.mkdtemp(prefix="worker-", dir=scratch_folder()))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _own_multiprocessing_folder() -> None:
+    """Put multiprocessing's temporary folder (``pymp-*``, the fork server's socket) in
+    :func:`scratch_folder`, so that it goes with it. Reads a private attribute of
+    multiprocessing (checked; a no-op if it moves, or where the fork server's socket path
+    would not fit in the 108 bytes a socket address holds: the folder is then
+    multiprocessing's ``pymp-*`` in the temp folder, removed at a normal exit only)."""
+    import multiprocessing as mp
+
+    config = getattr(mp.current_process(), "_config", None)
+    # the socket's path, scratch/pymp-XXXXXXXX/listener-XXXXXXXX, must fit in sun_path
+    fits = len(os.fsencode(scratch_folder())) + len("/pymp-12345678/listener-12345678") < 100
+    if isinstance(config, dict) and config.get("tempdir") is None and fits:
+        config["tempdir"] = tempfile.mkdtemp(prefix="pymp-", dir=scratch_folder())
+
+
 class LocalExecutor(Cancellable):
     """Runs each task in a fresh local subprocess; kills it when a cell overruns.
 
@@ -105,13 +199,13 @@ class LocalExecutor(Cancellable):
     def run(
         self, task: Task, on_message: Callable[[Message], None], cell_timeout_s: float
     ) -> WorkerExit:
-        with tempfile.TemporaryFile(mode="w+b") as err:
+        with tempfile.TemporaryFile(mode="w+b") as err, worker_scratch() as scratch:
             proc = subprocess.Popen(
                 [self._python or sys.executable, "-m", "bench.worker"],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=err,
-                env=self._env(task),
+                env={**self._env(task), SCRATCH_ENV: str(scratch)},
                 cwd=tempfile.gettempdir() if self._python else None,
                 start_new_session=True,
             )
@@ -213,6 +307,7 @@ class ForkServerExecutor(Cancellable):
         the server imports torch prints its traceback."""
         from multiprocessing import forkserver
 
+        _own_multiprocessing_folder()
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
             forkserver.ensure_running()
@@ -229,10 +324,15 @@ class ForkServerExecutor(Cancellable):
             return self._fresh.run(task, on_message, cell_timeout_s)
         if not self._started:
             self._start_server()
-        with tempfile.NamedTemporaryFile(prefix="effbench-worker-", suffix=".err") as err:
+        with (
+            worker_scratch() as scratch,
+            tempfile.NamedTemporaryFile(
+                prefix="effbench-worker-", suffix=".err", dir=scratch
+            ) as err,
+        ):
             recv, send = self._ctx.Pipe(duplex=False)
             proc = self._ctx.Process(
-                target=fork_main, args=(task.to_json(), send, err.name), daemon=False
+                target=fork_main, args=(task.to_json(), send, err.name, str(scratch)), daemon=False
             )
             proc.start()
             self._track(proc.pid)

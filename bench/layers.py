@@ -79,10 +79,10 @@ def inspect_model(name: str, image_size: int | None = None) -> Inspection:
 
     ``image_size`` overrides the registered square input size.
     """
-    from models.registry import get_spec
+    from models.registry import get_spec, model_failures
 
     spec = get_spec(name)
-    with sized_input(name, spec.image_size, image_size) as size:
+    with model_failures(name), sized_input(name, spec.image_size, image_size) as size:
         shape = (1, spec.in_chans, size, size)
         return inspect_module(spec.builder, shape, name=name, formulas=spec.macs_formulas)
 

@@ -474,6 +474,28 @@ def validate(options: Options, catalog: Mapping[str, ModelShape]) -> None:
     options.timing.validate()
 
 
+def check_recorded(options: Options, groups: Sequence[Group]) -> None:
+    """The command line's range checks (:func:`validate`, :meth:`Timing.validate`) applied
+    to a plan read from a manifest, its options and every group: a hand-edited manifest
+    must not run what the command line refuses. Whether this machine can run the plan's
+    models, devices and threads is :func:`check_runnable`'s question."""
+    validate(options, {m: ModelShape(1) for m in options.models})
+    for g in groups:
+        if not g.batch_sizes:
+            raise InvalidOption(f"the group of {g.model} on {g.device} has no batch sizes")
+        for b in g.batch_sizes:
+            _check_count("batch size", b, 1, MAX_BATCH)
+        _check_count("image_size", g.image_size, 1, MAX_IMAGE)
+        _check_count("in_chans", g.in_chans, 1, MAX_IMAGE)
+        _check_count("threads", g.threads, 1, 4096)
+        _check_count("repeat", g.repeat, 0, MAX_REPEATS - 1)
+        if g.dtype not in DTYPES:
+            raise InvalidOption(f"unknown dtype {g.dtype!r}; choose from {', '.join(DTYPES)}")
+        parse_config(g.config)
+        for cpu in g.cpus:
+            _check_count("cpus", cpu, 0, 1 << 16)
+
+
 def resolve(options: Options, catalog: Mapping[str, ModelShape], inventory: Inventory) -> Options:
     """``options`` with every machine-dependent default made explicit (threads, ``cuda``
     expanded to ``cuda:N``), after validating them: what the manifest records, so that a

@@ -188,9 +188,10 @@ def profile_model(
     ceiling's 95% confidence interval (a layer above the ceiling by more is
     implausible)."""
     from models import get_spec
+    from models.registry import model_failures
 
     spec = get_spec(name)
-    with sized_input(name, spec.image_size, image_size) as size:
+    with model_failures(name), sized_input(name, spec.image_size, image_size) as size:
         return profile_module(
             spec.build,
             (batch_size, spec.in_chans, size, size),

@@ -23,7 +23,10 @@ network namespace that has only the loopback interface.
 from __future__ import annotations
 
 import contextlib
+import math
+import os
 import queue
+import signal
 import socket
 import threading
 import time
@@ -48,26 +51,141 @@ def _ray() -> Any:
     return ray
 
 
+CONNECT_TIMEOUT_ENV = "EFFBENCH_RAY_CONNECT_TIMEOUT_S"
+CONNECT_TIMEOUT_S = 30.0  # joining a cluster: longest wait before giving up
+# A local instance talks to this machine only: Ray otherwise finds "the node's IP" by
+# opening a socket towards 8.8.8.8 (read when Ray is imported, by Ray's own processes too),
+# and its dashboard reports usage to Ray's servers.
+LOCAL_ONLY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+def connect_timeout_s() -> float:
+    """How long joining a cluster may take: ``$EFFBENCH_RAY_CONNECT_TIMEOUT_S`` seconds, or
+    :data:`CONNECT_TIMEOUT_S`."""
+    text = os.environ.get(CONNECT_TIMEOUT_ENV)
+    if text is None:
+        return CONNECT_TIMEOUT_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and 0 < value <= 3600):
+        raise InvalidOption(f"${CONNECT_TIMEOUT_ENV}={text!r} must be seconds in (0, 3600]")
+    return value
+
+
+@contextlib.contextmanager
+def _local_only() -> Iterator[None]:
+    """:data:`LOCAL_ONLY_ENV` set while Ray is imported and its local processes start."""
+    saved = {k: os.environ.get(k) for k in LOCAL_ONLY_ENV}
+    os.environ.update(LOCAL_ONLY_ENV)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def connect(address: str | None) -> None:
     """Start a local Ray instance (``address`` None) or join a cluster (``auto`` or
-    ``HOST:PORT``). The local instance declares one :data:`CPU_NODE_RESOURCE`."""
-    ray = _ray()
-    if ray.is_initialized():
-        return
+    ``HOST:PORT``), which must answer within :func:`connect_timeout_s`. The local instance
+    declares one :data:`CPU_NODE_RESOURCE` and uses the loopback address only."""
     kwargs: dict[str, Any] = dict(log_to_driver=False, configure_logging=False)
+    ours = _our_signal_handlers()
     try:
         if address is None:  # a local instance is for this machine only
-            ray.init(
-                include_dashboard=False,
-                resources={CPU_NODE_RESOURCE: 1},
-                _node_ip_address="127.0.0.1",
-                **kwargs,
-            )
+            with _local_only():
+                ray = _ray()
+                if ray.is_initialized():
+                    return
+                ray.init(
+                    include_dashboard=False,
+                    resources={CPU_NODE_RESOURCE: 1},
+                    _node_ip_address="127.0.0.1",
+                    **kwargs,
+                )
         else:
+            ray = _ray()
+            if ray.is_initialized():
+                return
+            _check_answers(_bootstrap_address(address), connect_timeout_s())
             ray.init(address=address, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as e:
         where = "start a local Ray instance" if address is None else f"reach Ray at {address}"
         raise InvalidOption(f"cannot {where}: {e}; see docs/scale-out.md") from e
+    finally:
+        _take_back_signals(ours)
+
+
+def _bootstrap_address(address: str) -> str | None:
+    """``HOST:PORT`` of the cluster ``address`` names (``auto``: the one Ray would join, as
+    Ray finds it; None when that cannot be told, and Ray is left to say so)."""
+    address = address.removeprefix("ray://")
+    if address != "auto":
+        return address
+    try:  # a private helper of Ray's: checked, and skipped if it moves
+        from ray._private.services import canonicalize_bootstrap_address
+
+        found = canonicalize_bootstrap_address(address)
+    except Exception:  # Ray's own error comes with ray.init
+        return None
+    return found if isinstance(found, str) else None
+
+
+# The client's HTTP/2 connection preface and an empty SETTINGS frame: a gRPC server (Ray's
+# GCS, Ray Client) answers with a SETTINGS frame (type 4) of its own.
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+
+
+def _check_answers(address: str | None, timeout: float) -> None:
+    """Fail within ``timeout`` seconds unless a gRPC server answers at ``HOST:PORT``: Ray
+    itself retries for minutes, printing warnings, when nothing (or something else)
+    listens there. The gRPC check is skipped under TLS (``$RAY_USE_TLS``)."""
+    host, sep, port = (address or "").rpartition(":")
+    if not sep or not port.isdigit():
+        return
+    hint = "check the address and that `ray start --head` runs there (docs/scale-out.md)"
+    deadline = time.monotonic() + timeout
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout) as conn:
+            if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
+                return
+            conn.settimeout(max(deadline - time.monotonic(), 0.01))
+            conn.sendall(_H2_PREFACE)
+            head = conn.recv(9)
+    except TimeoutError as e:
+        raise InvalidOption(
+            f"Ray at {address} did not answer within {timeout:g} s (${CONNECT_TIMEOUT_ENV} "
+            f"sets the bound); {hint}"
+        ) from e
+    except OSError as e:
+        raise InvalidOption(f"cannot reach Ray at {address}: {e.strerror or e}; {hint}") from e
+    if len(head) < 9 or head[3] != 4:
+        raise InvalidOption(f"{address} answers, but not as Ray does (gRPC); {hint}")
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _our_signal_handlers() -> dict[int, Any]:
+    """The Python handlers of the signals that stop a sweep, before Ray is started."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+
+
+def _take_back_signals(ours: Mapping[int, Any]) -> None:
+    """Put back the handlers ``ray.init`` replaced: it installs Python SIGTERM handlers of
+    its own (the driver's exits; the local node's kills Ray's processes and exits 1) and
+    its core worker a C++ one (a stack dump, then an abort). With ours back, SIGTERM stops
+    the sweep like Ctrl-C: the session is recorded and the resume hint printed (exit 143);
+    Ray's processes go with Ray's own shutdown at exit."""
+    for sig, handler in ours.items():
+        if handler is not None:  # None: installed outside Python, nothing to put back
+            signal.signal(sig, handler)
 
 
 def _on_each_node(fn: Callable[[], Any]) -> list[Any]:

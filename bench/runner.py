@@ -38,6 +38,7 @@ from bench.plan import (
     ModelShape,
     Options,
     all_cells,
+    check_recorded,
     check_runnable,
     expand_plan,
 )
@@ -168,6 +169,17 @@ def check_new_run(out: Path, run_id: str) -> Path:
     """``out/<run_id>``, after checking that it can be written and holds no run yet."""
     validate_run_id(run_id)
     run_dir = out / run_id
+    for folder in (out.resolve(), *out.resolve().parents):
+        if (folder / MANIFEST).is_file():
+            raise InvalidOption(
+                f"--out {out} is inside the run folder {folder}; a run folder holds one run: "
+                "give an --out outside it (e.g. results)"
+            )
+    if run_dir.is_symlink():
+        raise InvalidOption(
+            f"{run_dir} is a link to {os.path.realpath(run_dir)}; a new run gets a folder of "
+            "its own: choose another --run-id, or give the link's target as --out"
+        )
     ensure_writable(out)
     if run_dir.exists() and any(
         p.name == MANIFEST or p.name.startswith("part-") for p in run_dir.iterdir()
@@ -195,6 +207,7 @@ def resume_run(run_dir: Path, catalog: Mapping[str, ModelShape], inventory: Inve
     cannot run that plan as recorded (see :func:`bench.plan.check_runnable`)."""
     if not run_dir.is_dir():
         raise InvalidOption(f"cannot resume {run_dir}: no such folder")
+    check_run_folder(run_dir)  # before the lock: it creates a file there
     lock = RunLock(run_dir)
     try:
         manifest = read_manifest(run_dir)
@@ -205,6 +218,22 @@ def resume_run(run_dir: Path, catalog: Mapping[str, ModelShape], inventory: Inve
         lock.release()
         raise
     return Resumed(run_dir, lock, run_id, options, groups)
+
+
+def check_run_folder(run_dir: Path) -> None:
+    """Refuse, before anything is written there, a folder that holds no run: a folder of
+    runs (named in the message), ``/``, any other folder."""
+    if (run_dir / MANIFEST).is_file():
+        return
+    with contextlib.suppress(OSError):
+        runs = sorted(d for d in run_dir.iterdir() if (d / MANIFEST).is_file())
+        if runs:
+            more = f" (and {len(runs) - 1} more)" if len(runs) > 1 else ""
+            raise InvalidOption(
+                f"{run_dir} is a folder of runs, not a run; resume the runs themselves, "
+                f"e.g. `effbench run --resume {runs[0]}`{more}"
+            )
+    read_manifest(run_dir)  # says that it is not a run folder
 
 
 def check_pinned_cores(groups: Sequence[Group]) -> None:
@@ -235,7 +264,9 @@ def _recorded_plan(
         if recorded is not None:
             if not isinstance(recorded, list):
                 raise InvalidOption(f"plan must be a list of groups, not {recorded!r}")
-            return run_id, options, tuple(Group.from_dict(g) for g in recorded)
+            groups = tuple(Group.from_dict(g) for g in recorded)
+            check_recorded(options, groups)
+            return run_id, options, groups
     except KeyError as e:
         raise ResultsCorrupt(f"{where} lacks {e}; it was not written by `effbench run`") from e
     except (InvalidOption, ResultsCorrupt) as e:
@@ -651,6 +682,11 @@ def closing_ceilings(
         if not frames:
             continue
         stored = read_ceilings(lane.run_dir)
+        # one closing measurement per setup: this session's replaces an earlier session's
+        # (each session's drift stays in the manifest)
+        again = pd.concat(frames)[["device", "dtype", "threads"]].drop_duplicates()
+        earlier = stored.merge(again, how="left", indicator=True)["_merge"] == "both"
+        stored = stored[~(earlier.to_numpy() & (stored["phase"] == "end").to_numpy())]
         table = pd.concat([stored, *frames], ignore_index=True)
         write_table(lane.run_dir / CEILINGS, table)
         lane.drift = ceiling_drift(table)

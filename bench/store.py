@@ -29,7 +29,16 @@ import pyarrow.parquet as pq
 from bench.errors import InvalidOption, OutputNotWritable, ResultsCorrupt, RunLocked
 from bench.keys import CellKey, RowKey
 from bench.quality import rank
-from bench.schema import ARROW_SCHEMA, COLUMNS, REQUIRED_COLUMNS, Column, Row, arrow_schema
+from bench.schema import (
+    ARROW_SCHEMA,
+    COLUMNS,
+    DECLARED,
+    REQUIRED_COLUMNS,
+    STATUSES,
+    Column,
+    Row,
+    arrow_schema,
+)
 
 MANIFEST = "manifest.json"
 PART_GLOB = "part-*.parquet"
@@ -113,10 +122,7 @@ class RunLock:
         import fcntl
 
         self.path = run_dir / LOCK
-        try:
-            self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
-        except OSError as e:
-            raise OutputNotWritable(f"cannot create {self.path}: {e.strerror or e}") from e
+        self._fd: int | None = _open_lock(self.path)
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -134,6 +140,31 @@ class RunLock:
         if self._fd is not None:
             os.close(self._fd)  # closing the descriptor drops the flock
             self._fd = None
+
+
+def _open_lock(path: Path) -> int:
+    """The lock file's descriptor, opened without following a link (a link would have the
+    runner truncate and write whatever it points to) and only if it is a regular file."""
+    import stat
+
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, 0o666)
+    except OSError as e:
+        if path.is_symlink() or (path.exists() and not path.is_file()):
+            raise OutputNotWritable(_not_a_lock(path)) from e
+        raise OutputNotWritable(f"cannot create {path}: {e.strerror or e}") from e
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OutputNotWritable(_not_a_lock(path))
+    return fd
+
+
+def _not_a_lock(path: Path) -> str:
+    return (
+        f"{path} is a link or not a regular file; effbench writes only its own files in a "
+        "run folder: remove it (and check who put it there), then run again"
+    )
 
 
 def remove_partial_writes(run_dir: Path) -> list[Path]:
@@ -157,6 +188,8 @@ def write_manifest(run_dir: Path, manifest: Mapping[str, Any]) -> None:
 
 # --------------------------------------------------------------------------- reading
 
+# Bytes, not characters: a file name holds 255 bytes; the rest is room for the names made
+# from a run id (an A/B run's `<run-id>-<variant>` folders are checked as run ids too)
 MAX_RUN_ID = 200
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 # Key columns older files may lack, and what they are filled with when the run's manifest
@@ -176,8 +209,8 @@ def run_id_problem(text: object) -> str | None:
         return "contains a path separator"
     if _CONTROL.search(text):
         return "contains a control character"
-    if len(text) > MAX_RUN_ID:
-        return f"is longer than {MAX_RUN_ID} characters"
+    if len(os.fsencode(text)) > MAX_RUN_ID:  # file names are limited in bytes, not characters
+        return f"is longer than {MAX_RUN_ID} bytes (UTF-8)"
     return None
 
 
@@ -188,12 +221,12 @@ def _shown(value: object, limit: int = 60) -> str:
 
 def validate_run_id(text: object) -> str:
     """``text`` when it is a plain folder name (non-empty, no '/', '\\', '.' or '..', no
-    control characters, at most ``MAX_RUN_ID`` characters); else :class:`InvalidOption`."""
+    control characters, at most ``MAX_RUN_ID`` bytes); else :class:`InvalidOption`."""
     problem = run_id_problem(text)
     if problem is not None:
         raise InvalidOption(
             f"run id {_shown(text)} {problem}; it must be a plain folder name (no '/', '\\', "
-            f"'..' or control characters, at most {MAX_RUN_ID} characters), "
+            f"'..' or control characters, at most {MAX_RUN_ID} bytes), "
             "e.g. --run-id nightly-2026-01-01"
         )
     assert isinstance(text, str)
@@ -502,8 +535,136 @@ class Loaded:
         return sum(count.get(p, 0) for p in parts)
 
 
+# The identity of a row of one run: its run, its cell and its repeat. A run holds one row
+# per identity; a second is a copied part or a doubled row (refused on read). Issue 20's
+# ``attempt`` (re-measurements of a contended cell: more rows of the same cell and repeat,
+# attempt 1, 2, ...) joins it where the rows carry it: see :func:`row_identity`.
+ROW_IDENTITY: tuple[str, ...] = ("run_id", *CellKey.COLUMNS, "repeat")
+
+
+def row_identity(df: pd.DataFrame) -> list[str]:
+    """The columns that identify a row of ``df``: :data:`ROW_IDENTITY`, and ``attempt``
+    where the frame has it."""
+    return [*ROW_IDENTITY, *(["attempt"] if "attempt" in df.columns else [])]
+
+
+def _check_unique_rows(df: pd.DataFrame, file_of_row: np.ndarray, files: Sequence[Path]) -> None:
+    """Refuse rows that share an identity (:func:`row_identity`), naming their files."""
+    key = row_identity(df)
+    doubled = df.duplicated(key, keep=False).to_numpy()
+    if not doubled.any():
+        return
+    ids = df[key].astype(str).agg("\x1f".join, axis=1)
+    first = df[doubled].iloc[0]
+    same = (ids == ids[doubled].iloc[0]).to_numpy()
+    where = sorted({str(files[i]) for i in file_of_row[same]})
+    cell = ", ".join(f"{c}={first[c]}" for c in key)
+    shown = "; ".join(where[:3]) + (f" and {len(where) - 3} more" if len(where) > 3 else "")
+    raise ResultsCorrupt(
+        f"{int(same.sum())} rows of one cell and repeat ({cell}) in {shown}: a run has one "
+        "row per cell and repeat (a part copied under another name, or doubled rows); "
+        "delete the copies, keeping one part per cell"
+    )
+
+
+_KIND_WORDS = {"str": "text", "int": "a whole number", "float": "a number", "bool": "true/false"}
+# Ranges beyond the kind, checked on read: finite and at least this.
+_AT_LEAST: dict[str, float] = {
+    "batch_size": 1,
+    "in_chans": 1,
+    "image_size": 1,
+    "threads": 1,
+    "repeat": 0,
+    "n_samples": 0,
+    **{c: 0.0 for c in ("latency_ms_median", "latency_ms_mean", "latency_ms_p10")},
+    **{c: 0.0 for c in ("latency_ms_p90", "latency_ms_iqr", "latency_ms_ci_low")},
+    **{c: 0.0 for c in ("latency_ms_ci_high", "time_per_image_ms", "throughput_ips")},
+}
+
+
+def _bad_values(col: pd.Series, column: Column) -> tuple[np.ndarray, str]:
+    """Which values of ``col`` are not of ``column``'s kind or range, and what they should
+    be. Nulls (and NaN) are what a missing value reads as, and pass."""
+    kind = column.kind.rstrip("?")
+    present = col.notna().to_numpy() if kind != "floats" else col.map(_is_listed).to_numpy()
+    if kind == "str":
+        if pd.api.types.is_string_dtype(col) and not pd.api.types.is_object_dtype(col):
+            return np.zeros(len(col), dtype=bool), ""
+        return present & ~col.map(lambda v: isinstance(v, str)).to_numpy(), "text"
+    if kind == "bool":
+        if pd.api.types.is_bool_dtype(col):
+            return np.zeros(len(col), dtype=bool), ""
+        return present & ~col.map(lambda v: isinstance(v, bool | np.bool_)).to_numpy(), (
+            "true/false"
+        )
+    if kind == "floats":
+        ok = col.map(lambda v: not _is_listed(v) or _all_finite_numbers(v)).to_numpy()
+        return ~ok, "a list of finite numbers"
+    if pd.api.types.is_numeric_dtype(col):
+        numbers = col.astype(float)
+    else:  # mixed or text: a string that reads as a number is still text
+        numbers = pd.to_numeric(col.map(lambda v: None if isinstance(v, str | bytes) else v),
+                                errors="coerce")  # fmt: skip
+    bad = present & numbers.isna().to_numpy()
+    what = _KIND_WORDS[kind]
+    with np.errstate(invalid="ignore"):
+        values = numbers.to_numpy(dtype=float, na_value=np.nan)
+        if kind == "int":
+            bad |= present & ~bad & (values % 1 != 0)
+        low = _AT_LEAST.get(column.name)
+        if low is not None:
+            bad |= present & ~bad & ~(np.isfinite(values) & (values >= low))
+            what = f"{what} of at least {low:g}"
+    return bad, what
+
+
+def _is_listed(value: object) -> bool:
+    return value is not None and not (isinstance(value, float) and np.isnan(value))
+
+
+def _all_finite_numbers(value: object) -> bool:
+    try:
+        arr = np.asarray(value)
+    except (TypeError, ValueError):
+        return False
+    return arr.dtype.kind in "fiu" and bool(np.isfinite(arr.astype(float)).all())
+
+
+def _check_values(
+    df: pd.DataFrame, file_of_row: np.ndarray, files: Sequence[Path], advice: Sequence[str]
+) -> None:
+    """Refuse a value that is not of its declared kind (bench.schema) or out of range, or
+    a status that is not one of :data:`bench.schema.STATUSES`, naming the file."""
+    for column in DECLARED:
+        if column.name not in df.columns:
+            continue
+        bad, what = _bad_values(df[column.name], column)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            value = _shown(df[column.name].iloc[i])
+            raise ResultsCorrupt(
+                f"{files[file_of_row[i]]}: {column.name} {value} is not {what}; "
+                f"{advice[file_of_row[i]]}"
+            )
+    bad = ~df["status"].isin(STATUSES).to_numpy()
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ResultsCorrupt(
+            f"{files[file_of_row[i]]}: status {_shown(df['status'].iloc[i])} is not one of "
+            f"{', '.join(STATUSES)}; {advice[file_of_row[i]]}"
+        )
+
+
+def _advice(run: Path | None) -> str:
+    if run is None:
+        return "give only files written by `effbench run`"
+    return f"delete it and run `effbench run --resume {run}` to measure that cell again"
+
+
 def load_discovered(found: Discovery) -> Loaded:
-    """Read every part file of ``found`` into one frame, migrating older files on read."""
+    """Read every part file of ``found`` into one frame, migrating older files on read;
+    :class:`ResultsCorrupt` for a value of the wrong kind or range, or for two rows of one
+    cell and repeat in a run (naming the files)."""
     manifests: list[Mapping[str, Any]] = [r.manifest for r in found.runs] + [{}]
     sources = [(i, f) for i, r in enumerate(found.runs) for f in r.parts]
     sources += [(len(found.runs), f) for f in found.loose]
@@ -513,7 +674,12 @@ def load_discovered(found: Discovery) -> Loaded:
     kept = [f for f in frames if len(f)]
     df = pd.concat(kept, ignore_index=True) if kept else pd.DataFrame(columns=list(COLUMNS))
     source = np.repeat(np.array([i for i, _ in sources], dtype=np.int64), counts)
+    file_of_row = np.repeat(np.arange(len(sources), dtype=np.int64), counts)
+    files = [f for _, f in sources]
+    advice = [_advice(found.runs[i].path if i < len(found.runs) else None) for i, _ in sources]
+    _check_values(df, file_of_row, files, advice)
     notes = _migrate_keys(df, source, manifests)
+    _check_unique_rows(df, file_of_row, files)
     rows = _normalize(df)
     if len(rows) != sum(counts):  # a part must contribute exactly its rows
         raise ResultsCorrupt(
@@ -535,16 +701,53 @@ def _read_table(path: Path) -> pd.DataFrame:
 
 
 def read_ceilings(run_dir: Path) -> pd.DataFrame:
-    """The ceilings measured for a run (``ceilings.parquet``); empty when there are none.
-    Files written before the closing canary lack ``phase``: theirs were measured at the
-    start."""
+    """The ceilings measured for a run (``ceilings.parquet``); empty when there are none;
+    :class:`ResultsCorrupt` when the file is not what ``bench.ceilings`` writes (see
+    :func:`check_ceilings`). Files written before the closing canary lack ``phase``:
+    theirs were measured at the start."""
     path = run_dir / CEILINGS
     if not path.is_file():
         return pd.DataFrame()
     df = _read_table(path)
     if "phase" not in df.columns:
         df["phase"] = "start"
+    check_ceilings(df, path)
     return df
+
+
+# What a ceilings file must hold (bench.ceilings.CEILING_COLUMNS has more, all optional
+# here); one row per key.
+CEILING_KEY = ("device", "dtype", "threads", "kind", "source", "phase")
+
+
+def check_ceilings(df: pd.DataFrame, path: Path) -> None:
+    """Refuse a ceilings table with a key column missing or not text, threads that are not
+    a whole number >= 0, a value that is not a finite positive rate, or two rows of one
+    key: its values set every compute fraction of the run."""
+    fix = "delete it (a resume measures the ceilings again) or restore it"
+    missing = [c for c in (*CEILING_KEY, "value") if c not in df.columns]
+    if missing:
+        raise ResultsCorrupt(f"{path} lacks the column(s) {', '.join(missing)}; {fix}")
+    if not len(df):
+        return
+    for c in ("device", "dtype", "kind", "source", "phase"):
+        bad = ~df[c].map(lambda v: isinstance(v, str) and bool(v))
+        if bad.any():
+            raise ResultsCorrupt(f"{path}: {c} {_shown(df[c][bad].iloc[0])} is not a name; {fix}")
+    for c, low, what in (("threads", 0, "a whole number >= 0"), ("value", 0, "a rate > 0")):
+        raw = df[c].map(lambda v: None if isinstance(v, str | bytes | bool) else v)
+        values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+        with np.errstate(invalid="ignore"):
+            bad = ~np.isfinite(values) | (values < low if c == "threads" else values <= low)
+            if c == "threads":
+                bad |= values % 1 != 0
+        if bad.any():
+            shown = _shown(df[c].iloc[int(np.flatnonzero(bad)[0])])
+            raise ResultsCorrupt(f"{path}: {c} {shown} is not {what}; {fix}")
+    doubled = df.duplicated(list(CEILING_KEY), keep=False)
+    if doubled.any():
+        key = ", ".join(f"{c}={df[doubled].iloc[0][c]}" for c in CEILING_KEY)
+        raise ResultsCorrupt(f"{path} has {int(doubled.sum())} rows of one ceiling ({key}); {fix}")
 
 
 def load_ceilings(found: Discovery) -> pd.DataFrame:

@@ -34,6 +34,10 @@ from typing import IO, Any
 from bench.plan import Group, Timing
 from bench.schema import Row
 
+# A folder of this worker's own (bench.executor.worker_scratch), removed by the executor
+# when the worker has ended, however it ended; the system temp folder when unset.
+SCRATCH_ENV = "EFFBENCH_SCRATCH"
+
 
 @dataclass(frozen=True, slots=True)
 class Task:
@@ -280,7 +284,7 @@ def _prepare(task: Task, spec: Any, torch: Any, dtype: Any) -> _Setup:
     model = spec.build()
     reference = None
     if not (config.is_reference and g.dtype == "float32"):
-        reference = Reference(spec.build, model, g.device)
+        reference = Reference(spec.build, model, g.device, os.environ.get(SCRATCH_ENV))
     model = place_model(model, config, g.device, dtype)
     fields.update(params=count_params(model), weights_bytes=weights_bytes(model))
     macs = task.macs
@@ -464,11 +468,14 @@ def _release_fork_server() -> None:
         server._forkserver_alive_fd = None  # type: ignore[union-attr]
 
 
-def fork_main(task_json: str, conn: Any, stderr_path: str) -> None:
+def fork_main(task_json: str, conn: Any, stderr_path: str, scratch: str | None = None) -> None:
     """Entry point of a worker forked from the executor's fork server (which has torch,
     torchvision and the registry imported but has run nothing): messages go over
-    ``conn``; everything the worker prints goes to ``stderr_path``."""
+    ``conn``; everything the worker prints goes to ``stderr_path``; ``scratch`` is the
+    worker's own folder (:data:`SCRATCH_ENV`)."""
     os.setsid()  # its own process group, so a timeout kills its helpers too
+    if scratch is not None:
+        os.environ[SCRATCH_ENV] = scratch
     _release_fork_server()
     _die_with_parent(check_parent=False)
     fd = os.open(stderr_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)

@@ -13,7 +13,7 @@ import os
 import pkgutil
 from pathlib import Path
 
-from bench.errors import UnknownModel
+from bench.errors import InvalidOption, UnknownModel
 from models.registry import PLUGINS_ENV
 
 PACKAGE = "models"
@@ -51,4 +51,10 @@ def load_all() -> None:
             raise UnknownModel(
                 f"cannot import plugin module {name!r} named in ${PLUGINS_ENV} ({e}); "
                 "check the name and PYTHONPATH"
+            ) from e
+        except Exception as e:  # a plugin is anyone's code: its SyntaxError, a taken name
+            first = (str(e).strip().splitlines() or [""])[0]
+            raise InvalidOption(
+                f"plugin module {name!r} named in ${PLUGINS_ENV} failed while loading "
+                f"({type(e).__name__}: {first}); fix it or leave it out of ${PLUGINS_ENV}"
             ) from e

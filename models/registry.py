@@ -17,17 +17,18 @@ This module imports no model module: ``models/__init__`` installs the function t
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import fnmatch
 import inspect
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, TypeVar, overload
 
 from torch import nn
 
-from bench.errors import InvalidOption, UnknownModel, UnknownSuite
+from bench.errors import BenchError, InvalidOption, UnknownModel, UnknownSuite
 
 Builder = Callable[..., nn.Module]
 # A FlopCounterMode formula: (input shapes..., out_shape=...) -> FLOPs (2 per multiply-add).
@@ -100,7 +101,30 @@ class ModelSpec:
                     "leave the option out or see the builder's arguments"
                 ) from e
             raise
+        if not isinstance(model, nn.Module):
+            raise InvalidOption(
+                f"the builder of model {self.name!r} returned {type(model).__name__}, not a "
+                "torch.nn.Module; fix the builder (a plugin's? see $EFFBENCH_PLUGINS)"
+            )
         return model.eval()
+
+
+@contextlib.contextmanager
+def model_failures(name: str) -> Iterator[None]:
+    """Inside the block, an exception that a network's own code raises (its builder or its
+    forward; a plugin's network is anyone's code) becomes one :class:`InvalidOption` line
+    naming the network. For the commands that build one to look at it (`models`,
+    `inspect`, `profile`); a sweep records such a failure as the cell's error row."""
+    try:
+        yield
+    except BenchError:
+        raise
+    except Exception as e:
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        raise InvalidOption(
+            f"model {name!r} failed ({type(e).__name__}: {first}); its builder or forward "
+            "is broken (a plugin's? see $EFFBENCH_PLUGINS)"
+        ) from e
 
 
 def _options(config: Mapping[str, Any]) -> str:

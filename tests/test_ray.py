@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -167,3 +168,90 @@ def test_ctrl_c_cancels_the_ray_task_and_leaves_no_worker(tmp_path: Path) -> Non
     _wait(lambda: not any(alive(p) for p in tasks), 15, "the task to end")
     df = load_results([tmp_path / "c"])
     assert list(df["batch_size"]) == [1] and list(df["status"]) == ["ok"]
+
+
+# --------------------------------------------------------------------------- issue 21
+
+
+def _one_line_error(stderr: str) -> str:
+    assert "Traceback" not in stderr, stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("effbench: error:")]
+    assert len(errors) == 1, stderr
+    return errors[0]
+
+
+def test_an_unreachable_ray_address_fails_in_one_line_within_the_bound(tmp_path: Path) -> None:
+    """Nothing listens at 127.0.0.1:1, and a port that is not Ray's never answers; each is
+    one line within $EFFBENCH_RAY_CONNECT_TIMEOUT_S (here 3 s), not minutes of retries.
+    No Ray instance is started, so this runs outside the namespace (the listening socket
+    is this process's)."""
+    import socket
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()
+    env = {**os.environ, "EFFBENCH_RAY_CONNECT_TIMEOUT_S": "3"}
+    try:
+        for address in ("127.0.0.1:1", f"127.0.0.1:{silent.getsockname()[1]}"):
+            args = ["run", "--executor", "ray", "--ray-address", address, "--models", "tiny_mlp"]
+            t0 = time.monotonic()
+            r = subprocess.run(
+                [sys.executable, "-m", "bench", *args, "--out", str(tmp_path)],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=90,
+                env=env,
+            )
+            assert time.monotonic() - t0 < 30, r.stderr
+            assert r.returncode == 2, r.stderr
+            assert address in _one_line_error(r.stderr)
+    finally:
+        silent.close()
+    assert not any(tmp_path.iterdir())
+
+
+def _connects(trace: Path) -> list[str]:
+    """The IPv4 addresses an `strace -e trace=connect` log shows connects to."""
+    return re.findall(r'sin_addr=inet_addr\("([0-9.]+)"\)', trace.read_text())
+
+
+def test_sigterm_on_ray_records_the_session_exits_143_and_nothing_probes_outside(
+    tmp_path: Path,
+) -> None:
+    """docs/scale-out.md: SIGTERM stops a Ray sweep like Ctrl-C. And the local instance
+    never probes 8.8.8.8 for "the node's IP" (it takes 127.0.0.1): in this namespace the
+    probe finds no route and Ray logs the attempt on the runner's stderr; where strace is
+    installed, no connect towards it is traced either (outside a namespace the probe
+    connects)."""
+    log, trace = tmp_path / "run.err", tmp_path / "connect.trace"
+    args = ["run", "--executor", "ray", "--models", "hang_at2", "--batch-sizes", "1,2"]
+    args += ["--cell-timeout", "120", *FAST, "--out", str(tmp_path), "--run-id", "t"]
+    traced = shutil.which("strace") is not None
+    strace = ["strace", "-f", "--seccomp-bpf", "-qq", "-e", "trace=connect", "-o", str(trace)]
+    cmd = [*LOOPBACK, *(strace if traced else []), sys.executable, "-m", "bench", *args]
+    with log.open("wb") as err:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        _wait(lambda: "hang_at2 cpu float32 bs=2" in log.read_text(), 180, "the hanging cell")
+        _wait(_ray_task_pids, 30, "the Ray task's worker")
+        runner = proc.pid
+        if traced:  # strace's child is the runner
+            runner = next(
+                p for p in descendants(proc.pid)
+                if b"bench" in Path(f"/proc/{p}/cmdline").read_bytes()
+            )  # fmt: skip
+        os.kill(runner, signal.SIGTERM)
+        assert proc.wait(timeout=60) == 143, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = log.read_text()
+    assert "stopped by SIGTERM" in text and f"--resume {tmp_path / 't'}" in text
+    manifest = json.loads((tmp_path / "t" / "manifest.json").read_text())
+    assert manifest["sessions"][-1]["interrupted_by"] == "SIGTERM"
+    df = load_results([tmp_path / "t"])
+    assert list(df["batch_size"]) == [1] and list(df["status"]) == ["ok"]
+    assert "8.8.8.8" not in text
+    if traced:
+        assert "8.8.8.8" not in _connects(trace)

@@ -172,9 +172,12 @@ def test_arms_in_other_interpreters_are_measured_interleaved_and_compared(
     c = cmp.compare_paths(base, same, settings)
     assert [x.verdict for x in c.results] == ["unchanged"], cmp.to_markdown(c)
 
-    # resume: the slow arm's workers get their interpreter and PYTHONPATH again
+    # resume: the slow arm's workers get their interpreter and PYTHONPATH again, once the
+    # interpreter is named again (a manifest alone never runs a program)
     next(slow.glob("part-*_r4-*.parquet")).unlink()
     r = effbench(["run", "--resume", str(slow)], env=env)
+    assert r.returncode == 2 and f"add --variant slow:python={venv_python}" in r.stderr
+    r = effbench(["run", "--resume", str(slow), "--variant", f"slow:python={venv_python}"], env=env)
     assert r.returncode == 0, r.stderr
     again = load_results([slow])
     assert len(again) == 5 and set(again["family"]) == {"slow@other"}
@@ -263,3 +266,37 @@ def test_interleaved_arms_on_another_device_are_refused() -> None:
     both = cmp.Side("b", pd.concat([other.rows, _side("b", T0, OTHER_CODE).rows]), (OTHER_CODE,))
     with pytest.raises(cmp.EnvironmentMismatch, match="device_name: Test CPU vs Other CPU"):
         cmp.check_environments(_compare(base, both))
+
+
+def test_a_hanging_interpreter_probe_is_killed_with_its_children_within_the_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An arm's interpreter that never answers `python -m bench env` (here a script that
+    starts a child and waits): refused in one error after the probe's bound, and its child
+    killed with it (the process group), not left orphaned."""
+    import signal
+    import time
+
+    from procs import alive
+
+    from bench import devices
+    from bench.errors import InvalidOption
+
+    pidfile = tmp_path / "child.pid"
+    hang = tmp_path / "python"
+    hang.write_text(f"#!/bin/sh\nsleep 3600 &\necho $! > {pidfile}\nwait\n")
+    hang.chmod(0o755)
+    monkeypatch.setattr(devices, "PROBE_TIMEOUT_S", 2.0)
+    t0 = time.monotonic()
+    with pytest.raises(InvalidOption, match="cannot run"):
+        devices.probe_environment(str(hang), {})
+    assert time.monotonic() - t0 < 15
+    child = int(pidfile.read_text())
+    try:
+        deadline = time.monotonic() + 5
+        while alive(child) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not alive(child), "the probe's child outlived it"
+    finally:
+        if alive(child):
+            os.kill(child, signal.SIGKILL)

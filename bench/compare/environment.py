@@ -22,6 +22,9 @@ CODE_KEYS = ("python_executable", "python_version", "torchvision_version", "effb
 INTERLEAVED_OK = ("torch_version",)
 
 
+UNRECORDED_METHOD = "not recorded (rows from before memory_method)"
+
+
 class EnvironmentMismatch(BenchError):
     """Baseline and candidate were measured in environments that change the numbers."""
 
@@ -40,6 +43,10 @@ def _side_env(side: Side) -> dict[str, str]:
             continue
         vals = {str(v) for v in ok[k] if v is not None and not pd.isna(v)}
         vals = {v for v in vals if not v.startswith("failed")}  # a probe's error, not a method
+        if k == "memory_method" and ok[k].isna().any():
+            # rows written before effbench recorded the method ran without the memory pass's
+            # allocator settings: another state, refused like another method
+            vals.add(UNRECORDED_METHOD)
         if vals:
             out.setdefault(k, set()).update(vals)
     return {k: ", ".join(sorted(v)) for k, v in out.items()}

@@ -125,9 +125,15 @@ class Settings:
 
 def parse_metrics(values: Iterable[str] | None) -> tuple[str, ...] | None:
     """``--metric latency --metric memory`` or ``--metric latency,memory``."""
+    values = list(values or ())
     if not values:
         return None
-    names = tuple(n.strip() for v in values for n in v.split(",") if n.strip())
+    names = tuple(n.strip() for v in values for n in v.split(","))
+    if not all(names):
+        raise InvalidOption(
+            f"--metric {','.join(values)!r} has an empty name; give latency, memory or "
+            "energy (comma-separated), or leave --metric out for all with data"
+        )
     for n in names:
         if n not in METRICS:
             raise InvalidOption(f"unknown metric {n!r}; choose from {', '.join(METRICS)}")
