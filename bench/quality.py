@@ -109,42 +109,58 @@ def above_roof(values: Mapping[str, Any], roof: Roof | None) -> str | None:
     )
 
 
-def judge(values: Mapping[str, Any], roof: Roof | None = None, target_ci: float = 0.01) -> Verdict:
-    """The verdict on one row (a dict of its columns); ``None`` for rows that are not ok."""
+def judge(
+    values: Mapping[str, Any],
+    roof: Roof | None = None,
+    target_ci: float = 0.01,
+    *,
+    contention: bool = True,
+) -> Verdict:
+    """The verdict on one row (a dict of its columns); ``None`` for rows that are not ok.
+    With ``contention`` false (a test suite on a shared machine) the evidence is kept and
+    named in the reason, but no row is judged ``contended``."""
     if values.get("status") != "ok":
         return Verdict(None, None)
     contended = contention_reasons(values)
     implausible = above_roof(values, roof)
-    noisy = None
-    if values.get("converged") is False:
-        median = _number(values, "latency_ms_median")
-        low, high = _number(values, "latency_ms_ci_low"), _number(values, "latency_ms_ci_high")
-        n = values.get("n_samples")
-        if median and low is not None and high is not None:
-            reached = f"±{(high - low) / 2 / median:.1%}"
-        else:
-            reached = "not formed"
-        noisy = (
-            f"the median's 95% CI is {reached} after {n} samples, "
-            f"not the ±{target_ci:.0%} asked for"
-        )
+    noisy = _missed_precision(values, target_ci)
+    reasons = [*contended, *([implausible] if implausible else []), *([noisy] if noisy else [])]
+    if contended and contention:
+        return Verdict("contended", "; ".join(reasons))
+    if not contention and contended:
+        reasons = [*reasons[len(contended) :], "contention not judged: " + ", ".join(contended)]
+    if implausible:
+        return Verdict("implausible", "; ".join(reasons))
+    if noisy:
+        return Verdict("noisy", "; ".join(reasons))
     read = any(
         values.get(c) is not None
         for c in ("run_wait_share", "others_cpu_cores", "steal_share", "gpu_other_processes")
     )
-    if contended:
-        quality = "contended"
-    elif implausible:
-        quality = "implausible"
-    elif noisy:
-        quality = "noisy"
-    elif read:
+    if reasons:
+        return Verdict("clean", "; ".join(reasons))
+    if read:
         return Verdict("clean", "no sign of contention; precision target met")
-    else:  # a worker without the contention probe (an older checkout's arm), or no /proc
-        why = values.get("contention_source") or "not recorded"
-        return Verdict("clean", f"precision target met; contention not read ({why})")
-    reasons = [*contended, *([implausible] if implausible else []), *([noisy] if noisy else [])]
-    return Verdict(quality, "; ".join(reasons))
+    # a worker without the contention probe (an older checkout's arm), or no /proc
+    why = values.get("contention_source") or "not recorded"
+    return Verdict("clean", f"precision target met; contention not read ({why})")
+
+
+def _missed_precision(values: Mapping[str, Any], target_ci: float) -> str | None:
+    """Why the row missed its precision target (``converged`` false), or None."""
+    if values.get("converged") is not False:
+        return None
+    median = _number(values, "latency_ms_median")
+    low, high = _number(values, "latency_ms_ci_low"), _number(values, "latency_ms_ci_high")
+    reached = (
+        f"±{(high - low) / 2 / median:.1%}"
+        if median and low is not None and high is not None
+        else "not formed"
+    )
+    return (
+        f"the median's 95% CI is {reached} after {values.get('n_samples')} samples, "
+        f"not the ±{target_ci:.0%} asked for"
+    )
 
 
 def rank(quality: object) -> int:

@@ -61,6 +61,9 @@ from bench.store import (
 from bench.store import write_row as store_row
 from bench.worker import Task, base_row, failed_cells
 
+# Set to 0 (the test suite does, as the machine is shared while it runs): contention is
+# recorded and named in quality_reason, but no row is judged `contended`.
+JUDGE_CONTENTION_ENV = "EFFBENCH_JUDGE_CONTENTION"
 CEILINGS_TIMEOUT_S = 300.0  # one (device, dtype, threads) measurement, start-up included
 
 
@@ -613,7 +616,8 @@ def run_group(
 def judged(lane: Lane, row: Row) -> Row:
     """``row`` with its verdict (bench.quality) against the lane's roof for its setup."""
     roof = lane.roofs.get(ceiling_key(row.device, row.dtype, row.threads))
-    verdict = judge(row.to_dict(), roof, lane.options.timing.target_ci)
+    contention = os.environ.get(JUDGE_CONTENTION_ENV, "1") != "0"
+    verdict = judge(row.to_dict(), roof, lane.options.timing.target_ci, contention=contention)
     return dataclasses.replace(row, quality=verdict.quality, quality_reason=verdict.reason)
 
 

@@ -28,7 +28,9 @@ def plugin_models_everywhere() -> Iterator[None]:
     ``EFFBENCH_NO_CEILINGS`` keeps sweeps from measuring device ceilings (seconds each)
     unless a test asks with ``--ceilings``; ``EFFBENCH_REMEASURE`` and
     ``EFFBENCH_PREFLIGHT_S`` turn re-measurement off and shorten the pre-flight check unless
-    a test asks (``--remeasure N``)."""
+    a test asks (``--remeasure N``), and ``EFFBENCH_JUDGE_CONTENTION=0`` keeps rows from
+    being judged ``contended`` (the tests of that verdict set it to 1), so a test's verdicts
+    do not depend on what else runs on the machine."""
     path = os.pathsep.join(p for p in (str(PLUGINS), str(ROOT), os.environ.get("PYTHONPATH")) if p)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("EFFBENCH_PLUGINS", PLUGIN_MODULE)
@@ -38,6 +40,7 @@ def plugin_models_everywhere() -> Iterator[None]:
         # (and its waits for a quiet host) unless a test asks, and a short pre-flight check
         mp.setenv("EFFBENCH_REMEASURE", "0")
         mp.setenv("EFFBENCH_PREFLIGHT_S", "0.05")
+        mp.setenv("EFFBENCH_JUDGE_CONTENTION", "0")
         importlib.import_module(PLUGIN_MODULE)
         yield
 

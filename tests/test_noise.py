@@ -22,6 +22,13 @@ from bench.runner import pending_groups
 from bench.store import best_attempts
 
 CORES = len(os.sched_getaffinity(0))
+
+
+# the suite turns the contended verdict off (tests/conftest.py); these tests are about it
+def judged() -> dict[str, str]:
+    return {**os.environ, "EFFBENCH_JUDGE_CONTENTION": "1"}
+
+
 PLAN = ["run", "--models", "tiny_mlp,lenet5", "--batch-sizes", "1,2", "--threads", str(CORES)]
 # Windows long enough for the clock-tick readings of /proc/stat (10 ms) to tell: a 50 ms
 # window is within their error (bench.probes.contention) and only the run waits could say.
@@ -31,7 +38,7 @@ TIMING = ["--min-time", "0.5", "--max-time", "0.6", "--warmup-iters", "1", "--wa
 def test_under_load_every_cell_is_contended_and_every_reader_says_so(tmp_path: Path) -> None:
     with CpuLoad(CORES + 1, max_s=40):
         time.sleep(0.3)
-        r = effbench([*PLAN, *TIMING, "--out", str(tmp_path), "--run-id", "busy"])
+        r = effbench([*PLAN, *TIMING, "--out", str(tmp_path), "--run-id", "busy"], env=judged())
     assert r.returncode == 0, r.stderr
     rows = load_results([tmp_path / "busy"])
     assert len(rows) == 4 and set(rows["quality"]) == {"contended"}
@@ -43,7 +50,7 @@ def test_under_load_every_cell_is_contended_and_every_reader_says_so(tmp_path: P
     # the closing line: never "ok" alone
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("effbench: 4 cells: 4 contended") and "--resume" in last
-    shown = effbench(["show", str(tmp_path / "busy"), "--format", "json"])
+    shown = effbench(["show", str(tmp_path / "busy"), "--format", "json"], env=judged())
     assert {row["quality"] for row in json.loads(shown.stdout)} == {"contended"}
 
 
@@ -51,7 +58,7 @@ def test_require_quiet_refuses_a_busy_host_before_writing_anything(tmp_path: Pat
     with CpuLoad(CORES + 1, max_s=20):
         time.sleep(0.3)
         r = effbench([*PLAN, *TIMING, "--out", str(tmp_path), "--require-quiet"],
-                     env={**os.environ, "EFFBENCH_PREFLIGHT_S": "0.5"})  # fmt: skip
+                     env={**judged(), "EFFBENCH_PREFLIGHT_S": "0.5"})  # fmt: skip
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("effbench: error: host busy")
@@ -67,7 +74,7 @@ def test_contended_cells_are_measured_again_once_the_host_is_quiet(tmp_path: Pat
            "--out", str(tmp_path), "--run-id", "again"]  # fmt: skip
     with CpuLoad(CORES + 1, max_s=60) as load:
         time.sleep(0.3)
-        proc = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.PIPE, text=True, env=judged())
         deadline = time.monotonic() + 50
         while len(list(run.glob("part-*.parquet"))) < 4 and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -86,7 +93,7 @@ def test_contended_cells_are_measured_again_once_the_host_is_quiet(tmp_path: Pat
         assert "contended" not in set(kept["quality"]), kept[["model", "quality_reason"]]
     # a resume measures nothing more: every cell has an acceptable row or used its attempts
     if "contended" not in set(kept["quality"]):
-        resumed = effbench(["run", "--resume", str(run)])
+        resumed = effbench(["run", "--resume", str(run)], env=judged())
         assert resumed.returncode == 0 and len(load_results([run])) == len(rows)
 
 

@@ -88,6 +88,15 @@ def test_a_row_without_contention_evidence_says_it_was_not_read() -> None:
     assert "no sign of contention" in (judge(QUIET).reason or "")
 
 
+def test_contention_can_be_recorded_without_being_judged() -> None:
+    row = {**QUIET, "run_wait_share": 0.3, "converged": False}
+    v = judge(row, contention=False)
+    assert v.quality == "noisy"  # what remains once contention is not judged
+    assert v.reason and v.reason.endswith("contention not judged: its threads waited for a "
+                                          "CPU 30% of the window")  # fmt: skip
+    assert judge({**QUIET, "run_wait_share": 0.3}, contention=False).quality == "clean"
+
+
 def test_rows_that_are_not_ok_get_no_verdict() -> None:
     assert judge({**QUIET, "status": "oom"}).quality is None
 
