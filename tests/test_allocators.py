@@ -27,7 +27,7 @@ from bench.configs import parse_config
 from bench.errors import BenchError, InvalidOption
 from bench.plan import Inventory, ModelShape, Options, expand_plan
 from bench.report.data import load_report_data
-from bench.report.page import summary_table
+from bench.report.summary import summary_table
 from bench.store import load_results
 
 CATALOG = {"m": ModelShape(8)}
