@@ -18,6 +18,7 @@ class CpuTimeProbe:
 
     columns: ClassVar[tuple[Column, ...]] = (
         Column("cpu_time_ms", "float?", "ms", "process CPU time per forward of one batch"),
+        Column("cpu_busy_share", "float?", "", "process CPU seconds per wall second over the window"),
         Column("cpu_time_source", "str?", "", "how CPU time was read, or why not"),
     )
     note_column: ClassVar[str] = "cpu_time_source"
@@ -29,10 +30,16 @@ class CpuTimeProbe:
 
     def begin(self) -> None:
         self._start = time.process_time()
+        self._wall_start = time.perf_counter()
 
     def end(self, window: Window) -> Mapping[str, Any]:
         spent_ms = (time.process_time() - self._start) * 1e3
-        return {"cpu_time_ms": spent_ms / window.iterations, "cpu_time_source": "process_time"}
+        wall_ms = (time.perf_counter() - self._wall_start) * 1e3
+        return {
+            "cpu_time_ms": spent_ms / window.iterations,
+            "cpu_busy_share": spent_ms / wall_ms,
+            "cpu_time_source": "process_time",
+        }
 
     def close(self) -> None:
         return None
