@@ -141,6 +141,14 @@ def _add_run(sub: Any) -> None:
         choices=MACS_COUNTERS,
         help="how multiply-adds are counted: torch (default) or fvcore",
     )
+    run.add_argument(
+        "--count-instructions",
+        action="store_const",
+        const=True,
+        help="count instructions (and estimate cycles) per forward of every CPU cell under "
+        "valgrind before the timed cells: deterministic, for the regression gate "
+        "(`compare --metric instructions`; docs/compare.md)",
+    )
     _add_timing_flags(run)
     run.add_argument(
         "--cell-timeout", type=_number(float), help="seconds before a hung cell is killed (600)"
@@ -271,9 +279,15 @@ def _add_compare(sub: Any) -> None:
     cmp.add_argument(
         "--metric",
         action="append",
-        help="latency, memory or energy; repeat or comma-separate (default: all with data)",
+        help="latency, memory, energy, instructions or cycles (counted: `run "
+        "--count-instructions`); repeat or comma-separate (default: all with data)",
     )
     cmp.add_argument("--threshold", default="5%", help="smallest change that matters (5%%)")
+    cmp.add_argument(
+        "--count-threshold",
+        default="0.5%",
+        help="smallest change of a counted metric (instructions, cycles) that matters (0.5%%)",
+    )
     cmp.add_argument("--alpha", type=float, default=0.01, help="false discovery rate (0.01)")
     cmp.add_argument("--format", choices=("md", "json", "junit"), default="md")
     cmp.add_argument("--out", type=Path, help="write the report here instead of stdout")
@@ -350,6 +364,7 @@ PLAN_FLAGS = {
     "tf32": "--tf32",
     "parallel": "--parallel",
     "ceilings": "--ceilings/--no-ceilings",
+    "count_instructions": "--count-instructions",
 }
 
 
@@ -416,6 +431,7 @@ def _new_options(args: argparse.Namespace, has_gpu: bool) -> Options:
         memory_cap_bytes=parse_size_bytes(args.memory_cap) if args.memory_cap else None,
         tf32=bool(args.tf32),
         ceilings=_ceilings_wanted(args),
+        count_instructions=bool(args.count_instructions),
     )
 
 
@@ -436,7 +452,7 @@ def _ceilings_wanted(args: argparse.Namespace) -> bool:
 
 def _cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from bench import devices
-    from bench.runner import open_lane, record_preflight
+    from bench.runner import count_work, open_lane, record_preflight
 
     if args.ray_address is not None and args.executor != "ray":
         raise InvalidOption("--ray-address needs --executor ray")
@@ -445,6 +461,15 @@ def _cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
             "--ceilings measures this machine, not the Ray cluster's nodes; drop it, and run "
             "`effbench peak` on each node"
         )
+    if args.count_instructions:
+        if args.executor == "ray":
+            raise InvalidOption(
+                "--count-instructions counts on this machine, not the Ray cluster's nodes; "
+                "drop one of them"
+            )
+        from bench.instructions import check_tools
+
+        check_tools()  # before anything is written
     cluster = _ray_cluster(args) if args.executor == "ray" else None
     inventory = cluster.inventory if cluster else devices.discover()
     host: dict[str, Any] = {}
@@ -464,6 +489,7 @@ def _cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         idle_w: dict[str, float | None] = {}  # measured once per device, shared by the lanes
         measured: dict[Any, Any] = {}  # ceilings too: once per (device, dtype, threads)
         opened = [open_lane(*lane, idle_w=idle_w, measured=measured) for lane in lanes]
+        count_work(opened)  # --count-instructions: before any cell is timed
         summaries = _measure(args, argv, lanes, opened, cluster)
     except Interrupted as e:
         folders = " ".join(str(lane[0]) for lane in lanes)
@@ -920,6 +946,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         drift_floor=compare.Threshold.parse(
             args.drift_floor, upper=10.0, allow_zero=True
         ).log_bound,
+        count_threshold=compare.Threshold.parse(args.count_threshold),
     )
     result = compare.compare_paths(
         args.baseline, args.candidate, settings, allow_env_mismatch=args.allow_env_mismatch

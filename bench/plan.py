@@ -117,6 +117,7 @@ class Options:
     python: str | None = None  # the interpreter of this variant's workers (`NAME:python=PATH`)
     ceilings: bool = False  # measure device ceilings at the start (`effbench run` turns it on)
     remeasure: int = REMEASURE  # re-measurements of a cell judged `contended` (bench.quality)
+    count_instructions: bool = False  # count CPU cells under valgrind (bench.instructions)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -147,7 +148,7 @@ class Options:
         for key in ("macs_counter",):
             if key in d:
                 _expect(d[key], str, key)
-        for key in ("parallel", "ceilings"):
+        for key in ("parallel", "ceilings", "count_instructions"):
             if key in d:
                 _expect(d[key], bool, key)
         env = d.get("env", ())

@@ -118,8 +118,11 @@ FORBIDDEN = [
     (("bench.plan", "bench.keys", "bench.schema"), ("bench.probes", "models")),
     (("models",), HIGH),
     # measurements of the device and of layers are library code the CLI and runner call
-    (("bench.ceilings", "bench.profile", "bench.layers"), HIGH),
-    (("bench.report", "bench.compare"), ("bench.ceilings", "bench.profile", "bench.layers")),
+    (("bench.ceilings", "bench.profile", "bench.layers", "bench.instructions"), HIGH),
+    (
+        ("bench.report", "bench.compare"),
+        ("bench.ceilings", "bench.profile", "bench.layers", "bench.instructions"),
+    ),
 ]
 
 

@@ -14,7 +14,7 @@ import pandas as pd
 
 from bench.compare.matching import MatchedCell, samples, values
 from bench.compare.results import CellResult, Family
-from bench.compare.settings import FAILED, VERDICTS, Metric, Settings
+from bench.compare.settings import COUNT_FLOOR, FAILED, VERDICTS, Metric, Settings
 from bench.stats.inference import (
     RankEstimate,
     TEstimate,
@@ -70,6 +70,8 @@ def estimate_cell(
     unmeasured = _unmeasured(cell, metric, name, len(vb), len(vc))
     if unmeasured is not None:
         return unmeasured
+    if metric.counted:  # deterministic: no contention, drift or spread to allow for
+        return _counted(cell.key, name, vb, vc)
     contended = _contended(okb, okc)
     if contended:
         return CellResult(cell.key, name, "inconclusive", CONTENDED, len(vb), len(vc),
@@ -78,6 +80,16 @@ def estimate_cell(
 
 
 CONTENDED = "contended"  # the evidence of a cell whose rows the host contended
+COUNTED = "counted"  # the evidence of a deterministic count (bench.instructions)
+
+
+def _counted(key: tuple[Any, ...], name: str, vb: np.ndarray, vc: np.ndarray) -> CellEstimate:
+    """A counted metric: the ratio of the sides' (geometric mean) values, exact up to the
+    counting noise ``COUNT_FLOOR``; its interval is the ratio ± that floor, and its p-value
+    0 beyond it, 1 within (bench.stats.inference.TEstimate with no standard error)."""
+    gmean_b, gmean_c = float(np.exp(np.log(vb).mean())), float(np.exp(np.log(vc).mean()))
+    est = TEstimate(math.log(gmean_c / gmean_b), 0.0, math.inf, COUNT_FLOOR)
+    return CellEstimate(key, name, est, COUNTED, len(vb), len(vc), gmean_b, gmean_c, None)
 
 
 def _contended(okb: pd.DataFrame, okc: pd.DataFrame) -> str:
@@ -174,9 +186,9 @@ def judge(
         r = bh_discoveries(ps, settings.alpha)
         levels[name] = settings.alpha * max(r, 1) / max(len(ps), 1)
         families.append(Family(name, len(ps), r, 1.0 - levels[name]))
-    bound = settings.threshold.log_bound
     results = [
-        _result(e, p, levels[e.metric], bound) for e, p in zip(estimates, p_values, strict=True)
+        _result(e, p, levels[e.metric], settings.threshold_of(e.metric).log_bound)
+        for e, p in zip(estimates, p_values, strict=True)
     ]
     return tuple(families), results
 
@@ -210,6 +222,8 @@ def _note(e: CellEstimate, lo: float, hi: float, level: float) -> str:
             f"too few repeats for the rank test to reach the {1 - level:.2%} level; "
             "add repeats or use --test welch"
         )
+    if e.evidence == COUNTED:
+        return f"deterministic count: the ratio ± {math.expm1(floor):.1%} counting noise"
     if e.evidence == "borrowed spread":
         note = "one side has a single repeat; its run-to-run spread is taken from the other"
     if e.evidence in FROM_REPEATS and floor > 0:
