@@ -19,7 +19,16 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import BenchError, Interrupted, InvalidOption, OutputNotWritable
-from bench.plan import DTYPES, MACS_COUNTERS, REMEASURE, Options, Timing, parse_size_bytes
+from bench.plan import (
+    BURST_S,
+    BURSTS,
+    DTYPES,
+    MACS_COUNTERS,
+    REMEASURE,
+    Options,
+    Timing,
+    parse_size_bytes,
+)
 
 NO_CEILINGS_ENV = "EFFBENCH_NO_CEILINGS"  # set: `effbench run` skips ceilings unless asked
 # Defaults a harness (CI, the test suite) may set: re-measurements of contended cells when
@@ -133,6 +142,22 @@ def _add_run(sub: Any) -> None:
         metavar="NAME[:VAR=VALUE]",
         help="an arm of an interleaved A/B run (two or more; repeat for more variables); "
         "each gets its own run folder <run-id>-<NAME>, and their groups alternate",
+    )
+    run.add_argument(
+        "--pingpong",
+        action="store_const",
+        const=True,
+        help="with --variant: keep one worker per arm alive per group and alternate short "
+        "bursts of timed forwards between the arms (A B, B A, ...); compare pairs adjacent "
+        "bursts (docs/compare.md)",
+    )
+    run.add_argument(
+        "--bursts", type=_number(int), help=f"with --pingpong: bursts per arm and cell ({BURSTS})"
+    )
+    run.add_argument(
+        "--burst-time",
+        type=_number(float),
+        help=f"with --pingpong: seconds of timed forwards per burst ({BURST_S:g})",
     )
     run.add_argument(
         "--macs-counter",
@@ -365,6 +390,9 @@ PLAN_FLAGS = {
     "parallel": "--parallel",
     "ceilings": "--ceilings/--no-ceilings",
     "count_instructions": "--count-instructions",
+    "pingpong": "--pingpong",
+    "bursts": "--bursts",
+    "burst_time": "--burst-time",
 }
 
 
@@ -432,6 +460,9 @@ def _new_options(args: argparse.Namespace, has_gpu: bool) -> Options:
         tf32=bool(args.tf32),
         ceilings=_ceilings_wanted(args),
         count_instructions=bool(args.count_instructions),
+        pingpong=bool(args.pingpong),
+        bursts=BURSTS if args.bursts is None else args.bursts,
+        burst_s=BURST_S if args.burst_time is None else args.burst_time,
     )
 
 
@@ -470,6 +501,7 @@ def _cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         from bench.instructions import check_tools
 
         check_tools()  # before anything is written
+    _check_pingpong(args)
     cluster = _ray_cluster(args) if args.executor == "ray" else None
     inventory = cluster.inventory if cluster else devices.discover()
     host: dict[str, Any] = {}
@@ -514,6 +546,22 @@ def _cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         if summary.qualities:
             print(f"effbench: {_quality_line(summary)}", file=sys.stderr)
     return 0
+
+
+def _check_pingpong(args: argparse.Namespace) -> None:
+    """``--pingpong`` needs arms and one box; ``--bursts``/``--burst-time`` need it."""
+    if not args.pingpong:
+        if args.bursts is not None or args.burst_time is not None:
+            raise InvalidOption("--bursts and --burst-time go with --pingpong")
+        return
+    if len(args.variant or ()) < 2:
+        raise InvalidOption(
+            "--pingpong alternates bursts between the arms of an A/B run; give two or more "
+            "--variant arms (e.g. --variant base:python=PATH --variant pr:python=PATH)"
+        )
+    if args.executor == "ray" or args.parallel:
+        raise InvalidOption("--pingpong runs the arms on this machine, one group at a time; "
+                            "drop --executor ray and --parallel")  # fmt: skip
 
 
 def _quality_line(summary: Any) -> str:
@@ -662,6 +710,10 @@ def _measure(
         local = LocalExecutor() if args.executor == "subprocess" else default_executor()
         return ArmExecutor(local, interpreters) if interpreters else local
 
+    if any(lane[2].pingpong for lane in lanes):  # recorded, so a resume ping-pongs too
+        from bench.pingpong import run_pingpong
+
+        return run_pingpong(opened, get_spec, device_name_of, argv, args.executor == "subprocess")
     cluster_gpus = len(cluster.gpus) if cluster else 0
     on_cluster_gpus = cluster_gpus and any(g.device == "cuda" for lane in lanes for g in lane[3])
     # re-measurements wait for this host to calm down; a cluster's nodes are elsewhere

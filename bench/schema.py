@@ -212,6 +212,28 @@ QUALITY = (
     ),
     _c("variant", "str?", "", "the arm of an interleaved A/B run (`--variant`)"),
 )
+# Ping-pong arms (`effbench run --variant ... --pingpong`, bench.pingpong): the row's timed
+# iterations came in bursts that alternated with the other arms' bursts of the same cell.
+PINGPONG = (
+    _c(
+        "pair_id",
+        "str?",
+        "",
+        "the ping-pong session of this cell and repeat, shared by every arm's row of it",
+    ),
+    _c(
+        "burst_sizes",
+        "ints",
+        "iterations",
+        "timed iterations of each burst, in order: `latency_ms_samples` split into bursts",
+    ),
+    _c(
+        "burst_contended",
+        "bools",
+        "",
+        "whether the host contended each burst (bench.quality's rules on its window)",
+    ),
+)
 REFERENCE = (
     _c("top1", "float?", "%", "published ImageNet-1K top-1 accuracy"),
     _c("top5", "float?", "%", "published ImageNet-1K top-5 accuracy"),
@@ -237,6 +259,7 @@ DECLARED: tuple[Column, ...] = (
     *POWER,
     *CONTENTION,
     *QUALITY,
+    *PINGPONG,
     *REFERENCE,
     *SETTINGS,
 )

@@ -123,6 +123,10 @@ FORBIDDEN = [
         ("bench.report", "bench.compare"),
         ("bench.ceilings", "bench.profile", "bench.layers", "bench.instructions"),
     ),
+    # the ping-pong worker is a worker; the ping-pong runner a runner
+    (("bench.serve",), ("bench.cli", "bench.runner", "bench.executor", "bench.pingpong")),
+    (("bench.pingpong",), ("bench.cli",)),
+    (("bench.report", "bench.compare"), ("bench.serve", "bench.pingpong")),
 ]
 
 
