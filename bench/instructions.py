@@ -268,21 +268,22 @@ def start_counts(
         "out_dir": out_dir.name,
         "helper": str(helper),
     }
-    proc = subprocess.Popen(
-        cmd,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=stderr,
-        text=True,
-        env=full_env,
-        # another interpreter must not import this checkout from the current folder
-        cwd=tempfile.gettempdir() if python else None,
-        start_new_session=True,
-    )
-    assert proc.stdin is not None
-    with contextlib.suppress(BrokenPipeError):  # it ended at once: finish_counts says why
-        proc.stdin.write(json.dumps(request))
-        proc.stdin.flush()  # communicate() in finish_counts closes it: the driver reads to EOF
+    # the request from a file, not a pipe: the driver reads to its end at once, whatever
+    # the runner does next (it starts the other arms' processes before waiting for any)
+    request_path = Path(out_dir.name) / "request.json"
+    request_path.write_text(json.dumps(request))
+    with open(request_path) as stdin:
+        proc = subprocess.Popen(
+            cmd,
+            stdin=stdin,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            env=full_env,
+            # another interpreter must not import this checkout from the current folder
+            cwd=tempfile.gettempdir() if python else None,
+            start_new_session=True,
+        )
     return CountJob(cells, proc, out_dir, stderr)
 
 

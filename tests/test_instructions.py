@@ -194,3 +194,48 @@ def test_the_driver_refuses_to_run_outside_valgrind(tmp_path: Path) -> None:
         timeout=120,
     )
     assert r.returncode != 0 and "counts only under valgrind" in r.stderr
+
+
+FAKE_VALGRIND = """#!{python}
+# a stand-in for valgrind: reads the whole request, says so in a marker file, waits for the
+# other process's marker, then answers every cell with a made-up count
+import json, os, sys, time
+from pathlib import Path
+request = json.loads(sys.stdin.read())
+me = request["cells"][0]["model"]
+Path({folder!r}, me).touch()
+other = "b" if me == "a" else "a"
+deadline = time.time() + 20
+while not Path({folder!r}, other).exists() and time.time() < deadline:
+    time.sleep(0.05)
+ok = Path({folder!r}, other).exists()
+for c in request["cells"]:
+    print(json.dumps({{"cell": c, "instructions_per_forward": 1.0 if ok else None,
+                      "error": None if ok else "the other process never read its request"}}))
+"""
+
+
+def test_the_arms_counting_processes_run_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each arm's process reads its whole request as soon as it starts, so the runner can
+    start every arm's process before waiting for any (two arms on two cores: half the
+    wall time). Each stand-in waits for the other to have read its request."""
+    from bench import instructions
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "valgrind"
+    fake.write_text(FAKE_VALGRIND.format(python=sys.executable, folder=str(tmp_path)))
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("EFFBENCH_CACHE", str(tmp_path / "cache"))
+    helper = instructions._cached_helper()
+    helper.parent.mkdir(parents=True)
+    helper.touch()  # no compiler needed: the stand-in never loads it
+    jobs = [instructions.start_counts([CountCell(m, 1, 8, 3)]) for m in ("a", "b")]
+    found = [instructions.finish_counts(job, timeout_s=60) for job in jobs]
+    for got, model in zip(found, ("a", "b"), strict=True):
+        (count,) = got.values()
+        assert count.cell.model == model
+        assert count.error is None and count.instructions_per_forward == 1.0
