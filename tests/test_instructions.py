@@ -35,6 +35,7 @@ desc: Timerange: Basic block 1 - 2
 desc: Trigger: Client Request: effbench-cell-0-1
 
 positions: line
+thread: 1
 events: Ir Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw
 summary: 1000 400 200 7 11 13 2 3 5
 totals: 1010 400 200 7 11 13 2 3 5
@@ -45,16 +46,29 @@ fn= (1) f
 """
 
 
-def test_a_dump_gives_its_label_and_its_summary_events() -> None:
-    label, events = parse_dump(DUMP)
-    assert label == "effbench-cell-0-1"
+def test_a_dump_gives_its_label_thread_and_summary_events() -> None:
+    dump = parse_dump(DUMP)
+    assert (dump.label, dump.thread) == ("effbench-cell-0-1", 1)
     # summary, not totals: totals also sums costs callgrind attributes twice when
     # collection is toggled inside a call
-    assert events["Ir"] == 1000 and events["DLmw"] == 5 and len(events) == 9
+    assert dump.events["Ir"] == 1000 and dump.events["DLmw"] == 5 and len(dump.events) == 9
+
+
+def test_only_the_main_threads_dump_is_read(tmp_path: Path) -> None:
+    """A library's timer thread (pyarrow's jemalloc starts one) that wakes inside the window
+    gets a dump of its own; its instructions are not the forward's."""
+    from bench.instructions import main_thread_events
+
+    other = DUMP.replace("thread: 1", "thread: 2").replace("summary: 1000", "summary: 777")
+    (tmp_path / "cg.42.1-01").write_text(DUMP)
+    (tmp_path / "cg.42.1-02").write_text(other)
+    (tmp_path / "cg.42.2-01").write_text(DUMP.replace("cell-0-1", "cell-0-2"))
+    assert main_thread_events(tmp_path, "effbench-cell-0-1")["Ir"] == 1000
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cg.42.2-01"]
 
 
 def test_the_cycle_estimate_weighs_l1_misses_10_and_last_level_misses_100() -> None:
-    _, events = parse_dump(DUMP)
+    events = parse_dump(DUMP).events
     # Ir + 10 (I1mr + D1mr + D1mw) + 100 (ILmr + DLmr + DLmw) = 1000 + 310 + 1000
     assert estimated_cycles(events) == 2310.0
 
