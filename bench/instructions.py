@@ -34,10 +34,20 @@ The smallest exact thing is five one-line C functions over ``<valgrind/callgrind
 else ``$XDG_CACHE_HOME/effbench`` or ``~/.cache/effbench``), named by a hash of its source and
 of the header, and the driver loads with ctypes.
 
+The allocator's internals are left out: collection is switched off inside glibc's
+``_int_malloc`` and ``_int_free`` (``--toggle-collect``; valgrind names these static
+functions from libc's debug symbols, ``libc6-dbg``, which the run therefore requires). How
+many instructions they take depends on the heap's history, not on the work asked: anything
+that allocated before (down to the length of a printed number) changes bins, consolidation
+and splits. With them counted, the median of one cell differed by up to 0.35% between
+processes with the same request; left out, the counts of two processes were identical and
+consecutive forwards of one process within 0.05% (they were 10-12% of a forward of these
+small networks). The calls themselves, ``malloc``, ``free``, ``posix_memalign`` and the
+thread cache's fast path, are counted, so a change in the number of allocations shows.
+
 Only the main thread's counts are read (``--separate-threads=yes``): importing effbench
 imports pyarrow, whose jemalloc starts a background thread that wakes on a timer, and
-callgrind otherwise adds whatever it runs inside the window to the forward (two processes
-with the same request differed by up to 0.56% before this).
+callgrind otherwise adds whatever it runs inside the window to the forward.
 
 Why each step: the garbage collector runs in whichever forward crosses its allocation
 threshold, and glibc's malloc takes paths that depend on the heap's state (consolidation,
@@ -93,8 +103,14 @@ VALGRIND_ARGS = (
     # one dump per thread: only the thread that runs the forward (one intra-op thread) is
     # read, not a library's timer thread that wakes up inside the window
     "--separate-threads=yes",
+    # glibc's allocator internals, whose length depends on the heap's history, not on the
+    # work asked: collection is toggled off on entry and on again on exit (they do not
+    # call each other, so the toggles do not nest); needs libc's debug symbols
+    *(f"--toggle-collect={f}" for f in ("_int_malloc", "_int_free")),
 )
 MAIN_THREAD = 1  # callgrind numbers the main thread 1
+DEBUG_ROOT = Path("/usr/lib/debug/.build-id")
+DEBUG_INSTALL = "install libc's debug symbols (`apt-get install libc6-dbg`)"
 HELPER_SOURCE = """\
 #include <valgrind/valgrind.h>
 #include <valgrind/callgrind.h>
@@ -195,16 +211,68 @@ def parse_dump(text: str) -> Dump:
 
 def check_tools() -> str:
     """The path of valgrind; :class:`ToolMissing` (one line, with the install command) when
-    it or the C compiler the client-request helper needs is missing."""
+    it, glibc's debug symbols or the C compiler the client-request helper needs is
+    missing."""
     valgrind = shutil.which("valgrind")
     if valgrind is None:
         raise ToolMissing(f"--count-instructions needs valgrind, which is not installed; {INSTALL}")
+    if not libc_debug_symbols():
+        raise ToolMissing(
+            "--count-instructions needs glibc's debug symbols to leave the allocator's "
+            f"internals out of the counts; {DEBUG_INSTALL}"
+        )
     if shutil.which("gcc") is None and not _cached_helper().exists():
         raise ToolMissing(
             "--count-instructions needs a C compiler (gcc) once, to build its callgrind "
             "helper; install it with `apt-get install gcc`"
         )
     return valgrind
+
+
+def elf_build_id(path: Path) -> str | None:
+    """The GNU build id (hex) of a 64-bit little-endian ELF file, from its PT_NOTE
+    segments; None when there is none or the file is not such an ELF."""
+    data = path.read_bytes()
+    if data[:6] != b"\x7fELF\x02\x01":
+        return None
+    phoff = int.from_bytes(data[32:40], "little")
+    phentsize = int.from_bytes(data[54:56], "little")
+    for i in range(int.from_bytes(data[56:58], "little")):
+        ph = phoff + i * phentsize
+        if int.from_bytes(data[ph : ph + 4], "little") != 4:  # PT_NOTE
+            continue
+        at = int.from_bytes(data[ph + 8 : ph + 16], "little")
+        end = at + int.from_bytes(data[ph + 32 : ph + 40], "little")
+        while at + 12 <= end:
+            namesz, descsz, kind = (
+                int.from_bytes(data[at + k : at + k + 4], "little") for k in (0, 4, 8)
+            )
+            name_at = at + 12
+            desc_at = name_at + (namesz + 3) // 4 * 4
+            if kind == 3 and data[name_at : name_at + namesz] == b"GNU\x00":  # NT_GNU_BUILD_ID
+                return data[desc_at : desc_at + descsz].hex()
+            at = desc_at + (descsz + 3) // 4 * 4
+    return None
+
+
+def libc_path() -> Path | None:
+    """The C library this process runs (from ``/proc/self/maps``), if it is glibc's."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/maps").read_text().splitlines():
+            path = line.split()[-1]
+            if path.startswith("/") and Path(path).name.startswith("libc.so"):
+                return Path(path)
+    return None
+
+
+def libc_debug_symbols() -> bool:
+    """Whether valgrind will find glibc's debug symbols (``/usr/lib/debug/.build-id``), by
+    which it names the allocator's internal functions that the counts leave out."""
+    libc = libc_path()
+    build_id = elf_build_id(libc) if libc is not None else None
+    if build_id is None:
+        return False
+    return (DEBUG_ROOT / build_id[:2] / f"{build_id[2:]}.debug").exists()
 
 
 def _cache_dir() -> Path:

@@ -89,6 +89,52 @@ def test_without_valgrind_the_run_stops_with_the_install_command(tmp_path: Path)
     assert not out.exists()
 
 
+def _elf_with_build_id(build_id: bytes) -> bytes:
+    """A minimal 64-bit little-endian ELF: a header, one PT_NOTE program header and its
+    NT_GNU_BUILD_ID note (layout of the ELF specification)."""
+    note = (4).to_bytes(4, "little") + len(build_id).to_bytes(4, "little")
+    note += (3).to_bytes(4, "little") + b"GNU\x00" + build_id
+    header = bytearray(64)
+    header[:6] = b"\x7fELF\x02\x01"
+    header[32:40] = (64).to_bytes(8, "little")  # e_phoff
+    header[54:56] = (56).to_bytes(2, "little")  # e_phentsize
+    header[56:58] = (1).to_bytes(2, "little")  # e_phnum
+    ph = bytearray(56)
+    ph[:4] = (4).to_bytes(4, "little")  # PT_NOTE
+    ph[8:16] = (64 + 56).to_bytes(8, "little")  # p_offset
+    ph[32:40] = len(note).to_bytes(8, "little")  # p_filesz
+    return bytes(header) + bytes(ph) + note
+
+
+def test_the_build_id_that_names_libcs_debug_symbols_is_read_from_its_notes(
+    tmp_path: Path,
+) -> None:
+    from bench.instructions import elf_build_id
+
+    elf = tmp_path / "libc.so.6"
+    elf.write_bytes(_elf_with_build_id(bytes.fromhex("93ac61ec5a8e")))
+    assert elf_build_id(elf) == "93ac61ec5a8e"
+    (tmp_path / "text").write_text("not an ELF")
+    assert elf_build_id(tmp_path / "text") is None
+
+
+def test_without_libcs_debug_symbols_the_run_says_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The allocator's internals are left out of the counts by name; without libc's debug
+    symbols valgrind cannot name them, and the counts would wander by tenths of a percent."""
+    from bench import instructions
+    from bench.errors import ToolMissing
+
+    fake = tmp_path / "valgrind"
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(instructions, "DEBUG_ROOT", tmp_path / "no-debug")
+    with pytest.raises(ToolMissing, match=r"apt-get install libc6-dbg"):
+        instructions.check_tools()
+
+
 def test_counts_travel_in_the_task_and_old_workers_still_read_tasks_without_them() -> None:
     g = Group("m", "cpu", "float32", 8, 3, 1, 0, (1, 2))
     plain = Task("r", g, Timing())
@@ -158,9 +204,15 @@ def test_a_latency_only_comparison_renders_as_before() -> None:
     assert "counted" not in cmp.to_markdown(c)
 
 
+def _counting_tools() -> bool:
+    from bench.instructions import libc_debug_symbols
+
+    return bool(shutil.which("valgrind") and shutil.which("gcc") and libc_debug_symbols())
+
+
 needs_valgrind = pytest.mark.skipif(
-    shutil.which("valgrind") is None or shutil.which("gcc") is None,
-    reason="needs valgrind and gcc (apt-get install valgrind gcc)",
+    not _counting_tools(),
+    reason="needs valgrind, gcc and libc's debug symbols (apt-get install valgrind gcc libc6-dbg)",
 )
 
 
@@ -244,6 +296,7 @@ def test_the_arms_counting_processes_run_at_once(
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("EFFBENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(instructions, "libc_debug_symbols", lambda: True)
     helper = instructions._cached_helper()
     helper.parent.mkdir(parents=True)
     helper.touch()  # no compiler needed: the stand-in never loads it
