@@ -20,7 +20,16 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import BenchError, Interrupted, InvalidOption, OutputNotWritable
-from bench.plan import DTYPES, MACS_COUNTERS, REMEASURE, Options, Timing, parse_size_bytes
+from bench.plan import (
+    BURST_S,
+    BURSTS,
+    DTYPES,
+    MACS_COUNTERS,
+    REMEASURE,
+    Options,
+    Timing,
+    parse_size_bytes,
+)
 
 NO_CEILINGS_ENV = "EFFBENCH_NO_CEILINGS"  # set: `effbench run` skips ceilings unless asked
 # Defaults a harness (CI, the test suite) may set: re-measurements of contended cells when
@@ -200,11 +209,35 @@ def _add_run(sub: Any) -> None:
         "each gets its own run folder <run-id>-<NAME>, and their groups alternate",
     )
     run.add_argument(
+        "--pingpong",
+        action="store_const",
+        const=True,
+        help="with --variant: keep one worker per arm alive per group and alternate short "
+        "bursts of timed forwards between the arms (A B, B A, ...); compare pairs adjacent "
+        "bursts (docs/compare.md)",
+    )
+    run.add_argument(
+        "--bursts", type=_number(int), help=f"with --pingpong: bursts per arm and cell ({BURSTS})"
+    )
+    run.add_argument(
+        "--burst-time",
+        type=_number(float),
+        help=f"with --pingpong: seconds of timed forwards per burst ({BURST_S:g})",
+    )
+    run.add_argument(
         "--macs-counter",
         "--flops-counter",  # its first name, kept for scripts that use it
         dest="macs_counter",
         choices=MACS_COUNTERS,
         help="how multiply-adds are counted: torch (default) or fvcore",
+    )
+    run.add_argument(
+        "--count-instructions",
+        action="store_const",
+        const=True,
+        help="count instructions (and estimate cycles) per forward of every CPU cell under "
+        "valgrind before the timed cells: deterministic, for the regression gate "
+        "(`compare --metric instructions`; docs/compare.md)",
     )
     _add_timing_flags(run)
     run.add_argument(
@@ -339,9 +372,15 @@ def _add_compare(sub: Any) -> None:
     cmp.add_argument(
         "--metric",
         action="append",
-        help="latency, memory or energy; repeat or comma-separate (default: all with data)",
+        help="latency, memory, energy, instructions or cycles (counted: `run "
+        "--count-instructions`); repeat or comma-separate (default: all with data)",
     )
     cmp.add_argument("--threshold", default="5%", help="smallest change that matters (5%%)")
+    cmp.add_argument(
+        "--count-threshold",
+        default="0.5%",
+        help="smallest change of a counted metric (instructions, cycles) that matters (0.5%%)",
+    )
     cmp.add_argument("--alpha", type=float, default=0.01, help="false discovery rate (0.01)")
     cmp.add_argument("--format", choices=("md", "json", "junit"), default="md")
     cmp.add_argument("--out", type=_path, help="write the report here instead of stdout")
@@ -418,6 +457,10 @@ PLAN_FLAGS = {
     "tf32": "--tf32",
     "parallel": "--parallel",
     "ceilings": "--ceilings/--no-ceilings",
+    "count_instructions": "--count-instructions",
+    "pingpong": "--pingpong",
+    "bursts": "--bursts",
+    "burst_time": "--burst-time",
 }
 
 
@@ -484,6 +527,10 @@ def _new_options(args: argparse.Namespace, has_gpu: bool) -> Options:
         memory_cap_bytes=parse_size_bytes(args.memory_cap) if args.memory_cap else None,
         tf32=bool(args.tf32),
         ceilings=_ceilings_wanted(args),
+        count_instructions=bool(args.count_instructions),
+        pingpong=bool(args.pingpong),
+        bursts=BURSTS if args.bursts is None else args.bursts,
+        burst_s=BURST_S if args.burst_time is None else args.burst_time,
     )
 
 
@@ -504,7 +551,7 @@ def _ceilings_wanted(args: argparse.Namespace) -> bool:
 
 def _cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from bench import devices
-    from bench.runner import open_lane, record_preflight
+    from bench.runner import count_work, open_lane, record_preflight
 
     if args.ray_address is not None and args.executor != "ray":
         raise InvalidOption("--ray-address needs --executor ray")
@@ -513,6 +560,16 @@ def _cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
             "--ceilings measures this machine, not the Ray cluster's nodes; drop it, and run "
             "`effbench peak` on each node"
         )
+    if args.count_instructions:
+        if args.executor == "ray":
+            raise InvalidOption(
+                "--count-instructions counts on this machine, not the Ray cluster's nodes; "
+                "drop one of them"
+            )
+        from bench.instructions import check_tools
+
+        check_tools()  # before anything is written
+    _check_pingpong(args)
     cluster = _ray_cluster(args) if args.executor == "ray" else None
     inventory = cluster.inventory if cluster else devices.discover()
     host: dict[str, Any] = {}
@@ -532,6 +589,7 @@ def _cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         idle_w: dict[str, float | None] = {}  # measured once per device, shared by the lanes
         measured: dict[Any, Any] = {}  # ceilings too: once per (device, dtype, threads)
         opened = [open_lane(*lane, idle_w=idle_w, measured=measured) for lane in lanes]
+        count_work(opened)  # --count-instructions: before any cell is timed
         summaries = _measure(args, argv, lanes, opened, cluster)
     except Interrupted as e:
         folders = " ".join(str(lane[0]) for lane in lanes)
@@ -556,6 +614,22 @@ def _cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         if summary.qualities:
             print(f"effbench: {_quality_line(summary)}", file=sys.stderr)
     return 0
+
+
+def _check_pingpong(args: argparse.Namespace) -> None:
+    """``--pingpong`` needs arms and one box; ``--bursts``/``--burst-time`` need it."""
+    if not args.pingpong:
+        if args.bursts is not None or args.burst_time is not None:
+            raise InvalidOption("--bursts and --burst-time go with --pingpong")
+        return
+    if len(args.variant or ()) < 2:
+        raise InvalidOption(
+            "--pingpong alternates bursts between the arms of an A/B run; give two or more "
+            "--variant arms (e.g. --variant base:python=PATH --variant pr:python=PATH)"
+        )
+    if args.executor == "ray" or args.parallel:
+        raise InvalidOption("--pingpong runs the arms on this machine, one group at a time; "
+                            "drop --executor ray and --parallel")  # fmt: skip
 
 
 def _quality_line(summary: Any) -> str:
@@ -764,6 +838,10 @@ def _measure(
         local = LocalExecutor() if args.executor == "subprocess" else default_executor()
         return ArmExecutor(local, interpreters) if interpreters else local
 
+    if any(lane[2].pingpong for lane in lanes):  # recorded, so a resume ping-pongs too
+        from bench.pingpong import run_pingpong
+
+        return run_pingpong(opened, get_spec, device_name_of, argv, args.executor == "subprocess")
     cluster_gpus = len(cluster.gpus) if cluster else 0
     on_cluster_gpus = cluster_gpus and any(g.device == "cuda" for lane in lanes for g in lane[3])
     # re-measurements wait for this host to calm down; a cluster's nodes are elsewhere
@@ -1064,6 +1142,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         drift_floor=compare.Threshold.parse(
             args.drift_floor, upper=10.0, allow_zero=True
         ).log_bound,
+        count_threshold=compare.Threshold.parse(args.count_threshold),
     )
     result = compare.compare_paths(
         args.baseline, args.candidate, settings, allow_env_mismatch=args.allow_env_mismatch

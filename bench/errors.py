@@ -39,6 +39,10 @@ class NothingCompared(BenchError):
     """A comparison's two sides share no cell, so nothing was compared."""
 
 
+class ToolMissing(BenchError):
+    """A program a requested measurement needs (valgrind, a C compiler) is not installed."""
+
+
 class RunLocked(BenchError):
     """Another runner holds the run folder's lock."""
 

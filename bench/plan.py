@@ -77,6 +77,12 @@ MAX_IMAGE = 1 << 14
 # load costs at most 3x the sweep, and the rows then say what to do.
 REMEASURE = 2
 MAX_REMEASURE = 10
+# Ping-pong arms (`--pingpong`, bench.pingpong): bursts per arm and cell, and the seconds of
+# timed forwards in each; docs/compare.md measures the choice on the 2-core CI machine.
+BURSTS = 20
+BURST_S = 0.2
+MAX_BURSTS = 10_000
+MAX_BURST_S = 60.0
 
 
 def _check_seconds(flag: str, value: float, low: float, high: float) -> None:
@@ -117,6 +123,10 @@ class Options:
     python: str | None = None  # the interpreter of this variant's workers (`NAME:python=PATH`)
     ceilings: bool = False  # measure device ceilings at the start (`effbench run` turns it on)
     remeasure: int = REMEASURE  # re-measurements of a cell judged `contended` (bench.quality)
+    count_instructions: bool = False  # count CPU cells under valgrind (bench.instructions)
+    pingpong: bool = False  # `--pingpong`: the arms alternate bursts (bench.pingpong)
+    bursts: int = BURSTS  # bursts per arm and cell in ping-pong
+    burst_s: float = BURST_S  # seconds of timed forwards per burst
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -142,12 +152,16 @@ class Options:
             _expect(d["repeats"], int, "repeats")
         if "remeasure" in d:
             _expect(d["remeasure"], int, "remeasure")
+        if "bursts" in d:
+            _expect(d["bursts"], int, "bursts")
+        if "burst_s" in d:
+            _expect_number(d["burst_s"], "burst_s")
         if "cell_timeout_s" in d:
             _expect_number(d["cell_timeout_s"], "cell_timeout_s")
         for key in ("macs_counter",):
             if key in d:
                 _expect(d[key], str, key)
-        for key in ("parallel", "ceilings"):
+        for key in ("parallel", "ceilings", "count_instructions", "pingpong"):
             if key in d:
                 _expect(d[key], bool, key)
         env = d.get("env", ())
@@ -456,6 +470,8 @@ def validate(options: Options, catalog: Mapping[str, ModelShape]) -> None:
         _check_count("--threads", options.threads, 1, 4096)
     _check_count("--repeats", options.repeats, 1, MAX_REPEATS)
     _check_count("--remeasure", options.remeasure, 0, MAX_REMEASURE)
+    _check_count("--bursts", options.bursts, 2, MAX_BURSTS)
+    _check_seconds("--burst-time", options.burst_s, 0.001, MAX_BURST_S)
     if options.macs_counter not in MACS_COUNTERS:
         raise InvalidOption(
             f"unknown MACs counter {options.macs_counter!r}; choose {', '.join(MACS_COUNTERS)}"

@@ -318,6 +318,8 @@ class Lane:
     rows: dict[str, Row] = field(default_factory=dict)
     remeasured: int = 0
     drift: list[str] = field(default_factory=list)
+    # --count-instructions: (model, batch, image size, channels, dtype, config) -> columns
+    counts: dict[tuple[Any, ...], dict[str, Any]] = field(default_factory=dict)
 
 
 def open_lane(
@@ -594,6 +596,7 @@ def run_group(
             for b in g.batch_sizes
             if (*tkey, b) in lane.traffic_cache
         ),
+        counts=group_counts(lane, g),
     )
     outcome = executor.run(task, on_message, options.cell_timeout_s)
     missing = [b for b in g.batch_sizes if b not in seen]
@@ -611,6 +614,54 @@ def run_group(
             again = dataclasses.replace(g, batch_sizes=tuple(contended), attempt=g.attempt + 1)
             lane.retry.append(again)
             lane.progress.total += len(contended)
+
+
+COUNT_TIMEOUT_S = 3600.0  # one run's valgrind process: the import, then every CPU cell
+
+
+def count_key(g: Group, batch_size: int) -> tuple[Any, ...]:
+    """What a cell's work counts depend on (not its repeat, attempt or threads)."""
+    return (g.model, batch_size, g.image_size, g.in_chans, g.dtype, g.config)
+
+
+def group_counts(lane: Lane, g: Group) -> dict[str, dict[str, Any]]:
+    """The counts of ``g``'s cells for its worker's Task, by batch size (as text)."""
+    found = {str(b): lane.counts.get(count_key(g, b)) for b in g.batch_sizes}
+    return {b: c for b, c in found.items() if c}
+
+
+def count_work(lanes: Sequence[Lane]) -> None:
+    """``--count-instructions``: before any cell is timed, count the instructions of every
+    pending CPU cell of each lane in one valgrind process per lane (bench.instructions),
+    with the lane's interpreter and variables; the processes of several lanes (the arms of
+    an A/B run) run at once, since counts do not depend on what else runs. The counts go to
+    the workers in their Task, so each row carries them."""
+    from bench.instructions import CountCell, finish_counts, start_counts
+
+    jobs = []
+    for lane in lanes:
+        if not lane.options.count_instructions:
+            continue
+        keys = [count_key(g, b) for g in lane.pending if g.device == "cpu" for b in g.batch_sizes]
+        keys = [k for k in dict.fromkeys(keys) if k not in lane.counts]
+        if not keys:
+            continue
+        cells = {CountCell(*k): k for k in keys}
+        job = start_counts(cells, lane.options.python, dict(lane.options.env))
+        jobs.append((lane, cells, job, time.monotonic()))
+    for lane, cells, job, started in jobs:
+        found = finish_counts(job, COUNT_TIMEOUT_S)
+        failed, cells_s = 0, 0.0
+        for cell, key in cells.items():
+            count = found[cell]
+            lane.counts[key] = count.columns() or {"error": count.error}
+            failed += count.error is not None
+            cells_s += count.wall_s or 0.0
+        wall = time.monotonic() - started
+        _say(lane.progress.stream, f"effbench: counted the instructions of {len(cells) - failed} "
+             f"CPU cell(s) of {lane.run_id} under valgrind in {wall:.0f} s: "
+             f"{wall - cells_s:.0f} s start-up and imports (once), {cells_s:.0f} s for the cells"
+             + (f"; {failed} not counted (their rows say why)" if failed else ""))  # fmt: skip
 
 
 def judged(lane: Lane, row: Row) -> Row:

@@ -33,7 +33,10 @@ KINDS: dict[str, tuple[str, pa.DataType]] = {
     "float?": ("float | None", pa.float64()),
     "bool?": ("bool | None", pa.bool_()),
     "floats": ("tuple[float, ...]", pa.list_(pa.float64())),
+    "ints": ("tuple[int, ...]", pa.list_(pa.int64())),
+    "bools": ("tuple[bool, ...]", pa.list_(pa.bool_())),
 }
+LIST_KINDS = ("floats", "ints", "bools")  # list columns: an empty tuple when not filled
 
 
 # How the report summarizes a column over the repeats of a cell (``Column.agg``): the
@@ -64,7 +67,7 @@ class Column:
     @property
     def required(self) -> bool:
         """No default: every row has a value."""
-        return not self.kind.endswith("?") and self.kind != "floats"
+        return not self.kind.endswith("?") and self.kind not in LIST_KINDS
 
 
 def _c(
@@ -172,6 +175,24 @@ COUNTS = (
         agg=FIRST,
     ),
 )
+# Deterministic work counts of CPU cells, `effbench run --count-instructions`
+# (bench.instructions, docs/compare.md "Instruction counts").
+WORK = (
+    _c(
+        "instructions_per_forward",
+        "float?",
+        "instructions",
+        "instructions of one forward of one batch, counted under valgrind (callgrind), one "
+        "thread, seeded weights and input (`--count-instructions`, CPU cells)",
+    ),
+    _c(
+        "estimated_cycles_per_forward",
+        "float?",
+        "cycles",
+        "Ir + 10 × L1 misses + 100 × last-level misses of that forward (callgrind's cache "
+        "simulation; an estimate, not a measurement)",
+    ),
+)
 # Where the cell sits on the device's roofline (docs/roofline.md).
 ROOFLINE = (
     _c("achieved_macs_per_s", "float?", "MACs/s", "macs × batch ÷ median latency", agg=MEDIAN),
@@ -263,6 +284,28 @@ QUALITY = (
     ),
     _c("variant", "str?", "", "the arm of an interleaved A/B run (`--variant`)", agg=FIRST),
 )
+# Ping-pong arms (`effbench run --variant ... --pingpong`, bench.pingpong): the row's timed
+# iterations came in bursts that alternated with the other arms' bursts of the same cell.
+PINGPONG = (
+    _c(
+        "pair_id",
+        "str?",
+        "",
+        "the ping-pong session of this cell and repeat, shared by every arm's row of it",
+    ),
+    _c(
+        "burst_sizes",
+        "ints",
+        "iterations",
+        "timed iterations of each burst, in order: `latency_ms_samples` split into bursts",
+    ),
+    _c(
+        "burst_contended",
+        "bools",
+        "",
+        "whether the host contended each burst (bench.quality's rules on its window)",
+    ),
+)
 REFERENCE = (
     _c("top1", "float?", "%", "published ImageNet-1K top-1 accuracy", agg=FIRST),
     _c("top5", "float?", "%", "published ImageNet-1K top-5 accuracy", agg=FIRST),
@@ -282,14 +325,19 @@ DECLARED: tuple[Column, ...] = (
     *LATENCY,
     *CONFIG,
     *COUNTS,
+    *WORK,
     *ROOFLINE,
     *MEMORY,
     *POWER,
     *CONTENTION,
     *QUALITY,
+    *PINGPONG,
     *REFERENCE,
     *SETTINGS,
 )
+
+
+LISTS: tuple[Column, ...] = tuple(c for c in DECLARED if c.kind in LIST_KINDS)
 
 
 # ceilings.parquet: one row per measured (or datasheet) ceiling of a run's device, dtype and
@@ -348,7 +396,7 @@ def _row_fields(columns: Sequence[Column]) -> list[tuple[str, str, Any]]:
             fields.append((c.name, kind, dataclasses.field(default="eager")))
         elif c.name == "attempt":
             fields.append((c.name, kind, dataclasses.field(default=0)))
-        elif c.kind == "floats":
+        elif c.kind in LIST_KINDS:
             fields.append((c.name, kind, dataclasses.field(default=())))
         elif c.required:
             fields.append((c.name, kind))  # type: ignore[arg-type]
@@ -360,7 +408,8 @@ def _row_fields(columns: Sequence[Column]) -> list[tuple[str, str, Any]]:
 def _to_dict(self: Any) -> dict[str, Any]:
     """Every column, the contract's then the ``extra`` ones (probes outside it)."""
     d = {c.name: getattr(self, c.name) for c in DECLARED}
-    d["latency_ms_samples"] = list(self.latency_ms_samples)
+    for c in LISTS:
+        d[c.name] = list(getattr(self, c.name))
     d.update(self.extra)
     return d
 
@@ -369,7 +418,9 @@ def _from_dict(cls: type, d: dict[str, Any]) -> Any:
     """The inverse of ``to_dict``: names outside the contract go to ``extra``."""
     known = {c.name for c in DECLARED}
     values = {k: v for k, v in d.items() if k in known}
-    values["latency_ms_samples"] = tuple(values.get("latency_ms_samples") or ())
+    for c in LISTS:
+        v = values.get(c.name)
+        values[c.name] = () if v is None else tuple(v)
     values["extra"] = tuple((k, v) for k, v in d.items() if k not in known and k != "extra")
     return cls(**values)
 

@@ -586,7 +586,11 @@ def _bad_values(col: pd.Series, column: Column) -> tuple[np.ndarray, str]:
     """Which values of ``col`` are not of ``column``'s kind or range, and what they should
     be. Nulls (and NaN) are what a missing value reads as, and pass."""
     kind = column.kind.rstrip("?")
-    present = col.notna().to_numpy() if kind != "floats" else col.map(_is_listed).to_numpy()
+    if kind in _LIST_WORDS:
+        kinds, words = _LIST_WORDS[kind]
+        ok = col.map(lambda v: not _is_listed(v) or _all_of(v, kinds)).to_numpy()
+        return ~ok, words
+    present = col.notna().to_numpy()
     if kind == "str":
         if pd.api.types.is_string_dtype(col) and not pd.api.types.is_object_dtype(col):
             return np.zeros(len(col), dtype=bool), ""
@@ -597,9 +601,6 @@ def _bad_values(col: pd.Series, column: Column) -> tuple[np.ndarray, str]:
         return present & ~col.map(lambda v: isinstance(v, bool | np.bool_)).to_numpy(), (
             "true/false"
         )
-    if kind == "floats":
-        ok = col.map(lambda v: not _is_listed(v) or _all_finite_numbers(v)).to_numpy()
-        return ~ok, "a list of finite numbers"
     if pd.api.types.is_numeric_dtype(col):
         numbers = col.astype(float)
     else:  # mixed or text: a string that reads as a number is still text
@@ -622,12 +623,26 @@ def _is_listed(value: object) -> bool:
     return value is not None and not (isinstance(value, float) and np.isnan(value))
 
 
-def _all_finite_numbers(value: object) -> bool:
+# list kinds: the numpy dtype kinds their elements may have, and what they should be
+_LIST_WORDS = {
+    "floats": ("fiu", "a list of finite numbers"),
+    "ints": ("iu", "a list of whole numbers"),
+    "bools": ("b", "a list of true/false"),
+}
+
+
+def _all_of(value: object, kinds: str) -> bool:
+    """Whether ``value`` is a list whose elements are all of the numpy dtype ``kinds``
+    (and finite); an empty list passes."""
     try:
         arr = np.asarray(value)
     except (TypeError, ValueError):
         return False
-    return arr.dtype.kind in "fiu" and bool(np.isfinite(arr.astype(float)).all())
+    if arr.size == 0:
+        return True
+    if arr.dtype.kind not in kinds:
+        return False
+    return arr.dtype.kind == "b" or bool(np.isfinite(arr.astype(float)).all())
 
 
 def _check_values(

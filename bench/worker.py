@@ -29,7 +29,7 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, Any, ClassVar
 
 from bench.plan import Group, Timing
 from bench.schema import Row
@@ -56,14 +56,20 @@ class Task:
     # (batch size, bytes accessed, activation peak) the run already counted for this model,
     # image size and dtype (another repeat or configuration): not counted again
     traffic: tuple[tuple[int, int, int], ...] = ()
+    # batch size (as text) -> columns counted before the run (bench.instructions)
+    counts: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    # Fields a worker of an older checkout (a `python=` arm's base) does not know: left out
+    # of the JSON while empty, so such a worker still reads every task that does not use them.
+    NEWER: ClassVar[tuple[str, ...]] = ("traffic", "counts")
 
     def to_json(self) -> str:
         d = dataclasses.asdict(self)
-        # what a worker of an older version (an A/B arm's own interpreter) can read: the
-        # attempt and the arm of a row are the runner's to fill, never the worker's
+        # the attempt and the arm of a row are the runner's to fill, never the worker's
         del d["group"]["attempt"]
-        if not d["traffic"]:
-            del d["traffic"]
+        for name in self.NEWER:
+            if not d[name]:
+                del d[name]
         return json.dumps(d)
 
     @classmethod
@@ -244,10 +250,21 @@ def run_task(task: Task, emit: Callable[[dict[str, Any]], None]) -> None:
                     fail("error", _short(e), True)
                 return
             columns.update(setup.fields, timestamp=started, cell_wall_s=time.perf_counter() - t0)
+            _add_counts(columns, task.counts.get(str(b), {}))
             emit({"event": "row", "row": row(b, "ok", **columns).to_dict()})
             remaining.pop(0)
     finally:
         setup.close()
+
+
+def _add_counts(columns: dict[str, Any], counts: dict[str, Any]) -> None:
+    """The cell's counts from before the run (``--count-instructions``); why it has none
+    goes to ``error`` unless that already holds a note."""
+    for name, value in counts.items():
+        if name == "error":
+            columns["error"] = columns.get("error") or value
+        else:
+            columns[name] = value
 
 
 def _prepare(task: Task, spec: Any, torch: Any, dtype: Any) -> _Setup:

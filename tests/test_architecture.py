@@ -118,8 +118,15 @@ FORBIDDEN = [
     (("bench.plan", "bench.keys", "bench.schema"), ("bench.probes", "models")),
     (("models",), HIGH),
     # measurements of the device and of layers are library code the CLI and runner call
-    (("bench.ceilings", "bench.profile", "bench.layers"), HIGH),
-    (("bench.report", "bench.compare"), ("bench.ceilings", "bench.profile", "bench.layers")),
+    (("bench.ceilings", "bench.profile", "bench.layers", "bench.instructions"), HIGH),
+    (
+        ("bench.report", "bench.compare"),
+        ("bench.ceilings", "bench.profile", "bench.layers", "bench.instructions"),
+    ),
+    # the ping-pong worker is a worker; the ping-pong runner a runner
+    (("bench.serve",), ("bench.cli", "bench.runner", "bench.executor", "bench.pingpong")),
+    (("bench.pingpong",), ("bench.cli",)),
+    (("bench.report", "bench.compare"), ("bench.serve", "bench.pingpong")),
 ]
 
 

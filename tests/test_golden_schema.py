@@ -5,8 +5,10 @@ run with the code before the probe-window refactor (issue 12); it guards the ref
 every later change to the row contract (a deliberate change regenerates it and says so:
 issue 13 added ``config`` and the configuration columns, issue 14 ``hostname``, issue 16
 the counted traffic and activation peak and the roofline columns, issue 20 the contention
-evidence, `quality`, `quality_reason`, `attempt` and `variant`, issue 22 ``peak_rss_bytes``;
-every other column, type and counted value stayed as they were)."""
+evidence, `quality`, `quality_reason`, `attempt` and `variant`, issue 22 ``peak_rss_bytes``,
+issue 24 the instruction counts `instructions_per_forward` and `estimated_cycles_per_forward`
+and the ping-pong columns `pair_id`, `burst_sizes` and `burst_contended`; every other column,
+type and counted value stayed as they were)."""
 
 from __future__ import annotations
 

@@ -29,6 +29,11 @@ false-coverage-rate level ``1 - alpha * max(R, 1) / m`` (Benjamini & Yekutieli 2
 discoveries out of m tests, so an interval excludes 1 exactly when its cell is a BH
 discovery.
 
+Counted metrics (``instructions``, ``cycles``: `effbench run --count-instructions`) are
+deterministic: per cell the estimate is the ratio of the two sides' values and its interval
+that ratio ± ``COUNT_FLOOR`` (the counting noise), judged against their own threshold
+(``--count-threshold``, ``COUNT_THRESHOLD``); no drift allowance, no contention check.
+
 Verdicts, with threshold t and bounds [1/(1+t), 1+t]:
 regression (interval above 1 and estimate above 1+t), improvement (interval below 1 and
 estimate below 1/(1+t)), unchanged (interval inside the bounds), inconclusive (anything
@@ -65,6 +70,8 @@ from bench.compare.render_junit import to_junit
 from bench.compare.render_md import to_markdown
 from bench.compare.results import CellResult, Comparison, EnvDifference, Family, Side
 from bench.compare.settings import (
+    COUNT_FLOOR,
+    COUNT_THRESHOLD,
     DRIFT_FLOOR,
     FAILED,
     LATENCY_STATISTICS,
@@ -108,6 +115,8 @@ def _rank(base: np.ndarray, cand: np.ndarray, floor: float) -> RankEstimate:
 
 
 __all__ = [
+    "COUNT_FLOOR",
+    "COUNT_THRESHOLD",
     "DRIFT_FLOOR",
     "ENV_KEYS",
     "EXACT_RANK_LIMIT",

@@ -10,12 +10,12 @@ from typing import Any
 import numpy as np
 
 from bench.compare.results import CellResult, Comparison
-from bench.compare.settings import LATENCY_STATISTICS, MATCH_KEY, VERDICTS
+from bench.compare.settings import LATENCY_STATISTICS, MATCH_KEY, METRICS, VERDICTS
 
 
 def to_dict(c: Comparison) -> dict[str, Any]:
     s = c.settings
-    return {
+    out = {
         "baseline": c.baseline,
         "candidate": c.candidate,
         "settings": {
@@ -53,6 +53,9 @@ def to_dict(c: Comparison) -> dict[str, Any]:
             for d in c.env_differences
         ],
     }
+    if any(METRICS[m].counted for m in c.metrics):  # only then: older outputs stay as they were
+        out["settings"]["count_threshold"] = s.count_threshold.fraction
+    return out
 
 
 def _result(r: CellResult) -> dict[str, Any]:

@@ -7,6 +7,7 @@ import math
 
 from bench.compare.environment import refused_differences
 from bench.compare.results import CellResult, Comparison
+from bench.compare.settings import METRICS
 from bench.compare.text import cell_name, fmt_ratio, fmt_value, summary_line
 from bench.escape import markdown_text
 
@@ -52,10 +53,22 @@ def _header(c: Comparison) -> list[str]:
         f"metrics: {', '.join(c.metrics)}. "
         + how
         + f"; latency per repeat: the {s.latency_statistic} of its iterations. "
-        f"Threshold ±{s.threshold.fraction:.1%}; Benjamini–Hochberg at α = {s.alpha} per "
+        f"Threshold ±{s.threshold.fraction:.1%}{_counted_threshold(c)}; "
+        f"Benjamini–Hochberg at α = {s.alpha} per "
         "metric, intervals at the matching false-coverage level: " + families + ".",
         "",
     ]
+
+
+def _counted_threshold(c: Comparison) -> str:
+    """The threshold of counted metrics, where one was compared (they have their own)."""
+    counted = [m for m in c.metrics if METRICS[m].counted]
+    if not counted:
+        return ""
+    return (
+        f" (counted {', '.join(counted)}: ±{c.settings.count_threshold.fraction:.2%}, "
+        "`--count-threshold`, each cell exact up to the counting noise)"
+    )
 
 
 def _notes(c: Comparison) -> list[str]:

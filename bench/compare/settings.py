@@ -26,6 +26,13 @@ SINGLE_RUN_FLOOR = math.log(2.0)
 # (`effbench run --variant`) need none; steady runners may lower it with --drift-floor.
 DRIFT_FLOOR = math.log(1.20)
 FAILED = ("oom", "crashed", "timeout", "error")
+# The noise a counted metric may carry (log scale, ±0.1%): instructions of one forward counted
+# under valgrind in separate processes, seeded, one thread (bench.instructions). docs/compare.md
+# measures their spread; anything beyond this is a change of the work, not noise.
+COUNT_FLOOR = math.log1p(0.001)
+# The smallest change of a counted metric that matters by default: counts resolve far below
+# any timing threshold, and their point is to see small changes of work (`--count-threshold`).
+COUNT_THRESHOLD = 0.005
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +41,9 @@ class Metric:
     column: str
     unit: str
     samples_column: str | None = None
+    # deterministic (counted under valgrind): one value per side is exact up to COUNT_FLOOR;
+    # no drift, no contention, no run-to-run spread to estimate
+    counted: bool = False
 
 
 # The per-repeat value of the latency metric: the median of the repeat's timed iterations
@@ -58,6 +68,8 @@ METRICS: dict[str, Metric] = {
     "latency": Metric("latency", "latency_ms_median", "ms", "latency_ms_samples"),
     "memory": Metric("memory", "peak_memory_bytes", "bytes"),
     "energy": Metric("energy", "energy_j", "J"),
+    "instructions": Metric("instructions", "instructions_per_forward", "instr", counted=True),
+    "cycles": Metric("cycles", "estimated_cycles_per_forward", "cycles", counted=True),
 }
 
 
@@ -95,6 +107,12 @@ class Settings:
     trim: float = 0.0  # > 0: Yuen's trimmed test across repeats (bench.stats.inference.welch)
     latency_statistic: str = "median"  # a key of LATENCY_STATISTICS
     test: str = "welch"  # a key of TESTS: how repeats are compared
+    # the threshold of counted metrics (instructions, cycles): see COUNT_THRESHOLD
+    count_threshold: Threshold = field(default_factory=lambda: Threshold(COUNT_THRESHOLD))
+
+    def threshold_of(self, name: str) -> Threshold:
+        """The threshold metric ``name`` is judged against."""
+        return self.count_threshold if METRICS[name].counted else self.threshold
 
     def metric(self, name: str) -> Metric:
         """The metric ``name`` as these settings read it (latency: which per-repeat value)."""

@@ -13,8 +13,9 @@ import numpy as np
 import pandas as pd
 
 from bench.compare.matching import MatchedCell, samples, values
+from bench.compare.pairing import MIN_PAIRS, Pairs, cell_pairs
 from bench.compare.results import CellResult, Family
-from bench.compare.settings import FAILED, VERDICTS, Metric, Settings
+from bench.compare.settings import COUNT_FLOOR, FAILED, VERDICTS, Metric, Settings
 from bench.stats.inference import (
     RankEstimate,
     TEstimate,
@@ -26,6 +27,7 @@ from bench.stats.inference import (
     trimmed_log_mean,
     welch,
 )
+from bench.stats.paired import newey_west_lag, paired_hac
 
 # Evidence that comes from run-to-run variation; any other (one repeat per side) rests on a
 # fixed noise floor instead.
@@ -46,6 +48,7 @@ class CellEstimate:
     base_value: float  # geometric mean (trimmed with Yuen's test) of the per-repeat values
     cand_value: float
     spread: float | None  # run-to-run sd of the log per-repeat values, when 2+ per side
+    note: str = ""  # how the estimate was formed, where the evidence needs saying
 
 
 def verdict_of(d: float, lo: float, hi: float, log_bound: float) -> str:
@@ -70,6 +73,12 @@ def estimate_cell(
     unmeasured = _unmeasured(cell, metric, name, len(vb), len(vc))
     if unmeasured is not None:
         return unmeasured
+    if metric.counted:  # deterministic: no contention, drift or spread to allow for
+        return _counted(cell.key, name, vb, vc)
+    if name == "latency":  # ping-pong rows: adjacent bursts, not repeats, are the evidence
+        paired = _paired(cell.key, okb, okc, settings)
+        if paired is not None:
+            return paired
     contended = _contended(okb, okc)
     if contended:
         return CellResult(cell.key, name, "inconclusive", CONTENDED, len(vb), len(vc),
@@ -78,6 +87,50 @@ def estimate_cell(
 
 
 CONTENDED = "contended"  # the evidence of a cell whose rows the host contended
+COUNTED = "counted"  # the evidence of a deterministic count (bench.instructions)
+
+
+def _counted(key: tuple[Any, ...], name: str, vb: np.ndarray, vc: np.ndarray) -> CellEstimate:
+    """A counted metric: the ratio of the sides' (geometric mean) values, exact up to the
+    counting noise ``COUNT_FLOOR``; its interval is the ratio ± that floor, and its p-value
+    0 beyond it, 1 within (bench.stats.inference.TEstimate with no standard error)."""
+    gmean_b, gmean_c = float(np.exp(np.log(vb).mean())), float(np.exp(np.log(vc).mean()))
+    est = TEstimate(math.log(gmean_c / gmean_b), 0.0, math.inf, COUNT_FLOOR)
+    return CellEstimate(key, name, est, COUNTED, len(vb), len(vc), gmean_b, gmean_c, None)
+
+
+PAIRED = "paired bursts"  # the evidence of ping-pong rows (bench.compare.pairing)
+
+
+def _paired(
+    key: tuple[Any, ...], okb: pd.DataFrame, okc: pd.DataFrame, settings: Settings
+) -> CellEstimate | CellResult | None:
+    """The paired estimate of a cell measured in ping-pong (None when it was not): the mean
+    log ratio of adjacent bursts with its Newey–West interval (bench.stats.paired); a cell
+    whose uncontended pairs are too few is inconclusive (contended)."""
+    pairs = cell_pairs(okb, okc, settings.latency_statistic)
+    if pairs is None:
+        return None
+    if pairs.used < MIN_PAIRS:
+        return CellResult(key, "latency", "inconclusive", CONTENDED, pairs.used, pairs.used,
+                          note=f"{pairs.dropped} of {pairs.total} burst pairs ran on a contended "
+                          f"host, {pairs.used} left (fewer than {MIN_PAIRS}); re-measure on a "
+                          "quieter host, no verdict from these")  # fmt: skip
+    est = paired_hac(pairs.log_ratios())
+    base = np.concatenate(pairs.base)
+    cand = np.concatenate(pairs.cand)
+    return CellEstimate(key, "latency", est, PAIRED, pairs.used, pairs.used,
+                        float(np.exp(np.log(base).mean())), float(np.exp(np.log(cand).mean())),
+                        None, _paired_note(pairs))  # fmt: skip
+
+
+def _paired_note(pairs: Pairs) -> str:
+    sessions = len(pairs.base)
+    lag = newey_west_lag(max(len(b) for b in pairs.base))
+    note = f"{pairs.used} adjacent burst pairs in {sessions} session(s), Newey–West lag {lag}"
+    if pairs.dropped:
+        note += f"; {pairs.dropped} contended pair(s) dropped"
+    return note
 
 
 def _contended(okb: pd.DataFrame, okc: pd.DataFrame) -> str:
@@ -174,9 +227,9 @@ def judge(
         r = bh_discoveries(ps, settings.alpha)
         levels[name] = settings.alpha * max(r, 1) / max(len(ps), 1)
         families.append(Family(name, len(ps), r, 1.0 - levels[name]))
-    bound = settings.threshold.log_bound
     results = [
-        _result(e, p, levels[e.metric], bound) for e, p in zip(estimates, p_values, strict=True)
+        _result(e, p, levels[e.metric], settings.threshold_of(e.metric).log_bound)
+        for e, p in zip(estimates, p_values, strict=True)
     ]
     return tuple(families), results
 
@@ -210,6 +263,10 @@ def _note(e: CellEstimate, lo: float, hi: float, level: float) -> str:
             f"too few repeats for the rank test to reach the {1 - level:.2%} level; "
             "add repeats or use --test welch"
         )
+    if e.evidence == PAIRED:
+        return e.note
+    if e.evidence == COUNTED:
+        return f"deterministic count: the ratio ± {math.expm1(floor):.1%} counting noise"
     if e.evidence == "borrowed spread":
         note = "one side has a single repeat; its run-to-run spread is taken from the other"
     if e.evidence in FROM_REPEATS and floor > 0:

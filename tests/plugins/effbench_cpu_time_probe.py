@@ -18,7 +18,7 @@ class CpuTimeProbe:
 
     columns: ClassVar[tuple[Column, ...]] = (
         Column("cpu_time_ms", "float?", "ms", "process CPU time per forward of one batch"),
-        Column("cpu_busy_share", "float?", "", "process CPU seconds per wall second over the window"),
+        Column("cpu_busy_share", "float?", "", "process CPU s per wall s in the window"),
         Column("cpu_time_source", "str?", "", "how CPU time was read, or why not"),
     )
     note_column: ClassVar[str] = "cpu_time_source"

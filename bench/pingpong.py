@@ -1,0 +1,412 @@
+"""Ping-pong arms: the arms of an A/B run (`effbench run --variant ... --pingpong`) measured
+in alternating short bursts, from workers that stay alive.
+
+Why: on a shared machine the host's state changes every 0.1 s to tens of seconds (docs/
+compare.md), and between fresh processes minutes apart it drifts further. With one worker
+per arm kept alive, the model built and the input ready (bench.serve), the runner can give
+each arm a burst of about ``--burst-time`` seconds of timed forwards in turn, A B, B A, A B,
+..., so every host state of more than a burst or two hits both arms alike, and compare can
+use the *ratio of adjacent bursts* (bench.compare.pairing, bench.stats.paired).
+
+Per group (model, device, dtype, size, threads, configuration, repeat) every arm's worker
+is started at once and builds its model; then per batch size each arm in turn prepares the
+cell (input, compilation, memory pass, warm-up, as the ordinary worker does), and the arms
+take ``bursts`` turns, the order reversed every turn; then each arm's row is written: one
+ordinary row per cell and repeat (every reader reads it as before), whose
+``latency_ms_samples`` holds every burst's iterations in order, ``burst_sizes`` how many
+each burst had, ``burst_contended`` the contention verdict on each burst's window (the
+rules of bench.quality) and ``pair_id`` the session its arms share. One row per burst would
+have made every reader (the report, resume, best attempts) see bursts as repeats; list
+columns keep the row what it was.
+
+An arm whose worker fails gets its failed rows (the one failure policy,
+``bench.worker.failed_cells``); the other arms go on alone, their rows unpaired. Contended
+cells are not re-measured: compare drops contended bursts pair by pair instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+from bench.errors import Interrupted, WorkerProtocolError
+from bench.executor import STARTUP_GRACE_S, ForkServerExecutor, WorkerExit, _killpg, _worker_exit
+from bench.plan import Cell, Group
+from bench.probes.registry import extra_columns
+from bench.quality import contention_reasons
+from bench.runner import (
+    Lane,
+    RunSummary,
+    ceiling_key,
+    close_lane,
+    closing_ceilings,
+    group_counts,
+    interleave,
+    judged,
+)
+from bench.schema import Row
+from bench.store import write_row as store_row
+from bench.worker import Task, base_row, failed_cells
+
+Message = dict[str, Any]
+
+
+class Channel(Protocol):
+    """A ping-pong worker in flight: requests in, answers out."""
+
+    def send(self, msg: Message) -> None: ...
+
+    def receive(self, timeout_s: float) -> Message | None: ...  # None: it ended
+
+    def close(self, outcome: WorkerExit | None) -> WorkerExit: ...
+
+    def kill(self) -> None: ...
+
+
+class ForkChannel:
+    """A ping-pong worker forked from the fork server (torch already imported), talking over
+    a duplex pipe."""
+
+    def __init__(self, task: Task) -> None:
+        import multiprocessing as mp
+
+        from bench.serve import fork_main
+
+        ctx = mp.get_context("forkserver")
+        # closed in close(): the worker writes to it for as long as it lives
+        self._err = tempfile.NamedTemporaryFile(prefix="effbench-pingpong-", suffix=".err")  # noqa: SIM115
+        self._conn, child = ctx.Pipe(duplex=True)
+        self._proc = ctx.Process(target=fork_main, args=(task.to_json(), child, self._err.name))
+        self._proc.start()
+        child.close()
+
+    def send(self, msg: Message) -> None:
+        self._conn.send(msg)
+
+    def receive(self, timeout_s: float) -> Message | None:
+        if not self._conn.poll(timeout_s):
+            raise TimeoutError
+        try:
+            msg = self._conn.recv()
+        except EOFError:
+            return None
+        if not isinstance(msg, dict):
+            raise WorkerProtocolError(f"ping-pong worker sent {type(msg).__name__}, not a dict")
+        return msg
+
+    def kill(self) -> None:
+        _killpg(self._proc.pid)
+
+    def close(self, outcome: WorkerExit | None) -> WorkerExit:
+        self._conn.close()
+        self._proc.join(timeout=30)
+        if self._proc.is_alive():
+            self.kill()
+            self._proc.join()
+        code = self._proc.exitcode if self._proc.exitcode is not None else -signal.SIGKILL
+        with open(self._err.name, "rb") as f:
+            stderr = f.read()
+        self._err.close()
+        return _worker_exit(outcome, code, stderr)
+
+
+class ProcessChannel:
+    """A ping-pong worker in a new interpreter (``python -m bench.serve``: a ``python=``
+    arm's own, or with ``--executor subprocess``), one JSON line each way; started in a
+    neutral folder so that another interpreter does not import the runner's checkout."""
+
+    def __init__(self, task: Task, python: str | None) -> None:
+        env = dict(os.environ)
+        threads = str(task.group.threads)
+        env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
+        env.update(EFFBENCH_PARENT_PID=str(os.getpid()), PYTHONUNBUFFERED="1", **task.env)
+        self._err = tempfile.TemporaryFile(mode="w+b")  # noqa: SIM115 (closed in close())
+        self._proc = subprocess.Popen(
+            [python or sys.executable, "-m", "bench.serve"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._err,
+            env=env,
+            cwd=tempfile.gettempdir() if python else None,
+            start_new_session=True,
+        )
+        assert self._proc.stdout is not None
+        self._sel = selectors.DefaultSelector()
+        self._sel.register(self._proc.stdout.fileno(), selectors.EVENT_READ)
+        self._buf = b""
+        self.send(json.loads(task.to_json()))
+
+    def send(self, msg: Message) -> None:
+        assert self._proc.stdin is not None
+        with contextlib.suppress(BrokenPipeError):  # it ended: its answer says why
+            self._proc.stdin.write((json.dumps(msg) + "\n").encode())
+            self._proc.stdin.flush()
+
+    def receive(self, timeout_s: float) -> Message | None:
+        assert self._proc.stdout is not None
+        deadline = time.monotonic() + timeout_s
+        while b"\n" not in self._buf:
+            left = deadline - time.monotonic()
+            if left <= 0 or not self._sel.select(timeout=left):
+                raise TimeoutError
+            chunk = os.read(self._proc.stdout.fileno(), 1 << 16)
+            if not chunk:
+                return None
+            self._buf += chunk
+        line, _, self._buf = self._buf.partition(b"\n")
+        try:
+            msg = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise WorkerProtocolError(
+                f"ping-pong worker sent unreadable line {line[:200]!r}"
+            ) from e
+        return msg if isinstance(msg, dict) else {}
+
+    def kill(self) -> None:
+        _killpg(self._proc.pid)
+
+    def close(self, outcome: WorkerExit | None) -> WorkerExit:
+        with contextlib.suppress(OSError):
+            assert self._proc.stdin is not None
+            self._proc.stdin.close()
+        try:
+            self._proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            self._proc.wait()
+        self._sel.close()
+        assert self._proc.stdout is not None
+        self._proc.stdout.close()
+        self._err.seek(0)
+        stderr = self._err.read()
+        self._err.close()
+        return _worker_exit(outcome, self._proc.returncode, stderr)
+
+
+@dataclass
+class _Arm:
+    """One arm's worker for the group in service, and what it has reported."""
+
+    lane: Lane
+    group: Group
+    task: Task
+    channel: Channel | None = None
+    seen: set[int] = field(default_factory=set)
+    ended: bool = False  # the worker failed or ended: no more requests
+    outcome: WorkerExit | None = None  # a timeout the runner decided; else from the exit code
+    contended: list[bool] = field(default_factory=list)  # the current cell's bursts
+
+    @property
+    def live(self) -> bool:
+        return self.channel is not None and not self.ended
+
+
+def pingpong_task(lane: Lane, g: Group) -> Task:
+    """The task of ``g``'s ping-pong worker: what ``bench.runner.run_group`` sends."""
+    o = lane.options
+    mkey = (g.model, g.image_size, g.in_chans, o.macs_counter)
+    return Task(
+        run_id=lane.run_id,
+        group=g,
+        timing=o.timing,
+        macs_counter=o.macs_counter,
+        macs=lane.macs_cache.get(mkey),
+        tf32=o.tf32,
+        memory_cap_bytes=o.memory_cap_bytes,
+        idle_power_w=lane.idle_w.get(g.device),
+        ceiling_macs_per_s=lane.ceilings.get(ceiling_key(g.device, g.dtype, g.threads)),
+        env=dict(o.env),
+        counts=group_counts(lane, g),
+    )
+
+
+def steps(lanes: Sequence[Lane]) -> list[list[tuple[Lane, Group]]]:
+    """The lanes' pending groups, those of one cell identity (everything but the batch
+    sizes) together, in the interleaved order."""
+    out: dict[tuple[Any, ...], list[tuple[Lane, Group]]] = {}
+    for lane, g in interleave(lanes):
+        key = (g.model, g.device, g.dtype, g.image_size, g.in_chans, g.threads, g.repeat,
+               g.config, g.attempt)  # fmt: skip
+        out.setdefault(key, []).append((lane, g))
+    return list(out.values())
+
+
+def run_pingpong(
+    lanes: Sequence[Lane],
+    spec_of: Callable[[str], Any],
+    device_name_of: Callable[[str], str],
+    argv: Sequence[str] = (),
+    subprocess_workers: bool = False,
+) -> list[RunSummary]:
+    """Measure the lanes (the arms) group by group in ping-pong (see the module docstring),
+    then the closing ceilings; each lane's manifest records the session."""
+    if not subprocess_workers and any(lane.options.python is None for lane in lanes):
+        ForkServerExecutor().prepare()  # its signal dispositions: main thread only
+    try:
+        for step in steps(lanes):
+            arms = [_Arm(lane, g, pingpong_task(lane, g)) for lane, g in step]
+            _run_step(arms, spec_of, device_name_of, subprocess_workers)
+        closing_ceilings(lanes)
+    except Interrupted as e:
+        for lane in lanes:
+            close_lane(lane, argv, interrupted=signal.Signals(e.signum).name)
+        raise
+    return [close_lane(lane, argv) for lane in lanes]
+
+
+def _run_step(
+    arms: list[_Arm],
+    spec_of: Callable[[str], Any],
+    device_name_of: Callable[[str], str],
+    subprocess_workers: bool,
+) -> None:
+    """One group in every arm: start the workers, then each batch size in ping-pong."""
+    try:
+        for arm in arms:  # at once: building the models is not timed
+            python = arm.lane.options.python
+            arm.channel = (
+                ProcessChannel(arm.task, python)
+                if python or subprocess_workers
+                else ForkChannel(arm.task)
+            )
+        for arm in arms:
+            _expect(arm, "ready", arm.lane.options.cell_timeout_s + STARTUP_GRACE_S)
+        for b in sorted({b for arm in arms for b in arm.group.batch_sizes}):
+            _pingpong_cell([a for a in arms if b in a.group.batch_sizes], b)
+        for arm in arms:
+            if arm.live:
+                assert arm.channel is not None
+                arm.channel.send({"cmd": "quit"})
+                _expect(arm, "done", arm.lane.options.cell_timeout_s)
+    except BaseException:  # a signal, or a protocol error: no worker outlives it
+        for arm in arms:
+            if arm.channel is not None:
+                arm.channel.kill()
+        raise
+    finally:
+        for arm in arms:
+            if arm.channel is not None:
+                arm.outcome = arm.channel.close(arm.outcome)
+    for arm in arms:
+        _write_missing(arm, spec_of, device_name_of)
+
+
+def _pingpong_cell(arms: list[_Arm], b: int) -> None:
+    """Batch size ``b`` in every live arm: prepare each in turn, alternate the bursts,
+    write each arm's row with its bursts' contention verdicts and the shared pair id."""
+    pair_id = uuid.uuid4().hex
+    live = [a for a in arms if a.live]
+    for arm in live:
+        cell = _cell(arm, b)
+        arm.lane.progress.cell(cell)
+        arm.contended = []
+        assert arm.channel is not None
+        arm.channel.send({"cmd": "cell", "batch_size": b})
+        _expect(arm, "warm", arm.lane.options.cell_timeout_s)
+    live = [a for a in live if a.live]
+    options = live[0].lane.options if live else None
+    turns = options.bursts if options else 0
+    for i in range(turns):
+        for arm in live if i % 2 == 0 else live[::-1]:
+            if not arm.live:
+                continue
+            assert arm.channel is not None
+            arm.channel.send({"cmd": "burst", "seconds": arm.lane.options.burst_s})
+            msg = _expect(arm, "burst", arm.lane.options.cell_timeout_s)
+            if msg is not None:
+                evidence = {**msg.get("evidence", {}), "device": arm.group.device}
+                arm.contended.append(bool(contention_reasons(evidence)))
+    paired = sum(a.live for a in live) > 1
+    for arm in live:
+        if not arm.live:
+            continue
+        assert arm.channel is not None
+        arm.channel.send({"cmd": "row"})
+        msg = _expect(arm, "row", arm.lane.options.cell_timeout_s)
+        if msg is not None:
+            row = replace(
+                Row.from_dict(msg["row"]),
+                pair_id=pair_id if paired else None,
+                burst_contended=tuple(arm.contended),
+            )
+            _write(arm, row)
+
+
+def _cell(arm: _Arm, b: int) -> Cell:
+    return next(c for c in arm.group.cells() if c.batch_size == b)
+
+
+def _expect(arm: _Arm, event: str, timeout_s: float) -> Message | None:
+    """The arm's next answer if it is ``event``; else the worker failed: its failed rows
+    are written (or its exit recorded) and None is returned."""
+    assert arm.channel is not None
+    try:
+        msg = arm.channel.receive(timeout_s)
+    except TimeoutError:
+        arm.channel.kill()
+        arm.ended = True
+        arm.outcome = WorkerExit("timeout", f"cell exceeded --cell-timeout {timeout_s:g} s")
+        return None
+    if msg is not None and msg.get("event") == event:
+        return msg
+    while msg is not None and msg.get("event") == "row":  # the worker's failed rows
+        _write(arm, Row.from_dict(msg["row"]))
+        try:
+            msg = arm.channel.receive(timeout_s)
+        except TimeoutError:
+            break
+    arm.ended = True  # its exit code says why (bench.executor._worker_exit)
+    if msg is not None and msg.get("event") not in ("done", None):
+        arm.channel.kill()
+        raise WorkerProtocolError(f"ping-pong worker answered {msg!r}, expected {event!r}")
+    return None
+
+
+def _write(arm: _Arm, row: Row) -> None:
+    """Judge and write one row of ``arm`` (as ``bench.runner.run_group`` writes rows)."""
+    from bench.keys import RowKey
+
+    lane, g = arm.lane, arm.group
+    cells = {c.batch_size: c for c in g.cells()}
+    cell = cells.get(row.batch_size)
+    if cell is None or RowKey.of(row.to_dict()) != cell.key:
+        raise WorkerProtocolError(
+            f"ping-pong worker reported a row for {RowKey.of(row.to_dict())}, not for one of "
+            f"{[c.key for c in cells.values()]}"
+        )
+    # the attempt and the arm are the runner's to fill, never the worker's
+    row = judged(lane, replace(row, attempt=g.attempt, variant=lane.options.variant))
+    stem = cell.key.part_stem(g.attempt)
+    store_row(lane.run_dir, stem, row, extra_columns())
+    lane.rows[stem] = row
+    lane.written += 1
+    lane.timed_s += row.timed_s or 0.0
+    lane.progress.done += 1
+    lane.statuses[row.status] = lane.statuses.get(row.status, 0) + 1
+    arm.seen.add(row.batch_size)
+
+
+def _write_missing(
+    arm: _Arm, spec_of: Callable[[str], Any], device_name_of: Callable[[str], str]
+) -> None:
+    """Rows for the cells of ``arm`` its worker never reported (it crashed or overran)."""
+    missing = [b for b in arm.group.batch_sizes if b not in arm.seen]
+    if not missing:
+        return
+    outcome = arm.outcome or WorkerExit("crashed", "")
+    status = outcome.status if outcome.status != "ok" else "crashed"
+    detail = outcome.detail or "worker ended without reporting this cell"
+    spec, name = spec_of(arm.group.model), device_name_of(arm.group.device)
+    for b, st, err in failed_cells(missing, status, detail):
+        _write(arm, base_row(arm.task, b, st, spec=spec, device_name=name, error=err))

@@ -1,0 +1,330 @@
+"""The ping-pong worker: a worker that keeps its model built and its input ready and times
+short bursts on request, so that the runner can alternate bursts between the arms of an A/B
+run (`effbench run --variant ... --pingpong`, bench.pingpong).
+
+One process per arm and group (model, device, dtype, size, threads, configuration,
+repeat). It reads the task, builds the model once (as ``bench.worker`` does) and answers
+requests, one message each way (JSON objects: over the fork server's pipe, or one line each
+on stdin/stdout for ``python -m bench.serve``, the worker of a ``python=`` arm):
+
+    runner -> worker                        worker -> runner
+    (the task)                              {"event": "ready"}  model built
+    {"cmd": "cell", "batch_size": B}        {"event": "warm", "batch_size": B}  input made,
+                                            compiled if asked, memory pass, warm-up done
+    {"cmd": "burst", "seconds": S}          {"event": "burst", "samples_ms": [...],
+                                             "evidence": {contention columns of the burst}}
+    {"cmd": "row"}                          {"event": "row", "row": {...}}  every burst's
+                                            samples pooled, in order (``burst_sizes``)
+    {"cmd": "quit"}                         {"event": "done"}
+
+A cell that cannot be prepared (out of memory, an error) is answered with its failed rows
+(``bench.worker.failed_cells``: this batch size, then the larger ones ``skipped``) and
+``{"event": "done"}``, and the worker ends. Only the contention probe runs, once per burst;
+the power and plugin probes need windows of their own and are not run (their note columns
+say so).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from bench.worker import (
+    Task,
+    _add_counts,
+    _check_output,
+    _die_with_parent,
+    _prepare,
+    _protocol_stream,
+    _release_fork_server,
+    _roofline,
+    _Setup,
+    _short,
+    base_row,
+    failed_cells,
+    is_oom,
+    now_iso,
+)
+
+Send = Callable[[dict[str, Any]], None]
+Receive = Callable[[], dict[str, Any] | None]  # None: the runner has gone
+NOT_IN_PINGPONG = "not measured in ping-pong mode (its bursts are too short for this probe)"
+
+
+@dataclass
+class _Cell:
+    """One batch size in service: its forward and every burst timed so far."""
+
+    batch_size: int
+    forward: Callable[[], Any]
+    x: Any  # the float32 input, for the output check
+    started: str
+    t0: float
+    columns: dict[str, Any]  # memory pass, compile figures
+    samples: list[float] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)
+    evidence: list[tuple[float, dict[str, Any]]] = field(default_factory=list)  # (wall, cols)
+
+
+def serve(task: Task, send: Send, receive: Receive) -> None:
+    """Answer the runner's requests for ``task.group`` (see the module docstring)."""
+    os.environ.update(task.env)
+    from bench.worker import pin_to_cpus
+
+    pin_to_cpus(task.group.cpus)
+    import torch
+
+    from bench.devices import device_name, torch_dtype
+    from models import get_spec
+
+    g = task.group
+    spec = get_spec(g.model)
+    cuda = g.device.startswith("cuda")
+    row = functools.partial(
+        base_row,
+        task,
+        spec=spec,
+        device_name=device_name(g.device),
+        torch_version=torch.__version__,
+        tf32=task.tf32 if cuda else None,
+        cudnn_benchmark=True if cuda else None,
+    )
+    remaining = list(g.batch_sizes)
+
+    def fail(status: str, detail: str) -> None:
+        for b, st, err in failed_cells(remaining, status, detail):
+            send({"event": "row", "row": row(b, st, error=err).to_dict()})
+        send({"event": "done"})
+
+    try:
+        setup = _prepare(task, spec, torch, torch_dtype(g.dtype))
+    except Exception as e:
+        fail("oom" if is_oom(e) else "error", f"model build failed: {_short(e)}")
+        return
+    send({"event": "ready"})
+    gen = torch.Generator().manual_seed(0)
+    cell: _Cell | None = None
+    try:
+        while (msg := receive()) is not None:
+            cmd = msg.get("cmd")
+            if cmd == "quit":
+                break
+            try:
+                if cmd == "cell":
+                    b = int(msg["batch_size"])
+                    while remaining and remaining[0] < b:  # the runner skipped a batch size
+                        remaining.pop(0)
+                    cell = _prepare_cell(task, setup, b, gen)
+                    send({"event": "warm", "batch_size": b})
+                elif cmd == "burst" and cell is not None:
+                    send(_burst(setup, cell, float(msg["seconds"])))
+                elif cmd == "row" and cell is not None:
+                    columns = _finish(task, setup, cell)
+                    send({"event": "row", "row": row(cell.batch_size, "ok", **columns).to_dict()})
+                    remaining.remove(cell.batch_size)
+                    cell = None
+                else:
+                    raise ValueError(f"unexpected request {msg!r}")
+            except Exception as e:
+                if cuda:
+                    torch.cuda.empty_cache()
+                if not is_oom(e):
+                    traceback.print_exc(file=sys.stderr)
+                status = "oom" if is_oom(e) else "error"
+                fail(status, f"out of memory: {_short(e)}" if status == "oom" else _short(e))
+                return
+        send({"event": "done"})
+    finally:
+        setup.close()
+
+
+def _prepare_cell(task: Task, setup: _Setup, b: int, gen: Any) -> _Cell:
+    """Input, compilation (if the configuration asks), memory pass and warm-up of batch
+    size ``b``: everything ``bench.worker`` does before its timed loop."""
+    import torch
+
+    from bench.configure import compile_for_cell, forward_of, make_input
+
+    g, t, cfg = task.group, task.timing, setup.config
+    started, t0 = now_iso(), time.perf_counter()
+    x_f32 = torch.randn(b, g.in_chans, g.image_size, g.image_size, generator=gen)
+    x = make_input(x_f32, cfg, g.device, setup.dtype)
+    columns: dict[str, Any] = {}
+    with torch.inference_mode():
+        forward = forward_of(setup.model, cfg, g.device, setup.dtype, x)
+        if cfg.compiled:
+            done = compile_for_cell(
+                setup.model,
+                cfg,
+                lambda m: forward_of(m, cfg, g.device, setup.dtype, x),
+                setup.sync,
+            )
+            forward = done.forward
+            columns.update(compile_s=done.compile_s, graph_breaks=done.graph_breaks)
+        else:
+            forward()
+        try:
+            columns.update(setup.memory.measure(forward, setup.sync))
+        except Exception as e:
+            if is_oom(e):
+                raise
+            columns["memory_method"] = f"failed: {_short(e)}"
+        begun, done_iters = time.perf_counter(), 0
+        while done_iters < t.warmup_iters or time.perf_counter() - begun < t.warmup_time_s:
+            forward()
+            setup.sync()
+            done_iters += 1
+    return _Cell(b, forward, x_f32, started, t0, columns)
+
+
+def _contention(setup: _Setup) -> Any:
+    """The setup's contention probe (bench.probes.contention), or None."""
+    from bench.probes.contention import ContentionWindow
+
+    return next((p for p in setup.probes if isinstance(p, ContentionWindow)), None)
+
+
+def _burst(setup: _Setup, cell: _Cell, seconds: float) -> dict[str, Any]:
+    """Time forwards for ``seconds`` (at least one) inside a contention window."""
+    import torch
+
+    from bench.probes.base import Window
+
+    probe = _contention(setup)
+    samples: list[float] = []
+    with torch.inference_mode():
+        if probe is not None:
+            probe.begin()
+        setup.sync()
+        begun = time.perf_counter()
+        while True:
+            t0 = time.perf_counter()
+            cell.forward()
+            setup.sync()
+            t1 = time.perf_counter()
+            samples.append((t1 - t0) * 1e3)
+            if t1 - begun >= seconds:
+                break
+        wall = time.perf_counter() - begun
+        evidence: dict[str, Any] = {}
+        if probe is not None:
+            try:
+                evidence = dict(probe.end(Window(cell.batch_size, tuple(samples), wall, True)))
+            except Exception as e:
+                evidence = {"contention_source": f"failed: {_short(e)}"}
+    cell.samples += samples
+    cell.sizes.append(len(samples))
+    cell.evidence.append((wall, evidence))
+    return {"event": "burst", "samples_ms": samples, "evidence": evidence}
+
+
+SHARES = ("cpu_share", "run_wait_share", "others_cpu_cores", "steal_share")
+
+
+def pooled_evidence(bursts: list[tuple[float, dict[str, Any]]]) -> dict[str, Any]:
+    """The contention columns of a row from its bursts' (wall seconds, columns): shares and
+    cores weighted by each burst's wall time, switches summed, the runnable tasks at the
+    first burst's start and the last one's end, the most GPU processes seen."""
+    known = [(w, e) for w, e in bursts if e and w > 0]
+    if not known:
+        return {}
+    out: dict[str, Any] = {}
+    for name in SHARES:
+        pairs = [(w, e[name]) for w, e in known if e.get(name) is not None]
+        if pairs:
+            out[name] = sum(w * v for w, v in pairs) / sum(w for w, _ in pairs)
+    switches = [e["involuntary_switches"] for _, e in known if e.get("involuntary_switches")]
+    out["involuntary_switches"] = int(sum(switches))
+    out["host_runnable_begin"] = known[0][1].get("host_runnable_begin")
+    out["host_runnable_end"] = known[-1][1].get("host_runnable_end")
+    gpus = [e["gpu_other_processes"] for _, e in known if e.get("gpu_other_processes") is not None]
+    out["gpu_other_processes"] = max(gpus) if gpus else None
+    source = known[0][1].get("contention_source")
+    out["contention_source"] = f"{source}; pooled over {len(known)} bursts" if source else None
+    return out
+
+
+def _finish(task: Task, setup: _Setup, cell: _Cell) -> dict[str, Any]:
+    """The row's columns: every burst's samples pooled (in order), the pooled contention
+    evidence, the output check, the roofline and the counts from before the run."""
+    import torch
+
+    from bench.probes.base import Window
+    from bench.probes.timing import LatencyWindow
+    from bench.stats import ci_relative_halfwidth
+
+    samples = tuple(cell.samples)
+    timed = sum(samples) / 1e3
+    converged = ci_relative_halfwidth(samples) <= task.timing.target_ci
+    columns = dict(cell.columns)
+    columns.update(LatencyWindow().end(Window(cell.batch_size, samples, timed, converged)))
+    columns.update(pooled_evidence(cell.evidence))
+    contention = _contention(setup)
+    for probe in setup.probes:
+        if probe is not contention:
+            columns[probe.note_column] = NOT_IN_PINGPONG
+    with torch.inference_mode():
+        columns.update(_check_output(setup, cell.forward, cell.x, task.group.dtype))
+    columns.update(_roofline(task, setup, cell.batch_size, columns["latency_ms_median"]))
+    columns.update(setup.fields, timestamp=cell.started, burst_sizes=tuple(cell.sizes))
+    columns["cell_wall_s"] = time.perf_counter() - cell.t0
+    _add_counts(columns, task.counts.get(str(cell.batch_size), {}))
+    return columns
+
+
+def fork_main(task_json: str, conn: Any, stderr_path: str) -> None:
+    """Entry point of a ping-pong worker forked from the executor's fork server: requests
+    and answers over the duplex pipe ``conn``; prints go to ``stderr_path``."""
+    os.setsid()
+    _release_fork_server()
+    _die_with_parent(check_parent=False)
+    fd = os.open(stderr_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    sys.stdout = sys.stderr
+    task = Task.from_json(task_json)
+    threads = str(task.group.threads)
+    os.environ.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
+
+    def receive() -> dict[str, Any] | None:
+        try:
+            return conn.recv()
+        except EOFError:
+            return None
+
+    try:
+        serve(task, conn.send, receive)
+    finally:
+        conn.close()
+
+
+def main(stdin: IO[str] | None = None) -> None:
+    """``python -m bench.serve``: the task on the first line of stdin, then one request a
+    line; answers one JSON line each on the original stdout."""
+    _die_with_parent()
+    proto = _protocol_stream()
+    source = stdin or sys.stdin
+    task = Task.from_json(source.readline())
+
+    def send(msg: dict[str, Any]) -> None:
+        proto.write(json.dumps(msg) + "\n")
+        proto.flush()
+
+    def receive() -> dict[str, Any] | None:
+        line = source.readline()
+        return json.loads(line) if line.strip() else None
+
+    serve(task, send, receive)
+
+
+if __name__ == "__main__":
+    main()
