@@ -126,6 +126,13 @@ FORBIDDEN = [
     # the ping-pong worker is a worker; the ping-pong runner a runner
     (("bench.serve",), ("bench.cli", "bench.runner", "bench.executor", "bench.pingpong")),
     (("bench.pingpong",), ("bench.cli",)),
+    # the host's evidence, its verdicts, the sampling loop and the allocators are below the
+    # probes that use them
+    (
+        ("bench.host", "bench.quality", "bench.sampler", "bench.allocators", "bench.loadgen"),
+        ("bench.probes", "models", *HIGH),
+    ),
+    (("bench.preflight",), ("bench.probes", "models", *HIGH)),
     (("bench.report", "bench.compare"), ("bench.serve", "bench.pingpong")),
 ]
 
