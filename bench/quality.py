@@ -8,8 +8,10 @@ rates are in docs/noise.md.
 - ``contended``: the evidence of the timed window says the cell did not get its CPU or GPU:
   its threads waited runnable for a CPU more than :data:`RUN_WAIT_LIMIT` of the window,
   other processes kept more than :data:`OTHERS_CORES_LIMIT` cores busy on its CPUs (CPU
-  cells), the hypervisor stole more than :data:`STEAL_LIMIT` of the CPUs' time, another
-  process used the GPU, or the GPU slowed itself down (thermal or hardware slowdown).
+  cells), the hypervisor stole more than :data:`STEAL_LIMIT` of the CPUs' time, the speed
+  canary beside the window ran below :data:`SLOW_LIMIT` of the host's best (CPU cells),
+  another process used the GPU, or the GPU slowed itself down (thermal or hardware
+  slowdown).
 - ``implausible``: the achieved multiply-add rate, even at the slow end of the latency's
   confidence interval, is above the highest measured compute ceiling at the high end of its
   own interval: the roof (measured at a busier moment) or the count is wrong, and the point
@@ -37,6 +39,9 @@ UNJUDGED_RANK = len(QUALITIES)  # rows that are not ok, or were written before v
 RUN_WAIT_LIMIT = 0.05  # share of the window the worker's threads waited for a CPU
 OTHERS_CORES_LIMIT = 0.25  # cores other processes kept busy on the worker's CPUs
 STEAL_LIMIT = 0.05  # share of the CPUs' time the hypervisor took
+# The speed canary (bench.probes.canary) below this share of the host's best canary rate at
+# the row's threads: the host ran slower than it can, whatever /proc says.
+SLOW_LIMIT = 0.85
 # Clock-event reasons under which a GPU runs below its clocks for reasons outside the work
 # (bench.probes.nvml.THROTTLE_BITS); a software power cap is the normal state of a busy GPU.
 GPU_SLOWDOWNS = ("hw_slowdown", "sw_thermal", "hw_thermal", "hw_power_brake")
@@ -69,10 +74,19 @@ def _number(values: Mapping[str, Any], name: str) -> float | None:
     return f if math.isfinite(f) else None
 
 
-def contention_reasons(values: Mapping[str, Any]) -> list[str]:
-    """What in a row's window evidence says the cell did not get its CPU or GPU."""
+def contention_reasons(values: Mapping[str, Any], canary_best: float | None = None) -> list[str]:
+    """What in a row's window evidence says the cell did not get its CPU or GPU;
+    ``canary_best`` is the host's best speed-canary rate at the row's threads (MACs/s)."""
     out = []
     cpu = str(values.get("device") or "") == "cpu"
+    canary = _number(values, "canary_macs_per_s")
+    if cpu and canary is not None and canary_best and canary < SLOW_LIMIT * canary_best:
+        out.append(
+            f"a reference GEMM beside the window ran at {canary / canary_best:.0%} of this "
+            f"host's best ({canary / 1e9:.1f} of {canary_best / 1e9:.1f} GMAC/s): the host "
+            "ran slower than it can, in a way /proc does not show (a neighbour on the same "
+            "physical cores, a lower clock)"
+        )
     wait = _number(values, "run_wait_share")
     if wait is not None and wait > RUN_WAIT_LIMIT:
         out.append(f"its threads waited for a CPU {wait:.0%} of the window")
@@ -115,13 +129,14 @@ def judge(
     target_ci: float = 0.01,
     *,
     contention: bool = True,
+    canary_best: float | None = None,
 ) -> Verdict:
     """The verdict on one row (a dict of its columns); ``None`` for rows that are not ok.
     With ``contention`` false (a test suite on a shared machine) the evidence is kept and
     named in the reason, but no row is judged ``contended``."""
     if values.get("status") != "ok":
         return Verdict(None, None)
-    contended = contention_reasons(values)
+    contended = contention_reasons(values, canary_best)
     implausible = above_roof(values, roof)
     noisy = _missed_precision(values, target_ci)
     reasons = [*contended, *([implausible] if implausible else []), *([noisy] if noisy else [])]

@@ -22,6 +22,7 @@ from typing import Any, TextIO
 
 import pandas as pd
 
+from bench.canaries import CanaryRecord
 from bench.errors import (
     DeviceUnavailable,
     Interrupted,
@@ -320,6 +321,11 @@ class Lane:
     drift: list[str] = field(default_factory=list)
     # --count-instructions: (model, batch, image size, channels, dtype, config) -> columns
     counts: dict[tuple[Any, ...], dict[str, Any]] = field(default_factory=dict)
+    # the host's fastest speed-canary rates (bench.canaries), and the group and cell each of
+    # this session's rows came from (to measure a cell again that a faster canary, seen
+    # later, shows was slowed)
+    canary: CanaryRecord = field(default_factory=CanaryRecord)
+    origin: dict[str, tuple[Group, Cell]] = field(default_factory=dict)
 
 
 def open_lane(
@@ -359,6 +365,7 @@ def open_lane(
     )
     macs = _macs_cache(existing)
     lane = Lane(run_dir, run_id, options, lock, pending, progress, idle_w, macs, {})
+    lane.canary = CanaryRecord.load()
     lane.ceilings, lane.roofs = gemm_ceilings(table), compute_roofs(table)
     lane.last_attempt = last_attempt
     return lane
@@ -544,10 +551,13 @@ def run_group(
             )
         # the attempt and the arm are the runner's: a worker (perhaps an older effbench of
         # an A/B arm) measures the cell, whichever attempt it is
+        if row.device == "cpu":
+            lane.canary.add(row.threads, row.canary_macs_per_s)
         row = judged(lane, dataclasses.replace(row, attempt=g.attempt, variant=options.variant))
         stem = cell.key.part_stem(g.attempt)
         store_row(lane.run_dir, stem, row, extra_columns())
         lane.rows[stem] = row
+        lane.origin[stem] = (g, cell)
         lane.written += 1
         lane.remeasured += 1 if g.attempt else 0
         lane.timed_s += row.timed_s or 0.0
@@ -668,8 +678,42 @@ def judged(lane: Lane, row: Row) -> Row:
     """``row`` with its verdict (bench.quality) against the lane's roof for its setup."""
     roof = lane.roofs.get(ceiling_key(row.device, row.dtype, row.threads))
     contention = os.environ.get(JUDGE_CONTENTION_ENV, "1") != "0"
-    verdict = judge(row.to_dict(), roof, lane.options.timing.target_ci, contention=contention)
+    best = lane.canary.best(row.threads) if row.device == "cpu" else None
+    verdict = judge(
+        row.to_dict(), roof, lane.options.timing.target_ci, contention=contention,
+        canary_best=best,
+    )  # fmt: skip
     return dataclasses.replace(row, quality=verdict.quality, quality_reason=verdict.reason)
+
+
+def rejudge(lanes: Sequence[Lane]) -> None:
+    """Judge this session's rows again against the host's best canary now known (a row
+    judged early could not know how fast the host would later run) and queue, as
+    :func:`run_group` does, the cells this makes ``contended`` that have attempts left and
+    no later attempt yet."""
+    for lane in lanes:
+        later = {(RowKey.of(r.to_dict()), r.attempt) for r in lane.rows.values()}
+        queue: dict[int, tuple[Group, list[int]]] = {}
+        for stem, row in list(lane.rows.items()):
+            again = judged(lane, row)
+            if (again.quality, again.quality_reason) == (row.quality, row.quality_reason):
+                continue
+            store_row(lane.run_dir, stem, again, extra_columns())
+            lane.rows[stem] = again
+            if again.quality != "contended" or row.quality == "contended":
+                continue
+            g, cell = lane.origin.get(stem, (None, None))
+            key = RowKey.of(again.to_dict())
+            if g is None or cell is None or (key, row.attempt + 1) in later:
+                continue
+            if row.attempt < lane.last_attempt.get(cell.key, 0):
+                queue.setdefault(id(g), (g, []))[1].append(cell.batch_size)
+        for g, sizes in queue.values():
+            again_g = dataclasses.replace(
+                g, batch_sizes=tuple(sorted(sizes)), attempt=g.attempt + 1
+            )
+            lane.retry.append(again_g)
+            lane.progress.total += len(sizes)
 
 
 def remeasure(
@@ -683,6 +727,7 @@ def remeasure(
     one group at a time, each round after ``wait_for_quiet`` (a bounded wait for the host
     to calm down; none on a cluster) until no cell is contended or none has attempts
     left (``--remeasure``)."""
+    rejudge(lanes)
     while any(lane.retry for lane in lanes):
         todo = [(lane, g) for lane in lanes for g in lane.retry]
         for lane in lanes:
@@ -697,6 +742,7 @@ def remeasure(
             _say(stream, f"effbench: {found.describe()}")
         for lane, g in todo:
             run_group(lane, g, executor, spec_of, device_name_of)
+        rejudge(lanes)
 
 
 def _say(stream: TextIO, text: str) -> None:
@@ -795,6 +841,7 @@ def close_lane(lane: Lane, argv: Sequence[str], interrupted: str | None = None) 
     """Record this session in the lane's manifest (with the signal that stopped it, if
     one did), release the folder's lock and summarise the session."""
     lane.progress.finish()
+    lane.canary.save()
     wall = time.monotonic() - lane.started
     qualities = cell_qualities(list(lane.rows.values()))
     extra = {"cells_by_quality": qualities, "remeasured": lane.remeasured}

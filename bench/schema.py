@@ -265,6 +265,17 @@ CONTENTION = (
     _c("gpu_other_processes", "int?", "", "other processes on the GPU during the window"),
     _c("contention_source", "str?", "", "how contention was read, or why not"),
 )
+# The host's speed beside the timed window (bench.probes.canary, docs/noise.md): what /proc
+# cannot see (a neighbour on the same physical cores, a lower clock) still slows a GEMM.
+CANARY = (
+    _c(
+        "canary_macs_per_s",
+        "float?",
+        "MACs/s",
+        "a fixed small GEMM's rate just before and just after the window (the slower)",
+    ),
+    _c("canary_source", "str?", "", "how the canary was run, or why not"),
+)
 # The verdict on a row, given by the runner (bench.quality, docs/noise.md).
 QUALITY = (
     _c(
@@ -330,6 +341,7 @@ DECLARED: tuple[Column, ...] = (
     *MEMORY,
     *POWER,
     *CONTENTION,
+    *CANARY,
     *QUALITY,
     *PINGPONG,
     *REFERENCE,

@@ -21,7 +21,7 @@ PLUGIN_MODULE = "effbench_test_models"
 
 
 @pytest.fixture(scope="session", autouse=True)
-def plugin_models_everywhere() -> Iterator[None]:
+def plugin_models_everywhere(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Register the test models (tests/plugins/effbench_test_models.py) in this process, and
     set ``EFFBENCH_PLUGINS`` and ``PYTHONPATH`` for the session so that worker processes,
     which import the registry fresh, register them too; the variables are restored after.
@@ -30,7 +30,8 @@ def plugin_models_everywhere() -> Iterator[None]:
     ``EFFBENCH_PREFLIGHT_S`` turn re-measurement off and shorten the pre-flight check unless
     a test asks (``--remeasure N``), and ``EFFBENCH_JUDGE_CONTENTION=0`` keeps rows from
     being judged ``contended`` (the tests of that verdict set it to 1), so a test's verdicts
-    do not depend on what else runs on the machine."""
+    do not depend on what else runs on the machine. ``EFFBENCH_CACHE_DIR`` keeps the host's
+    speed-canary record (bench.canaries) of the session out of the user's cache."""
     path = os.pathsep.join(p for p in (str(PLUGINS), str(ROOT), os.environ.get("PYTHONPATH")) if p)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("EFFBENCH_PLUGINS", PLUGIN_MODULE)
@@ -41,6 +42,7 @@ def plugin_models_everywhere() -> Iterator[None]:
         mp.setenv("EFFBENCH_REMEASURE", "0")
         mp.setenv("EFFBENCH_PREFLIGHT_S", "0.05")
         mp.setenv("EFFBENCH_JUDGE_CONTENTION", "0")
+        mp.setenv("EFFBENCH_CACHE_DIR", str(tmp_path_factory.mktemp("effbench-cache")))
         importlib.import_module(PLUGIN_MODULE)
         yield
 

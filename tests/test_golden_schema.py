@@ -7,7 +7,8 @@ issue 13 added ``config`` and the configuration columns, issue 14 ``hostname``, 
 the counted traffic and activation peak and the roofline columns, issue 20 the contention
 evidence, `quality`, `quality_reason`, `attempt` and `variant`, issue 22 ``peak_rss_bytes``,
 issue 24 the instruction counts `instructions_per_forward` and `estimated_cycles_per_forward`
-and the ping-pong columns `pair_id`, `burst_sizes` and `burst_contended`; every other column,
+and the ping-pong columns `pair_id`, `burst_sizes` and `burst_contended`, issue 20's speed
+canary `canary_macs_per_s` and `canary_source`; every other column,
 type and counted value stayed as they were)."""
 
 from __future__ import annotations

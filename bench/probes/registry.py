@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 from bench.probes.base import Probe
+from bench.probes.canary import SpeedCanary
 from bench.probes.contention import ContentionWindow
 from bench.probes.power import PowerWindow
 from bench.schema import DECLARED, Column
 
-BUILTIN: tuple[type[Probe], ...] = (ContentionWindow, PowerWindow)
+# The canary first: it begins before every other window and ends after them all.
+BUILTIN: tuple[type[Probe], ...] = (SpeedCanary, ContentionWindow, PowerWindow)
 _EXTRA: list[type[Probe]] = []
 
 
