@@ -1,11 +1,12 @@
-"""The host's best speed-canary rates (bench.probes.canary), kept across runs.
+"""The host's usual speed-canary rate (bench.probes.canary), kept across runs.
 
-A run that happens to start in one of the host's slow phases cannot tell from its own
-canaries that the host can run faster; the record remembers the fastest rates this host
-has given the canary at each thread count, in ``$EFFBENCH_CACHE_DIR`` (default
-``~/.cache/effbench``) ``/canary.json``. The reference a row is judged against
-(:meth:`CanaryRecord.best`) is the median of the :data:`KEEP` fastest rates seen, not
-their maximum, so one lucky reading does not make every later cell look slow.
+A run that happens to fall in one of the host's slow phases cannot tell from its own
+canaries that the host can run faster; the record remembers, per thread count, the medians
+of the canaries of past sessions (those with at least :data:`MIN_CELLS` CPU cells), the
+:data:`KEEP` fastest of them, in ``$EFFBENCH_CACHE_DIR`` (default ``~/.cache/effbench``)
+``/canary.json``. The reference a session is compared with (:meth:`CanaryRecord.best`) is
+the median of those: one 25 ms canary varies by ±20% on this project's VM, one session's
+median far less, and one lucky session does not make every later one look slow.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 CACHE_ENV = "EFFBENCH_CACHE_DIR"
-KEEP = 9  # fastest rates kept per thread count; the reference is their median
+KEEP = 9  # fastest session medians kept per thread count; the reference is their median
+MIN_CELLS = 5  # CPU cells a session needs for its median to join the record
 FILE = "canary.json"
 
 
@@ -32,7 +34,7 @@ def _host() -> str:
 
 @dataclass
 class CanaryRecord:
-    """The fastest canary rates (MACs/s) of one host, by thread count."""
+    """The fastest session-median canary rates (MACs/s) of one host, by thread count."""
 
     rates: dict[int, list[float]] = field(default_factory=dict)
     path: Path | None = None

@@ -8,10 +8,8 @@ rates are in docs/noise.md.
 - ``contended``: the evidence of the timed window says the cell did not get its CPU or GPU:
   its threads waited runnable for a CPU more than :data:`RUN_WAIT_LIMIT` of the window,
   other processes kept more than :data:`OTHERS_CORES_LIMIT` cores busy on its CPUs (CPU
-  cells), the hypervisor stole more than :data:`STEAL_LIMIT` of the CPUs' time, the speed
-  canary beside the window ran below :data:`SLOW_LIMIT` of the host's best (CPU cells),
-  another process used the GPU, or the GPU slowed itself down (thermal or hardware
-  slowdown).
+  cells), the hypervisor stole more than :data:`STEAL_LIMIT` of the CPUs' time, another process
+  used the GPU, or the GPU slowed itself down (thermal or hardware slowdown).
 - ``implausible``: the achieved multiply-add rate, even at the slow end of the latency's
   confidence interval, is above the highest measured compute ceiling at the high end of its
   own interval: the roof (measured at a busier moment) or the count is wrong, and the point
@@ -27,7 +25,8 @@ A row can meet several; the verdict is the first of contended, implausible, nois
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+import statistics
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,8 +38,8 @@ UNJUDGED_RANK = len(QUALITIES)  # rows that are not ok, or were written before v
 RUN_WAIT_LIMIT = 0.05  # share of the window the worker's threads waited for a CPU
 OTHERS_CORES_LIMIT = 0.25  # cores other processes kept busy on the worker's CPUs
 STEAL_LIMIT = 0.05  # share of the CPUs' time the hypervisor took
-# The speed canary (bench.probes.canary) below this share of the host's best canary rate at
-# the row's threads: the host ran slower than it can, whatever /proc says.
+# A session whose median speed canary (bench.probes.canary) is below this share of the
+# host's best canary rate ran on a slower host than it can be, whatever /proc says.
 SLOW_LIMIT = 0.85
 # Clock-event reasons under which a GPU runs below its clocks for reasons outside the work
 # (bench.probes.nvml.THROTTLE_BITS); a software power cap is the normal state of a busy GPU.
@@ -74,19 +73,10 @@ def _number(values: Mapping[str, Any], name: str) -> float | None:
     return f if math.isfinite(f) else None
 
 
-def contention_reasons(values: Mapping[str, Any], canary_best: float | None = None) -> list[str]:
-    """What in a row's window evidence says the cell did not get its CPU or GPU;
-    ``canary_best`` is the host's best speed-canary rate at the row's threads (MACs/s)."""
+def contention_reasons(values: Mapping[str, Any]) -> list[str]:
+    """What in a row's window evidence says the cell did not get its CPU or GPU."""
     out = []
     cpu = str(values.get("device") or "") == "cpu"
-    canary = _number(values, "canary_macs_per_s")
-    if cpu and canary is not None and canary_best and canary < SLOW_LIMIT * canary_best:
-        out.append(
-            f"a reference GEMM beside the window ran at {canary / canary_best:.0%} of this "
-            f"host's best ({canary / 1e9:.1f} of {canary_best / 1e9:.1f} GMAC/s): the host "
-            "ran slower than it can, in a way /proc does not show (a neighbour on the same "
-            "physical cores, a lower clock)"
-        )
     wait = _number(values, "run_wait_share")
     if wait is not None and wait > RUN_WAIT_LIMIT:
         out.append(f"its threads waited for a CPU {wait:.0%} of the window")
@@ -129,14 +119,13 @@ def judge(
     target_ci: float = 0.01,
     *,
     contention: bool = True,
-    canary_best: float | None = None,
 ) -> Verdict:
     """The verdict on one row (a dict of its columns); ``None`` for rows that are not ok.
     With ``contention`` false (a test suite on a shared machine) the evidence is kept and
     named in the reason, but no row is judged ``contended``."""
     if values.get("status") != "ok":
         return Verdict(None, None)
-    contended = contention_reasons(values, canary_best)
+    contended = contention_reasons(values)
     implausible = above_roof(values, roof)
     noisy = _missed_precision(values, target_ci)
     reasons = [*contended, *([implausible] if implausible else []), *([noisy] if noisy else [])]
@@ -186,3 +175,22 @@ def rank(quality: object) -> int:
 def summary(counts: Mapping[str | None, int]) -> str:
     """ "10 clean, 50 contended" in the order of :data:`QUALITIES` (unjudged rows left out)."""
     return ", ".join(f"{counts[q]} {q}" for q in QUALITIES if counts.get(q))
+
+
+def host_speed(threads: int, rates: Sequence[float], best: float | None) -> str | None:
+    """A sentence when a session's speed canaries at ``threads`` (MACs/s, one per CPU cell)
+    ran, at their median, below :data:`SLOW_LIMIT` of the host's best (``best``): the host
+    was slower than it can be for much of the session. Not a verdict on any one cell: one
+    25 ms canary is too noisy for that (docs/noise.md)."""
+    if not rates or not best:
+        return None
+    typical = statistics.median(rates)
+    if typical >= SLOW_LIMIT * best:
+        return None
+    return (
+        f"the host ran slower than it can during this session: a reference GEMM beside "
+        f"each window ran at {typical / best:.0%} of this host's best at {threads} "
+        f"thread(s) ({typical / 1e9:.1f} of {best / 1e9:.1f} GMAC/s, median of "
+        f"{len(rates)} cells), which /proc does not show (a neighbour on the same physical "
+        "cores, a lower clock); latencies may read slow by as much, clean or not"
+    )

@@ -12,6 +12,7 @@ import dataclasses
 import datetime as dt
 import os
 import signal
+import statistics
 import sys
 import time
 import uuid
@@ -22,7 +23,7 @@ from typing import Any, TextIO
 
 import pandas as pd
 
-from bench.canaries import CanaryRecord
+from bench.canaries import MIN_CELLS, CanaryRecord
 from bench.errors import (
     DeviceUnavailable,
     Interrupted,
@@ -44,7 +45,7 @@ from bench.plan import (
     expand_plan,
 )
 from bench.probes.registry import extra_columns
-from bench.quality import Roof, judge, rank
+from bench.quality import Roof, host_speed, judge, rank
 from bench.schema import SCHEMA_VERSION, Row
 from bench.store import (
     CEILINGS,
@@ -321,11 +322,8 @@ class Lane:
     drift: list[str] = field(default_factory=list)
     # --count-instructions: (model, batch, image size, channels, dtype, config) -> columns
     counts: dict[tuple[Any, ...], dict[str, Any]] = field(default_factory=dict)
-    # the host's fastest speed-canary rates (bench.canaries), and the group and cell each of
-    # this session's rows came from (to measure a cell again that a faster canary, seen
-    # later, shows was slowed)
+    # the host's fastest speed-canary rates (bench.canaries), kept across runs
     canary: CanaryRecord = field(default_factory=CanaryRecord)
-    origin: dict[str, tuple[Group, Cell]] = field(default_factory=dict)
 
 
 def open_lane(
@@ -551,13 +549,10 @@ def run_group(
             )
         # the attempt and the arm are the runner's: a worker (perhaps an older effbench of
         # an A/B arm) measures the cell, whichever attempt it is
-        if row.device == "cpu":
-            lane.canary.add(row.threads, row.canary_macs_per_s)
         row = judged(lane, dataclasses.replace(row, attempt=g.attempt, variant=options.variant))
         stem = cell.key.part_stem(g.attempt)
         store_row(lane.run_dir, stem, row, extra_columns())
         lane.rows[stem] = row
-        lane.origin[stem] = (g, cell)
         lane.written += 1
         lane.remeasured += 1 if g.attempt else 0
         lane.timed_s += row.timed_s or 0.0
@@ -678,42 +673,8 @@ def judged(lane: Lane, row: Row) -> Row:
     """``row`` with its verdict (bench.quality) against the lane's roof for its setup."""
     roof = lane.roofs.get(ceiling_key(row.device, row.dtype, row.threads))
     contention = os.environ.get(JUDGE_CONTENTION_ENV, "1") != "0"
-    best = lane.canary.best(row.threads) if row.device == "cpu" else None
-    verdict = judge(
-        row.to_dict(), roof, lane.options.timing.target_ci, contention=contention,
-        canary_best=best,
-    )  # fmt: skip
+    verdict = judge(row.to_dict(), roof, lane.options.timing.target_ci, contention=contention)
     return dataclasses.replace(row, quality=verdict.quality, quality_reason=verdict.reason)
-
-
-def rejudge(lanes: Sequence[Lane]) -> None:
-    """Judge this session's rows again against the host's best canary now known (a row
-    judged early could not know how fast the host would later run) and queue, as
-    :func:`run_group` does, the cells this makes ``contended`` that have attempts left and
-    no later attempt yet."""
-    for lane in lanes:
-        later = {(RowKey.of(r.to_dict()), r.attempt) for r in lane.rows.values()}
-        queue: dict[int, tuple[Group, list[int]]] = {}
-        for stem, row in list(lane.rows.items()):
-            again = judged(lane, row)
-            if (again.quality, again.quality_reason) == (row.quality, row.quality_reason):
-                continue
-            store_row(lane.run_dir, stem, again, extra_columns())
-            lane.rows[stem] = again
-            if again.quality != "contended" or row.quality == "contended":
-                continue
-            g, cell = lane.origin.get(stem, (None, None))
-            key = RowKey.of(again.to_dict())
-            if g is None or cell is None or (key, row.attempt + 1) in later:
-                continue
-            if row.attempt < lane.last_attempt.get(cell.key, 0):
-                queue.setdefault(id(g), (g, []))[1].append(cell.batch_size)
-        for g, sizes in queue.values():
-            again_g = dataclasses.replace(
-                g, batch_sizes=tuple(sorted(sizes)), attempt=g.attempt + 1
-            )
-            lane.retry.append(again_g)
-            lane.progress.total += len(sizes)
 
 
 def remeasure(
@@ -727,7 +688,6 @@ def remeasure(
     one group at a time, each round after ``wait_for_quiet`` (a bounded wait for the host
     to calm down; none on a cluster) until no cell is contended or none has attempts
     left (``--remeasure``)."""
-    rejudge(lanes)
     while any(lane.retry for lane in lanes):
         todo = [(lane, g) for lane in lanes for g in lane.retry]
         for lane in lanes:
@@ -742,7 +702,6 @@ def remeasure(
             _say(stream, f"effbench: {found.describe()}")
         for lane, g in todo:
             run_group(lane, g, executor, spec_of, device_name_of)
-        rejudge(lanes)
 
 
 def _say(stream: TextIO, text: str) -> None:
@@ -837,14 +796,37 @@ def cell_qualities(rows: Sequence[Row]) -> dict[str, int]:
     return counts
 
 
+def session_speed(lane: Lane) -> list[str]:
+    """Per thread count, a sentence when this session's speed canaries ran, at their
+    median, well below the host's usual (bench.quality.host_speed); then the session's
+    median joins the host's record (bench.canaries) if it had enough CPU cells."""
+    rates: dict[int, list[float]] = {}
+    for row in lane.rows.values():
+        if row.device == "cpu" and row.canary_macs_per_s:
+            rates.setdefault(row.threads, []).append(row.canary_macs_per_s)
+    said = []
+    for threads, found in sorted(rates.items()):
+        line = host_speed(threads, found, lane.canary.best(threads))
+        if line:
+            said.append(line)
+        if len(found) >= MIN_CELLS:
+            lane.canary.add(threads, statistics.median(found))
+    return said
+
+
 def close_lane(lane: Lane, argv: Sequence[str], interrupted: str | None = None) -> RunSummary:
     """Record this session in the lane's manifest (with the signal that stopped it, if
     one did), release the folder's lock and summarise the session."""
     lane.progress.finish()
-    lane.canary.save()
     wall = time.monotonic() - lane.started
     qualities = cell_qualities(list(lane.rows.values()))
-    extra = {"cells_by_quality": qualities, "remeasured": lane.remeasured}
+    extra: dict[str, Any] = {"cells_by_quality": qualities, "remeasured": lane.remeasured}
+    speed = session_speed(lane)
+    for line in speed:
+        _say(lane.progress.stream, f"effbench: {line}")
+    if speed:
+        extra["host_speed"] = speed
+    lane.canary.save()
     if lane.drift:
         extra["ceiling_drift"] = lane.drift
     try:
