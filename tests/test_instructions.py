@@ -168,13 +168,20 @@ def _side(values: list[float], label: str, **kw: object) -> cmp.Side:
 
 @pytest.mark.parametrize(
     ("ratio", "verdict"),
-    [(1.01, "regression"), (1.0003, "unchanged"), (0.99, "improvement"), (1.004, "inconclusive")],
+    [
+        (1.01, "regression"),
+        (1.0003, "unchanged"),
+        (0.99, "improvement"),
+        (1.004, "inconclusive"),
+        (1.0058, "regression"),
+    ],  # the smallest 1% injection measured came out at 1.0058
 )
 def test_counted_instructions_are_judged_from_one_value_per_side(
     ratio: float, verdict: str
 ) -> None:
-    """One run per side is enough: a count is exact up to ±0.1% noise, judged against the
-    0.5% count threshold; a contended host does not matter to a count."""
+    """One run per side is enough: a count is exact up to ±0.25% noise (the spread measured
+    over three processes, docs/compare.md), judged against the 0.5% count threshold; a
+    contended host does not matter to a count."""
     base = _side([18_019_422.0], "base")
     cand = _side([18_019_422.0 * ratio], "cand", quality="contended")
     s = cmp.Settings(metrics=("instructions", "cycles"))
@@ -183,7 +190,7 @@ def test_counted_instructions_are_judged_from_one_value_per_side(
     assert got["instructions"].verdict == verdict
     assert got["instructions"].evidence == "counted"
     assert got["instructions"].ratio == pytest.approx(ratio)
-    assert got["instructions"].ci_low == pytest.approx(ratio / 1.001, rel=1e-3)
+    assert got["instructions"].ci_low == pytest.approx(ratio / 1.0025, rel=1e-4)
     assert got["cycles"].verdict == verdict
 
 
