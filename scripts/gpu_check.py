@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 PASS, FAIL, DRY = "pass", "fail", "skipped (dry run)"
+NOT_JUDGED = "not judged (dry run)"  # timing on the dry run's shared CPU
 TIMER_TOLERANCE = 0.03
 NVML_TOLERANCE = 0.05
 MATMUL_N = 8192  # the busy window's bfloat16 products: ~1.5 ms each on an H100/H200
@@ -263,9 +264,11 @@ def check_ceilings(run_dir: Path, dry_run: bool) -> Check:
     return Check(CEILINGS_CHECK, PASS if ok else FAIL, "; ".join(seen))
 
 
-def check_profile(work: Path, step: Step | None, tolerance: float) -> Check:
+def check_profile(work: Path, step: Step | None, tolerance: float, dry_run: bool = False) -> Check:
     """Pass: `effbench profile` ran and its layers add up to its plain forward's median
-    within ``tolerance`` (hooks, synchronisation and work outside leaf layers)."""
+    within ``tolerance`` (hooks, synchronisation and work outside leaf layers). In a dry run
+    (a shared CPU) a sum outside it is reported, not failed: other jobs delay the plain
+    forward more than any one layer (the profile says so itself)."""
     import pandas as pd
 
     title = f"{STEPS['profile']} within {tolerance:.0%}"
@@ -284,7 +287,11 @@ def check_profile(work: Path, step: Step | None, tolerance: float) -> Check:
         f"({ratio:.2f}x); slowest: "
         + ", ".join(f"{r.layer} {r.time_ms:.3f} ms" for r in top.itertuples())
     )
-    return Check(title, PASS if abs(ratio - 1) <= tolerance else FAIL, detail)
+    if abs(ratio - 1) <= tolerance:
+        return Check(title, PASS, detail)
+    if dry_run:
+        return Check(title, NOT_JUDGED, detail + "; a shared CPU's timing is not judged")
+    return Check(title, FAIL, detail)
 
 
 def _cell(r: Any) -> str:
@@ -730,7 +737,7 @@ def check(args: argparse.Namespace) -> int:
     checks.append(
         _guarded(
             STEPS["profile"],
-            lambda: check_profile(work, steps.get("profile"), args.profile_tolerance),
+            lambda: check_profile(work, steps.get("profile"), args.profile_tolerance, dry),
         )
     )
     measured: list[tuple[str, Callable[[], Check]]] = [

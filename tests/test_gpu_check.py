@@ -78,7 +78,9 @@ def test_dry_run_passes_every_check_it_runs_and_writes_under_out(tmp_path: Path)
         assert _result(rows, prefix) == ["skipped (dry run)"], (prefix, rows)
     for prefix in RUN_HERE:
         got = _result(rows, prefix)
-        assert got and set(got) == {"pass"}, (prefix, rows)
+        # the profile's sum is timing on a shared CPU: reported, judged only on a GPU
+        allowed = {"pass", "not judged (dry run)"} if prefix.startswith("per-layer") else {"pass"}
+        assert got and set(got) <= allowed, (prefix, rows)
     assert r.stdout.rstrip().endswith(f"everything is under {out}")
     assert {p.name for p in out.iterdir()} == {
         "gpu_check.log",
@@ -231,6 +233,9 @@ def test_profile_check_compares_the_layer_sum_with_the_forward(tmp_path: Path) -
     assert gc.check_profile(tmp_path, step, 0.15).result == "pass"
     write(7.0)  # 30% short: time outside the layers that the profile cannot place
     assert gc.check_profile(tmp_path, step, 0.15).result == "fail"
+    # a dry run on a shared CPU reports the sum but does not fail on timing
+    dry = gc.check_profile(tmp_path, step, 0.15, dry_run=True)
+    assert dry.result == "not judged (dry run)" and "(0.70x)" in dry.detail
 
 
 def test_the_contention_check_fails_on_rows_without_evidence_or_a_verdict() -> None:
