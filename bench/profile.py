@@ -798,6 +798,7 @@ def profile_frame(profiles: Sequence[Profile], hostname: str, timestamp: str) ->
                     "compute_fraction": r.compute_fraction,
                     "forward_ms": p.forward_ms,
                     "sum_layers_ms": p.sum_layers_ms,
+                    "hook_overhead_ms": p.hook_overhead_ms,
                     "hostname": hostname,
                     "timestamp": timestamp,
                 }

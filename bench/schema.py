@@ -393,6 +393,7 @@ PROFILE = (
     _c("compute_fraction", "float?", "", "achieved ÷ the compute ceiling (empty above it)"),
     _c("forward_ms", "float?", "ms", "median plain forward"),
     _c("sum_layers_ms", "float?", "ms", "sum of the layers' medians"),
+    _c("hook_overhead_ms", "float?", "ms", "hooks' own cost inside the layer times (estimate)"),
     _c("hostname", "str", "", "the machine profiled"),
     _c("timestamp", "str", "UTC", "when (ISO 8601)"),
 )

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU check (docs/gpu-validation.md): the gpu-marked tests, three short sweeps (the
 # first with device ceilings), a per-layer profile and the checks of scripts/gpu_check.py,
-# printed as a markdown table. At most 9.5 minutes on one GPU (about 6.5 expected); needs torch, torchvision, pandas, pyarrow, seaborn, pytest and
+# printed as a markdown table. At most 9.5 minutes on one GPU (about 7.3 measured); needs torch, torchvision, pandas, pyarrow, seaborn, pytest and
 # nvidia-ml-py, and no network.
 #
 #   bash scripts/gpu_check.sh             on a machine with a CUDA GPU (uses cuda:0)
@@ -41,11 +41,12 @@ case ",${EFFBENCH_PLUGINS:-}," in
 esac
 export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 
-# Time limits of the steps (s): 530, and 5 s of grace each after a step's SIGTERM, make
-# 9.5 minutes at most. Expected on an H200 (estimates, not yet measured): header 5, gpu
-# tests 45, sweep-dtypes 145 (with ceilings: ~10 s per dtype), sweep-configs 120 (4 cold
-# inductor compiles), sweep-parallel 25, profile 15, checks 45: ~6.5 min.
-T_HEADER=15 T_TESTS=65 T_DTYPES=165 T_CONFIGS=140 T_PARALLEL=40 T_PROFILE=45 T_CHECK=60
+# Time limits of the steps (s): 535, and 5 s of grace each after a step's SIGTERM, make
+# 9.5 minutes at most. Measured on an H200 (2026-12-04, docs/gpu-validation.md): header 4,
+# gpu tests 47, sweep-dtypes ~4.5 s a cell after 17 s of start and ceilings (31 cells in
+# 152 s), sweep-configs 109 (12 cells, 4 cold inductor compiles), sweep-parallel 22,
+# profile 20, checks 52: ~7.3 min.
+T_HEADER=10 T_TESTS=60 T_DTYPES=200 T_CONFIGS=135 T_PARALLEL=35 T_PROFILE=30 T_CHECK=65
 
 if ((DRY)); then
   DEVICE=cpu

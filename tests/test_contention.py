@@ -130,6 +130,54 @@ def test_the_gpu_processes_other_than_this_one_are_counted(monkeypatch: pytest.M
     fake_pynvml.configure()
 
 
+def _stat(proc: Path, pid: int, ppid: int, name: str = "python3") -> None:
+    (proc / str(pid)).mkdir(parents=True)
+    (proc / str(pid) / "stat").write_text(f"{pid} ({name}) S {ppid} {pid} {pid} 0 -1 4194560\n")
+
+
+def test_the_runs_own_processes_on_the_gpu_are_not_counted_as_others(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The H200's first run counted one other process in every cell. The runner (which may
+    hold an idle context from its ceilings) and the worker's sampler are this run's own;
+    a process the runner did not start is another's, however its name reads."""
+    from fakes import fake_pynvml
+
+    from bench.probes.nvml import RUNNER_PID_ENV, in_process_tree, open_gpu_processes
+
+    proc = tmp_path / "proc"
+    _stat(proc, 100, 1, "bash")  # a shell
+    _stat(proc, 200, 100, "python3 -m bench")  # the runner
+    _stat(proc, 210, 200)  # the fork server
+    _stat(proc, 300, 210)  # this worker
+    _stat(proc, 310, 300, "python3 (sampler)")  # its spawned NVML sampler
+    _stat(proc, 400, 100, "python3) S 200 (x")  # another job, its name made to mislead
+    assert in_process_tree(310, {200}, proc) is True
+    assert in_process_tree(400, {200}, proc) is False
+    assert in_process_tree(999, {200}, proc) is None  # another PID namespace
+    monkeypatch.setenv(RUNNER_PID_ENV, "200")
+
+    def count(*pids: int) -> tuple[int | None, str]:
+        fake_pynvml.configure(processes=pids)
+        counter = open_gpu_processes(
+            "cuda:0", module="fakes.fake_pynvml", uuid_of=lambda i: None, own_pid=300, proc=proc
+        )
+        assert counter is not None
+        try:
+            return counter.others(), counter.seen
+        finally:
+            counter.close()
+
+    try:
+        assert count(300, 200, 310) == (0, "3 listed, 3 of this run")
+        assert count(300, 200, 400)[0] == 1
+        # listed under host PIDs: one unresolved process is this worker, the rest are others
+        assert count(9001, 9002) == (1, "2 listed, 0 of this run, 2 outside this PID namespace")
+        assert count(9001)[0] == 0
+    finally:
+        fake_pynvml.configure()
+
+
 def test_preflight_names_the_busy_processes_and_what_to_do(tmp_path: Path) -> None:
     proc = _fake_proc(tmp_path / "proc")
 

@@ -144,6 +144,31 @@ def test_memory_checks_fail_on_a_flat_peak_or_one_below_the_weights() -> None:
     assert g.check_peak_vs_weights(on_cpu, "cuda:0").result == "fail"
 
 
+def test_the_sweep_check_counts_cells_not_attempts(tmp_path: Path) -> None:
+    """A cell judged contended is measured again (a row per attempt): the H200's first run
+    read "14/12 cells ok" and failed a sweep whose every cell was ok."""
+    import json
+
+    g = _checker()
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / "manifest.json").write_text(json.dumps({"planned_cells": 2}))
+    step = g.Step(rc=0, seconds=30, limit_s=60)
+    rows = _rows(
+        batch_size=[1, 1, 8],
+        attempt=[0, 1, 0],
+        image_size=[224] * 3,
+        threads=[1] * 3,
+        quality=["contended", "noisy", "clean"],
+        latency_ms_median=[9.0, 2.0, 3.0],
+    )
+    verdict = g.check_sweep("sweep-dtypes", run, step, rows)
+    assert verdict.result == "pass", verdict.detail
+    assert "2/2 cells ok" in verdict.detail and "1 re-measurement" in verdict.detail
+    short = rows[rows["batch_size"] == 1]  # the b8 cell never ran
+    assert g.check_sweep("sweep-dtypes", run, step, short).result == "fail"
+
+
 def test_output_compile_and_telemetry_checks_fail_on_what_is_missing() -> None:
     g = _checker()
     bad = _rows(output_ok=[True, False, None], max_rel_err=[0.0, 0.5, None])
@@ -221,11 +246,13 @@ def test_profile_check_compares_the_layer_sum_with_the_forward(tmp_path: Path) -
     folder.mkdir()
     step = gc.Step(rc=0, seconds=9, limit_s=45)
 
-    def write(summed: float) -> None:
+    def write(summed: float, overhead: float | None = None) -> None:
         frame = pd.DataFrame(
             {"model": "m", "batch_size": 8, "dtype": "float16", "layer": ["a", "b"],
              "time_ms": [summed / 2] * 2, "forward_ms": 10.0, "sum_layers_ms": summed}
         )  # fmt: skip
+        if overhead is not None:
+            frame["hook_overhead_ms"] = overhead
         frame.to_parquet(folder / "profile-m.parquet")
 
     assert gc.check_profile(tmp_path, step, 0.15).result == "fail"  # nothing written
@@ -236,6 +263,13 @@ def test_profile_check_compares_the_layer_sum_with_the_forward(tmp_path: Path) -
     # a dry run on a shared CPU reports the sum but does not fail on timing
     dry = gc.check_profile(tmp_path, step, 0.15, dry_run=True)
     assert dry.result == "not judged (dry run)" and "(0.70x)" in dry.detail
+    # the H200's first run: layers 9.747 ms with 1.575 ms of measured hook overhead against
+    # a 7.578 ms forward; (9.747 - 1.575) / 7.578 = 1.08
+    write(9.747 * 10 / 7.578, overhead=1.575 * 10 / 7.578)
+    verdict = gc.check_profile(tmp_path, step, 0.15)
+    assert verdict.result == "pass" and "(1.08x)" in verdict.detail
+    write(13.0, overhead=0.5)  # 1.25x even after the overhead: fails
+    assert gc.check_profile(tmp_path, step, 0.15).result == "fail"
 
 
 def test_the_contention_check_fails_on_rows_without_evidence_or_a_verdict() -> None:

@@ -152,3 +152,73 @@ def test_library_pages_dropped_meanwhile_never_add_to_the_mark(
     rss.baseline()
     status.write_text(_status(rss_kib=1500, hwm_kib=3000, file_kib=200 if shrunk else 300))
     assert rss.peak_above_baseline() == (3000 - 1000) * 1024
+
+
+class _FakeCuda:
+    """torch.cuda's allocator counters, as the CUDA peak reads them: cuBLAS's workspace
+    (``ws`` bytes) comes and goes with the allocator, as on a real GPU."""
+
+    def __init__(self, ws: int) -> None:
+        self.ws, self.allocated, self.peak, self.has_ws = ws, 1_000, 1_000, False
+
+    def alloc(self, n: int) -> None:
+        self.allocated += n
+        self.peak = max(self.peak, self.allocated)
+
+    def matmul(self) -> None:  # the first cuBLAS call allocates the workspace
+        if not self.has_ws:
+            self.has_ws = True
+            self.alloc(self.ws)
+
+    def clear(self) -> None:  # torch._C._cuda_clearCublasWorkspaces
+        if self.has_ws:
+            self.has_ws = False
+            self.allocated -= self.ws
+
+    def synchronize(self, device: object) -> None:
+        pass
+
+    def memory_allocated(self, device: object) -> int:
+        return self.allocated
+
+    def reset_peak_memory_stats(self, device: object) -> None:
+        self.peak = self.allocated
+
+    def max_memory_allocated(self, device: object) -> int:
+        return self.peak
+
+
+@pytest.mark.parametrize("graphs", [False, True])
+def test_the_cuda_peak_counts_the_model_whether_or_not_graph_capture_freed_cublas_workspace(
+    graphs: bool,
+) -> None:
+    """The first H200 run left every cudagraphs cell's peak empty: capture released the
+    32 MiB of cuBLAS workspace counted in the baseline, so the peak read below it."""
+    from bench.probes.memory import CudaAllocatorPeak
+
+    ws, weights, pool, activations = 32 << 20, 23 << 20, 5 << 20, 7 << 20
+    cuda = _FakeCuda(ws)
+    cuda.matmul()  # the worker warms the runtime before the baseline
+    peak = CudaAllocatorPeak("cuda:0", cuda=cuda, clear_workspaces=cuda.clear, rewarm=cuda.matmul)
+    peak.baseline()
+    assert cuda.has_ws  # put back: the timed forwards find the runtime as it was
+    cuda.alloc(weights)
+    if graphs:
+        cuda.clear()  # capture releases the workspace and keeps its tensors in a pool
+        cuda.alloc(pool)
+
+        def forward() -> None:  # a replay allocates nothing
+            pass
+
+        expected = weights + pool
+    else:
+
+        def forward() -> None:
+            cuda.matmul()
+            cuda.alloc(activations)
+            cuda.alloc(-activations)
+
+        expected = weights + activations
+    assert peak.peak_bytes(forward, lambda: None, held=weights) == expected
+    assert cuda.has_ws is not graphs  # the pass leaves the workspace as it found it
+    assert ("released by CUDA-graph capture" in peak.note) is graphs

@@ -124,7 +124,11 @@ class ContentionWindow:
         if wait is None:
             source += " (no schedstat: run waits unknown)"
         if self._gpu is not None:
-            source += "; nvml: processes" if gpus else "; nvml processes unreadable"
+            seen = getattr(self._gpu, "seen", "")
+            if not gpus:
+                source += "; nvml processes unreadable"
+            else:
+                source += f"; nvml: processes ({seen})" if seen else "; nvml: processes"
         return {
             "cpu_share": own_cpu / (wall * self._threads),
             "run_wait_share": wait,

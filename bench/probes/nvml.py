@@ -37,6 +37,7 @@ import multiprocessing as mp
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType
 from typing import Any, Protocol
 
@@ -461,15 +462,64 @@ def open_nvml_monitor(
     return NvmlMonitor(nvml, handle, method, sampler, sync=sync, clock=clock, sleep=sleep)
 
 
-class GpuProcesses:
-    """Counts the processes other than this one that hold the GPU (compute or graphics),
-    from ``nvmlDeviceGetComputeRunningProcesses`` and ``...GraphicsRunningProcesses``.
-    Inside a PID namespace (a container) NVML lists host PIDs, so this process may not be
-    found by its own PID; then one listed process is taken to be this one (it holds a CUDA
-    context on the device while it measures). NOT RUN ON REAL NVIDIA HARDWARE."""
+RUNNER_PID_ENV = "EFFBENCH_PARENT_PID"  # set by the runner for its workers (bench.worker)
 
-    def __init__(self, nvml: ModuleType, handle: Any, own_pid: int) -> None:
+
+def parent_of(pid: int, proc: Path = Path("/proc")) -> int | None:
+    """The parent PID of ``pid`` from ``/proc/PID/stat`` (field 4, after the command name
+    in parentheses); None when this PID namespace has no such process."""
+    try:
+        text = (proc / str(pid) / "stat").read_text()
+    except OSError:
+        return None
+    try:
+        return int(text[text.rindex(")") + 2 :].split()[1])
+    except (ValueError, IndexError):
+        return None
+
+
+def in_process_tree(pid: int, roots: set[int], proc: Path = Path("/proc")) -> bool | None:
+    """Whether ``pid`` is one of ``roots`` or descends from one; None when ``pid`` is not
+    in this PID namespace (NVML inside a container lists host PIDs)."""
+    if pid in roots:
+        return True
+    seen: set[int] = set()
+    current: int | None = pid
+    while current not in (None, 0, 1) and current not in seen:
+        seen.add(current)
+        parent = parent_of(current, proc)
+        if parent is None:
+            return None if current == pid else False
+        if parent in roots:
+            return True
+        current = parent
+    return False
+
+
+class GpuProcesses:
+    """Counts the processes outside this run that hold the GPU (compute or graphics), from
+    ``nvmlDeviceGetComputeRunningProcesses`` and ``...GraphicsRunningProcesses``.
+
+    This run's own processes are not counted: this worker, the runner that started it
+    (``$EFFBENCH_PARENT_PID``, which may hold an idle context from measuring ceilings) and
+    anything either started (the power sampler), found by walking ``/proc/PID/stat``'s
+    parent links. Inside a PID namespace (a container) NVML lists host PIDs that no walk
+    resolves; then one unresolved process is taken to be this worker, which holds a context
+    on the device while it measures. On the first H200 run (docs/gpu-validation.md) every
+    cell counted 1 other process before this walk; see there for what it counts now."""
+
+    def __init__(
+        self,
+        nvml: ModuleType,
+        handle: Any,
+        own_pid: int,
+        run_pids: set[int] | None = None,
+        proc: Path = Path("/proc"),
+    ) -> None:
         self._nvml, self._handle, self._own = nvml, handle, own_pid
+        self._roots = {own_pid, *(run_pids or ())}
+        self._proc = proc
+        self.seen = ""  # the last reading, in words, for the row's source note
 
     def others(self) -> int | None:
         """Other processes on the device now; None where NVML cannot say."""
@@ -487,11 +537,16 @@ class GpuProcesses:
                 continue
         if not readable:
             return None
-        found_self = self._own in pids
-        pids.discard(self._own)
-        # this process holds a context on the device while it measures; inside a PID
-        # namespace NVML lists it by a host PID we cannot tell apart, so count one less
-        return len(pids) if found_self else max(0, len(pids) - 1)
+        tree = {pid: in_process_tree(pid, self._roots, self._proc) for pid in pids}
+        ours = sorted(p for p, t in tree.items() if t)
+        unresolved = sorted(p for p, t in tree.items() if t is None)
+        others = len(pids) - len(ours)
+        if self._own not in pids and unresolved:
+            others -= 1  # this worker, listed under a PID of another namespace
+        self.seen = f"{len(pids)} listed, {len(ours)} of this run" + (
+            f", {len(unresolved)} outside this PID namespace" if unresolved else ""
+        )
+        return max(0, others)
 
     def close(self) -> None:
         with contextlib.suppress(self._nvml.NVMLError):
@@ -504,6 +559,7 @@ def open_gpu_processes(
     module: str = "pynvml",
     uuid_of: Callable[[int], str | None] = _torch_uuid,
     own_pid: int | None = None,
+    proc: Path = Path("/proc"),
 ) -> GpuProcesses | None:
     """A :class:`GpuProcesses` for ``device`` ("cuda" or "cuda:N"), or None where NVML is
     missing or cannot find the device (the contention probe then records no count)."""
@@ -529,4 +585,6 @@ def open_gpu_processes(
     except nvml.NVMLError:
         nvml.nvmlShutdown()
         return None
-    return GpuProcesses(nvml, handle, os.getpid() if own_pid is None else own_pid)
+    runner = os.environ.get(RUNNER_PID_ENV, "")
+    run_pids = {int(runner)} if runner.isdigit() else set()
+    return GpuProcesses(nvml, handle, os.getpid() if own_pid is None else own_pid, run_pids, proc)

@@ -295,7 +295,7 @@ def _layers_table(raw: pd.DataFrame) -> pd.DataFrame:
     df = _with_columns(raw, LAYER_COLUMNS)[list(LAYER_COLUMNS)]
     for c in ("batch_size", "image_size", "threads", "calls", "time_ms", "share", "macs",
               "bytes", "achieved_macs_per_s", "compute_fraction", "forward_ms",
-              "sum_layers_ms"):  # fmt: skip
+              "sum_layers_ms", "hook_overhead_ms"):  # fmt: skip
         df[c] = pd.to_numeric(df[c], errors="coerce").astype(float)
     df["config"] = df["config"].fillna(EAGER).astype(str).replace("", EAGER)
     df["group"] = df["group"].fillna("other").astype(str)
