@@ -33,6 +33,7 @@ from typing import Any, Protocol
 from bench.allocators import preload_env
 from bench.configs import parse_config
 from bench.errors import WorkerProtocolError
+from bench.probes.nvml import RUNNER_PID_ENV
 from bench.worker import SCRATCH_ENV, Task
 
 Message = dict[str, Any]
@@ -190,6 +191,7 @@ class LocalExecutor(Cancellable):
         threads = str(task.group.threads)
         env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
         env["EFFBENCH_PARENT_PID"] = str(os.getpid())
+        env[RUNNER_PID_ENV] = str(os.getpid())  # its GPU context is this run's (nvml.py)
         env["PYTHONUNBUFFERED"] = "1"
         env.update(task.env)  # at start-up too, for variables read when a library loads
         env.update(self._extra_env)
@@ -308,6 +310,8 @@ class ForkServerExecutor(Cancellable):
         from multiprocessing import forkserver
 
         _own_multiprocessing_folder()
+        # the server and its workers inherit the environment it starts with
+        os.environ[RUNNER_PID_ENV] = str(os.getpid())
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
             forkserver.ensure_running()

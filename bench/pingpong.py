@@ -131,6 +131,7 @@ class ProcessChannel:
         threads = str(task.group.threads)
         env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
         env.update(EFFBENCH_PARENT_PID=str(os.getpid()), PYTHONUNBUFFERED="1", **task.env)
+        env["EFFBENCH_RUNNER_PID"] = str(os.getpid())  # bench.probes.nvml.RUNNER_PID_ENV
         self._err = tempfile.TemporaryFile(mode="w+b")  # noqa: SIM115 (closed in close())
         self._proc = subprocess.Popen(
             [python or sys.executable, "-m", "bench.serve"],

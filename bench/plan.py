@@ -210,7 +210,13 @@ class Variant:
 _VARIANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # set by the suite itself (threads are part of the cell; the worker protocol needs the rest)
-RESERVED_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "EFFBENCH_PARENT_PID", "PYTHONPATH")
+RESERVED_ENV = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "EFFBENCH_PARENT_PID",
+    "EFFBENCH_RUNNER_PID",
+    "PYTHONPATH",
+)
 INTERPRETER = "python"  # NAME:python=PATH: the arm's interpreter, not a variable
 
 

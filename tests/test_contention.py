@@ -138,12 +138,13 @@ def _stat(proc: Path, pid: int, ppid: int, name: str = "python3") -> None:
 def test_the_runs_own_processes_on_the_gpu_are_not_counted_as_others(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The H200's first run counted one other process in every cell. The runner (which may
-    hold an idle context from its ceilings) and the worker's sampler are this run's own;
+    """The H200's first run counted one other process in every cell: a PID of its own
+    namespace, not descended from the worker. The runner and the fork server between it and
+    the worker (which may hold an idle context) and the worker's sampler are this run's own;
     a process the runner did not start is another's, however its name reads."""
     from fakes import fake_pynvml
 
-    from bench.probes.nvml import RUNNER_PID_ENV, in_process_tree, open_gpu_processes
+    from bench.probes.nvml import RUNNER_PID_ENV, ancestors_to, in_process_tree, open_gpu_processes
 
     proc = tmp_path / "proc"
     _stat(proc, 100, 1, "bash")  # a shell
@@ -152,10 +153,11 @@ def test_the_runs_own_processes_on_the_gpu_are_not_counted_as_others(
     _stat(proc, 300, 210)  # this worker
     _stat(proc, 310, 300, "python3 (sampler)")  # its spawned NVML sampler
     _stat(proc, 400, 100, "python3) S 200 (x")  # another job, its name made to mislead
-    assert in_process_tree(310, {200}, proc) is True
-    assert in_process_tree(400, {200}, proc) is False
-    assert in_process_tree(999, {200}, proc) is None  # another PID namespace
-    monkeypatch.setenv(RUNNER_PID_ENV, "200")
+    assert in_process_tree(310, {300}, proc) is True
+    assert in_process_tree(400, {300}, proc) is False
+    assert in_process_tree(999, {300}, proc) is None  # another PID namespace
+    assert ancestors_to(300, 200, proc) == {210, 200}
+    assert ancestors_to(300, None, proc) == {210}  # runner unknown: the parent only
 
     def count(*pids: int) -> tuple[int | None, str]:
         fake_pynvml.configure(processes=pids)
@@ -169,13 +171,27 @@ def test_the_runs_own_processes_on_the_gpu_are_not_counted_as_others(
             counter.close()
 
     try:
-        assert count(300, 200, 310) == (0, "3 listed, 3 of this run")
+        monkeypatch.setenv(RUNNER_PID_ENV, "200")
+        assert count(300, 200, 210, 310) == (0, "4 listed, 4 of this run")
         assert count(300, 200, 400)[0] == 1
         # listed under host PIDs: one unresolved process is this worker, the rest are others
         assert count(9001, 9002) == (1, "2 listed, 0 of this run, 2 outside this PID namespace")
         assert count(9001)[0] == 0
+        monkeypatch.delenv(RUNNER_PID_ENV)
+        assert count(300, 200)[0] == 1  # a runner that does not say so is not known
     finally:
         fake_pynvml.configure()
+
+
+def test_every_worker_is_told_which_process_is_its_runner() -> None:
+    """The walk above needs the runner's PID: a new worker process gets it in its
+    environment; a fork server's workers inherit it from the server's."""
+    from bench.executor import LocalExecutor
+    from bench.probes.nvml import RUNNER_PID_ENV
+    from bench.worker import Group, Task, Timing
+
+    task = Task("r", Group("m", "cpu", "float32", 8, 3, 1, 0, (1,)), Timing())
+    assert LocalExecutor()._env(task)[RUNNER_PID_ENV] == str(os.getpid())
 
 
 def test_preflight_names_the_busy_processes_and_what_to_do(tmp_path: Path) -> None:

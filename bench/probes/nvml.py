@@ -462,7 +462,7 @@ def open_nvml_monitor(
     return NvmlMonitor(nvml, handle, method, sampler, sync=sync, clock=clock, sleep=sleep)
 
 
-RUNNER_PID_ENV = "EFFBENCH_PARENT_PID"  # set by the runner for its workers (bench.worker)
+RUNNER_PID_ENV = "EFFBENCH_RUNNER_PID"  # set by the executors for every worker
 
 
 def parent_of(pid: int, proc: Path = Path("/proc")) -> int | None:
@@ -496,17 +496,33 @@ def in_process_tree(pid: int, roots: set[int], proc: Path = Path("/proc")) -> bo
     return False
 
 
+def ancestors_to(pid: int, runner: int | None, proc: Path = Path("/proc")) -> set[int]:
+    """The processes between ``pid`` and the runner that started it, the runner included
+    (a fork server sits between them); only the parent where the runner is unknown or not
+    among the ancestors."""
+    chain: list[int] = []
+    current = parent_of(pid, proc)
+    while current is not None and current not in (0, 1) and current not in chain:
+        chain.append(current)
+        if current == runner:
+            return set(chain)
+        current = parent_of(current, proc)
+    return set(chain[:1])
+
+
 class GpuProcesses:
     """Counts the processes outside this run that hold the GPU (compute or graphics), from
     ``nvmlDeviceGetComputeRunningProcesses`` and ``...GraphicsRunningProcesses``.
 
-    This run's own processes are not counted: this worker, the runner that started it
-    (``$EFFBENCH_PARENT_PID``, which may hold an idle context from measuring ceilings) and
-    anything either started (the power sampler), found by walking ``/proc/PID/stat``'s
-    parent links. Inside a PID namespace (a container) NVML lists host PIDs that no walk
-    resolves; then one unresolved process is taken to be this worker, which holds a context
-    on the device while it measures. On the first H200 run (docs/gpu-validation.md) every
-    cell counted 1 other process before this walk; see there for what it counts now."""
+    This run's own processes are not counted: this worker and what it started (the power
+    sampler), found by walking ``/proc/PID/stat``'s parent links, and the processes it
+    descends from up to the runner (``run_pids``: the fork server and the runner, which
+    can hold a CUDA context, idle while cells run, after measuring ceilings or reading
+    free memory). Inside a PID namespace (a container) NVML lists host PIDs that no walk
+    resolves; then one unresolved process is taken to be this worker. On the first H200
+    run (docs/gpu-validation.md) every cell counted 1 other process, listed under a PID of
+    this namespace that did not descend from the worker: one of its ancestors'. NOT RUN ON
+    REAL HARDWARE since this walk reached the ancestors."""
 
     def __init__(
         self,
@@ -517,7 +533,7 @@ class GpuProcesses:
         proc: Path = Path("/proc"),
     ) -> None:
         self._nvml, self._handle, self._own = nvml, handle, own_pid
-        self._roots = {own_pid, *(run_pids or ())}
+        self._run = set(run_pids or ())
         self._proc = proc
         self.seen = ""  # the last reading, in words, for the row's source note
 
@@ -537,7 +553,10 @@ class GpuProcesses:
                 continue
         if not readable:
             return None
-        tree = {pid: in_process_tree(pid, self._roots, self._proc) for pid in pids}
+        tree = {
+            pid: True if pid in self._run else in_process_tree(pid, {self._own}, self._proc)
+            for pid in pids
+        }
         ours = sorted(p for p, t in tree.items() if t)
         unresolved = sorted(p for p, t in tree.items() if t is None)
         others = len(pids) - len(ours)
@@ -585,6 +604,7 @@ def open_gpu_processes(
     except nvml.NVMLError:
         nvml.nvmlShutdown()
         return None
+    own = os.getpid() if own_pid is None else own_pid
     runner = os.environ.get(RUNNER_PID_ENV, "")
-    run_pids = {int(runner)} if runner.isdigit() else set()
-    return GpuProcesses(nvml, handle, os.getpid() if own_pid is None else own_pid, run_pids, proc)
+    run_pids = ancestors_to(own, int(runner) if runner.isdigit() else None, proc)
+    return GpuProcesses(nvml, handle, own, run_pids, proc)
