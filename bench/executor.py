@@ -402,6 +402,45 @@ class ArmExecutor:
         return executor.run(task, on_message, cell_timeout_s)
 
 
+def _call_in_child(fn: Callable[..., Any], args: tuple[Any, ...], conn: Any) -> None:
+    try:
+        conn.send(("ok", fn(*args)))
+    except BaseException as e:  # sent to the caller, which raises it there
+        conn.send(("error", f"{type(e).__name__}: {e}"))
+    finally:
+        conn.close()
+
+
+def call_in_fresh_process(fn: Callable[..., Any], args: tuple[Any, ...], timeout_s: float) -> Any:
+    """``fn(*args)`` in a process forked from the executor's fork server, which has torch
+    imported and has run nothing: its own thread pool, nothing else resident, as a new
+    interpreter would be, without the 2-3 s of imports (the ceilings' start and closing
+    measurements paid 5 s of a 290 s default sweep for them). ``fn`` and its result must
+    pickle. Starts the server if need be: call from the main thread. Raises
+    :class:`WorkerProtocolError` when the child fails or overruns ``timeout_s`` (killed)."""
+    server = ForkServerExecutor()
+    server.prepare()
+    recv, send = server._ctx.Pipe(duplex=False)
+    proc = server._ctx.Process(target=_call_in_child, args=(fn, args, send), daemon=True)
+    proc.start()
+    send.close()
+    try:
+        if not recv.poll(timeout_s):
+            raise WorkerProtocolError(f"no answer within {timeout_s:g} s")
+        try:
+            status, value = recv.recv()
+        except EOFError as e:
+            raise WorkerProtocolError("the process ended without an answer") from e
+    finally:
+        recv.close()
+        if proc.is_alive():
+            proc.kill()
+        proc.join()
+    if status != "ok":
+        raise WorkerProtocolError(value)
+    return value
+
+
 def default_executor() -> Executor:
     """The fork-server executor on Linux; plain subprocesses elsewhere."""
     if sys.platform.startswith("linux"):

@@ -467,6 +467,24 @@ def _run_ceilings(
     return table
 
 
+def _ceilings_as_dicts(
+    device: str, dtype: str, threads: int, kinds: tuple[str, ...], budget_s: float | None
+) -> list[dict[str, Any]]:
+    """What ``python -m bench.ceilings`` prints, as dicts: run in a fresh process."""
+    from bench.ceilings.measure import measure_ceilings
+    from bench.ceilings.record import KINDS
+
+    ceilings = measure_ceilings(
+        device,
+        dtype,
+        max(threads, 1),
+        precision=0.02,
+        budget_s=1.5 if budget_s is None else budget_s,
+        kinds=kinds or KINDS,
+    )
+    return [c.to_dict() for c in ceilings]
+
+
 def measure_ceilings_once(
     device: str,
     dtype: str,
@@ -477,8 +495,9 @@ def measure_ceilings_once(
     budget_s: float | None = None,
     phase: str = "start",
 ) -> pd.DataFrame:
-    """Measure the ceilings of one (device, dtype, threads) in a fresh interpreter (its own
-    thread pool, nothing else resident), as ``python -m bench.ceilings`` prints them; an
+    """Measure the ceilings of one (device, dtype, threads) in a fresh process (its own
+    thread pool, nothing else resident; on Linux forked from the fork server, elsewhere a
+    new ``python -m bench.ceilings``), as that command prints them; an
     empty frame, with a note on ``stream``, if that fails (the rows then have no
     ``compute_fraction``). ``kinds`` and ``budget_s`` narrow it (the closing canary);
     ``phase`` is recorded."""
@@ -488,25 +507,38 @@ def measure_ceilings_once(
 
     from bench.ceilings import Ceiling, ceilings_frame
 
-    cmd = [sys.executable, "-m", "bench.ceilings", "--device", device, "--dtype", dtype]
-    cmd += ["--threads", str(max(threads, 1))]
-    if kinds:
-        cmd += ["--kinds", ",".join(kinds)]
-    if budget_s is not None:
-        cmd += ["--budget-s", str(budget_s)]
     started = time.monotonic()
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=CEILINGS_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        print(f"effbench: ceilings of {device} {dtype} not measured: over "
-              f"{CEILINGS_TIMEOUT_S:g} s", file=stream)  # fmt: skip
-        return pd.DataFrame()
-    if done.returncode != 0:
-        why = (done.stderr.strip().splitlines() or ["no message"])[-1]
-        print(f"effbench: ceilings of {device} {dtype} not measured: {why}", file=stream)
-        return pd.DataFrame()
-    lines = [line for line in done.stdout.splitlines() if line.strip()]
-    found = [Ceiling.from_dict(json.loads(line)) for line in lines]
+    if sys.platform.startswith("linux"):  # forked from the fork server: no imports to pay
+        from bench.executor import call_in_fresh_process
+
+        try:
+            dicts = call_in_fresh_process(
+                _ceilings_as_dicts, (device, dtype, threads, tuple(kinds), budget_s),
+                CEILINGS_TIMEOUT_S,
+            )  # fmt: skip
+        except WorkerProtocolError as e:
+            print(f"effbench: ceilings of {device} {dtype} not measured: {e}", file=stream)
+            return pd.DataFrame()
+        found = [Ceiling.from_dict(d) for d in dicts]
+    else:
+        cmd = [sys.executable, "-m", "bench.ceilings", "--device", device, "--dtype", dtype]
+        cmd += ["--threads", str(max(threads, 1))]
+        if kinds:
+            cmd += ["--kinds", ",".join(kinds)]
+        if budget_s is not None:
+            cmd += ["--budget-s", str(budget_s)]
+        try:
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=CEILINGS_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            print(f"effbench: ceilings of {device} {dtype} not measured: over "
+                  f"{CEILINGS_TIMEOUT_S:g} s", file=stream)  # fmt: skip
+            return pd.DataFrame()
+        if done.returncode != 0:
+            why = (done.stderr.strip().splitlines() or ["no message"])[-1]
+            print(f"effbench: ceilings of {device} {dtype} not measured: {why}", file=stream)
+            return pd.DataFrame()
+        lines = [line for line in done.stdout.splitlines() if line.strip()]
+        found = [Ceiling.from_dict(json.loads(line)) for line in lines]
     stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     if phase != "start":  # the datasheet does not drift
         found = [c for c in found if c.source == "measured"]

@@ -187,6 +187,7 @@ class _Setup:
     dtype: Any  # torch dtype of the row
     reference: Any  # bench.configure.Reference, or None where this is the reference
     meta: Any = None  # the model on the meta device in the row's dtype, built at first count
+    traffic: dict[int, Any] = field(default_factory=dict)  # counted Traffic by batch size
 
     def close(self) -> None:
         for probe in self.probes:
@@ -393,7 +394,7 @@ def _roofline(task: Task, setup: _Setup, batch_size: int, median_ms: float) -> d
     """Counted traffic and activation peak at this batch (meta device, eager graph, the
     row's dtype; counted once per run, see :attr:`Task.traffic`) and where the cell sits
     against the run's measured GEMM ceiling."""
-    from bench.probes.traffic import Traffic, meta_model, traffic_at
+    from bench.probes.traffic import Traffic, meta_model, traffic_at, traffic_by_line
 
     g = task.group
     macs = setup.fields.get("macs")
@@ -403,14 +404,17 @@ def _roofline(task: Task, setup: _Setup, batch_size: int, median_ms: float) -> d
         if task.ceiling_macs_per_s:
             out["compute_fraction"] = out["achieved_macs_per_s"] / task.ceiling_macs_per_s
     known = {b: Traffic(n, peak) for b, n, peak in task.traffic}
+
+    def count(b: int) -> Traffic:
+        if setup.meta is None:  # one build for every batch size of the group
+            setup.meta = meta_model(setup.builder, g.dtype)
+        return traffic_at(setup.meta, (b, g.in_chans, g.image_size, g.image_size), g.dtype)
+
     try:
-        shape = (batch_size, g.in_chans, g.image_size, g.image_size)
         if batch_size in known:
             traffic = known[batch_size]
         else:
-            if setup.meta is None:  # one build for every batch size of the group
-                setup.meta = meta_model(setup.builder, g.dtype)
-            traffic = traffic_at(setup.meta, shape, g.dtype)
+            traffic = traffic_by_line(count, g.batch_sizes, batch_size, setup.traffic)
     except Exception as e:
         traceback.print_exc(file=sys.stderr)
         return {**out, "error": f"traffic not counted: {_short(e)}"}

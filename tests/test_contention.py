@@ -177,6 +177,11 @@ def test_the_runs_own_processes_on_the_gpu_are_not_counted_as_others(
         # listed under host PIDs: one unresolved process is this worker, the rest are others
         assert count(9001, 9002) == (1, "2 listed, 0 of this run, 2 outside this PID namespace")
         assert count(9001)[0] == 0
+        # a thread of this worker listed by its thread ID ("Tgid" names its process)
+        (proc / "305").mkdir()
+        (proc / "305" / "stat").write_text("305 (python3) S 210 300 300 0 -1 4194560\n")
+        (proc / "305" / "status").write_text("Name:\tpython3\nTgid:\t300\nPid:\t305\n")
+        assert count(300, 305) == (0, "2 listed, 2 of this run")
         monkeypatch.delenv(RUNNER_PID_ENV)
         assert count(300, 200)[0] == 1  # a runner that does not say so is not known
     finally:

@@ -280,3 +280,35 @@ def test_a_cluster_deals_its_cuda_groups_to_one_lane_per_gpu(tmp_path: Path) -> 
     assert most == 2
     assert not any(_overlap(c, g) for c in cpu for g in gpu)
     assert time.monotonic() - t0 < 30
+
+
+def _pid_and_threads(n: int) -> tuple[int, int, bool]:
+    import torch
+
+    torch.set_num_threads(n)
+    return os.getpid(), torch.get_num_threads(), "torchvision" in sys.modules
+
+
+def _fails() -> None:
+    raise ValueError("no such ceiling")
+
+
+def _sleeps() -> None:
+    time.sleep(30)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the fork server is Linux's")
+def test_a_call_in_a_fresh_process_returns_its_value_or_says_why_not() -> None:
+    """The ceilings run this way: forked from the fork server (torch and torchvision
+    imported, nothing run), so they pay no imports and find their own thread pool."""
+    from bench.errors import WorkerProtocolError
+    from bench.executor import call_in_fresh_process
+
+    pid, threads, preloaded = call_in_fresh_process(_pid_and_threads, (1,), 60)
+    assert pid != os.getpid() and threads == 1 and preloaded
+    with pytest.raises(WorkerProtocolError, match="ValueError: no such ceiling"):
+        call_in_fresh_process(_fails, (), 60)
+    started = time.monotonic()
+    with pytest.raises(WorkerProtocolError, match="no answer within 1 s"):
+        call_in_fresh_process(_sleeps, (), 1)
+    assert time.monotonic() - started < 10  # killed, not waited for

@@ -267,3 +267,48 @@ def test_seed_bottleneck_reads_fewer_weight_bytes_than_the_plain_3x3() -> None:
         + 2 * a128,  # relu_
         activation_peak_bytes=a128 + a32 + a128,  # input, 32-channel map, output
     )
+
+
+def test_a_group_counts_three_batch_sizes_and_reads_the_rest_off_their_line() -> None:
+    """Counting is 0.1-0.3 s of Python per forward: a group counts its two smallest
+    batch sizes and its largest, and reads those between off the line they lie on."""
+    from bench.probes.traffic import Traffic, traffic_by_line
+
+    calls: list[int] = []
+
+    def linear(b: int) -> Traffic:
+        calls.append(b)
+        return Traffic(1_000 + 300 * b, 64 + 40 * b)
+
+    counted: dict[int, Traffic] = {}
+    sizes = (1, 2, 4, 8, 16)
+    got = [traffic_by_line(linear, sizes, b, counted) for b in sizes]
+    assert got == [Traffic(1_000 + 300 * b, 64 + 40 * b) for b in sizes]
+    assert sorted(calls) == [1, 2, 16]
+
+    calls.clear()
+
+    def bent(b: int) -> Traffic:  # an operator that only runs at some batch sizes
+        calls.append(b)
+        return Traffic(1_000 + 300 * b + (77 if b >= 8 else 0), 64 + 40 * b)
+
+    got = [traffic_by_line(bent, sizes, b, {}) for b in sizes]
+    assert got == [bent(b) for b in sizes] and sorted(set(calls)) == [1, 2, 4, 8, 16]
+
+
+def test_a_real_networks_traffic_read_off_the_line_equals_its_count() -> None:
+    """The line is exact for a real network: every batch size read off it equals a direct
+    count (the independent reference), activation peak included."""
+    from bench.probes.traffic import meta_model, traffic_at, traffic_by_line
+    from models import get_spec
+
+    meta = meta_model(get_spec("mobilenet_v3_small").builder, "float32")
+
+    def count(b: int) -> Traffic:
+        return traffic_at(meta, (b, 3, 64, 64), "float32")
+
+    sizes = (1, 2, 3, 5, 8)
+    counted: dict[int, Traffic] = {}
+    for b in sizes:
+        assert traffic_by_line(count, sizes, b, counted) == count(b)
+    assert sorted(counted) == [1, 2, 8]  # 3 and 5 came off the line

@@ -478,9 +478,23 @@ def parent_of(pid: int, proc: Path = Path("/proc")) -> int | None:
         return None
 
 
+def thread_group_of(pid: int, proc: Path = Path("/proc")) -> int:
+    """The process (``Tgid``) that ``pid`` belongs to, where ``pid`` is a thread's ID;
+    ``pid`` itself otherwise or where ``/proc/PID/status`` cannot say."""
+    try:
+        for line in (proc / str(pid) / "status").read_text().splitlines():
+            if line.startswith("Tgid:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return pid
+
+
 def in_process_tree(pid: int, roots: set[int], proc: Path = Path("/proc")) -> bool | None:
-    """Whether ``pid`` is one of ``roots`` or descends from one; None when ``pid`` is not
-    in this PID namespace (NVML inside a container lists host PIDs)."""
+    """Whether ``pid`` (or the process whose thread it is) is one of ``roots`` or descends
+    from one; None when ``pid`` is not in this PID namespace (NVML inside a container lists
+    host PIDs)."""
+    pid = thread_group_of(pid, proc)
     if pid in roots:
         return True
     seen: set[int] = set()
@@ -516,13 +530,14 @@ class GpuProcesses:
 
     This run's own processes are not counted: this worker and what it started (the power
     sampler), found by walking ``/proc/PID/stat``'s parent links, and the processes it
-    descends from up to the runner (``run_pids``: the fork server and the runner, which
-    can hold a CUDA context, idle while cells run, after measuring ceilings or reading
-    free memory). Inside a PID namespace (a container) NVML lists host PIDs that no walk
-    resolves; then one unresolved process is taken to be this worker. On the first H200
+    descends from up to the runner (``run_pids``: the fork server and the runner, idle
+    while cells run, whatever context they hold). Inside a PID namespace (a container)
+    NVML lists host PIDs that no walk resolves; then one unresolved process is taken to be
+    this worker. On the first H200
     run (docs/gpu-validation.md) every cell counted 1 other process, listed under a PID of
-    this namespace that did not descend from the worker: one of its ancestors'. NOT RUN ON
-    REAL HARDWARE since this walk reached the ancestors."""
+    this namespace that did not descend from the worker: an ancestor's, or a thread ID of
+    this run's (``Tgid`` in ``/proc/PID/status`` maps a thread to its process). NOT RUN ON
+    REAL HARDWARE since the walk reached the ancestors and the threads."""
 
     def __init__(
         self,
@@ -554,7 +569,9 @@ class GpuProcesses:
         if not readable:
             return None
         tree = {
-            pid: True if pid in self._run else in_process_tree(pid, {self._own}, self._proc)
+            pid: True
+            if thread_group_of(pid, self._proc) in self._run
+            else in_process_tree(pid, {self._own}, self._proc)
             for pid in pids
         }
         ours = sorted(p for p, t in tree.items() if t)
