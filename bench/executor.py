@@ -33,7 +33,7 @@ from typing import Any, Protocol
 from bench.allocators import preload_env
 from bench.configs import parse_config
 from bench.errors import WorkerProtocolError
-from bench.probes.nvml import RUNNER_PID_ENV
+from bench.probes.gpu_processes import RUNNER_PID_ENV
 from bench.worker import SCRATCH_ENV, Task
 
 Message = dict[str, Any]

@@ -48,10 +48,9 @@ from bench.quality import contention_reasons
 from bench.runner import (
     Lane,
     RunSummary,
-    ceiling_key,
     close_lane,
     closing_ceilings,
-    group_counts,
+    group_task,
     interleave,
     judged,
 )
@@ -131,7 +130,7 @@ class ProcessChannel:
         threads = str(task.group.threads)
         env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
         env.update(EFFBENCH_PARENT_PID=str(os.getpid()), PYTHONUNBUFFERED="1", **task.env)
-        env["EFFBENCH_RUNNER_PID"] = str(os.getpid())  # bench.probes.nvml.RUNNER_PID_ENV
+        env["EFFBENCH_RUNNER_PID"] = str(os.getpid())  # bench.probes.gpu_processes.RUNNER_PID_ENV
         self._err = tempfile.TemporaryFile(mode="w+b")  # noqa: SIM115 (closed in close())
         self._proc = subprocess.Popen(
             [python or sys.executable, "-m", "bench.serve"],
@@ -214,22 +213,9 @@ class _Arm:
 
 
 def pingpong_task(lane: Lane, g: Group) -> Task:
-    """The task of ``g``'s ping-pong worker: what ``bench.runner.run_group`` sends."""
-    o = lane.options
-    mkey = (g.model, g.image_size, g.in_chans, o.macs_counter)
-    return Task(
-        run_id=lane.run_id,
-        group=g,
-        timing=o.timing,
-        macs_counter=o.macs_counter,
-        macs=lane.macs_cache.get(mkey),
-        tf32=o.tf32,
-        memory_cap_bytes=o.memory_cap_bytes,
-        idle_power_w=lane.idle_w.get(g.device),
-        ceiling_macs_per_s=lane.ceilings.get(ceiling_key(g.device, g.dtype, g.threads)),
-        env=dict(o.env),
-        counts=group_counts(lane, g),
-    )
+    """The task of ``g``'s ping-pong worker: ``bench.runner.group_task``'s, without the
+    traffic of earlier repeats (each arm counts its own)."""
+    return group_task(lane, g, traffic=False)
 
 
 def steps(lanes: Sequence[Lane]) -> list[list[tuple[Lane, Group]]]:

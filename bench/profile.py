@@ -32,35 +32,29 @@ they are refused; eager, ``channels_last`` and ``autocast`` run with hooks.
 from __future__ import annotations
 
 import contextlib
-import csv
-import functools
-import io
-import json
 import statistics
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 from torch import nn
 
 from bench.configs import Config, check_config, parse_config
-from bench.configure import forward_of, make_input, place_model
-from bench.devices import default_threads, device_name, synchronizer, torch_dtype
+from bench.devices import default_threads, device_name, torch_dtype
 from bench.errors import DeviceUnavailable, InvalidOption
 from bench.layers import exclusive_macs, sized_input
 from bench.plan import DTYPES
 from bench.probes.macs import build_on_meta
 from bench.probes.traffic import exclusive_bytes_by_module
-from bench.sampler import Clock, TimeBudget, sample
+from bench.profile_layers import _time_layers, _Timed
+from bench.sampler import Clock
 from bench.schema import PROFILE
 from bench.stats import summarize
 
 FORMATS = ("table", "json", "csv")
 GROUPS = ("conv", "depthwise conv", "linear", "norm", "activation", "pool", "attention", "other")
-WARMUP_ITERS = 3
-IDENTITY_CALLS = 200  # hooked empty calls timed for the overhead estimate
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,40 +123,6 @@ class Profile:
 
 
 PROFILE_COLUMNS = tuple(c.name for c in PROFILE)  # declared once in bench/schema.py
-
-
-_NORMS = (
-    nn.modules.batchnorm._BatchNorm,
-    nn.LayerNorm,
-    nn.GroupNorm,
-    nn.modules.instancenorm._InstanceNorm,
-    nn.LocalResponseNorm,
-)
-_ACTIVATION_NAMES = frozenset(
-    {"swish", "hardswish", "hardsigmoid", "mish", "gelu", "quickgelu", "silu", "sigmoid"}
-)
-
-
-def layer_group(module: nn.Module) -> str:
-    """The group of a timed layer, one of :data:`GROUPS`; see docs/profile.md for the rules."""
-    kind = type(module).__name__
-    if isinstance(module, nn.MultiheadAttention) or "Attention" in kind:
-        return "attention"
-    if isinstance(module, nn.modules.conv._ConvNd) or "Conv" in kind:
-        groups = getattr(module, "groups", 1)
-        in_channels = getattr(module, "in_channels", None)
-        return "depthwise conv" if groups > 1 and groups == in_channels else "conv"
-    if isinstance(module, nn.Linear):  # LazyLinear, NonDynamicallyQuantizableLinear too
-        return "linear"
-    if isinstance(module, _NORMS) or "Norm" in kind:
-        return "norm"
-    if type(module).__module__ == "torch.nn.modules.activation" or (
-        kind.lower() in _ACTIVATION_NAMES
-    ):
-        return "activation"
-    if "Pool" in kind:
-        return "pool"
-    return "other"
 
 
 def profile_model(
@@ -338,215 +298,6 @@ def _count_on_meta(
     return macs, nbytes
 
 
-@dataclass(frozen=True, slots=True)
-class _Timed:
-    """What the timing rounds measured; ``layer_ms[name]`` holds one total per forward."""
-
-    model_type: str
-    order: tuple[str, ...]  # timed layers in first-call order
-    types: dict[str, str]
-    groups: dict[str, str]
-    calls: dict[str, int]
-    layer_ms: dict[str, list[float]]
-    forward_samples_ms: tuple[float, ...]
-    hooked_samples_ms: tuple[float, ...]
-    overhead_per_call_ms: float
-
-
-def _time_layers(
-    build: Callable[[], nn.Module],
-    input_shape: tuple[int, ...],
-    device: str,
-    dtype: torch.dtype,
-    cfg: Config,
-    rounds: int,
-    min_time_s: float,
-    warmup_s: float,
-    clock: Clock,
-) -> _Timed:
-    """Build and place the model as the worker does, then warm up and time alternating
-    plain and hooked rounds, ``min_time_s / rounds`` seconds of each per round."""
-    sync = synchronizer(device)
-    if device.startswith("cuda"):
-        torch.cuda.set_device(torch.device(device))
-        torch.backends.cudnn.benchmark = True  # as the worker measures
-    model = place_model(build().eval(), cfg, device, dtype)
-    gen = torch.Generator().manual_seed(0)
-    x = make_input(torch.randn(*input_shape, generator=gen), cfg, device, dtype)
-    share = min_time_s / rounds
-    with torch.inference_mode():
-        forward = forward_of(model, cfg, device, dtype, x)
-        leaves = _called_leaves(model, forward)
-        layers = _LayerClock(leaves, sync, clock)
-        _warm_up(forward, layers, sync, clock, warmup_s)
-        plain: list[float] = []
-        hooked: list[float] = []
-        for r in range(rounds):
-            for kind in ("plain", "hooked") if r % 2 == 0 else ("hooked", "plain"):
-                if kind == "plain":
-                    plain.extend(_plain_round(forward, sync, clock, share))
-                else:
-                    hooked.extend(_hooked_round(forward, layers, sync, clock, share))
-        overhead_ms = _hook_overhead_ms(x, sync, clock)
-    return _Timed(
-        model_type=type(model).__name__,
-        order=tuple(leaves),
-        types={n: type(m).__name__ for n, m in leaves.items()},
-        groups={n: layer_group(m) for n, m in leaves.items()},
-        calls=layers.first_calls,
-        layer_ms=layers.samples_ms,
-        forward_samples_ms=tuple(plain),
-        hooked_samples_ms=tuple(hooked),
-        overhead_per_call_ms=overhead_ms,
-    )
-
-
-def _called_leaves(model: nn.Module, forward: Callable[[], Any]) -> dict[str, nn.Module]:
-    """Modules that ran in one forward while none of their submodules did, by qualified
-    name in first-call order."""
-    names = {id(m): n for n, m in model.named_modules()}
-    called: dict[str, nn.Module] = {}
-
-    def note(module: nn.Module, _args: Any) -> None:
-        called.setdefault(names[id(module)], module)
-
-    handles = [m.register_forward_pre_hook(note) for m in model.modules()]
-    try:
-        forward()
-    finally:
-        for h in handles:
-            h.remove()
-    above = {a for n in called for a in _ancestors(n)}  # every module above a called one
-    return {n: m for n, m in called.items() if n not in above}
-
-
-def _parent_of(name: str) -> str:
-    return name.rsplit(".", 1)[0] if "." in name else ""
-
-
-def _ancestors(name: str) -> Iterator[str]:
-    while name:
-        name = _parent_of(name)
-        yield name
-
-
-class _LayerClock:
-    """Pre- and post-hooks on each timed layer: ``sync(); clock()`` at both ends of each call,
-    summed per forward; ``samples_ms[name]`` gets one total per hooked forward."""
-
-    def __init__(self, leaves: Mapping[str, nn.Module], sync: Callable[[], None], clock: Clock):
-        self._leaves = dict(leaves)
-        self._sync = sync
-        self._clock = clock
-        self._total: dict[str, float] = dict.fromkeys(leaves, 0.0)
-        self._calls: dict[str, int] = dict.fromkeys(leaves, 0)
-        self.first_calls: dict[str, int] = {}
-        self.samples_ms: dict[str, list[float]] = {n: [] for n in leaves}
-
-    @contextlib.contextmanager
-    def installed(self) -> Iterator[None]:
-        handles = []
-        for name, module in self._leaves.items():
-            pre, post = _hooks(name, self._total, self._calls, self._sync, self._clock)
-            handles.append(module.register_forward_pre_hook(pre))
-            handles.append(module.register_forward_hook(post))
-        try:
-            yield
-        finally:
-            for h in handles:
-                h.remove()
-
-    def forward(self, forward: Callable[[], Any], record: bool) -> None:
-        """One hooked forward (hooks installed by the caller); kept when ``record``."""
-        for name in self._total:
-            self._total[name] = 0.0
-            self._calls[name] = 0
-        forward()
-        if not record:
-            return
-        if not self.first_calls:
-            self.first_calls = dict(self._calls)
-        for name, total in self._total.items():
-            self.samples_ms[name].append(total * 1e3)
-
-
-def _hooks(
-    name: str,
-    total: dict[str, float],
-    calls: dict[str, int],
-    sync: Callable[[], None],
-    clock: Clock,
-) -> tuple[Callable[..., None], Callable[..., None]]:
-    """The pre- and post-hook of layer ``name``: a stack of start times, so a layer that
-    re-enters itself still sums correctly."""
-    starts: list[float] = []
-
-    def pre(_module: nn.Module, _args: Any) -> None:
-        sync()
-        starts.append(clock())
-
-    def post(_module: nn.Module, _args: Any, _output: Any) -> None:
-        sync()
-        total[name] += clock() - starts.pop()
-        calls[name] += 1
-
-    return pre, post
-
-
-def _warm_up(
-    forward: Callable[[], Any],
-    layers: _LayerClock,
-    sync: Callable[[], None],
-    clock: Clock,
-    s: float,
-) -> None:
-    """At least ``WARMUP_ITERS`` plain forwards and ``s`` seconds, then one hooked forward."""
-    start, done = clock(), 0
-    while done < WARMUP_ITERS or clock() - start < s:
-        forward()
-        sync()
-        done += 1
-    with layers.installed():
-        layers.forward(forward, record=False)
-        sync()
-
-
-def _plain_round(
-    forward: Callable[[], Any], sync: Callable[[], None], clock: Clock, share: float
-) -> tuple[float, ...]:
-    """Plain forwards for ``share`` seconds (at least one); each forward's time in ms."""
-    return sample(forward, TimeBudget(share), sync=sync, clock=clock).samples_ms
-
-
-def _hooked_round(
-    forward: Callable[[], Any],
-    layers: _LayerClock,
-    sync: Callable[[], None],
-    clock: Clock,
-    share: float,
-) -> tuple[float, ...]:
-    """Hooked forwards for ``share`` seconds (at least one); each forward's time in ms."""
-    with layers.installed():
-        run = functools.partial(layers.forward, forward, record=True)
-        return sample(run, TimeBudget(share), sync=sync, clock=clock).samples_ms
-
-
-def _hook_overhead_ms(x: torch.Tensor, sync: Callable[[], None], clock: Clock) -> float:
-    """Median time the hooks measure around an empty layer (``nn.Identity``) on ``x``'s
-    device: the part of the hook cost that lands inside each layer's window, in ms."""
-    empty = nn.Identity()
-    per_call: list[float] = []
-    total = {"": 0.0}
-    pre, post = _hooks("", total, {"": 0}, sync, clock)
-    empty.register_forward_pre_hook(pre)
-    empty.register_forward_hook(post)
-    for _ in range(IDENTITY_CALLS):
-        total[""] = 0.0
-        empty(x)
-        per_call.append(total[""] * 1e3)
-    return statistics.median(per_call)
-
-
 def ceiling_share(
     achieved: float | None, ceiling: float | None, ci_rel: float = 0.0
 ) -> tuple[float | None, bool]:
@@ -653,157 +404,3 @@ def _gap_note(p: Profile) -> str:
         )
     parts.append(f"With the hooks in place the whole forward took {_ms(p.hooked_forward_ms)} ms.")
     return " ".join(parts)
-
-
-def format_profile(profile: Profile, fmt: str = "table") -> str:
-    """Render ``profile`` as an aligned text table, JSON (everything) or CSV (the rows)."""
-    if fmt == "json":
-        return json.dumps(asdict(profile), indent=2)
-    if fmt == "csv":
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        names = [f.name for f in fields(LayerTime)]
-        writer.writerow(names)
-        for row in profile.rows:
-            writer.writerow(["" if getattr(row, n) is None else getattr(row, n) for n in names])
-        return buf.getvalue()
-    if fmt == "table":
-        return _table(profile)
-    raise InvalidOption(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
-
-
-def _aligned(header: Sequence[str], body: Sequence[Sequence[str]], left: int) -> list[str]:
-    """``header`` and ``body`` as aligned lines: the first ``left`` columns to the left."""
-    widths = [
-        max(len(h), *(len(c[i]) for c in body)) if body else len(h) for i, h in enumerate(header)
-    ]
-
-    def line(cells: Sequence[str]) -> str:
-        return "  ".join(
-            c.ljust(w) if i < left else c.rjust(w)
-            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        ).rstrip()
-
-    return [line(header), line(["-" * w for w in widths]), *(line(c) for c in body)]
-
-
-ABOVE_CEILING = "above roof (implausible)"
-
-
-def _of_ceiling(r: LayerTime) -> str:
-    """The table's "of ceiling" cell: a percentage up to 100%, "at ceiling" above it within
-    the ceiling's uncertainty, and never a percentage above it."""
-    if not r.macs:
-        return ""
-    if r.above_ceiling:
-        return ABOVE_CEILING
-    if r.compute_fraction is None:
-        return ""
-    return f"{r.compute_fraction:.1%}" if r.compute_fraction <= 1 else "at ceiling"
-
-
-def _above_note(p: Profile) -> str:
-    """The totals line's sentence on layers above the ceiling ("" when none)."""
-    above = [r for r in p.rows if r.above_ceiling and r.macs]
-    if not above or not p.ceiling_macs_per_s:
-        return ""
-    ci = f" ±{p.ceiling_ci_rel:.1%}" if p.ceiling_ci_rel else ""
-    return (
-        f"{len(above)} layer(s) ran above the measured compute ceiling "
-        f"({p.ceiling_macs_per_s / 1e9:.2f} GMAC/s{ci}): implausible, so shown as "
-        f'"{ABOVE_CEILING}", not as a share of it; the ceiling was measured at a busier '
-        "moment than the layers (or the count is wrong): measure it again on a quiet machine "
-        "(`effbench peak`). "
-    )
-
-
-def _table(p: Profile) -> str:
-    """Layers slowest first (the question is where the time goes; ``#`` is the execution
-    order and ``cum`` the running share, so the top lines say how few layers matter), then
-    the totals and the gap explained, then the groups."""
-    position = {r.name: i for i, r in enumerate(p.rows)}
-    ranked = sorted(p.rows, key=lambda r: -r.time_ms)
-    header = ["layer", "type", "group", "#", "calls", "time_ms", "share", "cum", "macs", "bytes"]
-    header += ["GMAC/s"] + (["of ceiling"] if p.ceiling_macs_per_s else [])
-    body, cum = [], 0.0
-    for r in ranked:
-        cum += r.share
-        gmacs = (
-            ""
-            if r.achieved_macs_per_s is None or not r.macs
-            else f"{r.achieved_macs_per_s / 1e9:.2f}"
-        )
-        cells = [r.name, r.type, r.group, str(position[r.name]), str(r.calls), _ms(r.time_ms)]
-        cells += [f"{r.share:.1%}", f"{cum:.1%}", f"{r.macs:,}", f"{r.bytes:,}", gmacs]
-        if p.ceiling_macs_per_s:
-            cells.append(_of_ceiling(r))
-        body.append(cells)
-    title = (
-        f"{p.model} on {p.device} ({p.device_name}), {p.dtype}, batch {p.batch_size}, "
-        f"{p.image_size}×{p.image_size}, {p.config}, {p.threads} thread"
-        f"{'' if p.threads == 1 else 's'}; layers slowest "
-        "first (# = execution order), times are medians per forward"
-    )
-    gap_pct = p.gap_ms / p.forward_ms if p.forward_ms > 0 else 0.0
-    totals = (
-        f"total: layers sum {_ms(p.sum_layers_ms)} ms vs plain forward {_ms(p.forward_ms)} ms "
-        f"(median of {len(p.forward_samples_ms)}"
-        + ("; noisy, IQR above 10%: rerun on a quieter machine or longer" if p.noisy else "")
-        + f"); gap {'+' if p.gap_ms >= 0 else '-'}{_ms(abs(p.gap_ms))} ms ({gap_pct:+.1%}). "
-        + _above_note(p)
-        + p.gap_note
-    )
-    gbody = [
-        [
-            g.group,
-            _ms(g.time_ms),
-            f"{g.time_share:.1%}",
-            f"{g.macs_share:.1%}",
-            f"{g.macs:,}",
-            f"{g.bytes:,}",
-        ]
-        for g in p.groups
-    ]
-    groups = _aligned(["group", "time_ms", "time share", "MAC share", "macs", "bytes"], gbody, 1)
-    return "\n".join([title, *_aligned(header, body, 3), totals, "", *groups])
-
-
-def profile_frame(profiles: Sequence[Profile], hostname: str, timestamp: str) -> Any:
-    """One row per (profile, layer) with :data:`PROFILE_COLUMNS`, as a pandas DataFrame (what
-    ``profile.parquet`` holds)."""
-    import pandas as pd
-
-    records = []
-    for p in profiles:
-        for r in p.rows:
-            records.append(
-                {
-                    "model": p.model,
-                    "device": p.device,
-                    "device_name": p.device_name,
-                    "dtype": p.dtype,
-                    "batch_size": p.batch_size,
-                    "image_size": p.image_size,
-                    "config": p.config,
-                    "threads": p.threads,
-                    "layer": r.name,
-                    "type": r.type,
-                    "group": r.group,
-                    "calls": r.calls,
-                    "time_ms": r.time_ms,
-                    "share": r.share,
-                    "macs": r.macs,
-                    "bytes": r.bytes,
-                    "achieved_macs_per_s": r.achieved_macs_per_s,
-                    "compute_fraction": r.compute_fraction,
-                    "forward_ms": p.forward_ms,
-                    "sum_layers_ms": p.sum_layers_ms,
-                    "hook_overhead_ms": p.hook_overhead_ms,
-                    "hostname": hostname,
-                    "timestamp": timestamp,
-                }
-            )
-    frame = pd.DataFrame.from_records(records, columns=list(PROFILE_COLUMNS))
-    for column in ("achieved_macs_per_s", "compute_fraction"):  # None -> NaN, a float column
-        frame[column] = frame[column].astype("float64")
-    return frame

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import datetime as dt
 import os
 import signal
 import statistics
 import sys
 import time
-import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -25,10 +23,7 @@ import pandas as pd
 
 from bench.canaries import MIN_CELLS, CanaryRecord
 from bench.errors import (
-    DeviceUnavailable,
     Interrupted,
-    InvalidOption,
-    ResultsCorrupt,
     WorkerProtocolError,
 )
 from bench.executor import Executor, Message
@@ -36,28 +31,30 @@ from bench.keys import CellKey, RowKey
 from bench.plan import (
     Cell,
     Group,
-    Inventory,
-    ModelShape,
     Options,
-    all_cells,
-    check_recorded,
-    check_runnable,
-    expand_plan,
 )
 from bench.probes.registry import extra_columns
 from bench.quality import Roof, host_speed, judge, rank
-from bench.schema import SCHEMA_VERSION, Row
+from bench.run_ceilings import (
+    CANARY_BUDGET_S,
+    CANARY_KINDS,
+    ceiling_drift,
+    ceiling_key,
+    compute_roofs,
+    gemm_ceilings,
+    measure_ceilings_once,
+    measure_idle_power,
+    run_ceilings,
+)
+from bench.run_folder import record_session
+from bench.schema import Row
 from bench.store import (
     CEILINGS,
-    MANIFEST,
     RunLock,
     ensure_writable,
     load_run,
     read_ceilings,
-    read_manifest,
     remove_partial_writes,
-    validate_run_id,
-    write_manifest,
     write_table,
 )
 from bench.store import write_row as store_row
@@ -66,12 +63,6 @@ from bench.worker import Task, base_row, failed_cells
 # Set to 0 (the test suite does, as the machine is shared while it runs): contention is
 # recorded and named in quality_reason, but no row is judged `contended`.
 JUDGE_CONTENTION_ENV = "EFFBENCH_JUDGE_CONTENTION"
-CEILINGS_TIMEOUT_S = 300.0  # one (device, dtype, threads) measurement, start-up included
-
-
-def new_run_id() -> str:
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    return f"{stamp}-{uuid.uuid4().hex[:6]}"
 
 
 @dataclass
@@ -131,166 +122,6 @@ class RunSummary:
         """Share of the sweep's wall time spent outside timed iterations (start-up, model
         build, MAC counting, warm-up, writing)."""
         return 1 - self.timed_s / self.wall_s if self.wall_s > 0 else 0.0
-
-
-def start_run(
-    out: Path,
-    run_id: str | None,
-    options: Options,
-    groups: Sequence[Group],
-    environment: Mapping[str, Any],
-    argv: Sequence[str],
-) -> tuple[Path, RunLock]:
-    """Create ``out/<run_id>``, lock it and write its manifest: the resolved options and the
-    plan (every group, as it will be measured), so that a resume runs exactly this plan.
-    Refuses a folder that already holds a run."""
-    run_id = run_id or new_run_id()
-    run_dir = check_new_run(out, run_id)
-    ensure_writable(run_dir)
-    lock = RunLock(run_dir)
-    try:
-        check_new_run(out, run_id)  # again under the lock: another runner may have won
-        write_manifest(
-            run_dir,
-            {
-                "run_id": run_id,
-                "schema_version": SCHEMA_VERSION,
-                "created": dt.datetime.now(dt.timezone.utc).isoformat(),
-                "argv": list(argv),
-                "options": options.to_dict(),
-                "plan": [g.to_dict() for g in groups],
-                "planned_cells": len(all_cells(tuple(groups))),
-                "environment": dict(environment),
-                "sessions": [],
-            },
-        )
-    except BaseException:
-        lock.release()
-        raise
-    return run_dir, lock
-
-
-def check_new_run(out: Path, run_id: str) -> Path:
-    """``out/<run_id>``, after checking that it can be written and holds no run yet."""
-    validate_run_id(run_id)
-    run_dir = out / run_id
-    for folder in (out.resolve(), *out.resolve().parents):
-        if (folder / MANIFEST).is_file():
-            raise InvalidOption(
-                f"--out {out} is inside the run folder {folder}; a run folder holds one run: "
-                "give an --out outside it (e.g. results)"
-            )
-    if run_dir.is_symlink():
-        raise InvalidOption(
-            f"{run_dir} is a link to {os.path.realpath(run_dir)}; a new run gets a folder of "
-            "its own: choose another --run-id, or give the link's target as --out"
-        )
-    ensure_writable(out)
-    if run_dir.exists() and any(
-        p.name == MANIFEST or p.name.startswith("part-") for p in run_dir.iterdir()
-    ):
-        raise InvalidOption(
-            f"{run_dir} already holds a run; continue it with `effbench run --resume {run_dir}` "
-            "or choose another --run-id"
-        )
-    return run_dir
-
-
-@dataclass(frozen=True, slots=True)
-class Resumed:
-    """A run folder to finish: its lock (held), id, recorded options and plan."""
-
-    run_dir: Path
-    lock: RunLock
-    run_id: str
-    options: Options
-    groups: tuple[Group, ...]
-
-
-def resume_run(run_dir: Path, catalog: Mapping[str, ModelShape], inventory: Inventory) -> Resumed:
-    """Lock ``run_dir`` and read the plan its manifest records; refuse when this machine
-    cannot run that plan as recorded (see :func:`bench.plan.check_runnable`)."""
-    if not run_dir.is_dir():
-        raise InvalidOption(f"cannot resume {run_dir}: no such folder")
-    check_run_folder(run_dir)  # before the lock: it creates a file there
-    lock = RunLock(run_dir)
-    try:
-        manifest = read_manifest(run_dir)
-        run_id, options, groups = _recorded_plan(run_dir, manifest, catalog, inventory)
-        check_runnable(groups, catalog, inventory)
-        check_pinned_cores(groups)
-    except BaseException:
-        lock.release()
-        raise
-    return Resumed(run_dir, lock, run_id, options, groups)
-
-
-def check_run_folder(run_dir: Path) -> None:
-    """Refuse, before anything is written there, a folder that holds no run: a folder of
-    runs (named in the message), ``/``, any other folder."""
-    if (run_dir / MANIFEST).is_file():
-        return
-    with contextlib.suppress(OSError):
-        runs = sorted(d for d in run_dir.iterdir() if (d / MANIFEST).is_file())
-        if runs:
-            more = f" (and {len(runs) - 1} more)" if len(runs) > 1 else ""
-            raise InvalidOption(
-                f"{run_dir} is a folder of runs, not a run; resume the runs themselves, "
-                f"e.g. `effbench run --resume {runs[0]}`{more}"
-            )
-    read_manifest(run_dir)  # says that it is not a run folder
-
-
-def check_pinned_cores(groups: Sequence[Group]) -> None:
-    """Refuse a plan whose workers are pinned (``--parallel``) to cores this process may
-    not use (a resume under ``taskset``, or on another machine): they would measure on
-    other cores than recorded."""
-    allowed = os.sched_getaffinity(0)
-    for g in groups:
-        if missing := sorted(set(g.cpus) - allowed):
-            raise DeviceUnavailable(
-                f"the plan pins the workers of {g.device} to cores {list(g.cpus)}, but cores "
-                f"{missing} are not available to this process (taskset/cgroup?); give it "
-                "those cores, or start a new run"
-            )
-
-
-def _recorded_plan(
-    run_dir: Path,
-    manifest: Mapping[str, Any],
-    catalog: Mapping[str, ModelShape],
-    inventory: Inventory,
-) -> tuple[str, Options, tuple[Group, ...]]:
-    where = f"{run_dir / MANIFEST}"
-    try:
-        run_id = validate_run_id(manifest["run_id"])
-        options = Options.from_dict(manifest["options"])
-        recorded = manifest.get("plan")
-        if recorded is not None:
-            if not isinstance(recorded, list):
-                raise InvalidOption(f"plan must be a list of groups, not {recorded!r}")
-            groups = tuple(Group.from_dict(g) for g in recorded)
-            check_recorded(options, groups)
-            return run_id, options, groups
-    except KeyError as e:
-        raise ResultsCorrupt(f"{where} lacks {e}; it was not written by `effbench run`") from e
-    except (InvalidOption, ResultsCorrupt) as e:
-        raise ResultsCorrupt(f"{where} holds an invalid plan: {e}") from e
-    # Written before plans were recorded: expand its options, with the thread count its rows
-    # were measured at (the machine's default may differ now).
-    if options.threads is None:
-        threads = set(load_run(run_dir)["threads"].dropna().astype(int))
-        if len(threads) > 1:
-            raise ResultsCorrupt(
-                f"{where} records no thread count and its rows mix {sorted(threads)}; "
-                "start a new run with --threads"
-            )
-        if threads:
-            options = dataclasses.replace(options, threads=threads.pop())
-    try:
-        return run_id, options, expand_plan(options, catalog, inventory)
-    except InvalidOption as e:
-        raise ResultsCorrupt(f"{where}: cannot run its plan here: {e}") from e
 
 
 @dataclass
@@ -357,7 +188,7 @@ def open_lane(
     idle_w.update(measure_idle_power(unmeasured, progress.stream))
     measured = {} if measured is None else measured
     table = (
-        _run_ceilings(run_dir, pending, progress.stream, measured)
+        run_ceilings(run_dir, pending, progress.stream, measured)
         if options.ceilings
         else pd.DataFrame()
     )
@@ -403,157 +234,34 @@ def pending_groups(
     return pending
 
 
-def gemm_ceilings(table: pd.DataFrame) -> dict[tuple[str, str, int], float]:
-    """The GEMM ceiling measured at the start for each (device, dtype, threads): the
-    denominator of ``compute_fraction``."""
-    if not len(table):
-        return {}
-    start = table[table["phase"] == "start"] if "phase" in table.columns else table
-    gemm = start[(start["kind"] == "gemm") & (start["source"] == "measured")]
-    return {
-        ceiling_key(str(r.device), str(r.dtype), int(r.threads)): float(r.value)
-        for r in gemm.itertuples(index=False)
-    }
-
-
-def compute_roofs(table: pd.DataFrame) -> dict[tuple[str, str, int], Roof]:
-    """The highest compute rate measured for each (device, dtype, threads), GEMM or 3x3
-    convolution, at any phase of the run, with its CI: contention only lowers a ceiling,
-    so the highest is the best estimate of the roof a plausible cell stays under."""
-    out: dict[tuple[str, str, int], Roof] = {}
-    if not len(table):
-        return out
-    measured = table[table["kind"].isin(("gemm", "conv3x3")) & (table["source"] == "measured")]
-    for r in measured.itertuples(index=False):
-        key = ceiling_key(str(r.device), str(r.dtype), int(r.threads))
-        ci = float(r.ci_rel) if pd.notna(r.ci_rel) else 0.0
-        if key not in out or float(r.value) > out[key].macs_per_s:
-            out[key] = Roof(float(r.value), ci, str(r.kind))
-    return out
-
-
-def ceiling_key(device: str, dtype: str, threads: int) -> tuple[str, str, int]:
-    """Ceilings are kept per (device, dtype, intra-op threads); threads only matter on CPU."""
-    return (device, dtype, int(threads) if device == "cpu" else 0)
-
-
-def _run_ceilings(
-    run_dir: Path,
-    pending: Sequence[Group],
-    stream: TextIO,
-    measured: dict[tuple[str, str, int], pd.DataFrame],
-) -> pd.DataFrame:
-    """The ceilings of each (device, dtype, threads) of ``pending``: read from the run
-    folder, else taken from ``measured`` (this session's) or measured now; what was not in
-    the folder is added to its ``ceilings.parquet``. The folder's whole table."""
-    stored = read_ceilings(run_dir)
-    have = set() if not len(stored) else {
-        ceiling_key(str(d), str(t), int(n))
-        for d, t, n in stored[["device", "dtype", "threads"]].itertuples(index=False)
-    }  # fmt: skip
-    frames = [stored] if len(stored) else []
-    for key in dict.fromkeys(ceiling_key(g.device, g.dtype, g.threads) for g in pending):
-        if key in have:
-            continue
-        if key not in measured:
-            measured[key] = measure_ceilings_once(*key, stream)
-        if len(measured[key]):
-            frames.append(measured[key])
-    if not frames:
-        return pd.DataFrame()
-    table = pd.concat(frames, ignore_index=True)
-    if len(frames) > (1 if len(stored) else 0):
-        write_table(run_dir / CEILINGS, table)
-    return table
-
-
-def _ceilings_as_dicts(
-    device: str, dtype: str, threads: int, kinds: tuple[str, ...], budget_s: float | None
-) -> list[dict[str, Any]]:
-    """What ``python -m bench.ceilings`` prints, as dicts: run in a fresh process."""
-    from bench.ceilings.measure import measure_ceilings
-    from bench.ceilings.record import KINDS
-
-    ceilings = measure_ceilings(
-        device,
-        dtype,
-        max(threads, 1),
-        precision=0.02,
-        budget_s=1.5 if budget_s is None else budget_s,
-        kinds=kinds or KINDS,
+def group_task(lane: Lane, g: Group, traffic: bool = True) -> Task:
+    """The worker's task for ``g``: the lane's options and what the lane already knows
+    (MACs; with ``traffic``, the counted traffic of earlier repeats; the instruction
+    counts). One place for every runner (``run_group``, the ping-pong's workers)."""
+    o = lane.options
+    mkey = (g.model, g.image_size, g.in_chans, o.macs_counter)
+    tkey = (g.model, g.image_size, g.in_chans, g.dtype)
+    known = ()
+    if traffic and not o.python:  # an arm's own interpreter may be an older effbench
+        known = tuple(
+            (b, *lane.traffic_cache[(*tkey, b)])
+            for b in g.batch_sizes
+            if (*tkey, b) in lane.traffic_cache
+        )
+    return Task(
+        run_id=lane.run_id,
+        group=g,
+        timing=o.timing,
+        macs_counter=o.macs_counter,
+        macs=lane.macs_cache.get(mkey),
+        tf32=o.tf32,
+        memory_cap_bytes=o.memory_cap_bytes,
+        idle_power_w=lane.idle_w.get(g.device),
+        ceiling_macs_per_s=lane.ceilings.get(ceiling_key(g.device, g.dtype, g.threads)),
+        env=dict(o.env),
+        traffic=known,
+        counts=group_counts(lane, g),
     )
-    return [c.to_dict() for c in ceilings]
-
-
-def measure_ceilings_once(
-    device: str,
-    dtype: str,
-    threads: int,
-    stream: TextIO,
-    *,
-    kinds: Sequence[str] = (),
-    budget_s: float | None = None,
-    phase: str = "start",
-) -> pd.DataFrame:
-    """Measure the ceilings of one (device, dtype, threads) in a fresh process (its own
-    thread pool, nothing else resident; on Linux forked from the fork server, elsewhere a
-    new ``python -m bench.ceilings``), as that command prints them; an
-    empty frame, with a note on ``stream``, if that fails (the rows then have no
-    ``compute_fraction``). ``kinds`` and ``budget_s`` narrow it (the closing canary);
-    ``phase`` is recorded."""
-    import json
-    import socket
-    import subprocess
-
-    from bench.ceilings import Ceiling, ceilings_frame
-
-    started = time.monotonic()
-    if sys.platform.startswith("linux"):  # forked from the fork server: no imports to pay
-        from bench.executor import call_in_fresh_process
-
-        try:
-            dicts = call_in_fresh_process(
-                _ceilings_as_dicts, (device, dtype, threads, tuple(kinds), budget_s),
-                CEILINGS_TIMEOUT_S,
-            )  # fmt: skip
-        except WorkerProtocolError as e:
-            print(f"effbench: ceilings of {device} {dtype} not measured: {e}", file=stream)
-            return pd.DataFrame()
-        found = [Ceiling.from_dict(d) for d in dicts]
-    else:
-        cmd = [sys.executable, "-m", "bench.ceilings", "--device", device, "--dtype", dtype]
-        cmd += ["--threads", str(max(threads, 1))]
-        if kinds:
-            cmd += ["--kinds", ",".join(kinds)]
-        if budget_s is not None:
-            cmd += ["--budget-s", str(budget_s)]
-        try:
-            done = subprocess.run(cmd, capture_output=True, text=True, timeout=CEILINGS_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            print(f"effbench: ceilings of {device} {dtype} not measured: over "
-                  f"{CEILINGS_TIMEOUT_S:g} s", file=stream)  # fmt: skip
-            return pd.DataFrame()
-        if done.returncode != 0:
-            why = (done.stderr.strip().splitlines() or ["no message"])[-1]
-            print(f"effbench: ceilings of {device} {dtype} not measured: {why}", file=stream)
-            return pd.DataFrame()
-        lines = [line for line in done.stdout.splitlines() if line.strip()]
-        found = [Ceiling.from_dict(json.loads(line)) for line in lines]
-    stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    if phase != "start":  # the datasheet does not drift
-        found = [c for c in found if c.source == "measured"]
-    frame = ceilings_frame(found, socket.gethostname(), stamp, phase)
-    gemm = frame[frame["kind"] == "gemm"]["value"]
-    triad = frame[frame["kind"] == "triad"]["value"]
-    print(
-        f"effbench: {'closing ' if phase != 'start' else ''}ceilings of {device} {dtype} "
-        f"threads={threads} in "
-        f"{time.monotonic() - started:.1f} s: GEMM "
-        f"{gemm.iloc[0] / 1e9 if len(gemm) else float('nan'):.1f} GMAC/s, triad "
-        f"{triad.iloc[0] / 1e9 if len(triad) else float('nan'):.1f} GB/s",
-        file=stream,
-    )
-    return frame
 
 
 def run_group(
@@ -614,27 +322,7 @@ def run_group(
                     peak = row.activation_peak_bytes
                     lane.traffic_cache[(*tkey, row.batch_size)] = (bytes_accessed, peak)
 
-    task = Task(
-        run_id=lane.run_id,
-        group=g,
-        timing=options.timing,
-        macs_counter=options.macs_counter,
-        macs=lane.macs_cache.get(mkey),
-        tf32=options.tf32,
-        memory_cap_bytes=options.memory_cap_bytes,
-        idle_power_w=lane.idle_w.get(g.device),
-        ceiling_macs_per_s=lane.ceilings.get(ceiling_key(g.device, g.dtype, g.threads)),
-        env=dict(options.env),
-        # an arm with its own interpreter may be an older effbench, which counts for itself
-        traffic=()
-        if options.python
-        else tuple(
-            (b, *lane.traffic_cache[(*tkey, b)])
-            for b in g.batch_sizes
-            if (*tkey, b) in lane.traffic_cache
-        ),
-        counts=group_counts(lane, g),
-    )
+    task = group_task(lane, g)
     outcome = executor.run(task, on_message, options.cell_timeout_s)
     missing = [b for b in g.batch_sizes if b not in seen]
     status = outcome.status if outcome.status != "ok" else "crashed"
@@ -743,10 +431,6 @@ def _say(stream: TextIO, text: str) -> None:
         print(text, file=stream, flush=True)
 
 
-CANARY_KINDS = ("gemm", "triad")
-CANARY_BUDGET_S = 0.5  # seconds of sampling per kind: a canary, not a new measurement
-
-
 def closing_ceilings(
     lanes: Sequence[Lane], measured: dict[tuple[str, str, int], pd.DataFrame] | None = None
 ) -> None:
@@ -790,28 +474,6 @@ def closing_ceilings(
             if (again.quality, again.quality_reason) != (row.quality, row.quality_reason):
                 store_row(lane.run_dir, stem, again, extra_columns())
                 lane.rows[stem] = again
-
-
-def ceiling_drift(table: pd.DataFrame) -> list[str]:
-    """One line per setup with start and end ceilings: each kind's change from the start
-    to the end of the run, with the two measurements' CIs."""
-    if "phase" not in table.columns:
-        return []
-    measured = table[table["source"] == "measured"]
-    out = []
-    for (device, dtype, threads), df in measured.groupby(["device", "dtype", "threads"]):
-        parts = []
-        for kind in CANARY_KINDS:
-            start = df[(df["kind"] == kind) & (df["phase"] == "start")]
-            end = df[(df["kind"] == kind) & (df["phase"] == "end")]
-            if not len(start) or not len(end):
-                continue
-            a, b = float(start["value"].iloc[-1]), float(end["value"].iloc[-1])
-            unit = "GMAC/s" if kind == "gemm" else "GB/s"
-            parts.append(f"{kind} {a / 1e9:.1f} -> {b / 1e9:.1f} {unit} ({b / a - 1:+.1%})")
-        if parts:
-            out.append(f"{device} {dtype} threads={threads}: {', '.join(parts)}")
-    return out
 
 
 def cell_qualities(rows: Sequence[Row]) -> dict[str, int]:
@@ -862,7 +524,7 @@ def close_lane(lane: Lane, argv: Sequence[str], interrupted: str | None = None) 
     if lane.drift:
         extra["ceiling_drift"] = lane.drift
     try:
-        _record_session(
+        record_session(
             lane.run_dir, argv, wall, lane.written, lane.timed_s, interrupted, extra=extra
         )
     finally:
@@ -911,40 +573,6 @@ def run_interleaved(
     return [close_lane(lane, argv) for lane in lanes]
 
 
-def record_preflight(run_dir: Path, check: Mapping[str, Any]) -> None:
-    """Add the pre-flight check of this session (bench.preflight) to the manifest's
-    ``preflight`` list, before the first cell."""
-    manifest = read_manifest(run_dir)
-    manifest.setdefault("preflight", []).append(
-        {"at": dt.datetime.now(dt.timezone.utc).isoformat(), **check}
-    )
-    write_manifest(run_dir, manifest)
-
-
-def measure_idle_power(devices: Sequence[str], stream: TextIO) -> dict[str, float | None]:
-    """Idle power (W) of each device, measured once at the start of a run; prints one
-    note per device without a power source (its rows say why in ``power_source``)."""
-    from bench.probes.power import IDLE_WINDOW_S, open_monitor
-
-    idle: dict[str, float | None] = {}
-    for dev in devices:
-        monitor = open_monitor(dev)
-        try:
-            if monitor.note:
-                print(f"effbench: power not measured on {dev}: {monitor.note}", file=stream)
-                idle[dev] = None
-                continue
-            idle[dev] = monitor.idle_power_w(IDLE_WINDOW_S)
-        finally:
-            monitor.close()
-        got = f"{idle[dev]:.1f} W" if idle[dev] is not None else "not resolved"
-        print(
-            f"effbench: idle power of {dev} over {IDLE_WINDOW_S:g} s: {got} ({monitor.source})",
-            file=stream,
-        )
-    return idle
-
-
 def _macs_cache(df: pd.DataFrame) -> dict[tuple[Any, ...], int]:
     """MACs already counted in this run, by (model, image size, channels, counter)."""
     df = df[df["macs"].notna()]
@@ -952,27 +580,3 @@ def _macs_cache(df: pd.DataFrame) -> dict[tuple[Any, ...], int]:
         (r.model, int(r.image_size), int(r.in_chans), r.macs_counter): int(r.macs)
         for r in df.itertuples()
     }
-
-
-def _record_session(
-    run_dir: Path,
-    argv: Sequence[str],
-    wall_s: float,
-    written: int,
-    timed_s: float,
-    interrupted: str | None = None,
-    extra: Mapping[str, Any] | None = None,
-) -> None:
-    manifest = read_manifest(run_dir)
-    session: dict[str, Any] = {
-        "argv": list(argv),
-        "finished": dt.datetime.now(dt.timezone.utc).isoformat(),
-        "wall_s": round(wall_s, 3),
-        "rows_written": written,
-        "timed_s": round(timed_s, 3),
-        **(extra or {}),
-    }
-    if interrupted:
-        session["interrupted_by"] = interrupted
-    manifest.setdefault("sessions", []).append(session)
-    write_manifest(run_dir, manifest)

@@ -41,6 +41,7 @@ from bench.worker import (
     _add_counts,
     _check_output,
     _die_with_parent,
+    _measure_memory,
     _prepare,
     _protocol_stream,
     _release_fork_server,
@@ -48,6 +49,7 @@ from bench.worker import (
     _Setup,
     _short,
     base_row,
+    cell_forward,
     failed_cells,
     is_oom,
     now_iso,
@@ -150,32 +152,16 @@ def _prepare_cell(task: Task, setup: _Setup, b: int, gen: Any) -> _Cell:
     size ``b``: everything ``bench.worker`` does before its timed loop."""
     import torch
 
-    from bench.configure import compile_for_cell, forward_of, make_input
-
     g, t, cfg = task.group, task.timing, setup.config
     started, t0 = now_iso(), time.perf_counter()
     x_f32 = torch.randn(b, g.in_chans, g.image_size, g.image_size, generator=gen)
-    x = make_input(x_f32, cfg, g.device, setup.dtype)
-    columns: dict[str, Any] = {}
+    setup.memory.begin_cell()
     with torch.inference_mode():
-        forward = forward_of(setup.model, cfg, g.device, setup.dtype, x)
-        if cfg.compiled:
-            done = compile_for_cell(
-                setup.model,
-                cfg,
-                lambda m: forward_of(m, cfg, g.device, setup.dtype, x),
-                setup.sync,
-            )
-            forward = done.forward
-            columns.update(compile_s=done.compile_s, graph_breaks=done.graph_breaks)
-        else:
+        x, forward, columns = cell_forward(task, setup, x_f32)
+        if not cfg.compiled:
             forward()
-        try:
-            columns.update(setup.memory.measure(forward, setup.sync))
-        except Exception as e:
-            if is_oom(e):
-                raise
-            columns["memory_method"] = f"failed: {_short(e)}"
+        # before the bursts, so the arms' turns are not held up by it
+        columns.update(_measure_memory(setup, forward, x, "before the bursts"))
         begun, done_iters = time.perf_counter(), 0
         while done_iters < t.warmup_iters or time.perf_counter() - begun < t.warmup_time_s:
             forward()

@@ -316,6 +316,28 @@ def _prepare(task: Task, spec: Any, torch: Any, dtype: Any) -> _Setup:
     return _Setup(model, fields, probes, memory, spec.builder, sync, config, dtype, reference)
 
 
+def cell_forward(task: Task, setup: _Setup, x_f32: Any) -> tuple[Any, Any, dict[str, Any]]:
+    """A cell's input (``x_f32`` placed for the configuration), its forward, compiled where
+    the configuration says so, and the compile columns: what every worker (this one and
+    ``bench.serve``'s) does before warming up. Call under ``torch.inference_mode``."""
+    from bench.configure import compile_for_cell, forward_of, make_input
+
+    g, cfg = task.group, setup.config
+    x = make_input(x_f32, cfg, g.device, setup.dtype)
+    columns: dict[str, Any] = {}
+    forward = forward_of(setup.model, cfg, g.device, setup.dtype, x)
+    if cfg.compiled:
+        done = compile_for_cell(
+            setup.model,
+            cfg,
+            lambda m: forward_of(m, cfg, g.device, setup.dtype, x),
+            setup.sync,
+        )
+        forward = done.forward
+        columns.update(compile_s=done.compile_s, graph_breaks=done.graph_breaks)
+    return x, forward, columns
+
+
 def _measure_cell(task: Task, setup: _Setup, x_f32: Any) -> dict[str, Any]:
     """Compile if the configuration says so, warm up and time one batch with every probe's
     window open over the timed loop; after the window, measure memory (a forward of its own)
@@ -323,25 +345,14 @@ def _measure_cell(task: Task, setup: _Setup, x_f32: Any) -> dict[str, Any]:
     column and leaves the rest of the row."""
     import torch
 
-    from bench.configure import compile_events, compile_for_cell, forward_of, make_input
+    from bench.configure import compile_events
     from bench.probes.base import Window
     from bench.probes.timing import LatencyWindow, measure_latency
 
     g, t, cfg = task.group, task.timing, setup.config
-    x = make_input(x_f32, cfg, g.device, setup.dtype)
-    columns: dict[str, Any] = {}
     setup.memory.begin_cell()
     with torch.inference_mode():
-        forward = forward_of(setup.model, cfg, g.device, setup.dtype, x)
-        if cfg.compiled:
-            done = compile_for_cell(
-                setup.model,
-                cfg,
-                lambda m: forward_of(m, cfg, g.device, setup.dtype, x),
-                setup.sync,
-            )
-            forward = done.forward
-            columns.update(compile_s=done.compile_s, graph_breaks=done.graph_breaks)
+        x, forward, columns = cell_forward(task, setup, x_f32)
         events = compile_events() if cfg.compiled else 0
         min_time = max([t.min_time_s, *(p.min_window_s for p in setup.probes)])
 
@@ -376,13 +387,15 @@ def _measure_cell(task: Task, setup: _Setup, x_f32: Any) -> dict[str, Any]:
     return columns
 
 
-def _measure_memory(setup: _Setup, forward: Any, x: Any) -> dict[str, Any]:
+def _measure_memory(
+    setup: _Setup, forward: Any, x: Any, when: str = "after the timed window"
+) -> dict[str, Any]:
     """Both memory figures of the cell (``bench.probes.memory``), after its timed window:
     the pass's own forward comes after every timed forward of the cell, and it leaves the
     allocator as it found it, so the group's later cells are timed as if it had not run."""
     held = (setup.fields.get("weights_bytes") or 0) + x.numel() * x.element_size()
     try:
-        return setup.memory.measure(forward, setup.sync, held)
+        return setup.memory.measure(forward, setup.sync, held, when)
     except Exception as e:
         if is_oom(e):
             raise

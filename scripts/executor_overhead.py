@@ -22,7 +22,8 @@ from bench import devices, load_results
 from bench.executor import ForkServerExecutor
 from bench.plan import ModelShape, Options, Timing, expand_plan, resolve
 from bench.ray_executor import RayExecutor
-from bench.runner import interleave, open_lane, run_group, start_run
+from bench.run_folder import start_run
+from bench.runner import interleave, open_lane, run_group
 from models import get_spec
 
 

@@ -1,5 +1,5 @@
 """What NVML's process list says about this process and its relatives, step by step: the
-evidence behind ``gpu_other_processes`` (bench/probes/nvml.py, ``GpuProcesses``).
+evidence behind ``gpu_other_processes`` (bench/probes/gpu_processes.py).
 
     python scripts/nvml_processes.py [--device cuda:0]
 
@@ -34,7 +34,7 @@ def main() -> int:
     import pynvml
     import torch
 
-    from bench.probes.nvml import GpuProcesses, in_process_tree
+    from bench.probes.gpu_processes import GpuProcesses, in_process_tree
 
     pynvml.nvmlInit()
     index = int(args.device.split(":")[1]) if ":" in args.device else 0

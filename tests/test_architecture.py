@@ -114,11 +114,32 @@ HIGH = ("bench.cli", "bench.runner", "bench.executor", "bench.worker")
 FORBIDDEN = [
     (("bench.probes",), ("bench.cli", "bench.runner", "bench.executor", "bench.worker")),
     (("bench.report", "bench.compare"), ("bench.probes", *HIGH)),
-    (("bench.store", "bench.schema", "bench.keys", "bench.plan", "bench.stats"), HIGH),
-    (("bench.plan", "bench.keys", "bench.schema"), ("bench.probes", "models")),
+    (
+        (
+            "bench.store",
+            "bench.store_checks",
+            "bench.schema",
+            "bench.keys",
+            "bench.plan",
+            "bench.variants",
+        ),
+        HIGH,
+    ),
+    (("bench.stats",), HIGH),
+    (("bench.plan", "bench.variants", "bench.keys", "bench.schema"), ("bench.probes", "models")),
     (("models",), HIGH),
     # measurements of the device and of layers are library code the CLI and runner call
-    (("bench.ceilings", "bench.profile", "bench.layers", "bench.instructions"), HIGH),
+    (
+        (
+            "bench.ceilings",
+            "bench.profile",
+            "bench.profile_layers",
+            "bench.profile_format",
+            "bench.layers",
+            "bench.instructions",
+        ),
+        HIGH,
+    ),
     (
         ("bench.report", "bench.compare"),
         ("bench.ceilings", "bench.profile", "bench.layers", "bench.instructions"),
@@ -134,6 +155,13 @@ FORBIDDEN = [
     ),
     (("bench.preflight",), ("bench.probes", "models", *HIGH)),
     (("bench.report", "bench.compare"), ("bench.serve", "bench.pingpong")),
+    # the run session and the other subcommands sit below the CLI, which alone exits
+    (("bench.session", "bench.commands"), ("bench.cli",)),
+    # the runner's rooms: a run folder's set-up and the run's ceilings sit below it
+    (
+        ("bench.run_folder", "bench.run_ceilings"),
+        ("bench.cli", "bench.runner", "bench.pingpong", "bench.parallel"),
+    ),
 ]
 
 
@@ -167,7 +195,8 @@ def test_the_pure_modules_import_neither_pandas_nor_torch() -> None:
     import sys
 
     code = (
-        "import sys; import bench.keys, bench.plan, bench.stats, bench.quality, bench.host; "
+        "import sys; import bench.keys, bench.plan, bench.variants, bench.stats, bench.quality, "
+        "bench.host; "
         "print(sorted(m for m in ('pandas', 'pyarrow', 'torch') if m in sys.modules))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)

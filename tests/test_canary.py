@@ -113,7 +113,8 @@ def test_a_session_on_a_slower_host_says_so_and_its_median_joins_the_record(
     cells' canaries ran at 50-60 says so when it closes, in the manifest too, and its
     median joins the record; the rows' verdicts are not touched."""
     from bench.plan import Group, Options
-    from bench.runner import close_lane, open_lane, run_group, start_run
+    from bench.run_folder import start_run
+    from bench.runner import close_lane, open_lane, run_group
 
     monkeypatch.setenv("EFFBENCH_CACHE_DIR", str(tmp_path / "cache"))
     usual = CanaryRecord.load()

@@ -479,7 +479,7 @@ def _direct_mm_rate(n: int, threads: int) -> float:
 
 
 def test_peak_warns_for_each_measured_ceiling_that_missed_its_precision() -> None:
-    from bench.cli import imprecise_ceilings
+    from bench.commands import imprecise_ceilings
 
     found = [
         _ceiling(kind="gemm", ci_rel=0.172),  # the busy host of issue 20: ±17.2% for ±2%

@@ -113,7 +113,7 @@ def test_a_probe_that_cannot_read_proc_says_why_in_its_note() -> None:
 def test_the_gpu_processes_other_than_this_one_are_counted(monkeypatch: pytest.MonkeyPatch) -> None:
     from fakes import fake_pynvml
 
-    from bench.probes.nvml import open_gpu_processes
+    from bench.probes.gpu_processes import open_gpu_processes
 
     fake_pynvml.configure(processes=(os.getpid(), 4242, 4343))
     counter = open_gpu_processes("cuda:0", module="fakes.fake_pynvml", uuid_of=lambda i: None)
@@ -144,7 +144,12 @@ def test_the_runs_own_processes_on_the_gpu_are_not_counted_as_others(
     a process the runner did not start is another's, however its name reads."""
     from fakes import fake_pynvml
 
-    from bench.probes.nvml import RUNNER_PID_ENV, ancestors_to, in_process_tree, open_gpu_processes
+    from bench.probes.gpu_processes import (
+        RUNNER_PID_ENV,
+        ancestors_to,
+        in_process_tree,
+        open_gpu_processes,
+    )
 
     proc = tmp_path / "proc"
     _stat(proc, 100, 1, "bash")  # a shell
@@ -192,7 +197,7 @@ def test_every_worker_is_told_which_process_is_its_runner() -> None:
     """The walk above needs the runner's PID: a new worker process gets it in its
     environment; a fork server's workers inherit it from the server's."""
     from bench.executor import LocalExecutor
-    from bench.probes.nvml import RUNNER_PID_ENV
+    from bench.probes.gpu_processes import RUNNER_PID_ENV
     from bench.worker import Group, Task, Timing
 
     task = Task("r", Group("m", "cpu", "float32", 8, 3, 1, 0, (1,)), Timing())

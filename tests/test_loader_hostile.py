@@ -17,7 +17,6 @@ from bench.report import FIGURE_DIR, build_report
 from bench.report.data import load_report_data
 from bench.schema import Row
 from bench.store import (
-    NOT_RECORDED,
     discover,
     load_discovered,
     load_results,
@@ -25,6 +24,7 @@ from bench.store import (
     write_manifest,
     write_row,
 )
+from bench.store_checks import NOT_RECORDED
 
 
 def _run(folder: Path, rows: list[Row], manifest: dict | None = None) -> Path:

@@ -122,16 +122,16 @@ def test_require_quiet_lets_a_quiet_host_run_and_stops_a_busy_one(
 ) -> None:
     import argparse
 
-    from bench import cli, preflight
+    from bench import preflight, session
 
     def host(busy: bool) -> preflight.HostCheck:
         return preflight.HostCheck(0.5, 2, 1.6 if busy else 0.01, (), (0.1, 0.1, 0.1), (), busy)
 
     args = argparse.Namespace(require_quiet=True)
     monkeypatch.setattr(preflight, "check_host", lambda **kw: host(False))
-    record = cli._preflight(args, threads=2)
+    record = session._preflight(args, threads=2)
     assert record["busy"] is False and record["required_quiet"] is True
     assert capsys.readouterr().err == ""  # nothing to warn about
     monkeypatch.setattr(preflight, "check_host", lambda **kw: host(True))
     with pytest.raises(preflight.HostBusy, match="--require-quiet refuses a busy host"):
-        cli._preflight(args, threads=2)
+        session._preflight(args, threads=2)

@@ -23,12 +23,14 @@ from conftest import FAST, ROOT, effbench
 from procs import alive
 
 from bench import load_results
-from bench.cli import _stop_on_signals, main
+from bench.cli import main
 from bench.errors import Interrupted, InvalidOption
 from bench.executor import Cancellable, ForkServerExecutor, LocalExecutor, WorkerExit
 from bench.parallel import assign_cpus, run_parallel, split_cores
 from bench.plan import Group, Options, Timing
-from bench.runner import open_lane, start_run
+from bench.run_folder import start_run
+from bench.runner import open_lane
+from bench.session import stop_on_signals
 from bench.store import RunLock
 from bench.worker import Task
 
@@ -177,7 +179,7 @@ def test_a_signal_stops_every_lane_kills_every_worker_and_keeps_the_rows(tmp_pat
         os.kill(os.getpid(), signal.SIGINT)
 
     threading.Thread(target=interrupt_when_hung, daemon=True).start()
-    with _stop_on_signals(), pytest.raises(Interrupted):
+    with stop_on_signals(), pytest.raises(Interrupted):
         try:
             run_parallel(
                 [lane], lambda: FakeGpuExecutor(log), lambda _: None, lambda _: "fake", ["t"]
@@ -244,7 +246,7 @@ def test_parallel_with_resume_is_refused(
 
 def test_a_resume_pinned_to_cores_it_may_not_use_is_refused(tmp_path: Path) -> None:
     from bench.errors import DeviceUnavailable
-    from bench.runner import check_pinned_cores
+    from bench.run_folder import check_pinned_cores
 
     check_pinned_cores([_group("m", "cuda:0")])
     pinned = [Group(**{**_group("m", "cuda:0").to_dict(), "cpus": (max(CORES) + 1,)})]

@@ -44,6 +44,9 @@ def test_both_arms_alternate_bursts_and_share_one_session_per_cell(tmp_path: Pat
         assert min(row.burst_sizes) > 1
         assert row.contention_source.endswith("pooled over 4 bursts")
         assert row.power_source.startswith("not measured in ping-pong mode")
+        # the memory pass runs before the bursts (it failed on every ping-pong row before)
+        assert row.memory_method.startswith("cpu_allocator_peak; one forward before the bursts")
+        assert row.peak_memory_bytes >= row.weights_bytes
     # the manifest records the mode, so a resume ping-pongs again
     r = effbench(["run", "--resume", str(tmp_path / "pp-a"), str(tmp_path / "pp-b")])
     assert r.returncode == 0 and "0 rows" in r.stderr

@@ -16,9 +16,8 @@ from bench.plan import (
     Timing,
     all_cells,
     expand_plan,
-    parse_size_bytes,
-    parse_variants,
 )
+from bench.variants import parse_size_bytes, parse_variants
 
 CATALOG = {"a": ModelShape(224), "b": ModelShape(32, in_chans=1)}
 CPU_ONLY = Inventory({"cpu": frozenset({"float32", "bfloat16"})}, default_threads=2)

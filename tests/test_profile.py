@@ -24,12 +24,11 @@ from bench.profile import (
     PROFILE_COLUMNS,
     LayerTime,
     Profile,
-    format_profile,
-    layer_group,
-    profile_frame,
     profile_model,
     profile_module,
 )
+from bench.profile_format import format_profile, profile_frame
+from bench.profile_layers import layer_group
 
 QUICK = dict(rounds=2, min_time_s=0.02, warmup_s=0.0, threads=1)
 

@@ -148,9 +148,9 @@ def test_a_second_signal_exits_at_once(tmp_path: Path) -> None:
     code = textwrap.dedent(
         """
         import os, signal, sys, time
-        from bench.cli import _stop_on_signals
+        from bench.session import stop_on_signals
         from bench.errors import Interrupted
-        with _stop_on_signals():
+        with stop_on_signals():
             try:
                 os.kill(os.getpid(), signal.SIGINT)
                 time.sleep(5)

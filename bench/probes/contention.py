@@ -17,7 +17,7 @@ Read at the window's begin and end (``bench.host``, Linux ``/proc``):
 - ``involuntary_switches``: the worker's involuntary context switches (``getrusage``).
 - ``host_runnable_begin``/``_end``: ``procs_running`` at both edges (the reader included).
 - ``gpu_other_processes``: on CUDA, the most other processes NVML listed on the device at
-  either edge (``bench.probes.nvml.GpuProcesses``; NOT RUN ON REAL NVIDIA HARDWARE).
+  either edge (``bench.probes.gpu_processes.GpuProcesses``; NOT RUN ON REAL NVIDIA HARDWARE).
 
 ``bench.quality`` turns this evidence into the row's verdict. The reader is a seam: tests
 pass a fake with :class:`bench.host.ProcReader`'s methods.
@@ -85,7 +85,7 @@ class ContentionWindow:
     def open(cls, ctx: ProbeContext) -> ContentionWindow:
         gpu = None
         if ctx.device.startswith("cuda"):
-            from bench.probes.nvml import open_gpu_processes
+            from bench.probes.gpu_processes import open_gpu_processes
 
             gpu = open_gpu_processes(ctx.device)
         threads = ctx.threads if ctx.device == "cpu" else 1

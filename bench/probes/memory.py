@@ -291,8 +291,11 @@ class MemoryPass:
 
     @property
     def method(self) -> str:
+        return self.method_when("after the timed window")
+
+    def method_when(self, when: str) -> str:
         rss = "; rss: vmhwm over the cell" if self._rss is not None else ""
-        return f"{self._allocator.method}; one forward after the timed window{rss}"
+        return f"{self._allocator.method}; one forward {when}{rss}"
 
     def begin_cell(self) -> None:
         """Before the cell's first forward: the resident-set mark starts from here."""
@@ -300,7 +303,11 @@ class MemoryPass:
             self._rss.reset_peak()
 
     def measure(
-        self, forward: Callable[[], Any], sync: Callable[[], None], held_bytes: int
+        self,
+        forward: Callable[[], Any],
+        sync: Callable[[], None],
+        held_bytes: int,
+        when: str = "after the timed window",
     ) -> dict[str, Any]:
         """``peak_rss_bytes`` (read first: the cell's own forwards, not this pass's),
         ``peak_memory_bytes`` of one call of ``forward`` with ``held_bytes`` (weights and
@@ -310,5 +317,5 @@ class MemoryPass:
         return {
             "peak_memory_bytes": peak if peak >= 0 else None,
             "peak_rss_bytes": rss,
-            "memory_method": self.method + getattr(self._allocator, "note", ""),
+            "memory_method": self.method_when(when) + getattr(self._allocator, "note", ""),
         }

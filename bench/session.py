@@ -1,0 +1,555 @@
+"""The run session of `effbench run`: options and defaults resolved from the command
+line, the pre-flight check, the lanes (run folders) new or resumed, the arms of
+`--variant`, the Ray cluster, and the measurement through ``bench.runner``,
+``bench.parallel`` or ``bench.pingpong`` with signals turned into ``Interrupted``. The CLI
+(``bench.cli``) parses and exits; this module never calls ``sys.exit``."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import math
+import os
+import signal
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from bench.errors import Interrupted, InvalidOption
+from bench.plan import (
+    BURST_S,
+    BURSTS,
+    REMEASURE,
+    Options,
+    Timing,
+)
+from bench.variants import parse_size_bytes
+
+NO_CEILINGS_ENV = "EFFBENCH_NO_CEILINGS"  # set: `effbench run` skips ceilings unless asked
+# Defaults a harness (CI, the test suite) may set: re-measurements of contended cells when
+# --remeasure is not given, and the seconds of the pre-flight check (bench.preflight).
+REMEASURE_ENV = "EFFBENCH_REMEASURE"
+PREFLIGHT_ENV = "EFFBENCH_PREFLIGHT_S"
+
+# The default sweeps of `effbench run` with no model selection (and of `nox -s bench`).
+GPU_DEFAULT = {"suite": "canziani", "batch_sizes": (1, 2, 4, 8, 16, 32, 64), "devices": ("cuda",)}
+CPU_DEFAULT = {"suite": "cpu-default", "batch_sizes": (1, 2, 4, 8, 16), "devices": ("cpu",)}
+# Timing of the default CPU sweep: 60 cells in under 10 minutes on 2 cores.
+CPU_DEFAULT_TIMING = Timing(warmup_iters=1, warmup_time_s=0.1, min_time_s=2.0, max_time_s=4.0)
+
+
+def _timing(args: argparse.Namespace, base: Timing) -> Timing:
+    overrides = {
+        "warmup_iters": args.warmup_iters,
+        "warmup_time_s": args.warmup_time,
+        "min_time_s": args.min_time,
+        "max_time_s": args.max_time,
+        "min_iters": args.min_iters,
+        "target_ci": args.target_ci,
+    }
+    values = {k: getattr(base, k) for k in Timing.__slots__}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return Timing(**values)
+
+
+# Options that make the plan: recorded in the manifest, so refused with --resume.
+PLAN_FLAGS = {
+    "suite": "--suite",
+    "models": "--models",
+    "batch_sizes": "--batch-sizes",
+    "devices": "--devices",
+    "dtypes": "--dtypes",
+    "configs": "--configs",
+    "image_size": "--image-size",
+    "threads": "--threads",
+    "repeats": "--repeats",
+    "remeasure": "--remeasure",
+    "out": "--out",
+    "run_id": "--run-id",
+    "variant": "--variant",
+    "macs_counter": "--macs-counter",
+    "warmup_iters": "--warmup-iters",
+    "warmup_time": "--warmup-time",
+    "min_time": "--min-time",
+    "max_time": "--max-time",
+    "min_iters": "--min-iters",
+    "target_ci": "--target-ci",
+    "cell_timeout": "--cell-timeout",
+    "memory_cap": "--memory-cap",
+    "tf32": "--tf32",
+    "parallel": "--parallel",
+    "ceilings": "--ceilings/--no-ceilings",
+    "count_instructions": "--count-instructions",
+    "pingpong": "--pingpong",
+    "bursts": "--bursts",
+    "burst_time": "--burst-time",
+}
+
+
+class _Catalog(Mapping[str, Any]):
+    """Model name -> :class:`bench.plan.ModelShape`, looked up in the registry on demand (so
+    that names outside ``list_models()``, such as ``timm:NAME``, resolve too)."""
+
+    def __init__(self) -> None:
+        self._shapes: dict[str, Any] = {}
+
+    def __getitem__(self, name: str) -> Any:
+        from bench.errors import UnknownModel
+        from bench.plan import ModelShape
+        from models import get_spec
+
+        if name not in self._shapes:
+            try:
+                spec = get_spec(name)
+            except UnknownModel:
+                raise KeyError(name) from None
+            self._shapes[name] = ModelShape(spec.image_size, spec.in_chans)
+        return self._shapes[name]
+
+    def __contains__(self, name: object) -> bool:
+        try:
+            self[name]  # type: ignore[index]
+        except KeyError:
+            return False
+        return True
+
+    def __iter__(self) -> Any:
+        return iter(self._shapes)
+
+    def __len__(self) -> int:
+        return len(self._shapes)
+
+
+def _new_options(args: argparse.Namespace, has_gpu: bool) -> Options:
+    """The options of a new run from the command line and the defaults for this machine."""
+    from models import resolve_model_names, suite_models
+
+    default = GPU_DEFAULT if has_gpu else CPU_DEFAULT
+    if args.models:
+        # patterns (timm:PATTERN*) expand here; unknown names fail with suggestions
+        names = resolve_model_names(args.models)
+    else:
+        names = suite_models(args.suite or default["suite"])
+    base_timing = Timing() if (has_gpu or args.models or args.suite) else CPU_DEFAULT_TIMING
+    return Options(
+        models=tuple(names),
+        batch_sizes=args.batch_sizes or default["batch_sizes"],
+        devices=args.devices or default["devices"],
+        dtypes=args.dtypes or ("float32",),
+        configs=args.configs or ("eager",),
+        image_size=args.image_size,
+        threads=args.threads,
+        repeats=1 if args.repeats is None else args.repeats,
+        remeasure=(
+            _env_number(REMEASURE_ENV, REMEASURE, int) if args.remeasure is None else args.remeasure
+        ),
+        macs_counter=args.macs_counter or "torch",
+        timing=_timing(args, base_timing),
+        cell_timeout_s=600.0 if args.cell_timeout is None else args.cell_timeout,
+        memory_cap_bytes=parse_size_bytes(args.memory_cap) if args.memory_cap else None,
+        tf32=bool(args.tf32),
+        ceilings=_ceilings_wanted(args),
+        count_instructions=bool(args.count_instructions),
+        pingpong=bool(args.pingpong),
+        bursts=BURSTS if args.bursts is None else args.bursts,
+        burst_s=BURST_S if args.burst_time is None else args.burst_time,
+    )
+
+
+def _ceilings_wanted(args: argparse.Namespace) -> bool:
+    """``--ceilings``/``--no-ceilings``; by default on, unless ``$EFFBENCH_NO_CEILINGS`` is
+    set (test suites) or the groups run on a Ray cluster (its nodes are not this machine)."""
+    if args.ceilings is not None:
+        return bool(args.ceilings)
+    if getattr(args, "executor", None) == "ray":
+        print(
+            "effbench: ceilings not measured (their nodes are not this machine; run "
+            "`effbench peak` there); rows get no compute_fraction",
+            file=sys.stderr,
+        )
+        return False
+    return not os.environ.get(NO_CEILINGS_ENV)
+
+
+def run_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from bench import devices
+    from bench.run_folder import record_preflight
+    from bench.runner import count_work, open_lane
+
+    if args.ray_address is not None and args.executor != "ray":
+        raise InvalidOption("--ray-address needs --executor ray")
+    if args.ceilings and args.executor == "ray":
+        raise InvalidOption(
+            "--ceilings measures this machine, not the Ray cluster's nodes; drop it, and run "
+            "`effbench peak` on each node"
+        )
+    if args.count_instructions:
+        if args.executor == "ray":
+            raise InvalidOption(
+                "--count-instructions counts on this machine, not the Ray cluster's nodes; "
+                "drop one of them"
+            )
+        from bench.instructions import check_tools
+
+        check_tools()  # before anything is written
+    _check_pingpong(args)
+    cluster = _ray_cluster(args) if args.executor == "ray" else None
+    inventory = cluster.inventory if cluster else devices.discover()
+    host: dict[str, Any] = {}
+
+    def preflight(threads: int) -> None:  # after the plan is checked, before anything is written
+        host.update(_preflight(args, threads))
+
+    lanes = (
+        _resumed_lanes(args, inventory, preflight)
+        if args.resume is not None
+        else _new_lanes(args, argv, inventory, cluster, preflight)
+    )
+    for run_dir, *_ in lanes:
+        print(f"effbench: writing to {run_dir}", file=sys.stderr)
+        record_preflight(run_dir, host)
+    try:
+        idle_w: dict[str, float | None] = {}  # measured once per device, shared by the lanes
+        measured: dict[Any, Any] = {}  # ceilings too: once per (device, dtype, threads)
+        opened = [open_lane(*lane, idle_w=idle_w, measured=measured) for lane in lanes]
+        count_work(opened)  # --count-instructions: before any cell is timed
+        summaries = _measure(args, argv, lanes, opened, cluster)
+    except Interrupted as e:
+        folders = " ".join(str(lane[0]) for lane in lanes)
+        print(
+            f"\neffbench: stopped by {signal.Signals(e.signum).name}; every row written so far "
+            f"is kept; finish the run with `effbench run --resume {folders}`",
+            file=sys.stderr,
+        )
+        return 128 + e.signum
+    for summary in summaries:
+        counts = (
+            ", ".join(f"{n} {s}" for s, n in sorted(summary.statuses.items())) or "nothing to do"
+        )
+        print(
+            f"effbench: {summary.written} rows ({counts}) in {summary.wall_s:.1f} s "
+            f"-> {summary.run_dir}\n"
+            f"effbench: {summary.timed_s:.1f} s in timed iterations; "
+            f"{summary.outside_timed_share:.0%} of the sweep's time was spent outside them "
+            "(start-up, model build, MAC counting, warm-up, writing)",
+            file=sys.stderr,
+        )
+        if summary.qualities:
+            print(f"effbench: {_quality_line(summary)}", file=sys.stderr)
+    return 0
+
+
+def _check_pingpong(args: argparse.Namespace) -> None:
+    """``--pingpong`` needs arms and one box; ``--bursts``/``--burst-time`` need it."""
+    if not args.pingpong:
+        if args.bursts is not None or args.burst_time is not None:
+            raise InvalidOption("--bursts and --burst-time go with --pingpong")
+        return
+    if len(args.variant or ()) < 2:
+        raise InvalidOption(
+            "--pingpong alternates bursts between the arms of an A/B run; give two or more "
+            "--variant arms (e.g. --variant base:python=PATH --variant pr:python=PATH)"
+        )
+    if args.executor == "ray" or args.parallel:
+        raise InvalidOption("--pingpong runs the arms on this machine, one group at a time; "
+                            "drop --executor ray and --parallel")  # fmt: skip
+
+
+def _quality_line(summary: Any) -> str:
+    """The verdicts of a session's cells (their best attempts) and what to do about them."""
+    from bench.quality import summary as quality_summary
+
+    q = summary.qualities
+    cells = sum(q.values())
+    again = f", after {summary.remeasured} re-measurement(s)" if summary.remeasured else ""
+    text = f"{cells} cells: {quality_summary(q)}{again}"
+    todo = []
+    if q.get("contended"):
+        todo.append(
+            "contended cells ran while other processes took their CPUs (or GPU) and read "
+            "slow; measure them again on a quiet host with `effbench run --resume "
+            f"{summary.run_dir}`, or leave cores free with a lower --threads (docs/noise.md)"
+        )
+    if q.get("implausible"):
+        todo.append(
+            "implausible cells beat the measured compute ceiling (measured at a busier "
+            "moment?); see their quality_reason"
+        )
+    if q.get("noisy"):
+        todo.append("noisy cells missed the precision target (raise --max-time)")
+    if not todo:
+        return f"{text}: every cell clean"
+    return f"{text} — " + "; ".join(todo)
+
+
+def _env_number(name: str, default: Any, cast: Any) -> Any:
+    """A number from the environment variable ``name``, else ``default``."""
+    text = os.environ.get(name)
+    if not text:
+        return default
+    try:
+        value = cast(text)
+    except ValueError:
+        raise InvalidOption(f"${name}={text!r} is not a number; unset it or fix it") from None
+    if not math.isfinite(value) or value < 0:
+        raise InvalidOption(f"${name}={text!r} must be a finite number >= 0")
+    return value
+
+
+def _preflight(args: argparse.Namespace, threads: int) -> dict[str, Any]:
+    """The pre-flight check (bench.preflight): warn on a busy host, refuse it with
+    ``--require-quiet``; the check, for the manifest."""
+    from bench.preflight import CHECK_S, HostBusy, check_host
+
+    check = check_host(seconds=min(_env_number(PREFLIGHT_ENV, CHECK_S, float), 1.0))
+    advice = check.advice(threads)
+    if check.busy and args.require_quiet:
+        raise HostBusy(
+            f"{check.describe()}; --require-quiet refuses a busy host: wait until it is quiet "
+            f"(or give fewer --threads, or pin idle cores with taskset), then run again"
+        )
+    if advice:
+        print(f"effbench: warning: {check.describe()}; {advice}", file=sys.stderr)
+    return {**check.to_dict(), "required_quiet": bool(args.require_quiet)}
+
+
+Lanes = list[tuple[Path, str, Options, Any, Any]]  # (run folder, id, options, groups, lock)
+
+
+def _resumed_lanes(args: argparse.Namespace, inventory: Any, preflight: Any) -> Lanes:
+    """The run folders of ``--resume``, each locked, with the plan its manifest records."""
+    from bench.run_folder import resume_run
+
+    given = [
+        flag
+        for key, flag in PLAN_FLAGS.items()
+        if getattr(args, key) is not None and key != "variant"
+    ]
+    if given:
+        raise InvalidOption(
+            f"--resume runs the plan recorded in the run folder; drop {', '.join(given)} "
+            "(start a new run to change the plan)"
+        )
+    named = _interpreters_named(args.variant or ())
+    lanes: Lanes = []
+    try:
+        for run_dir in {os.path.realpath(p): p for p in args.resume}.values():
+            r = resume_run(run_dir, _Catalog(), inventory)
+            lanes.append((r.run_dir, r.run_id, r.options, r.groups, r.lock))
+            _check_interpreter_named(r.run_dir, r.options, named)
+        unused = set(named) - {lane[2].variant for lane in lanes if lane[2].python}
+        if unused:
+            raise InvalidOption(
+                f"--variant {sorted(unused)[0]}:python=...: no resumed run folder is an arm "
+                "with its own interpreter of that name; drop it"
+            )
+        preflight(max(g.threads for lane in lanes for g in lane[3]) if lanes else 1)
+    except BaseException:
+        for lane in lanes:
+            lane[4].release()
+        raise
+    return lanes
+
+
+def _interpreters_named(texts: Sequence[str]) -> dict[str, str]:
+    """``--variant NAME:python=PATH`` given with ``--resume``: arm name -> interpreter (an
+    absolute path). With --resume, --variant may only name an arm's interpreter again."""
+    from bench.variants import INTERPRETER, check_interpreter
+
+    named: dict[str, str] = {}
+    for text in texts:
+        name, _, assignment = text.partition(":")
+        var, eq, value = assignment.partition("=")
+        if var != INTERPRETER or not eq:
+            raise InvalidOption(
+                f"--variant {text!r}: with --resume, --variant only names an arm's interpreter "
+                "again (NAME:python=PATH); the rest of the plan is recorded in the run folder"
+            )
+        named[name] = check_interpreter(value, f"--variant {text!r}")
+    return named
+
+
+def _check_interpreter_named(run_dir: Path, options: Options, named: Mapping[str, str]) -> None:
+    """A manifest's interpreter (``options.python``) runs only when this command names it
+    too: a manifest is a file anyone who can write the folder can edit, and the
+    interpreter is a program effbench executes."""
+    if options.python is None:
+        return
+    again = f"--variant {options.variant}:python={options.python}"
+    if options.variant not in named:
+        raise InvalidOption(
+            f"{run_dir} runs its workers with {options.python} (recorded in its manifest); "
+            f"effbench runs a recorded interpreter only when it is named again: add {again}"
+        )
+    if named[options.variant] != options.python:
+        raise InvalidOption(
+            f"--variant {options.variant}:python={named[options.variant]}: {run_dir} was "
+            f"measured with {options.python}; resume it with {again}, or start a new run"
+        )
+
+
+def _new_lanes(
+    args: argparse.Namespace, argv: Sequence[str], inventory: Any, cluster: Any, preflight: Any
+) -> Lanes:
+    """Plan a new run and start its run folder (one per ``--variant`` arm), each locked."""
+    from bench import devices
+    from bench.configs import parse_config
+    from bench.plan import expand_plan, resolve
+    from bench.run_folder import check_new_run, new_run_id, start_run
+    from bench.variants import parse_variants
+
+    catalog = _Catalog()
+    out = args.out if args.out is not None else Path("results")
+    has_gpu = any(d.startswith("cuda:") for d in inventory.devices)
+    options = resolve(_new_options(args, has_gpu), catalog, inventory)
+    if cluster and any(parse_config(c).malloc for c in options.configs):
+        raise InvalidOption(
+            "malloc: configurations set the allocator of this machine's workers; drop them "
+            "with --executor ray"
+        )
+    if options.tf32 and not any(d.startswith("cuda") for d in options.devices):
+        raise InvalidOption(
+            f"--tf32 allows TF32 on CUDA GPUs, and this run measures none "
+            f"({', '.join(options.devices)}); drop --tf32"
+        )
+    groups = expand_plan(options, catalog, inventory)
+    if args.parallel:  # recorded in the plan, so a resume runs the same lanes
+        from bench.parallel import assign_cpus
+
+        if cluster:
+            raise InvalidOption("--parallel is for one box; drop it with --executor ray")
+        options = dataclasses.replace(options, parallel=True)
+        groups = assign_cpus(groups, sorted(os.sched_getaffinity(0)))
+    env = devices.environment(devices.discover()).to_dict()
+    if cluster:
+        env.update(nodes=cluster.nodes, cluster_gpus=cluster.gpus)
+    variants = parse_variants(args.variant or ())
+    preflight(options.threads or 1)
+    if not variants:
+        run_dir, lock = start_run(out, args.run_id, options, groups, env, argv)
+        return [(run_dir, run_dir.name, options, groups, lock)]
+    stem = args.run_id or new_run_id()
+    ids = [f"{stem}-{v.name}" for v in variants]
+    for run_id in ids:  # refuse before any folder is created
+        check_new_run(out, run_id)
+    if cluster and any(v.python for v in variants):
+        raise InvalidOption("--variant NAME:python=PATH runs locally; drop --executor ray")
+    arms = [_variant_arm(v, options, env) for v in variants]  # probes python= arms
+    lanes: Lanes = []
+    for (opts, arm_env), run_id in zip(arms, ids, strict=True):
+        run_dir, lock = start_run(out, run_id, opts, groups, arm_env, argv)
+        lanes.append((run_dir, run_id, opts, groups, lock))
+    return lanes
+
+
+def _measure(
+    args: argparse.Namespace, argv: Sequence[str], lanes: Lanes, opened: Any, cluster: Any
+) -> Any:
+    """Run the opened lanes: one group at a time, one lane per local GPU (``--parallel``),
+    or one lane per GPU of a Ray cluster."""
+    from bench import devices
+    from bench.executor import ArmExecutor, LocalExecutor, default_executor
+    from bench.preflight import wait_for_quiet
+    from bench.runner import run_interleaved
+    from models import get_spec
+
+    interpreters = {lane[1]: lane[2].python for lane in lanes if lane[2].python}
+    device_name_of = cluster.device_name if cluster else devices.device_name
+
+    def make_executor() -> Any:  # one per lane; python= arms' workers get their interpreter
+        if cluster:
+            return cluster.executor
+        local = LocalExecutor() if args.executor == "subprocess" else default_executor()
+        return ArmExecutor(local, interpreters) if interpreters else local
+
+    if any(lane[2].pingpong for lane in lanes):  # recorded, so a resume ping-pongs too
+        from bench.pingpong import run_pingpong
+
+        return run_pingpong(opened, get_spec, device_name_of, argv, args.executor == "subprocess")
+    cluster_gpus = len(cluster.gpus) if cluster else 0
+    on_cluster_gpus = cluster_gpus and any(g.device == "cuda" for lane in lanes for g in lane[3])
+    # re-measurements wait for this host to calm down; a cluster's nodes are elsewhere
+    wait = None if cluster else wait_for_quiet
+    if any(lane[2].parallel for lane in lanes) or on_cluster_gpus:
+        from bench.parallel import run_parallel
+
+        return run_parallel(
+            opened, make_executor, get_spec, device_name_of, argv,
+            cluster_gpus=cluster_gpus, wait_for_quiet=wait,
+        )  # fmt: skip
+    return run_interleaved(opened, make_executor(), get_spec, device_name_of, argv, wait)
+
+
+def _variant_arm(
+    variant: Any, options: Options, environment: dict[str, Any]
+) -> tuple[Options, dict[str, Any]]:
+    """The options and environment record of one arm of an interleaved run. An arm with its
+    own interpreter (``NAME:python=PATH``) records it, with the ``PYTHONPATH`` its workers
+    get, and the environment record that interpreter reports (its torch, torchvision and
+    effbench commit), after checking that it sees the run's devices."""
+    from bench import devices
+
+    if variant.python is None:
+        return dataclasses.replace(options, variant=variant.name, env=variant.env), environment
+    own_checkout = str(Path(__file__).resolve().parent.parent)
+    env = variant.worker_env(os.environ.get("PYTHONPATH"), own_checkout)
+    record = devices.probe_environment(variant.python, dict(env))
+    missing = [d for d in options.devices if d not in (record.get("devices") or {})]
+    if missing:
+        raise InvalidOption(
+            f"--variant {variant.name}: {variant.python} cannot run {', '.join(missing)} "
+            f"(its torch {record.get('torch_version')} sees {sorted(record.get('devices') or {})})"
+        )
+    opts = dataclasses.replace(options, variant=variant.name, env=env, python=variant.python)
+    return opts, record
+
+
+@dataclasses.dataclass(frozen=True)
+class _RayCluster:
+    """The cluster `--executor ray` reached: its executor, what it can run, its nodes."""
+
+    executor: Any
+    inventory: Any
+    nodes: dict[str, Any]
+    gpus: list[dict[str, Any]]
+
+    @staticmethod
+    def device_name(device: str) -> str:
+        # for rows the runner writes itself (a task that died): the node is not known
+        return "unknown (the Ray task ended before reporting)"
+
+
+def _ray_cluster(args: argparse.Namespace) -> _RayCluster:
+    """Connect to Ray (`--ray-address`, or a local instance), read every node's environment
+    and resolve the devices before anything runs."""
+    from bench import ray_executor as rx
+
+    executor = rx.RayExecutor(args.ray_address)
+    nodes = rx.node_environments()
+    return _RayCluster(executor, rx.cluster_inventory(nodes), nodes, rx.cluster_gpus(nodes))
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """SIGINT, SIGTERM and SIGHUP stop a sweep: the first raises :class:`Interrupted` where
+    the runner is (the executor then kills the worker's process group, and the rows already
+    written stay); a second one ends the process at once. The previous handlers come back
+    afterwards."""
+    stopping = False
+
+    def handler(signum: int, _frame: Any) -> None:
+        nonlocal stopping
+        if stopping:
+            os._exit(128 + signum)
+        stopping = True
+        raise Interrupted(signum)
+
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, handler) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
