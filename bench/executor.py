@@ -34,6 +34,7 @@ from bench.allocators import preload_env
 from bench.configs import parse_config
 from bench.errors import WorkerProtocolError
 from bench.probes.gpu_processes import RUNNER_PID_ENV
+from bench.status import CRASHED, OK, TIMEOUT
 from bench.worker import SCRATCH_ENV, Task
 
 Message = dict[str, Any]
@@ -248,9 +249,7 @@ class LocalExecutor(Cancellable):
                 left = deadline - time.monotonic()
                 if left <= 0 or not sel.select(timeout=left):
                     _killpg(proc.pid)
-                    return WorkerExit(
-                        "timeout", f"cell exceeded --cell-timeout {cell_timeout_s:g} s"
-                    )
+                    return WorkerExit(TIMEOUT, f"cell exceeded --cell-timeout {cell_timeout_s:g} s")
                 chunk = os.read(fd, 1 << 16)
                 if not chunk:
                     return None
@@ -349,7 +348,7 @@ class ForkServerExecutor(Cancellable):
                     if left <= 0 or not recv.poll(left):
                         _killpg(proc.pid)
                         outcome = WorkerExit(
-                            "timeout", f"cell exceeded --cell-timeout {cell_timeout_s:g} s"
+                            TIMEOUT, f"cell exceeded --cell-timeout {cell_timeout_s:g} s"
                         )
                         break
                     try:
@@ -462,8 +461,8 @@ def _worker_exit(outcome: WorkerExit | None, code: int, stderr: bytes) -> Worker
     from its exit code; a failure carries the last lines the worker printed."""
     if outcome is None:
         if code == 0:
-            return WorkerExit("ok")
-        outcome = WorkerExit("crashed", _describe_exit(code))
+            return WorkerExit(OK)
+        outcome = WorkerExit(CRASHED, _describe_exit(code))
     tail = stderr.decode(errors="replace").strip().splitlines()[-3:]
     return WorkerExit(
         outcome.status, outcome.detail + (f"; stderr: {' | '.join(tail)}" if tail else "")

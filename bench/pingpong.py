@@ -55,6 +55,7 @@ from bench.runner import (
     judged,
 )
 from bench.schema import Row
+from bench.status import CRASHED, OK, TIMEOUT
 from bench.store import write_row as store_row
 from bench.worker import Task, base_row, failed_cells
 
@@ -343,7 +344,7 @@ def _expect(arm: _Arm, event: str, timeout_s: float) -> Message | None:
     except TimeoutError:
         arm.channel.kill()
         arm.ended = True
-        arm.outcome = WorkerExit("timeout", f"cell exceeded --cell-timeout {timeout_s:g} s")
+        arm.outcome = WorkerExit(TIMEOUT, f"cell exceeded --cell-timeout {timeout_s:g} s")
         return None
     if msg is not None and msg.get("event") == event:
         return msg
@@ -391,8 +392,8 @@ def _write_missing(
     missing = [b for b in arm.group.batch_sizes if b not in arm.seen]
     if not missing:
         return
-    outcome = arm.outcome or WorkerExit("crashed", "")
-    status = outcome.status if outcome.status != "ok" else "crashed"
+    outcome = arm.outcome or WorkerExit(CRASHED, "")
+    status = outcome.status if outcome.status != OK else CRASHED
     detail = outcome.detail or "worker ended without reporting this cell"
     spec, name = spec_of(arm.group.model), device_name_of(arm.group.device)
     for b, st, err in failed_cells(missing, status, detail):

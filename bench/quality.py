@@ -30,6 +30,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from bench.status import OK
+
 QUALITIES = ("clean", "noisy", "implausible", "contended")
 # Best first: the readers keep the attempt of a cell with the lowest rank (bench.store).
 RANK = {q: i for i, q in enumerate(QUALITIES)}
@@ -123,7 +125,7 @@ def judge(
     """The verdict on one row (a dict of its columns); ``None`` for rows that are not ok.
     With ``contention`` false (a test suite on a shared machine) the evidence is kept and
     named in the reason, but no row is judged ``contended``."""
-    if values.get("status") != "ok":
+    if values.get("status") != OK:
         return Verdict(None, None)
     contended = contention_reasons(values)
     implausible = above_roof(values, roof)

@@ -36,6 +36,7 @@ from typing import Any
 from bench.errors import Interrupted, InvalidOption
 from bench.executor import STARTUP_GRACE_S, Message, WorkerExit
 from bench.plan import Inventory
+from bench.status import CRASHED, TIMEOUT
 from bench.worker import Task
 
 CPU_NODE_RESOURCE = "effbench_cpu_node"
@@ -285,7 +286,7 @@ def _group_stream(task_json: str, cell_timeout_s: float) -> Iterator[Message]:
             out = server.run(task, messages.put, cell_timeout_s)
             messages.put({"event": "exit", "status": out.status, "detail": out.detail})
         except BaseException as e:  # reported to the driver as the group's ending
-            messages.put({"event": "exit", "status": "crashed", "detail": f"{e!r}"[:300]})
+            messages.put({"event": "exit", "status": CRASHED, "detail": f"{e!r}"[:300]})
 
     threading.Thread(target=measure, name="effbench-group", daemon=True).start()
     while True:
@@ -346,16 +347,14 @@ class RayExecutor:
                     continue
                 if not ready:
                     ray.cancel(stream, force=True)
-                    return WorkerExit(
-                        "timeout", f"cell exceeded --cell-timeout {cell_timeout_s:g} s"
-                    )
+                    return WorkerExit(TIMEOUT, f"cell exceeded --cell-timeout {cell_timeout_s:g} s")
                 try:
                     msg = ray.get(next(stream))
                 except StopIteration:
-                    return WorkerExit("crashed", "the Ray task ended without an exit message")
+                    return WorkerExit(CRASHED, "the Ray task ended without an exit message")
                 except ray.exceptions.RayError as e:
                     text = str(e).strip().splitlines()
-                    return WorkerExit("crashed", f"Ray task failed: {text[0] if text else e!r}")
+                    return WorkerExit(CRASHED, f"Ray task failed: {text[0] if text else e!r}")
                 if msg.get("event") == "exit":
                     return WorkerExit(str(msg["status"]), str(msg.get("detail", "")))
                 if msg.get("event") == "start":

@@ -48,6 +48,7 @@ from bench.run_ceilings import (
 )
 from bench.run_folder import record_session
 from bench.schema import Row
+from bench.status import CRASHED, OK
 from bench.store import (
     CEILINGS,
     RunLock,
@@ -217,7 +218,7 @@ def pending_groups(
             continue  # a row lacking a key value matches no planned cell
         attempt = values["attempt"]
         last[key] = max(last.get(key, 0), int(attempt) if pd.notna(attempt) else 0)
-        if remeasure == 0 or values["status"] != "ok" or values["quality"] != "contended":
+        if remeasure == 0 or values["status"] != OK or values["quality"] != "contended":
             acceptable.add(key)
     pending: list[Group] = []
     for g in groups:
@@ -325,7 +326,7 @@ def run_group(
     task = group_task(lane, g)
     outcome = executor.run(task, on_message, options.cell_timeout_s)
     missing = [b for b in g.batch_sizes if b not in seen]
-    status = outcome.status if outcome.status != "ok" else "crashed"
+    status = outcome.status if outcome.status != OK else CRASHED
     detail = outcome.detail or "worker ended without reporting this cell"
     if missing:
         spec, name = spec_of(g.model), device_name_of(g.device)

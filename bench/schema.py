@@ -22,7 +22,6 @@ import pyarrow as pa
 
 SCHEMA_VERSION = 1
 
-STATUSES = ("ok", "oom", "skipped", "crashed", "timeout", "error")
 
 # Column kinds: python annotation text (for the Row dataclass) and arrow type.
 KINDS: dict[str, tuple[str, pa.DataType]] = {

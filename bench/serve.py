@@ -36,6 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from bench.status import ERROR, OK, OOM
 from bench.worker import (
     Task,
     _add_counts,
@@ -108,7 +109,7 @@ def serve(task: Task, send: Send, receive: Receive) -> None:
     try:
         setup = _prepare(task, spec, torch, torch_dtype(g.dtype))
     except Exception as e:
-        fail("oom" if is_oom(e) else "error", f"model build failed: {_short(e)}")
+        fail(OOM if is_oom(e) else ERROR, f"model build failed: {_short(e)}")
         return
     send({"event": "ready"})
     gen = torch.Generator().manual_seed(0)
@@ -129,7 +130,7 @@ def serve(task: Task, send: Send, receive: Receive) -> None:
                     send(_burst(setup, cell, float(msg["seconds"])))
                 elif cmd == "row" and cell is not None:
                     columns = _finish(task, setup, cell)
-                    send({"event": "row", "row": row(cell.batch_size, "ok", **columns).to_dict()})
+                    send({"event": "row", "row": row(cell.batch_size, OK, **columns).to_dict()})
                     remaining.remove(cell.batch_size)
                     cell = None
                 else:
@@ -139,8 +140,8 @@ def serve(task: Task, send: Send, receive: Receive) -> None:
                     torch.cuda.empty_cache()
                 if not is_oom(e):
                     traceback.print_exc(file=sys.stderr)
-                status = "oom" if is_oom(e) else "error"
-                fail(status, f"out of memory: {_short(e)}" if status == "oom" else _short(e))
+                status = OOM if is_oom(e) else ERROR
+                fail(status, f"out of memory: {_short(e)}" if status == OOM else _short(e))
                 return
         send({"event": "done"})
     finally:

@@ -15,7 +15,8 @@ import pandas as pd
 
 from bench.errors import ResultsCorrupt
 from bench.keys import CellKey
-from bench.schema import DECLARED, STATUSES, Column
+from bench.schema import DECLARED, Column
+from bench.status import STATUSES
 
 # Key columns older files may lack, and what they are filled with when the run's manifest
 # does not say (README, "Columns"): 0 means "not recorded".
@@ -251,7 +252,7 @@ def _check_values(
     df: pd.DataFrame, file_of_row: np.ndarray, files: Sequence[Path], advice: Sequence[str]
 ) -> None:
     """Refuse a value that is not of its declared kind (bench.schema) or out of range, or
-    a status that is not one of :data:`bench.schema.STATUSES`, naming the file."""
+    a status that is not one of :data:`bench.status.STATUSES`, naming the file."""
     for column in DECLARED:
         if column.name not in df.columns:
             continue

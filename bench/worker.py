@@ -33,6 +33,7 @@ from typing import IO, Any, ClassVar
 
 from bench.plan import Group, Timing
 from bench.schema import Row
+from bench.status import ERROR, OK, OOM, SKIPPED
 
 # A folder of this worker's own (bench.executor.worker_scratch), removed by the executor
 # when the worker has ended, however it ended; the system temp folder when unset.
@@ -168,7 +169,7 @@ def failed_cells(
     return [
         (b, status, detail)
         if i == 0
-        else (b, "skipped", f"skipped: {status} at batch {batch_sizes[0]}")
+        else (b, SKIPPED, f"skipped: {status} at batch {batch_sizes[0]}")
         for i, b in enumerate(batch_sizes)
     ]
 
@@ -230,7 +231,7 @@ def run_task(task: Task, emit: Callable[[dict[str, Any]], None]) -> None:
     try:
         setup = _prepare(task, spec, torch, dtype)
     except Exception as e:
-        fail("oom" if is_oom(e) else "error", f"model build failed: {_short(e)}", False)
+        fail(OOM if is_oom(e) else ERROR, f"model build failed: {_short(e)}", False)
         return
     gen = torch.Generator().manual_seed(0)
     try:
@@ -245,14 +246,14 @@ def run_task(task: Task, emit: Callable[[dict[str, Any]], None]) -> None:
                 if cuda:
                     torch.cuda.empty_cache()
                 if is_oom(e):
-                    fail("oom", f"out of memory at batch {b}: {_short(e)}", True)
+                    fail(OOM, f"out of memory at batch {b}: {_short(e)}", True)
                 else:
                     traceback.print_exc(file=sys.stderr)
-                    fail("error", _short(e), True)
+                    fail(ERROR, _short(e), True)
                 return
             columns.update(setup.fields, timestamp=started, cell_wall_s=time.perf_counter() - t0)
             _add_counts(columns, task.counts.get(str(b), {}))
-            emit({"event": "row", "row": row(b, "ok", **columns).to_dict()})
+            emit({"event": "row", "row": row(b, OK, **columns).to_dict()})
             remaining.pop(0)
     finally:
         setup.close()

@@ -73,7 +73,6 @@ from bench.compare.settings import (
     COUNT_FLOOR,
     COUNT_THRESHOLD,
     DRIFT_FLOOR,
-    FAILED,
     LATENCY_STATISTICS,
     MATCH_KEY,
     METRICS,
@@ -97,6 +96,7 @@ from bench.stats.inference import (
     rank_estimate,
     repeats_needed,
 )
+from bench.status import FAILED
 
 RENDERERS = {"md": to_markdown, "json": to_json, "junit": to_junit}
 

@@ -7,6 +7,7 @@ import pandas as pd
 
 from bench.compare.results import Comparison, EnvDifference, Side
 from bench.errors import BenchError
+from bench.status import OK
 
 # What changes the numbers: refuse to compare when these differ.
 ENV_KEYS = ("torch_version", "cuda_version", "cudnn_version")  # from each run's manifest
@@ -37,7 +38,7 @@ def _side_env(side: Side) -> dict[str, str]:
         for k in CODE_KEYS:
             if env.get(k) is not None:  # older manifests lack them
                 out.setdefault(k, set()).add(str(env[k]))
-    ok = side.rows[side.rows["status"] == "ok"]
+    ok = side.rows[side.rows["status"] == OK]
     for k in ROW_KEYS:
         if k not in ok:
             continue

@@ -16,6 +16,7 @@ from bench.compare.results import Side
 from bench.compare.settings import MATCH_KEY, METRICS, Metric, Settings
 from bench.compare.text import cell_name, plain
 from bench.errors import InvalidOption, NothingCompared, ResultsCorrupt
+from bench.status import OK
 from bench.store import best_attempts, discover, load_discovered
 
 
@@ -132,14 +133,14 @@ def samples(rows: pd.DataFrame, column: str) -> np.ndarray:
 
 
 def _has_data(rows: pd.DataFrame, metric: Metric) -> bool:
-    ok = rows[rows["status"] == "ok"]
+    ok = rows[rows["status"] == OK]
     return len(values(ok, metric.column)) > 0
 
 
 def _lacks(rows: pd.DataFrame, metric: Metric) -> bool:
     """Rows ran (some are ok) yet none measured ``metric``: it is not measured here at all.
     A side whose every row failed does not lack it; its cells are reported as failed."""
-    return bool((rows["status"] == "ok").any()) and not _has_data(rows, metric)
+    return bool((rows["status"] == OK).any()) and not _has_data(rows, metric)
 
 
 def select_metrics(base: Side, cand: Side, settings: Settings) -> tuple[str, ...]:

@@ -25,7 +25,6 @@ SINGLE_RUN_FLOOR = math.log(2.0)
 # this allowance 7-9% of A/A cells were false regressions. Interleaved A/B runs
 # (`effbench run --variant`) need none; steady runners may lower it with --drift-floor.
 DRIFT_FLOOR = math.log(1.20)
-FAILED = ("oom", "crashed", "timeout", "error")
 # The noise a counted metric may carry (log scale, ±0.25%): instructions of one forward
 # counted under valgrind in separate processes, seeded, one thread (bench.instructions).
 # docs/compare.md measured a spread of up to 0.22% over three processes (mobilenet_v3_small at

@@ -15,7 +15,7 @@ import pandas as pd
 from bench.compare.matching import MatchedCell, samples, values
 from bench.compare.pairing import MIN_PAIRS, Pairs, cell_pairs
 from bench.compare.results import CellResult, Family
-from bench.compare.settings import COUNT_FLOOR, FAILED, VERDICTS, Metric, Settings
+from bench.compare.settings import COUNT_FLOOR, VERDICTS, Metric, Settings
 from bench.stats.inference import (
     RankEstimate,
     TEstimate,
@@ -28,6 +28,7 @@ from bench.stats.inference import (
     welch,
 )
 from bench.stats.paired import newey_west_lag, paired_hac
+from bench.status import FAILED, OK, SKIPPED
 
 # Evidence that comes from run-to-run variation; any other (one repeat per side) rests on a
 # fixed noise floor instead.
@@ -68,7 +69,7 @@ def estimate_cell(
     """The estimate of metric ``name`` on ``cell``, or its final result when a side has
     nothing to estimate from (failed or unmeasured)."""
     metric = settings.metric(name)
-    okb, okc = cell.base[cell.base["status"] == "ok"], cell.cand[cell.cand["status"] == "ok"]
+    okb, okc = cell.base[cell.base["status"] == OK], cell.cand[cell.cand["status"] == OK]
     vb, vc = values(okb, metric.column), values(okc, metric.column)
     unmeasured = _unmeasured(cell, metric, name, len(vb), len(vc))
     if unmeasured is not None:
@@ -158,7 +159,7 @@ def _unmeasured(
     """The result of a cell that lacks values on a side, or None when both sides have some."""
     sb, sc = set(cell.base["status"]), set(cell.cand["status"])
     if nc == 0 and nb > 0 and cell.cand["status"].isin(FAILED).any():
-        status = ", ".join(sorted(sc - {"ok", "skipped"}))
+        status = ", ".join(sorted(sc - {OK, SKIPPED}))
         return CellResult(cell.key, name, "regression", "failed", nb, 0,
                           note=f"candidate failed ({status}); baseline ran")  # fmt: skip
     if nb == 0 and nc == 0 and cell.base["status"].isin(FAILED).any():

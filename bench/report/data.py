@@ -53,6 +53,7 @@ from bench.keys import CellKey
 from bench.quality import QUALITIES, Roof, above_roof, rank
 from bench.report.colors import network_colors
 from bench.schema import CEILINGS, DECLARED, FIRST, MEDIAN, PROFILE
+from bench.status import OK
 from bench.store import (
     Discovery,
     Loaded,
@@ -394,12 +395,12 @@ def load_report_data(paths: Sequence[str | Path]) -> ReportData:
     rows["setup"] = _with_config(rows, rows["base_setup"], configs != (EAGER,))
     rows, superseded = latest_runs(rows)
 
-    failed = rows[rows["status"] != "ok"]
+    failed = rows[rows["status"] != OK]
     failures = failed[
         ["setup", "model", "batch_size", "status", "error", "run_id", "repeat"]
     ].sort_values(["setup", "model", "batch_size", "repeat"], kind="stable")
 
-    ok = rows[rows["status"] == "ok"]
+    ok = rows[rows["status"] == OK]
     cells = _cells(ok)
     setups = tuple(sorted(rows["setup"].unique()))
     models = tuple(sorted(rows["model"].unique()))

@@ -26,6 +26,7 @@ from bench.report.notice import (
     superseded_sentence,
     wrong_sentence,
 )
+from bench.status import OK
 from bench.units import GIGA
 
 # Summary columns of the memory count and the roofline, left out where no row has them
@@ -97,7 +98,7 @@ def summary_table(data: ReportData) -> pd.DataFrame:
     anywhere (power, compile time, output checks and verdicts of older files; the
     configuration when all is eager) are left out."""
     records = []
-    failed = data.rows[data.rows["status"] != "ok"].groupby(["setup", "model"]).size()
+    failed = data.rows[data.rows["status"] != OK].groupby(["setup", "model"]).size()
     checked = data.measured_cells
     order = {c: i for i, c in enumerate(data.configs)}
     firsts = data.rows.drop_duplicates(["setup", "model"])
