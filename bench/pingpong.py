@@ -43,6 +43,7 @@ from typing import Any, Protocol
 from bench.errors import Interrupted, WorkerProtocolError
 from bench.executor import STARTUP_GRACE_S, ForkServerExecutor, WorkerExit, _killpg, _worker_exit
 from bench.plan import Cell, Group
+from bench.probes.gpu_processes import RUNNER_PID_ENV
 from bench.probes.registry import extra_columns
 from bench.quality import contention_reasons
 from bench.runner import (
@@ -131,7 +132,7 @@ class ProcessChannel:
         threads = str(task.group.threads)
         env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
         env.update(EFFBENCH_PARENT_PID=str(os.getpid()), PYTHONUNBUFFERED="1", **task.env)
-        env["EFFBENCH_RUNNER_PID"] = str(os.getpid())  # bench.probes.gpu_processes.RUNNER_PID_ENV
+        env[RUNNER_PID_ENV] = str(os.getpid())
         self._err = tempfile.TemporaryFile(mode="w+b")  # noqa: SIM115 (closed in close())
         self._proc = subprocess.Popen(
             [python or sys.executable, "-m", "bench.serve"],

@@ -96,16 +96,11 @@ def _ceilings_as_dicts(
 ) -> list[dict[str, Any]]:
     """What ``python -m bench.ceilings`` prints, as dicts: run in a fresh process."""
     from bench.ceilings.measure import measure_ceilings
-    from bench.ceilings.record import KINDS
 
-    ceilings = measure_ceilings(
-        device,
-        dtype,
-        max(threads, 1),
-        precision=0.02,
-        budget_s=1.5 if budget_s is None else budget_s,
-        kinds=kinds or KINDS,
-    )
+    narrowed: dict[str, Any] = {"kinds": kinds} if kinds else {}
+    if budget_s is not None:
+        narrowed["budget_s"] = budget_s
+    ceilings = measure_ceilings(device, dtype, max(threads, 1), **narrowed)
     return [c.to_dict() for c in ceilings]
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from bench.probes.nvml import _torch_uuid
+from bench.probes.nvml import _torch_uuid, device_handle
 
 RUNNER_PID_ENV = "EFFBENCH_RUNNER_PID"  # set by the executors for every worker
 
@@ -161,15 +161,8 @@ def open_gpu_processes(
         nvml.nvmlInit()
     except nvml.NVMLError:
         return None
-    index = int(device.split(":", 1)[1]) if ":" in device else 0
-    uuid = uuid_of(index)
     try:
-        handle = nvml.nvmlDeviceGetHandleByUUID(uuid) if uuid else None
-    except nvml.NVMLError:
-        handle = None
-    try:
-        if handle is None:
-            handle = nvml.nvmlDeviceGetHandleByIndex(index)
+        handle, _ = device_handle(nvml, device, uuid_of)
     except nvml.NVMLError:
         nvml.nvmlShutdown()
         return None

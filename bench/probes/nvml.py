@@ -245,6 +245,20 @@ def _torch_uuid(index: int) -> str | None:
     return None
 
 
+def device_handle(
+    nvml: ModuleType, device: str, uuid_of: Callable[[int], str | None]
+) -> tuple[Any, int | str]:
+    """NVML's handle of CUDA ``device`` ("cuda" or "cuda:N") and the key it was found by:
+    its UUID as torch sees it (``uuid_of``), else its index. Raises ``nvml.NVMLError``
+    where neither finds it."""
+    index = int(device.split(":", 1)[1]) if ":" in device else 0
+    uuid = uuid_of(index)
+    if uuid:
+        with contextlib.suppress(nvml.NVMLError):  # unknown by that UUID: by index
+            return nvml.nvmlDeviceGetHandleByUUID(uuid), uuid
+    return nvml.nvmlDeviceGetHandleByIndex(index), index
+
+
 def choose_method(nvml: ModuleType, handle: Any) -> str | None:
     """The best supported energy method for ``handle``, or None."""
     try:
@@ -430,18 +444,8 @@ def open_nvml_monitor(
         )
     except nvml.NVMLError as e:
         return NullPowerMonitor("NVML init failed", str(e))
-    index = int(device.split(":", 1)[1]) if ":" in device else 0
-    key: int | str = index
-    handle = None
-    uuid = uuid_of(index)
-    if uuid:
-        try:
-            handle, key = nvml.nvmlDeviceGetHandleByUUID(uuid), uuid
-        except nvml.NVMLError:
-            handle = None
     try:
-        if handle is None:
-            handle, key = nvml.nvmlDeviceGetHandleByIndex(index), index
+        handle, key = device_handle(nvml, device, uuid_of)
         method = choose_method(nvml, handle)
     except nvml.NVMLError as e:
         nvml.nvmlShutdown()
