@@ -220,6 +220,20 @@ def pingpong_task(lane: Lane, g: Group) -> Task:
     return group_task(lane, g, traffic=False)
 
 
+def shared_cpus(groups: Sequence[Group], allowed: Sequence[int]) -> tuple[int, ...]:
+    """The cores every arm of a step is pinned to, the same for all: the last ``threads`` of
+    the runner's ``allowed`` cores; () when the arms need them all.
+
+    Why: one core of a virtual machine can run slower than another for minutes (its host
+    thread shares a physical core with someone else's), and the scheduler keeps each worker
+    on its last core. Two unpinned A/A workers of tests/test_gate_recipe.py differed by 30%
+    in every burst pair; pinned to one core, adjacent bursts agree (docs/compare.md)."""
+    threads = max((g.threads for g in groups), default=len(allowed))
+    if threads >= len(allowed):
+        return ()
+    return tuple(allowed[-threads:])
+
+
 def steps(lanes: Sequence[Lane]) -> list[list[tuple[Lane, Group]]]:
     """The lanes' pending groups, those of one cell identity (everything but the batch
     sizes) together, in the interleaved order."""
@@ -243,8 +257,13 @@ def run_pingpong(
     if not subprocess_workers and any(lane.options.python is None for lane in lanes):
         ForkServerExecutor().prepare()  # its signal dispositions: main thread only
     try:
+        allowed = sorted(os.sched_getaffinity(0))
         for step in steps(lanes):
-            arms = [_Arm(lane, g, pingpong_task(lane, g)) for lane, g in step]
+            cpus = shared_cpus([g for _lane, g in step], allowed)
+            arms = [
+                _Arm(lane, g, pingpong_task(lane, replace(g, cpus=g.cpus or cpus)))
+                for lane, g in step
+            ]
             _run_step(arms, spec_of, device_name_of, subprocess_workers)
         closing_ceilings(lanes)
     except Interrupted as e:
@@ -374,8 +393,10 @@ def _write(arm: _Arm, row: Row) -> None:
             f"ping-pong worker reported a row for {RowKey.of(row.to_dict())}, not for one of "
             f"{[c.key for c in cells.values()]}"
         )
-    # the attempt and the arm are the runner's to fill, never the worker's
-    row = judged(lane, replace(row, attempt=g.attempt, variant=lane.options.variant))
+    # the attempt, the arm and the pinning (an older checkout's worker has no column for
+    # it) are the runner's to fill, never the worker's
+    row = replace(row, attempt=g.attempt, variant=lane.options.variant, cpus=arm.task.group.cpus)
+    row = judged(lane, row)
     stem = cell.key.part_stem(g.attempt)
     store_row(lane.run_dir, stem, row, extra_columns())
     lane.rows[stem] = row

@@ -326,6 +326,13 @@ REFERENCE = (
 SETTINGS = (
     _c("hostname", "str?", "", "the machine (Ray node) the cell ran on", agg=FIRST),
     _c("torch_version", "str?", "", "torch version of the worker"),
+    _c(
+        "cpus",
+        "ints",
+        "",
+        "cores the worker was pinned to (a `--parallel` share, or the cores every ping-pong "
+        "arm shares); empty: not pinned, every core the runner may use",
+    ),
     _c("tf32", "bool?", "", "TF32 allowed (CUDA)"),
     _c("cudnn_benchmark", "bool?", "", "cuDNN autotuner on (CUDA)"),
     _c("schema_version", "int", "", "version of this contract"),

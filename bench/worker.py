@@ -106,6 +106,7 @@ def base_row(
         device_name=device_name,
         dtype=g.dtype,
         threads=g.threads,
+        cpus=tuple(g.cpus),
         config=g.config,
         hostname=socket.gethostname(),
         status=status,

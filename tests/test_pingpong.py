@@ -5,6 +5,7 @@ resume, and verdicts from constructed bursts."""
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,8 @@ from factories import make_row
 from bench import compare as cmp
 from bench import load_results
 from bench.compare.pairing import burst_values, cell_pairs
+from bench.pingpong import shared_cpus
+from bench.plan import Group
 from bench.serve import pooled_evidence
 
 QUICK = ["--bursts", "4", "--burst-time", "0.02", "--warmup-iters", "1", "--warmup-time", "0"]
@@ -37,6 +40,10 @@ def test_both_arms_alternate_bursts_and_share_one_session_per_cell(tmp_path: Pat
     sessions = rows.groupby("batch_size")["pair_id"].agg(["nunique", "count"])
     assert sessions["nunique"].tolist() == [1, 1] and sessions["count"].tolist() == [2, 2]
     assert rows["pair_id"].nunique() == 2
+    # both arms' workers ran on the same core(s): one of this machine's, for one thread
+    cores = sorted(os.sched_getaffinity(0))
+    pinned = {tuple(c) for c in rows["cpus"]}
+    assert pinned == ({(cores[-1],)} if len(cores) > 1 else {()})
     for row in rows.itertuples():
         assert len(row.burst_sizes) == 4 and len(row.burst_contended) == 4
         assert sum(row.burst_sizes) == row.n_samples == len(row.latency_ms_samples)
@@ -50,6 +57,25 @@ def test_both_arms_alternate_bursts_and_share_one_session_per_cell(tmp_path: Pat
     # the manifest records the mode, so a resume ping-pongs again
     r = effbench(["run", "--resume", str(tmp_path / "pp-a"), str(tmp_path / "pp-b")])
     assert r.returncode == 0 and "0 rows" in r.stderr
+
+
+def _group(threads: int, cpus: tuple[int, ...] = ()) -> Group:
+    return Group("m", "cpu", "float32", 8, 3, threads, 0, (1,), cpus=cpus)
+
+
+@pytest.mark.parametrize(
+    ("threads", "allowed", "expected"),
+    [
+        ((1, 1), [0, 1], (1,)),  # one thread each: the same one core for both arms
+        ((2, 2), [0, 1], ()),  # they need every core: nothing to choose
+        ((1, 3), [0, 2, 4, 6], (2, 4, 6)),  # the widest arm decides, from the allowed cores
+        ((4,), [0, 1], ()),
+    ],
+)
+def test_every_arm_of_a_step_is_pinned_to_the_same_cores(
+    threads: tuple[int, ...], allowed: list[int], expected: tuple[int, ...]
+) -> None:
+    assert shared_cpus([_group(t) for t in threads], allowed) == expected
 
 
 def test_a_crashing_arm_gets_the_failure_policy_and_the_other_goes_on(tmp_path: Path) -> None:
