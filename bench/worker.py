@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any, ClassVar
 
 from bench.plan import Group, Timing
+from bench.probes.memory import AFTER_WINDOW, FIRST_CALL
 from bench.schema import Row
 from bench.status import ERROR, OK, OOM, SKIPPED
 
@@ -342,9 +343,10 @@ def cell_forward(task: Task, setup: _Setup, x_f32: Any) -> tuple[Any, Any, dict[
 
 def _measure_cell(task: Task, setup: _Setup, x_f32: Any) -> dict[str, Any]:
     """Compile if the configuration says so, warm up and time one batch with every probe's
-    window open over the timed loop; after the window, measure memory (a forward of its own)
-    and check the output against eager float32. A probe that fails records why in its note
-    column and leaves the rest of the row."""
+    window open over the timed loop, measure memory in a forward of its own (on CPU the
+    warm-up's first call, on CUDA after the window) and check the output against eager
+    float32. A probe that fails records why in its note column and leaves the rest of the
+    row."""
     import torch
 
     from bench.configure import compile_events
@@ -357,6 +359,14 @@ def _measure_cell(task: Task, setup: _Setup, x_f32: Any) -> dict[str, Any]:
         x, forward, columns = cell_forward(task, setup, x_f32)
         events = compile_events() if cfg.compiled else 0
         min_time = max([t.min_time_s, *(p.min_window_s for p in setup.probes)])
+        warmup_iters, warmup_s = t.warmup_iters, t.warmup_time_s
+        first = setup.memory.first_call_exact
+        if first:  # the allocator's pass is the warm-up's first call
+            started = time.perf_counter()
+            columns.update(_measure_memory(setup, forward, x, FIRST_CALL))
+            warmup_iters = max(0, warmup_iters - 1)
+            warmup_s = max(0.0, warmup_s - (time.perf_counter() - started))
+            setup.memory.begin_cell()  # the footprint of the cell's own forwards
 
         def begin() -> None:
             for probe in setup.probes:
@@ -365,8 +375,8 @@ def _measure_cell(task: Task, setup: _Setup, x_f32: Any) -> dict[str, Any]:
         timing = measure_latency(
             forward,
             sync=setup.sync,
-            warmup_iters=t.warmup_iters,
-            warmup_time_s=t.warmup_time_s,
+            warmup_iters=warmup_iters,
+            warmup_time_s=warmup_s,
             min_time_s=min_time,
             max_time_s=max(t.max_time_s, min_time),
             target_ci=t.target_ci,
@@ -382,7 +392,10 @@ def _measure_cell(task: Task, setup: _Setup, x_f32: Any) -> dict[str, Any]:
                 columns[probe.note_column] = f"failed: {_short(e)}"
         if cfg.compiled:
             columns["recompiled"] = compile_events() != events
-        columns.update(_measure_memory(setup, forward, x))
+        if first:
+            columns.update(setup.memory.rss_peak())
+        else:
+            columns.update(_measure_memory(setup, forward, x))
         columns.update(_check_output(setup, forward, x_f32, g.dtype))
     columns.update(LatencyWindow().end(window))
     columns.update(_roofline(task, setup, x.shape[0], columns["latency_ms_median"]))
@@ -390,13 +403,16 @@ def _measure_cell(task: Task, setup: _Setup, x_f32: Any) -> dict[str, Any]:
 
 
 def _measure_memory(
-    setup: _Setup, forward: Any, x: Any, when: str = "after the timed window"
+    setup: _Setup, forward: Any, x: Any, when: str = AFTER_WINDOW
 ) -> dict[str, Any]:
-    """Both memory figures of the cell (``bench.probes.memory``), after its timed window:
-    the pass's own forward comes after every timed forward of the cell, and it leaves the
-    allocator as it found it, so the group's later cells are timed as if it had not run."""
+    """The cell's memory figures (``bench.probes.memory``) from a forward of the pass's own:
+    ``when`` is ``FIRST_CALL``, the allocator's peak only (the worker reads the resident
+    set after the window); otherwise both, after every timed forward of the cell. Either
+    way the pass leaves the allocator as it found it."""
     held = (setup.fields.get("weights_bytes") or 0) + x.numel() * x.element_size()
     try:
+        if when == FIRST_CALL:
+            return setup.memory.allocator_peak(forward, setup.sync, held, when)
         return setup.memory.measure(forward, setup.sync, held, when)
     except Exception as e:
         if is_oom(e):

@@ -42,6 +42,28 @@ def test_the_cpu_allocator_peak_of_a_known_forward_is_exact_and_repeats() -> Non
     assert not torch.autograd.profiler._is_profiler_enabled  # nothing left running
 
 
+def test_a_real_networks_first_forward_peaks_where_every_later_one_does() -> None:
+    """What lets the worker take the peak in the cell's first forward (first_call_exact):
+    a fresh model's first call, which sets up oneDNN's primitives and grows the heap, asks
+    c10 for the same bytes in the same order as the calls after it."""
+    from torchvision.models import squeezenet1_1
+
+    probe = CpuAllocatorPeak()
+    probe.baseline()
+    torch.manual_seed(0)
+    model = squeezenet1_1().eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        first = probe.peak_bytes(lambda: model(x), lambda: None, 0)
+        for _ in range(3):
+            model(x)
+        later = probe.peak_bytes(lambda: model(x), lambda: None, 0)
+    # more than the two largest activations (b x 64 x 31 x 31 floats) and the same to the byte
+    assert first > 2 * 2 * 64 * 31 * 31 * 4
+    assert first == later
+    assert MemoryPass(probe, None).first_call_exact
+
+
 class _MallInfo2(ctypes.Structure):
     _fields_ = [
         (name, ctypes.c_size_t)

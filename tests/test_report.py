@@ -851,7 +851,7 @@ ROOFLINE_MACS = 10**9
 WEIGHTS_BYTES, ACTIVATION_BYTES_PER_IMAGE = 4_000_000, 1_000_000
 ROOFLINE_HOST = "box"
 CPU_MEMORY_METHOD = (
-    "cpu_allocator_peak; one forward after the timed window; rss: vmhwm over the cell"
+    "cpu_allocator_peak; one forward first, as the warm-up's first call; rss: vmhwm over the cell"
 )
 
 

@@ -117,7 +117,11 @@ def test_cpu_memory_probe_measures_a_known_activation(out_dir: Path) -> None:
     b = df["batch_size"]
     known = df["weights_bytes"] + b * 3 * 8 * 8 * 4 + b * (64 * 2**20 + 2 * 10 * 4)
     assert list(df["peak_memory_bytes"]) == list(known)
-    method = "cpu_allocator_peak; one forward after the timed window; rss: vmhwm over the cell"
+    # the pass's forward was the cell's first, standing in for the warm-up's first call
+    method = (
+        "cpu_allocator_peak; one forward first, as the warm-up's first call; "
+        "rss: vmhwm over the cell"
+    )
     assert set(df["memory_method"]) == {method}
     # the resident set follows: torch.ones touches every page of its 64 MiB per image
     activation = df["peak_rss_bytes"] - df["weights_bytes"]

@@ -1,8 +1,10 @@
 """Peak memory of a cell, two figures (docs/roofline.md, "Memory that means one thing"):
 
 - ``peak_memory_bytes``: the peak of bytes held by the framework's allocator during one
-  forward, weights and input included, measured in a forward of its own after the cell's
-  timed window (TorchBench, too, measures memory apart from timing).
+  forward, weights and input included, measured in a forward of its own, never a timed one
+  (TorchBench, too, measures memory apart from timing): on CPU the cell's first forward,
+  which stands in for the warm-up's first call (the CPU allocator's requests are the same
+  in every forward: :attr:`MemoryPass.first_call_exact`); on CUDA after the timed window.
 
   - CPU: PyTorch's CPU allocator (c10), seen through the profiler's memory events
     (``torch.autograd.profiler.profile(profile_memory=True)``): every allocation and free
@@ -21,9 +23,10 @@
     context or the caching allocator's slack.
 
 - ``peak_rss_bytes`` (CPU, Linux): the process's resident-set high-water mark over the cell
-  (``VmHWM``, reset through ``/proc/self/clear_refs`` before the cell's first forward, read
-  when its timed window closes) above the worker's ``VmRSS`` before the model was built,
-  less the growth of file-backed pages (library code paged in on a kernel's first use).
+  (``VmHWM``, reset through ``/proc/self/clear_refs`` after the allocator's pass when that
+  comes first, else before the cell's first forward; read when its timed window closes)
+  above the worker's ``VmRSS`` before the model was built, less the growth of file-backed
+  pages (library code paged in on a kernel's first use).
   The footprint a deployment sees, under the allocator the cell ran with: what glibc keeps
   from earlier forwards included, so it moves between processes.
 
@@ -32,7 +35,8 @@ Neither touches what the timed forwards run under: no ``mallopt``, no environmen
 started once on a tiny op when the pass opens, before the model is built, so its one-off
 state (a helper thread that waits on a timer, about 180 KB of heap) sits beneath the model's
 memory for every timed window alike, and its start-up cost is in no window; each cell's
-profiled forward runs after that cell's timed window.
+profiled forward runs before its warm-up's remaining calls (CPU) or after its timed window
+(CUDA), never between a warm-up and the window it warms up.
 """
 
 from __future__ import annotations
@@ -47,6 +51,10 @@ from typing import Any, ClassVar, Protocol
 from bench.errors import BenchError
 from bench.probes.base import ProbeContext
 from bench.schema import MEMORY, Column
+
+# Where the pass's forward ran, as ``memory_method`` says it (see MemoryPass.first_call_exact).
+FIRST_CALL = "first, as the warm-up's first call"
+AFTER_WINDOW = "after the timed window"
 
 PROC_STATUS = Path("/proc/self/status")
 PROC_CLEAR_REFS = Path("/proc/self/clear_refs")
@@ -272,7 +280,9 @@ class MemoryPass:
     """Both memory figures of every cell of a group. Opened before the model is built (the
     baselines); :meth:`begin_cell` before a cell's first forward; :meth:`measure` after the
     cell's timed window: the resident-set mark of the cell, then one forward of its own for
-    the allocator's peak."""
+    the allocator's peak. Where :attr:`first_call_exact`, the worker takes the allocator's
+    peak in the cell's first forward instead (:meth:`allocator_peak`, then
+    :meth:`begin_cell`) and the resident-set mark after the window (:meth:`rss_peak`)."""
 
     columns: ClassVar[tuple[Column, ...]] = MEMORY
     note_column: ClassVar[str] = "memory_method"
@@ -291,7 +301,8 @@ class MemoryPass:
 
     @property
     def method(self) -> str:
-        return self.method_when("after the timed window")
+        """``memory_method`` as the worker writes it for every cell of the group."""
+        return self.method_when(FIRST_CALL if self.first_call_exact else AFTER_WINDOW)
 
     def method_when(self, when: str) -> str:
         rss = "; rss: vmhwm over the cell" if self._rss is not None else ""
@@ -302,20 +313,39 @@ class MemoryPass:
         if self._rss is not None:
             self._rss.reset_peak()
 
+    @property
+    def first_call_exact(self) -> bool:
+        """Whether the allocator's peak in a cell's first forward is that of any later one,
+        so the pass's forward can be the warm-up's first call (bench.worker): true of the
+        CPU allocator, whose requests do not depend on earlier forwards (the same bytes, to
+        the byte, in the first forward and after five more, for resnet18 at batches 1 and
+        8, resnet50, mobilenet_v2 at batch 8, mobilenet_v3_large and densenet121 at batch
+        1, measured 2026-12-04); not of CUDA, where cuDNN's autotuner and cudagraphs change
+        the first calls."""
+        return isinstance(self._allocator, CpuAllocatorPeak)
+
+    def allocator_peak(
+        self, forward: Callable[[], Any], sync: Callable[[], None], held_bytes: int, when: str
+    ) -> dict[str, Any]:
+        """``peak_memory_bytes`` of one call of ``forward`` with ``held_bytes`` (weights and
+        input) held before it, and ``memory_method`` (``when`` says where the call ran)."""
+        peak = self._allocator.peak_bytes(forward, sync, held_bytes)
+        return {
+            "peak_memory_bytes": peak if peak >= 0 else None,
+            "memory_method": self.method_when(when) + getattr(self._allocator, "note", ""),
+        }
+
+    def rss_peak(self) -> dict[str, Any]:
+        """``peak_rss_bytes``: the resident-set mark since :meth:`begin_cell`."""
+        return {"peak_rss_bytes": self._rss.peak_above_baseline() if self._rss else None}
+
     def measure(
         self,
         forward: Callable[[], Any],
         sync: Callable[[], None],
         held_bytes: int,
-        when: str = "after the timed window",
+        when: str = AFTER_WINDOW,
     ) -> dict[str, Any]:
-        """``peak_rss_bytes`` (read first: the cell's own forwards, not this pass's),
-        ``peak_memory_bytes`` of one call of ``forward`` with ``held_bytes`` (weights and
-        input) held before it, and ``memory_method``."""
-        rss = self._rss.peak_above_baseline() if self._rss is not None else None
-        peak = self._allocator.peak_bytes(forward, sync, held_bytes)
-        return {
-            "peak_memory_bytes": peak if peak >= 0 else None,
-            "peak_rss_bytes": rss,
-            "memory_method": self.method_when(when) + getattr(self._allocator, "note", ""),
-        }
+        """``peak_rss_bytes`` (read first: the cell's own forwards, not this pass's), then
+        :meth:`allocator_peak`."""
+        return {**self.rss_peak(), **self.allocator_peak(forward, sync, held_bytes, when)}
