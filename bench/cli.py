@@ -399,6 +399,12 @@ def _add_compare(sub: Any) -> None:
         help="assumed drift between two sides measured at different times, not interleaved (20%%)",
     )
     cmp.add_argument(
+        "--session-spread",
+        default="3%",
+        help="assumed offset between ping-pong sessions' workers, which their burst pairs "
+        "cannot see (3%%; sessions of --repeats 2+ measure it themselves when larger)",
+    )
+    cmp.add_argument(
         "--single-run-floor",
         default="100%",
         help="assumed run-to-run noise when each side has one repeat (100%%: a factor of 2)",

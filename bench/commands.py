@@ -231,6 +231,9 @@ def compare_command(args: argparse.Namespace) -> int:
             args.drift_floor, upper=10.0, allow_zero=True
         ).log_bound,
         count_threshold=compare.Threshold.parse(args.count_threshold),
+        session_spread=compare.Threshold.parse(
+            args.session_spread, upper=1.0, allow_zero=True
+        ).log_bound,
     )
     result = compare.compare_paths(
         args.baseline, args.candidate, settings, allow_env_mismatch=args.allow_env_mismatch

@@ -182,11 +182,16 @@ def test_a_5_percent_slowdown_is_flagged_from_pairs_under_host_states_repeats_ca
     jitter = np.exp(rng.normal(0, 0.01, (2, 30)))
     base = _pp_row("a", list(host * jitter[0]), "s1")
     cand = _pp_row("b", list(host * 1.05 * jitter[1]), "s1")
-    s = cmp.Settings(metrics=("latency",), threshold=cmp.Threshold(0.025))
+    # on a machine whose sessions carry no offsets of their own (--session-spread 0)
+    s = cmp.Settings(metrics=("latency",), threshold=cmp.Threshold(0.025), session_spread=0.0)
     (r,) = cmp.compare_sides(*_sides([base], [cand]), s).results
     assert r.evidence == "paired bursts" and r.n_base == 30
     assert r.verdict == "regression" and r.ratio == pytest.approx(1.05, abs=0.01)
     assert "30 adjacent burst pairs in 1 session(s)" in r.note
+    # by default one session's pairs cannot tell 5% from the offset its workers may carry
+    d = cmp.Settings(metrics=("latency",), threshold=cmp.Threshold(0.025))
+    (r,) = cmp.compare_sides(*_sides([base], [cand]), d).results
+    assert r.verdict == "inconclusive" and "offset of 3.0% allowed (--session-spread)" in r.note
     # the same bursts, unpaired (pair ids differ): one repeat a side, nothing to see
     cand_unpaired = {**cand, "pair_id": "other"}
     (u,) = cmp.compare_sides(*_sides([base], [cand_unpaired]), s).results
@@ -205,6 +210,49 @@ def test_identical_arms_are_unchanged_and_never_regressions() -> None:
         (r,) = cmp.compare_sides(*_sides([base], [cand]), s).results
         flagged += r.verdict in ("regression", "improvement")
     assert flagged == 0
+
+
+def _sessions(n: int, offsets: np.ndarray, change: float, seed: int) -> tuple[list, list]:
+    """``n`` sessions of 10 pairs each: the candidate's worker runs ``offsets[i]`` apart from
+    the baseline's for the whole of session i (a process effect), times ``change``."""
+    rng = np.random.default_rng(seed)
+    base, cand = [], []
+    for i in range(n):
+        host = _host(10, seed * 100 + i)
+        jitter = np.exp(rng.normal(0, 0.01, (2, 10)))
+        base.append(_pp_row("a", list(host * jitter[0]), f"s{seed}-{i}", repeat=i))
+        cand.append(_pp_row("b", list(host * jitter[1] * change * math.exp(offsets[i])),
+                            f"s{seed}-{i}", repeat=i))  # fmt: skip
+    return base, cand
+
+
+def test_a_sessions_own_offset_is_never_taken_for_a_change() -> None:
+    """A/A sessions whose workers run 3% apart (sd) for their whole life, as measured on
+    this machine: with the pairs' interval alone many are flagged; allowing the offset, none."""
+    rng = np.random.default_rng(7)
+    flagged = {0.0: 0, cmp.Settings().session_spread: 0}
+    for seed in range(30):
+        base, cand = _sessions(1, rng.normal(0, 0.03, 1), 1.0, seed)
+        for spread in flagged:
+            s = cmp.Settings(metrics=("latency",), threshold=cmp.Threshold(0.025),
+                             session_spread=spread)  # fmt: skip
+            (r,) = cmp.compare_sides(*_sides(base, cand), s).results
+            flagged[spread] += r.verdict in ("regression", "improvement")
+    assert flagged[0.0] >= 5 and flagged[cmp.Settings().session_spread] == 0, flagged
+
+
+def test_many_sessions_measure_their_offsets_and_still_see_a_5_percent_change() -> None:
+    rng = np.random.default_rng(11)
+    base, cand = _sessions(12, rng.normal(0, 0.03, 12), 1.05, 3)
+    s = cmp.Settings(metrics=("latency",), threshold=cmp.Threshold(0.025))
+    (r,) = cmp.compare_sides(*_sides(base, cand), s).results
+    assert r.verdict == "regression" and r.ratio == pytest.approx(1.05, abs=0.02)
+    assert "in 12 session(s)" in r.note
+    # sessions whose offsets spread wider than the assumed 3% say so, and are believed
+    offsets = np.array([0.08, -0.08, 0.06, -0.06, 0.0, 0.02])
+    base, cand = _sessions(6, offsets, 1.05, 4)
+    (r,) = cmp.compare_sides(*_sides(base, cand), s).results
+    assert r.verdict == "inconclusive" and "measured from their means" in r.note
 
 
 def test_contended_bursts_drop_their_pairs_and_too_few_left_is_inconclusive_contended() -> None:

@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 
 from bench.errors import InvalidOption
-from bench.stats.paired import autocovariances, bartlett_sum, newey_west_lag, paired_hac
+from bench.stats.paired import (
+    autocovariances,
+    bartlett_sum,
+    newey_west_lag,
+    paired_hac,
+    with_session_spread,
+)
 
 
 def test_newey_west_lag_follows_the_1994_rule() -> None:
@@ -52,6 +58,29 @@ def test_sessions_are_pooled_for_the_mean_but_not_across_their_boundaries() -> N
     expected = 3 * bartlett_sum(autocovariances(a, mean, 1), 1)
     expected += 2 * bartlett_sum(autocovariances(b, mean, 1), 1)
     assert est.se == pytest.approx(math.sqrt(expected) / 5)
+
+
+def test_one_sessions_assumed_offset_adds_its_variance_and_keeps_the_pairs_df() -> None:
+    x = np.array([1.0, 2.0, 3.0, 4.0])  # the hand calculation above: se^2 = 1.5625 / 4
+    est, tau, estimated = with_session_spread([x], 0.5)
+    assert (tau, estimated) == (0.5, False)
+    assert est.d == pytest.approx(2.5)
+    assert est.se == pytest.approx(math.sqrt(1.5625 / 4 + 0.25))  # one session: weight 1
+    assert est.df == pytest.approx(6.0)
+
+
+def test_sessions_spread_wider_than_assumed_decide_tau_and_the_df() -> None:
+    # three constant sessions: no variance within, means 0, 0.3, 0.6 (variance 0.09)
+    sessions = [np.full(4, 0.0), np.full(4, 0.3), np.full(4, 0.6)]
+    est, tau, estimated = with_session_spread(sessions, 0.1)
+    assert estimated and tau == pytest.approx(0.3)
+    # the mean of three equal sessions with nothing within them: tau^2 / 3
+    assert est.d == pytest.approx(0.3)
+    assert est.se == pytest.approx(math.sqrt(0.09 / 3))
+    assert est.df == 2.0  # S - 1
+    # narrower than assumed: the assumption stands
+    est, tau, estimated = with_session_spread(sessions, 0.5)
+    assert (tau, estimated) == (0.5, False)
 
 
 def test_a_single_pair_is_refused() -> None:

@@ -24,6 +24,7 @@ def to_dict(c: Comparison) -> dict[str, Any]:
             "alpha": s.alpha,
             "single_run_floor": math.expm1(s.single_run_floor),
             "drift_floor": math.expm1(s.drift_floor),
+            "session_spread": math.expm1(s.session_spread),
             "latency_statistic": s.latency_statistic,
             "latency_column": LATENCY_STATISTICS[s.latency_statistic],
             "test": s.test,

@@ -25,6 +25,14 @@ SINGLE_RUN_FLOOR = math.log(2.0)
 # this allowance 7-9% of A/A cells were false regressions. Interleaved A/B runs
 # (`effbench run --variant`) need none; steady runners may lower it with --drift-floor.
 DRIFT_FLOOR = math.log(1.20)
+# The offset one ping-pong session's workers can carry for their whole life (log scale, sd
+# ±3%), which its pairs cannot see (bench.stats.paired.with_session_spread). docs/compare.md:
+# over 71 A/A cells of the probe networks in ping-pong on the shared 2-core CI machine, the
+# sessions' mean log ratios spread 2.1 times as far as their pairs' intervals allowed, an
+# extra sd of 3.3% (2.6% with the arms on any core, 4.2% on one), and without it 4 of 27
+# A/A cells were false regressions. Several sessions (`--repeats`) measure it themselves;
+# dedicated machines may lower it with --session-spread after an A/A run of their own.
+SESSION_SPREAD = math.log(1.03)
 # The noise a counted metric may carry (log scale, ±0.25%): instructions of one forward
 # counted under valgrind in separate processes, seeded, one thread (bench.instructions).
 # docs/compare.md measured a spread of up to 0.22% over three processes (mobilenet_v3_small at
@@ -104,6 +112,7 @@ class Settings:
     alpha: float = 0.01
     single_run_floor: float = SINGLE_RUN_FLOOR
     drift_floor: float = DRIFT_FLOOR  # log scale; only for sides measured at different times
+    session_spread: float = SESSION_SPREAD  # log scale; ping-pong sessions' own offsets
     trim: float = 0.0  # > 0: Yuen's trimmed test across repeats (bench.stats.inference.welch)
     latency_statistic: str = "median"  # a key of LATENCY_STATISTICS
     test: str = "welch"  # a key of TESTS: how repeats are compared

@@ -27,7 +27,7 @@ from bench.stats.inference import (
     trimmed_log_mean,
     welch,
 )
-from bench.stats.paired import newey_west_lag, paired_hac
+from bench.stats.paired import newey_west_lag, with_session_spread
 from bench.status import FAILED, OK, SKIPPED
 
 # Evidence that comes from run-to-run variation; any other (one repeat per side) rests on a
@@ -117,20 +117,26 @@ def _paired(
                           note=f"{pairs.dropped} of {pairs.total} burst pairs ran on a contended "
                           f"host, {pairs.used} left (fewer than {MIN_PAIRS}); re-measure on a "
                           "quieter host, no verdict from these")  # fmt: skip
-    est = paired_hac(pairs.log_ratios())
+    est, tau, estimated = with_session_spread(pairs.log_ratios(), settings.session_spread)
     base = np.concatenate(pairs.base)
     cand = np.concatenate(pairs.cand)
     return CellEstimate(key, "latency", est, PAIRED, pairs.used, pairs.used,
                         float(np.exp(np.log(base).mean())), float(np.exp(np.log(cand).mean())),
-                        None, _paired_note(pairs))  # fmt: skip
+                        None, _paired_note(pairs, tau, estimated))  # fmt: skip
 
 
-def _paired_note(pairs: Pairs) -> str:
+def _paired_note(pairs: Pairs, tau: float, estimated: bool) -> str:
     sessions = len(pairs.base)
     lag = newey_west_lag(max(len(b) for b in pairs.base))
     note = f"{pairs.used} adjacent burst pairs in {sessions} session(s), Newey–West lag {lag}"
     if pairs.dropped:
         note += f"; {pairs.dropped} contended pair(s) dropped"
+    spread = f"{math.expm1(tau):.1%}"
+    if estimated:
+        note += f"; the sessions' own offsets spread {spread} (measured from their means)"
+    elif tau > 0:
+        note += (f"; a session-to-session offset of {spread} allowed (--session-spread), "
+                 "which its pairs cannot see; more sessions (--repeats) narrow it")  # fmt: skip
     return note
 
 

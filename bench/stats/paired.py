@@ -78,3 +78,35 @@ def paired_hac(
     var = max(long_run, 0.0) / (total * total)
     df = max(1.0, 3.0 * total / (lag + 1.0))
     return TEstimate(mean, math.sqrt(var), df, floor)
+
+
+def with_session_spread(
+    sessions: Sequence[np.ndarray], assumed: float, floor: float = 0.0
+) -> tuple[TEstimate, float, bool]:
+    """The pooled mean of :func:`paired_hac` with a variance that allows for the sessions'
+    own offsets: one worker process can run the same code a few percent faster than another
+    for its whole life, which no pair inside the session can see. With ``w_s = n_s / N``,
+    ``v_s`` session s's own Newey–West variance of its mean (about its own mean) and ``tau``
+    the sd of the offsets (log scale), the variance is ``sum_s w_s^2 (v_s + tau^2)``: a
+    random-effects mean (DerSimonian & Laird 1986) with the pairs' weights.
+
+    ``tau`` is the larger of ``assumed`` and, with two or more sessions, the method-of-
+    moments estimate: the variance of the session means less the mean ``v_s``. When the
+    estimate decides, the interval has ``S - 1`` degrees of freedom (S sessions); when
+    ``assumed`` does, it is taken as known and the pairs' degrees of freedom stay. A
+    session of one pair borrows the pooled variance per pair. Returns the estimate, ``tau``
+    and whether the sessions' spread decided it."""
+    parts = [np.asarray(s, dtype=float) for s in sessions if len(s)]
+    pooled = paired_hac(parts, floor)
+    total = sum(len(s) for s in parts)
+    per_pair = pooled.se * pooled.se * total
+    within = [paired_hac([s]).se ** 2 if len(s) >= 2 else per_pair for s in parts]
+    tau2, estimated = assumed * assumed, False
+    if len(parts) >= 2:
+        means = np.array([s.mean() for s in parts])
+        moment = float(means.var(ddof=1)) - float(np.mean(within))
+        if moment > tau2:
+            tau2, estimated = moment, True
+    var = sum((len(s) / total) ** 2 * (v + tau2) for s, v in zip(parts, within, strict=True))
+    df = float(len(parts) - 1) if estimated else pooled.df
+    return TEstimate(pooled.d, math.sqrt(var), df, floor), math.sqrt(tau2), estimated
