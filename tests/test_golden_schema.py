@@ -8,7 +8,8 @@ the counted traffic and activation peak and the roofline columns, issue 20 the c
 evidence, `quality`, `quality_reason`, `attempt` and `variant`, issue 22 ``peak_rss_bytes``,
 issue 24 the instruction counts `instructions_per_forward` and `estimated_cycles_per_forward`
 and the ping-pong columns `pair_id`, `burst_sizes` and `burst_contended`, issue 20's speed
-canary `canary_macs_per_s` and `canary_source`; every other column,
+canary `canary_macs_per_s` and `canary_source`, and the pinned cores `cpus` (the ping-pong
+arms' shared cores, a `--parallel` share); every other column,
 type and counted value stayed as they were)."""
 
 from __future__ import annotations
