@@ -31,6 +31,11 @@ class ResultsCorrupt(BenchError):
     """A results file or folder cannot be read as effbench results."""
 
 
+class ResultsTooNew(ResultsCorrupt):
+    """A results file was written by a newer effbench, under a row contract
+    (``bench.schema.SCHEMA_VERSION``) this one does not know."""
+
+
 class WorkerProtocolError(BenchError):
     """A worker process sent something the runner cannot understand."""
 

@@ -49,6 +49,38 @@ class WorkerExit:
     detail: str = ""
 
 
+# What a receiver gives the watchdog: the messages that came (none within the wait), or how
+# the stream ended (None: it ended normally; a WorkerExit: as the executor saw it).
+Received = list[Message] | WorkerExit | None
+
+
+def watch(
+    receive: Callable[[float], Received],
+    on_message: Callable[[Message], None],
+    kill: Callable[[], None],
+    cell_timeout_s: float,
+) -> WorkerExit | None:
+    """The one watchdog loop of every executor: pass a worker's messages to ``on_message``
+    until its stream ends, allowing ``cell_timeout_s`` per cell (the first also
+    :data:`STARTUP_GRACE_S` for the interpreter, torch and the model); each ``start`` message
+    starts a cell's allowance again. ``receive(seconds)`` waits at most that long. On an
+    overrun ``kill()`` ends the worker and a ``timeout`` exit is returned; else what the
+    stream's end was (None: it ended normally)."""
+    deadline = time.monotonic() + cell_timeout_s + STARTUP_GRACE_S
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            kill()
+            return WorkerExit(TIMEOUT, f"cell exceeded --cell-timeout {cell_timeout_s:g} s")
+        got = receive(left)
+        if not isinstance(got, list):
+            return got
+        for msg in got:
+            if msg.get("event") == "start":
+                deadline = time.monotonic() + cell_timeout_s
+            on_message(msg)
+
+
 class Executor(Protocol):
     def run(
         self, task: Task, on_message: Callable[[Message], None], cell_timeout_s: float
@@ -236,41 +268,41 @@ class LocalExecutor(Cancellable):
         on_message: Callable[[Message], None],
         cell_timeout_s: float,
     ) -> WorkerExit | None:
-        """Read messages until EOF; None if the stream ended normally."""
+        """Read JSON lines until EOF under :func:`watch`; None if the stream ended normally."""
         assert proc.stdout is not None
         fd = proc.stdout.fileno()
         sel = selectors.DefaultSelector()
         sel.register(fd, selectors.EVENT_READ)
         buf = b""
-        # the first cell also waits for the interpreter, torch and the model to load
-        deadline = time.monotonic() + cell_timeout_s + STARTUP_GRACE_S
+
+        def receive(wait_s: float) -> Received:
+            nonlocal buf
+            if not sel.select(timeout=wait_s):
+                return []
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                return None
+            *lines, buf = (buf + chunk).split(b"\n")
+            try:
+                return [json.loads(line) for line in lines if line.strip()]
+            except json.JSONDecodeError as e:
+                _killpg(proc.pid)
+                bad = next(x for x in lines if x.strip() and not _is_json(x))
+                raise WorkerProtocolError(f"worker sent unreadable line {bad[:200]!r}") from e
+
         try:
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0 or not sel.select(timeout=left):
-                    _killpg(proc.pid)
-                    return WorkerExit(TIMEOUT, f"cell exceeded --cell-timeout {cell_timeout_s:g} s")
-                chunk = os.read(fd, 1 << 16)
-                if not chunk:
-                    return None
-                buf += chunk
-                *lines, buf = buf.split(b"\n")
-                for line in lines:
-                    if not line.strip():
-                        continue
-                    try:
-                        msg = json.loads(line)
-                    except json.JSONDecodeError as e:
-                        _killpg(proc.pid)
-                        raise WorkerProtocolError(
-                            f"worker sent unreadable line {line[:200]!r}"
-                        ) from e
-                    if msg.get("event") == "start":
-                        deadline = time.monotonic() + cell_timeout_s
-                    on_message(msg)
+            return watch(receive, on_message, lambda: _killpg(proc.pid), cell_timeout_s)
         finally:
             sel.close()
             proc.stdout.close()
+
+
+def _is_json(line: bytes) -> bool:
+    try:
+        json.loads(line)
+    except json.JSONDecodeError:
+        return False
+    return True
 
 
 class ForkServerExecutor(Cancellable):
@@ -340,27 +372,21 @@ class ForkServerExecutor(Cancellable):
             proc.start()
             self._track(proc.pid)
             send.close()
-            outcome: WorkerExit | None = None
-            deadline = time.monotonic() + cell_timeout_s + STARTUP_GRACE_S
+
+            def receive(wait_s: float) -> Received:
+                if not recv.poll(wait_s):
+                    return []
+                try:
+                    msg = recv.recv()
+                except EOFError:
+                    return None
+                if not isinstance(msg, dict):
+                    _killpg(proc.pid)
+                    raise WorkerProtocolError(f"worker sent {type(msg).__name__}, not a dict")
+                return [msg]
+
             try:
-                while True:
-                    left = deadline - time.monotonic()
-                    if left <= 0 or not recv.poll(left):
-                        _killpg(proc.pid)
-                        outcome = WorkerExit(
-                            TIMEOUT, f"cell exceeded --cell-timeout {cell_timeout_s:g} s"
-                        )
-                        break
-                    try:
-                        msg = recv.recv()
-                    except EOFError:
-                        break
-                    if not isinstance(msg, dict):
-                        _killpg(proc.pid)
-                        raise WorkerProtocolError(f"worker sent {type(msg).__name__}, not a dict")
-                    if msg.get("event") == "start":
-                        deadline = time.monotonic() + cell_timeout_s
-                    on_message(msg)
+                outcome = watch(receive, on_message, lambda: _killpg(proc.pid), cell_timeout_s)
             except BaseException:  # a signal, or a protocol error: no worker outlives it
                 _killpg(proc.pid)
                 raise

@@ -34,9 +34,9 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from bench.errors import Interrupted, InvalidOption
-from bench.executor import STARTUP_GRACE_S, Message, WorkerExit
+from bench.executor import Message, Received, WorkerExit, watch
 from bench.plan import Inventory
-from bench.status import CRASHED, TIMEOUT
+from bench.status import CRASHED
 from bench.worker import Task
 
 CPU_NODE_RESOURCE = "effbench_cpu_node"
@@ -336,30 +336,27 @@ class RayExecutor:
             self._running.add(stream)
             if self._cancelled:
                 ray.cancel(stream, force=True)
-        deadline = time.monotonic() + cell_timeout_s + STARTUP_GRACE_S
+
+        def receive(wait_s: float) -> Received:
+            # short waits: a signal's handler runs only between them (ray.wait blocks in
+            # C++), so Ctrl-C stops the sweep within a second
+            ready, _ = ray.wait([stream], timeout=min(wait_s, POLL_S))
+            if not ready:
+                return []
+            try:
+                msg = ray.get(next(stream))
+            except StopIteration:
+                return WorkerExit(CRASHED, "the Ray task ended without an exit message")
+            except ray.exceptions.RayError as e:
+                text = str(e).strip().splitlines()
+                return WorkerExit(CRASHED, f"Ray task failed: {text[0] if text else e!r}")
+            if msg.get("event") == "exit":
+                return WorkerExit(str(msg["status"]), str(msg.get("detail", "")))
+            return [msg]
+
         try:
-            while True:
-                # short waits: a signal's handler runs only between them (ray.wait blocks
-                # in C++), so Ctrl-C stops the sweep within a second
-                left = deadline - time.monotonic()
-                ready, _ = ray.wait([stream], timeout=min(max(left, 0), POLL_S))
-                if not ready and left > POLL_S:
-                    continue
-                if not ready:
-                    ray.cancel(stream, force=True)
-                    return WorkerExit(TIMEOUT, f"cell exceeded --cell-timeout {cell_timeout_s:g} s")
-                try:
-                    msg = ray.get(next(stream))
-                except StopIteration:
-                    return WorkerExit(CRASHED, "the Ray task ended without an exit message")
-                except ray.exceptions.RayError as e:
-                    text = str(e).strip().splitlines()
-                    return WorkerExit(CRASHED, f"Ray task failed: {text[0] if text else e!r}")
-                if msg.get("event") == "exit":
-                    return WorkerExit(str(msg["status"]), str(msg.get("detail", "")))
-                if msg.get("event") == "start":
-                    deadline = time.monotonic() + cell_timeout_s
-                on_message(msg)
+            end = watch(receive, on_message, lambda: ray.cancel(stream, force=True), cell_timeout_s)
+            return end if end is not None else WorkerExit(CRASHED, "no exit message")
         except BaseException as e:  # a signal, or a protocol error: no task outlives it
             ray.cancel(stream, force=True)
             if isinstance(e.__cause__, Interrupted):  # Ray's C++ wait wraps the handler's

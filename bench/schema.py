@@ -20,7 +20,25 @@ from typing import Any
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+# What each version of the row contract changed. A row records the version that wrote it
+# (``schema_version``, and the file's arrow metadata); ``bench.store`` migrates rows of an
+# older version on read and refuses rows of a newer one. Adding, removing or re-meaning a
+# column makes a new version: bump SCHEMA_VERSION, say here what changed, give a new column
+# ``since=`` the new version and add the migration of older rows to
+# ``bench.store_checks.MIGRATIONS``; tests/data/schema_versions.json keeps each version's
+# columns and tests/test_schema.py fails until that is done.
+SCHEMA_HISTORY: dict[int, str] = {
+    1: "2026-11-22 to 2026-12-04: the first contract, which grew (configurations, ceilings "
+    "and the roofline, contention evidence and quality, attempts, variants, instruction "
+    "counts, ping-pong bursts, pinned cores) while the version stayed 1. A version-1 row "
+    "may lack any column but the required ones (run_id, model, batch_size, device, dtype, "
+    "status).",
+    2: "2026-12-05: the version becomes real. Every declared column is in every file; "
+    "version-1 rows are migrated on read (their missing key columns filled from the run's "
+    "manifest, the other missing columns empty).",
+}
 
 
 # Column kinds: python annotation text (for the Row dataclass) and arrow type.
@@ -49,7 +67,8 @@ class Column:
     """One column of a table: name, kind (a key of :data:`KINDS`), unit ('' if none), a
     one-line meaning, whether `effbench show` prints it, how the report summarizes it over
     a cell's repeats (``agg``: :data:`MEDIAN`, :data:`FIRST` or ''), and the regression
-    gate's metric that compares it (``gate``: a metric of ``bench.compare``, or '')."""
+    gate's metric that compares it (``gate``: a metric of ``bench.compare``, or ''), and
+    ``since``, the first contract version (:data:`SCHEMA_VERSION`) whose rows all have it."""
 
     name: str
     kind: str
@@ -58,6 +77,7 @@ class Column:
     shown: bool = False
     agg: str = ""
     gate: str = ""
+    since: int = 2
 
     @property
     def arrow_type(self) -> pa.DataType:
@@ -78,8 +98,9 @@ def _c(
     *,
     agg: str = "",
     gate: str = "",
+    since: int = 2,
 ) -> Column:
-    return Column(name, kind, unit, meaning, shown, agg, gate)
+    return Column(name, kind, unit, meaning, shown, agg, gate, since)
 
 
 IDENTITY = (
@@ -335,7 +356,13 @@ SETTINGS = (
     ),
     _c("tf32", "bool?", "", "TF32 allowed (CUDA)"),
     _c("cudnn_benchmark", "bool?", "", "cuDNN autotuner on (CUDA)"),
-    _c("schema_version", "int", "", "version of this contract"),
+    _c(
+        "schema_version",
+        "int",
+        "",
+        "version of the row contract that wrote the row (`bench.schema.SCHEMA_HISTORY`; "
+        "rows of older versions are migrated on read)",
+    ),
 )
 DECLARED: tuple[Column, ...] = (
     *IDENTITY,

@@ -41,8 +41,9 @@ from bench.store_checks import (
     _advice,
     _check_unique_rows,
     _check_values,
-    _migrate_keys,
     _shown,
+    file_version,
+    migrate,
 )
 
 MANIFEST = "manifest.json"
@@ -371,8 +372,9 @@ def _check_part_name(path: Path) -> None:
 
 
 def _read_part(path: Path, run: Path | None) -> pd.DataFrame:
-    """One part file as a frame; :class:`ResultsCorrupt` unless it is an effbench result
-    with every required column filled."""
+    """One part file as a frame, its ``schema_version`` the file's (1 where it has none);
+    :class:`ResultsCorrupt` unless it is an effbench result with every required column
+    filled and every column its version writes, :class:`ResultsTooNew` for a newer one."""
     try:
         table = pq.read_table(path)
     except (OSError, pa.ArrowException) as e:
@@ -394,7 +396,10 @@ def _read_part(path: Path, run: Path | None) -> pd.DataFrame:
             f"{path} has rows without {', '.join(empty)}; it was not written by "
             "`effbench run`: delete it or give only files written by `effbench run`"
         )
-    return table.to_pandas()
+    version = file_version(table, path, _advice(run))
+    frame = table.to_pandas()
+    frame["schema_version"] = np.full(len(frame), version, dtype=np.int64)
+    return frame
 
 
 def _normalize(df: pd.DataFrame) -> pd.DataFrame:
@@ -439,7 +444,7 @@ def load_discovered(found: Discovery) -> Loaded:
     files = [f for _, f in sources]
     advice = [_advice(found.runs[i].path if i < len(found.runs) else None) for i, _ in sources]
     _check_values(df, file_of_row, files, advice)
-    notes = _migrate_keys(df, source, manifests)
+    notes = migrate(df, df["schema_version"].to_numpy(dtype=np.int64), source, manifests)
     _check_unique_rows(df, file_of_row, files)
     rows = _normalize(df)
     if len(rows) != sum(counts):  # a part must contribute exactly its rows

@@ -1,21 +1,23 @@
 """Reading results back, the checks and migrations of ``bench.store``: every value of a
 part file checked against its column's kind and range, rows that share an identity
-refused (naming their files), and key values older files lack taken from their run's
-manifest. What a message advises is said here once."""
+refused (naming their files), each file's contract version read and checked, and rows of
+an older version migrated (:data:`MIGRATIONS`: key values they lack taken from their run's
+manifest). What a message advises is said here once."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
-from bench.errors import ResultsCorrupt
+from bench.errors import ResultsCorrupt, ResultsTooNew
 from bench.keys import CellKey
-from bench.schema import DECLARED, Column
+from bench.schema import DECLARED, SCHEMA_VERSION, Column
 from bench.status import STATUSES
 
 # Key columns older files may lack, and what they are filled with when the run's manifest
@@ -61,18 +63,87 @@ def _device_name(manifest: Mapping[str, Any], device: object) -> str:
     return text
 
 
-def _migrate_keys(
-    df: pd.DataFrame, source: np.ndarray, manifests: Sequence[Mapping[str, Any]]
+def file_version(table: pa.Table, path: Path, advice: str) -> int:
+    """The row-contract version of a part file (bench.schema.SCHEMA_HISTORY): its
+    ``schema_version`` column, else its arrow metadata, else 1 (files from before either).
+    :class:`ResultsTooNew` for a version newer than this code's; :class:`ResultsCorrupt` for
+    a value that is not a version, rows of two versions in one file, or a file that lacks a
+    column its version writes (``Column.since``)."""
+    if "schema_version" in table.column_names:
+        values = set(table.column("schema_version").to_pylist()) - {None}
+    else:
+        meta = (table.schema.metadata or {}).get(b"effbench_schema_version")
+        values = {meta.decode(errors="replace")} if meta is not None else set()
+    if len(values) > 1:
+        raise ResultsCorrupt(
+            f"{path} holds rows of contract versions {sorted(map(str, values))}; one file is "
+            f"written by one effbench: {advice}"
+        )
+    version = _positive_int(_as_number(next(iter(values)))) if values else 1
+    if version is None:
+        raise ResultsCorrupt(f"{path}: schema_version {_shown(next(iter(values)))} is not a "
+                             f"version (a whole number from 1); {advice}")  # fmt: skip
+    if version > SCHEMA_VERSION:
+        raise ResultsTooNew(
+            f"{path} was written by a newer effbench (row contract version {version}; this "
+            f"one reads versions up to {SCHEMA_VERSION}): read it with the effbench that "
+            "wrote it, or upgrade this one (`pip install -U effbench`, or the newer checkout)"
+        )
+    names = set(table.column_names)
+    lacking = [c.name for c in DECLARED if c.since <= version and c.name not in names]
+    if lacking:
+        more = f" and {len(lacking) - 5} more" if len(lacking) > 5 else ""
+        shown = ", ".join(lacking[:5]) + more
+        raise ResultsCorrupt(
+            f"{path} says it is of row contract version {version} but lacks the column(s) "
+            f"{shown}, which every file of that version has; {advice}"
+        )
+    return version
+
+
+def _as_number(value: object) -> object:
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def migrate(
+    df: pd.DataFrame,
+    versions: np.ndarray,
+    source: np.ndarray,
+    manifests: Sequence[Mapping[str, Any]],
 ) -> tuple[str, ...]:
-    """Fill the cell-key columns that older files lack (or leave empty), in place:
-    ``image_size`` and ``threads`` from the run's manifest, else ``NOT_RECORDED``;
-    ``repeat`` 0 (one repeat per cell before ``--repeats``); ``config`` eager (the only
-    configuration before ``--configs``); ``device_name`` from the run's
-    environment record, else the device. ``source[i]`` indexes the manifest of row i.
-    Returns one note per column filled."""
+    """Bring every row of ``df`` (in place) to :data:`SCHEMA_VERSION`, one version at a
+    time (:data:`MIGRATIONS`); ``versions[i]`` is row i's version, ``source[i]`` the index of
+    its run's manifest. Returns one note per change made."""
+    notes: list[str] = []
+    for version in range(1, SCHEMA_VERSION):  # every step runs: each also sets its dtypes
+        older = versions <= version
+        notes += [f"{n} (row contract version {version})"
+                  for n in MIGRATIONS[version](df, older, source, manifests)]  # fmt: skip
+    return tuple(notes)
+
+
+def _migrate_keys(
+    df: pd.DataFrame,
+    older: np.ndarray,
+    source: np.ndarray,
+    manifests: Sequence[Mapping[str, Any]],
+) -> list[str]:
+    """The migration from version 1 (bench.schema.SCHEMA_HISTORY): fill the cell-key
+    columns that ``older`` rows lack (or leave empty), in place: ``image_size`` and
+    ``threads`` from the run's manifest, else ``NOT_RECORDED``; ``repeat`` 0 (one repeat per
+    cell before ``--repeats``); ``attempt`` 0 (before re-measurement); ``config`` eager (the
+    only configuration before ``--configs``); ``variant`` from the manifest of an A/B arm;
+    ``device_name`` from the run's environment record, else the device. ``source[i]``
+    indexes the manifest of row i. A newer row without one of them is refused. Returns one
+    note per column filled."""
     notes = []
     for col in ("image_size", "threads", "repeat", "batch_size"):
-        raw = df[col] if col in df.columns else pd.Series([None] * len(df), dtype=object)
+        raw = _column(df, col)
         values = pd.to_numeric(raw, errors="coerce")
         bad = (values.isna() & raw.notna()) | (values.notna() & (values % 1 != 0))
         if bad.any():
@@ -80,7 +151,7 @@ def _migrate_keys(
                 f"{col} {_shown(raw[bad].iloc[0])} is not a whole number in some row; give "
                 "only files written by `effbench run`"
             )
-        gap = values.isna().to_numpy()
+        gap = _gap(values, older, col)
         if gap.any():
             recorded = [_recorded(m, col) if col != "repeat" else 0 for m in manifests]
             fill = np.array([recorded[s] for s in source[gap]], dtype=object)
@@ -94,16 +165,16 @@ def _migrate_keys(
             notes.append(f"{int(gap.sum())} row(s) lack {col}: {', '.join(how)}")
         df[col] = values.astype(np.int64)
     # rows written before re-measurement are the only attempt of their cell
-    raw = df["attempt"] if "attempt" in df.columns else pd.Series([None] * len(df), dtype=object)
-    df["attempt"] = pd.to_numeric(raw, errors="coerce").fillna(0).astype(np.int64)
-    raw = df["config"] if "config" in df.columns else pd.Series([None] * len(df), dtype=object)
-    gap = raw.isna().to_numpy()
+    values = pd.to_numeric(_column(df, "attempt"), errors="coerce")
+    df["attempt"] = values.where(~_gap(values, older, "attempt"), 0).astype(np.int64)
+    raw = _column(df, "config")
+    gap = _gap(raw, older, "config")
     if gap.any():  # before configurations were a sweep axis, every row ran eager
         df["config"] = raw.astype(object).where(~gap, "eager")
         notes.append(f"{int(gap.sum())} row(s) lack config: set to eager (written before it)")
-    notes += _migrate_variant(df, source, manifests)
-    raw = df["device_name"] if "device_name" in df.columns else pd.Series([None] * len(df))
-    gap = raw.isna().to_numpy()
+    notes += _migrate_variant(df, older, source, manifests)
+    raw = _column(df, "device_name")
+    gap = _gap(raw, older, "device_name")
     if gap.any():
         names = [
             _device_name(manifests[s], d)
@@ -111,7 +182,31 @@ def _migrate_keys(
         ]
         df["device_name"] = raw.astype(object).where(~gap, pd.Series(names, index=df.index[gap]))
         notes.append(f"{int(gap.sum())} row(s) lack device_name: named from the run's environment")
-    return tuple(notes)
+    return notes
+
+
+def _column(df: pd.DataFrame, name: str) -> pd.Series:
+    """``df[name]``, or a column of nulls where the frame has none."""
+    if name in df.columns:
+        return df[name]
+    return pd.Series([None] * len(df), dtype=object, index=df.index)
+
+
+def _gap(values: pd.Series, older: np.ndarray, name: str) -> np.ndarray:
+    """Where ``values`` is empty in an ``older`` row (to be filled); :class:`ResultsCorrupt`
+    where it is empty in a newer row, whose contract always fills it."""
+    empty = values.isna().to_numpy()
+    if (empty & ~older).any():
+        raise ResultsCorrupt(
+            f"a row has no {name}, which every row of row contract version 2 and later has; "
+            "give only files written by `effbench run`"
+        )
+    return empty & older
+
+
+# Per version v: the migration of rows of version v to version v + 1 (in place; returns
+# notes). bench.schema.SCHEMA_HISTORY says what each version changed.
+MIGRATIONS: dict[int, Callable[..., list[str]]] = {1: _migrate_keys}
 
 
 def _variant(manifest: Mapping[str, Any]) -> str | None:
@@ -122,7 +217,10 @@ def _variant(manifest: Mapping[str, Any]) -> str | None:
 
 
 def _migrate_variant(
-    df: pd.DataFrame, source: np.ndarray, manifests: Sequence[Mapping[str, Any]]
+    df: pd.DataFrame,
+    older: np.ndarray,
+    source: np.ndarray,
+    manifests: Sequence[Mapping[str, Any]],
 ) -> list[str]:
     """Fill ``variant`` where a row lacks it but its run's manifest names the arm (rows
     written before the column; every row of an arm's run folder is that arm), in place.
@@ -131,7 +229,7 @@ def _migrate_variant(
     arms = np.array([_variant(m) for m in manifests], dtype=object)
     fill = arms[source] if len(source) else np.array([], dtype=object)
     named = np.array([v is not None for v in fill], dtype=bool)
-    gap = (raw.isna() | raw.astype(object).eq("")).to_numpy() & named
+    gap = (raw.isna() | raw.astype(object).eq("")).to_numpy() & named & older
     df["variant"] = raw.astype(object).where(~gap, pd.Series(fill, index=df.index))
     if not gap.any():
         return []

@@ -12,10 +12,10 @@ import pytest
 from factories import make_row
 
 from bench.cli import main
-from bench.errors import InvalidOption, OutputNotWritable, ResultsCorrupt
+from bench.errors import InvalidOption, OutputNotWritable, ResultsCorrupt, ResultsTooNew
 from bench.report import FIGURE_DIR, build_report
 from bench.report.data import load_report_data
-from bench.schema import Row
+from bench.schema import ARROW_SCHEMA, SCHEMA_VERSION, Row
 from bench.store import (
     discover,
     load_discovered,
@@ -129,6 +129,54 @@ def test_old_parts_without_a_manifest_get_the_documented_sentinel(tmp_path: Path
     assert loaded.rows["threads"].tolist() == [NOT_RECORDED] * 3
     assert any("3 row(s) lack image_size" in n for n in loaded.notes)
     assert loaded.rows["image_size"].dtype == "int64"
+
+
+def _versioned_part(path: Path, version: int, drop: str = "") -> Path:
+    """A part of ``make_row``'s row with every column, its ``schema_version`` column and
+    arrow metadata set to ``version``; without the column ``drop`` when given."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = pa.Table.from_pylist([make_row("v", 1, schema_version=version).to_dict()],
+                                 schema=ARROW_SCHEMA)  # fmt: skip
+    table = table.replace_schema_metadata({b"effbench_schema_version": str(version).encode()})
+    if drop:
+        table = table.drop_columns([drop])
+    pq.write_table(table, path)
+    return path
+
+
+def test_a_file_of_a_newer_contract_version_is_refused_with_what_to_do(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    _versioned_part(run / "part-new.parquet", SCHEMA_VERSION + 1)
+    write_manifest(run, {"run_id": "run"})
+    with pytest.raises(ResultsTooNew, match=rf"version {SCHEMA_VERSION + 1}.*upgrade"):
+        load_results([run])
+    assert main(["show", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("effbench: error:") and "newer effbench" in err
+
+
+def test_a_current_file_must_have_its_columns_and_an_old_one_is_migrated(tmp_path: Path) -> None:
+    """Version 2 writes every column: a version-2 file without ``threads`` is damaged (not
+    filled in from the manifest as a version-1 file's would be), and the rows of a version-1
+    file keep their version and are filled in."""
+    run = tmp_path / "run"
+    run.mkdir()
+    write_manifest(run, {"run_id": "run"})
+    _versioned_part(run / "part-ok.parquet", SCHEMA_VERSION)
+    assert load_results([run])["schema_version"].tolist() == [SCHEMA_VERSION]
+    _versioned_part(run / "part-damaged.parquet", SCHEMA_VERSION, drop="threads")
+    with pytest.raises(ResultsCorrupt, match=r"part-damaged\.parquet.*lacks the column\(s\) thr"):
+        load_results([run])
+    (run / "part-damaged.parquet").unlink()
+    _old_part(run / "part-old.parquet", 1, schema_version=[1])
+    loaded = load_discovered(discover([run]))
+    assert sorted(loaded.rows["schema_version"]) == [1, SCHEMA_VERSION]
+    assert any("lack threads" in n and "(row contract version 1)" in n for n in loaded.notes)
+    _old_part(run / "part-odd.parquet", 1, model="odd", schema_version=["two"])
+    with pytest.raises(ResultsCorrupt, match="schema_version 'two' is not a version"):
+        load_results([run])
 
 
 def test_report_keeps_rows_of_old_parts_without_image_size(tmp_path: Path) -> None:

@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from pathlib import Path
 
 from bench.probes.memory import MemoryPass
 from bench.probes.registry import BUILTIN
 from bench.probes.timing import LatencyWindow
-from bench.schema import ARROW_SCHEMA, DECLARED, KINDS, Row, markdown_table
+from bench.schema import (
+    ARROW_SCHEMA,
+    DECLARED,
+    KINDS,
+    SCHEMA_HISTORY,
+    SCHEMA_VERSION,
+    Row,
+    markdown_table,
+)
+from bench.store_checks import MIGRATIONS
 
 README = Path(__file__).resolve().parent.parent / "README.md"
+RELEASED = Path(__file__).resolve().parent / "data" / "schema_versions.json"
 
 
 def test_readme_column_table_is_the_generated_one() -> None:
@@ -30,6 +41,28 @@ def test_row_fields_and_arrow_schema_follow_the_declarations() -> None:
     for c, f in zip(DECLARED, fields[:-1], strict=True):
         assert f.type == KINDS[c.kind][0]
         assert ARROW_SCHEMA.field(c.name).type == c.arrow_type
+
+
+def test_a_changed_contract_is_a_new_version_with_its_migration() -> None:
+    """tests/data/schema_versions.json keeps each released version's columns. The declared
+    columns must be the current version's entry: a column added, removed, renamed or given
+    another kind without a new version (SCHEMA_VERSION, a SCHEMA_HISTORY line, an entry
+    there, a migration) fails here."""
+    released = {int(k): v for k, v in json.loads(RELEASED.read_text()).items() if k != "about"}
+    assert [[c.name, c.kind] for c in DECLARED] == released.get(SCHEMA_VERSION), (
+        "the row contract changed: bump bench.schema.SCHEMA_VERSION, say what changed in "
+        "SCHEMA_HISTORY, add the migration to bench.store_checks.MIGRATIONS and the new "
+        "version's columns to tests/data/schema_versions.json (leave older entries as they are)"
+    )
+    assert sorted(SCHEMA_HISTORY) == list(range(1, SCHEMA_VERSION + 1))
+    assert sorted(MIGRATIONS) == list(range(1, SCHEMA_VERSION))
+    # a column is promised (``since``) from the version that added it; version 2 promised
+    # every column it had, since version 1 had no fixed set
+    before = {name for name, _ in released.get(SCHEMA_VERSION - 1, [])}
+    for c in DECLARED:
+        assert c.since == (SCHEMA_VERSION if c.name not in before else c.since), c.name
+        assert 2 <= c.since <= SCHEMA_VERSION, c.name
+    assert ARROW_SCHEMA.metadata[b"effbench_schema_version"] == str(SCHEMA_VERSION).encode()
 
 
 def test_units_live_in_the_names() -> None:
