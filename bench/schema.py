@@ -35,7 +35,7 @@ SCHEMA_HISTORY: dict[int, str] = {
     "counts, ping-pong bursts, pinned cores) while the version stayed 1. A version-1 row "
     "may lack any column but the required ones (run_id, model, batch_size, device, dtype, "
     "status).",
-    2: "2026-12-05: the version becomes real. Every declared column is in every file; "
+    2: "2026-12-04 (evening): the version becomes real. Every declared column is in every file; "
     "version-1 rows are migrated on read (their missing key columns filled from the run's "
     "manifest, the other missing columns empty).",
 }

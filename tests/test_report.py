@@ -1422,13 +1422,14 @@ def test_the_report_reads_the_best_attempt_of_each_cell(tmp_path: Path) -> None:
 
 def test_the_arms_of_an_ab_run_are_setups_never_pooled_repeats(tmp_path: Path) -> None:
     # an A/B run: two run folders whose manifests name the arm; the "base" arm's rows carry
-    # the variant, the "tuned" arm's rows lack it (written before the column) and get it
-    # from their manifest
+    # the variant, the "tuned" arm's rows lack it (written before the column, under row
+    # contract version 1) and get it from their manifest
     latencies = {"base": (10.0, 12.0), "tuned": (4.0, 6.0)}
     runs = []
     for arm, lats in latencies.items():
+        old = {} if arm == "base" else {"variant": None, "schema_version": 1}
         rows = [_timed("m", 1, lat, r, run_id=f"ab-{arm}", timestamp=f"2026-01-01T00:00:0{r}",
-                       variant=arm if arm == "base" else None)
+                       **{"variant": arm, **old})
                 for r, lat in enumerate(lats)]  # fmt: skip
         runs.append(write_run(tmp_path, f"ab-{arm}", rows, options={"variant": arm}))
     data = load_report_data(runs)
