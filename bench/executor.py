@@ -466,6 +466,14 @@ def call_in_fresh_process(fn: Callable[..., Any], args: tuple[Any, ...], timeout
     return value
 
 
+def fork_server_pid() -> int | None:
+    """The PID of this process's fork server (:class:`ForkServerExecutor`), if it runs."""
+    from multiprocessing import forkserver
+
+    pid = getattr(forkserver._forkserver, "_forkserver_pid", None)  # CPython 3.8-3.13
+    return pid if isinstance(pid, int) else None
+
+
 def default_executor() -> Executor:
     """The fork-server executor on Linux; plain subprocesses elsewhere."""
     if sys.platform.startswith("linux"):

@@ -1,7 +1,9 @@
 """The pre-flight check: is the host quiet enough to measure on, before the first cell?
 
 Over :data:`CHECK_S` (half a second) it reads the busy time of the cores this process may
-use (``/proc/stat``), less this process's own, and which other processes used CPU meanwhile
+use (``/proc/stat``), less this process's own and that of the processes it names as its own
+(``ours``: the workers' fork server, which ``effbench run`` starts before the check and which
+imports torch meanwhile), and which other processes used CPU meanwhile
 (``/proc/<pid>/stat``), plus the load averages and the CPU frequency governor where the
 kernel shows it. The host is *busy* when other processes kept more than
 :data:`bench.quality.OTHERS_CORES_LIMIT` cores busy: the same limit that judges a cell
@@ -102,8 +104,10 @@ def check_host(
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
     governors: Callable[[], tuple[str, ...]] = cpu_governors,
+    ours: Sequence[int] = (),
 ) -> HostCheck:
-    """Read the host over ``seconds``; see the module docstring."""
+    """Read the host over ``seconds``; see the module docstring. The CPU time of ``ours``
+    (PIDs) and their descendants is this run's, not another process's load."""
     reader = reader or ProcReader()
     if cpus is None:
         try:
@@ -123,13 +127,16 @@ def check_host(
         return HostCheck(seconds, ncores, None, (), load, governors(), False, str(e))
     wall = max(t1 - t0, 1e-9)
     own = own1.cpu_s - own0.cpu_s
-    others = max(0.0, host1.busy_s - host0.busy_s - own) / wall
     family = _own_family(os.getpid(), reader.root)
+    kin = set().union(*(_own_family(pid, reader.root) for pid in ours)) - {os.getpid()}
+    kin_s = sum(cpu - procs0[pid][1] for pid, (_, cpu) in procs1.items()
+                if pid in procs0 and pid in kin)  # fmt: skip
+    others = max(0.0, host1.busy_s - host0.busy_s - own - kin_s) / wall
     used = sorted(
         (
             (pid, cmd, (cpu - procs0[pid][1]) / wall)
             for pid, (cmd, cpu) in procs1.items()
-            if pid in procs0 and pid not in family
+            if pid in procs0 and pid not in family | kin
         ),
         key=lambda p: -p[2],
     )

@@ -15,6 +15,7 @@ from bench.loadgen import CpuLoad
 from bench.preflight import HostCheck, check_host, wait_for_quiet
 from bench.probes.base import Window
 from bench.probes.contention import ContentionWindow
+from bench.quality import OTHERS_CORES_LIMIT
 
 STAT = """cpu  1000 10 300 50000 20 5 5 40 0 0
 cpu0 600 10 200 25000 10 3 2 30 0 0
@@ -236,6 +237,40 @@ def test_preflight_names_the_busy_processes_and_what_to_do(tmp_path: Path) -> No
     assert "busy worker (x) (pid 101) 1.20" in text and "1.50 of 2 cores" in text
     advice = check.advice(threads=2)
     assert "--threads 1" in advice and "taskset" in advice and "powersave" in advice
+
+
+def test_preflight_leaves_out_the_runs_own_fork_server(tmp_path: Path) -> None:
+    """1.5 s of CPU in 1 s, 1.4 s of it process 101's: another program's, the host is
+    busy; this run's fork server (``ours``), importing torch while the check runs, it is
+    not (0.1 cores of others' load)."""
+    proc = _fake_proc(tmp_path / "proc")
+
+    class Moving(ProcReader):
+        reads = 0
+
+        def host(self, cpus: object = ()) -> HostTimes:
+            h = super().host()
+            return h if self.reads == 0 else HostTimes(h.busy_s + 1.5, h.steal_s, h.total_s + 2, 4)
+
+        def own(self) -> OwnTimes:
+            return OwnTimes(0.0, 0.0, 0)
+
+        def process_cpu_s(self) -> dict[int, tuple[str, float]]:
+            p = super().process_cpu_s()
+            if self.reads:
+                p[101] = (p[101][0], p[101][1] + 1.4)
+            self.reads += 1
+            return p
+
+    def check(ours: tuple[int, ...]) -> HostCheck:
+        clock = iter([0.0, 1.0]).__next__
+        return check_host(Moving(proc), seconds=1.0, cpus=(0, 1), sleep=lambda s: None,
+                          clock=clock, governors=lambda: (), ours=ours)  # fmt: skip
+
+    theirs, mine = check(()), check((101,))
+    assert theirs.busy and theirs.others_cores == pytest.approx(1.5) and theirs.heavy
+    assert mine.others_cores == pytest.approx(0.1) and mine.heavy == ()
+    assert not mine.busy and mine.others_cores < OTHERS_CORES_LIMIT
 
 
 def test_waiting_for_quiet_stops_at_the_first_quiet_check_or_the_bound() -> None:
