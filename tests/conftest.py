@@ -76,17 +76,20 @@ def out_dir(tmp_path: Path) -> Path:
 _STARTS_PROCESSES = re.compile(
     r"\beffbench\(|\bsubprocess\.|\bPopen\(|\bCpuLoad\(|\[\s*\"(run|report)\",|"
     r"sys\.executable|\brun_task\(|\b(ForkServer|Local|Arm|Ray)Executor\b|webdriver|"
-    r"\.Process\(|get_context\(|\bbuild_report\("
+    r"\.Process\(|get_context\(|\bbuild_report\(|\bcall_in_fresh_process\(|"
+    r"\bprobe_environment\("
 )
 _HELPERS: dict[str, frozenset[str]] = {}
 
 
 def _process_helpers(module: Any) -> frozenset[str]:
-    """Names of the module's functions that start processes, directly or through another."""
+    """Names of the module's functions and classes (a fake executor, say) that start
+    processes, directly or through another."""
     if module.__name__ not in _HELPERS:
         sources = {}
         for name, obj in vars(module).items():
-            if inspect.isfunction(obj) and obj.__module__ == module.__name__:
+            ours = getattr(obj, "__module__", None) == module.__name__
+            if ours and (inspect.isfunction(obj) or inspect.isclass(obj)):
                 with contextlib.suppress(OSError, TypeError):
                     sources[name] = inspect.getsource(obj)
         found = {n for n, src in sources.items() if _STARTS_PROCESSES.search(src)}
