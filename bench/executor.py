@@ -283,26 +283,20 @@ class LocalExecutor(Cancellable):
             if not chunk:
                 return None
             *lines, buf = (buf + chunk).split(b"\n")
-            try:
-                return [json.loads(line) for line in lines if line.strip()]
-            except json.JSONDecodeError as e:
-                _killpg(proc.pid)
-                bad = next(x for x in lines if x.strip() and not _is_json(x))
-                raise WorkerProtocolError(f"worker sent unreadable line {bad[:200]!r}") from e
+            messages = []
+            for line in filter(bytes.strip, lines):
+                try:
+                    messages.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    _killpg(proc.pid)
+                    raise WorkerProtocolError(f"worker sent unreadable line {line[:200]!r}") from e
+            return messages
 
         try:
             return watch(receive, on_message, lambda: _killpg(proc.pid), cell_timeout_s)
         finally:
             sel.close()
             proc.stdout.close()
-
-
-def _is_json(line: bytes) -> bool:
-    try:
-        json.loads(line)
-    except json.JSONDecodeError:
-        return False
-    return True
 
 
 class ForkServerExecutor(Cancellable):

@@ -225,7 +225,7 @@ def _migrate_variant(
     """Fill ``variant`` where a row lacks it but its run's manifest names the arm (rows
     written before the column; every row of an arm's run folder is that arm), in place.
     Rows of runs that were not A/B runs keep no variant, and need no note."""
-    raw = df["variant"] if "variant" in df.columns else pd.Series([None] * len(df), dtype=object)
+    raw = _column(df, "variant")
     arms = np.array([_variant(m) for m in manifests], dtype=object)
     fill = arms[source] if len(source) else np.array([], dtype=object)
     named = np.array([v is not None for v in fill], dtype=bool)

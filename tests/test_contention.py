@@ -205,13 +205,11 @@ def test_every_worker_is_told_which_process_is_its_runner() -> None:
     assert LocalExecutor()._env(task)[RUNNER_PID_ENV] == str(os.getpid())
 
 
-def test_preflight_names_the_busy_processes_and_what_to_do(tmp_path: Path) -> None:
-    proc = _fake_proc(tmp_path / "proc")
+def _moving(proc: Path, gained_s: float) -> ProcReader:
+    """A reader of the fake /proc under which, between the two readings, the CPUs gain 150
+    busy ticks (1.5 s of CPU in 1 s) and process 101 gains ``gained_s`` of them."""
 
     class Moving(ProcReader):
-        """Between the two readings the CPUs gain 150 busy ticks (1.5 s of CPU in 1 s) and
-        process 101 gains 120 of them."""
-
         reads = 0
 
         def host(self, cpus: object = ()) -> HostTimes:
@@ -224,12 +222,17 @@ def test_preflight_names_the_busy_processes_and_what_to_do(tmp_path: Path) -> No
         def process_cpu_s(self) -> dict[int, tuple[str, float]]:
             p = super().process_cpu_s()
             if self.reads:
-                p[101] = (p[101][0], p[101][1] + 1.2)
+                p[101] = (p[101][0], p[101][1] + gained_s)
             self.reads += 1
             return p
 
+    return Moving(proc)
+
+
+def test_preflight_names_the_busy_processes_and_what_to_do(tmp_path: Path) -> None:
+    proc = _fake_proc(tmp_path / "proc")
     clock = iter([0.0, 1.0]).__next__
-    check = check_host(Moving(proc), seconds=1.0, cpus=(0, 1), sleep=lambda s: None,
+    check = check_host(_moving(proc, 1.2), seconds=1.0, cpus=(0, 1), sleep=lambda s: None,
                        clock=clock, governors=lambda: ("powersave",))  # fmt: skip
     assert check.busy and check.others_cores == pytest.approx(1.5)
     assert check.heavy == ((101, "busy worker (x)", pytest.approx(1.2)),)
@@ -245,26 +248,9 @@ def test_preflight_leaves_out_the_runs_own_fork_server(tmp_path: Path) -> None:
     not (0.1 cores of others' load)."""
     proc = _fake_proc(tmp_path / "proc")
 
-    class Moving(ProcReader):
-        reads = 0
-
-        def host(self, cpus: object = ()) -> HostTimes:
-            h = super().host()
-            return h if self.reads == 0 else HostTimes(h.busy_s + 1.5, h.steal_s, h.total_s + 2, 4)
-
-        def own(self) -> OwnTimes:
-            return OwnTimes(0.0, 0.0, 0)
-
-        def process_cpu_s(self) -> dict[int, tuple[str, float]]:
-            p = super().process_cpu_s()
-            if self.reads:
-                p[101] = (p[101][0], p[101][1] + 1.4)
-            self.reads += 1
-            return p
-
     def check(ours: tuple[int, ...]) -> HostCheck:
         clock = iter([0.0, 1.0]).__next__
-        return check_host(Moving(proc), seconds=1.0, cpus=(0, 1), sleep=lambda s: None,
+        return check_host(_moving(proc, 1.4), seconds=1.0, cpus=(0, 1), sleep=lambda s: None,
                           clock=clock, governors=lambda: (), ours=ours)  # fmt: skip
 
     theirs, mine = check(()), check((101,))
