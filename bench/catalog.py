@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from bench.probes.macs import build_on_meta, count_params
+from bench.probes.sizes import build_on_meta, count_params
 from models import get_spec
 from models.registry import model_failures
 

@@ -35,7 +35,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.weak import WeakTensorKeyDictionary
 
 from bench.errors import InvalidOption
-from bench.probes.macs import build_on_meta, count_params, flop_counter_mode, weights_bytes
+from bench.probes.macs import flop_counter_mode
+from bench.probes.sizes import build_on_meta, count_params, weights_bytes
 
 FORMATS = ("table", "json", "csv")
 

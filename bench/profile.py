@@ -46,7 +46,7 @@ from bench.devices import default_threads, device_name, torch_dtype
 from bench.errors import DeviceUnavailable, InvalidOption
 from bench.layers import exclusive_macs, sized_input
 from bench.plan import DTYPES
-from bench.probes.macs import build_on_meta
+from bench.probes.sizes import build_on_meta
 from bench.probes.traffic import exclusive_bytes_by_module
 from bench.profile_layers import _time_layers, _Timed
 from bench.sampler import Clock

@@ -19,9 +19,11 @@ on stdin/stdout for ``python -m bench.serve``, the worker of a ``python=`` arm):
 
 A cell that cannot be prepared (out of memory, an error) is answered with its failed rows
 (``bench.worker.failed_cells``: this batch size, then the larger ones ``skipped``) and
-``{"event": "done"}``, and the worker ends. Only the contention probe runs, once per burst;
-the power and plugin probes need windows of their own and are not run (their note columns
-say so).
+``{"event": "done"}``, and the worker ends. Of the measurements (``bench.probes.base``),
+the contention window runs once per burst and the latency's over the pooled samples; the
+other window and before-window measurements (the canary, power, plugins) need windows of
+their own and are not run (their note columns say so); memory's pass runs before the bursts
+and the other after-window ones (the output check, the roofline) when the row is asked for.
 """
 
 from __future__ import annotations
@@ -36,22 +38,22 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from bench.probes.base import Cell, Phase
 from bench.status import ERROR, OK, OOM
 from bench.worker import (
     Task,
     _add_counts,
-    _check_output,
     _die_with_parent,
-    _measure_memory,
     _prepare,
     _protocol_stream,
     _release_fork_server,
-    _roofline,
     _Setup,
     _short,
+    after_window,
     base_row,
     cell_forward,
     failed_cells,
+    guarded,
     is_oom,
     now_iso,
 )
@@ -67,7 +69,7 @@ class _Cell:
 
     batch_size: int
     forward: Callable[[], Any]
-    x: Any  # the float32 input, for the output check
+    cell: Cell  # as the measurements' hooks see it
     started: str
     t0: float
     columns: dict[str, Any]  # memory pass, compile figures
@@ -153,29 +155,34 @@ def _prepare_cell(task: Task, setup: _Setup, b: int, gen: Any) -> _Cell:
     size ``b``: everything ``bench.worker`` does before its timed loop."""
     import torch
 
+    from bench.probes.memory import MemoryPass
+
     g, t, cfg = task.group, task.timing, setup.config
     started, t0 = now_iso(), time.perf_counter()
     x_f32 = torch.randn(b, g.in_chans, g.image_size, g.image_size, generator=gen)
-    setup.memory.begin_cell()
+    for m in setup.measurements:
+        m.start_cell()
     with torch.inference_mode():
         x, forward, columns = cell_forward(task, setup, x_f32)
+        cell = setup.cell(x_f32, x, forward)
         if not cfg.compiled:
             forward()
-        # before the bursts, so the arms' turns are not held up by it
-        columns.update(_measure_memory(setup, forward, x, "before the bursts"))
+        memory = setup.find(MemoryPass)
+        if memory is not None:  # before the bursts, so the arms' turns are not held up by it
+            columns.update(guarded(memory, lambda: memory.measure_cell(cell, "before the bursts")))
         begun, done_iters = time.perf_counter(), 0
         while done_iters < t.warmup_iters or time.perf_counter() - begun < t.warmup_time_s:
             forward()
             setup.sync()
             done_iters += 1
-    return _Cell(b, forward, x_f32, started, t0, columns)
+    return _Cell(b, forward, cell, started, t0, columns)
 
 
 def _contention(setup: _Setup) -> Any:
     """The setup's contention probe (bench.probes.contention), or None."""
     from bench.probes.contention import ContentionWindow
 
-    return next((p for p in setup.probes if isinstance(p, ContentionWindow)), None)
+    return setup.find(ContentionWindow)
 
 
 def _burst(setup: _Setup, cell: _Cell, seconds: float) -> dict[str, Any]:
@@ -240,10 +247,12 @@ def pooled_evidence(bursts: list[tuple[float, dict[str, Any]]]) -> dict[str, Any
 
 def _finish(task: Task, setup: _Setup, cell: _Cell) -> dict[str, Any]:
     """The row's columns: every burst's samples pooled (in order), the pooled contention
-    evidence, the output check, the roofline and the counts from before the run."""
-    import torch
-
+    evidence, the ``AFTER_WINDOW`` measurements but memory's (it ran before the bursts:
+    the output check, the roofline) and the counts from before the run."""
     from bench.probes.base import Window
+    from bench.probes.contention import ContentionWindow
+    from bench.probes.memory import MemoryPass
+    from bench.probes.registry import in_phase
     from bench.probes.timing import LatencyWindow
     from bench.stats import ci_relative_halfwidth
 
@@ -253,13 +262,14 @@ def _finish(task: Task, setup: _Setup, cell: _Cell) -> dict[str, Any]:
     columns = dict(cell.columns)
     columns.update(LatencyWindow().end(Window(cell.batch_size, samples, timed, converged)))
     columns.update(pooled_evidence(cell.evidence))
-    contention = _contention(setup)
-    for probe in setup.probes:
-        if probe is not contention:
-            columns[probe.note_column] = NOT_IN_PINGPONG
-    with torch.inference_mode():
-        columns.update(_check_output(setup, cell.forward, cell.x, task.group.dtype))
-    columns.update(_roofline(task, setup, cell.batch_size, columns["latency_ms_median"]))
+    memory = setup.find(MemoryPass)
+    for m in in_phase(setup.measurements, Phase.WINDOW):
+        if not isinstance(m, ContentionWindow | LatencyWindow):
+            columns[m.note_column] = NOT_IN_PINGPONG
+    for m in in_phase(setup.measurements, Phase.BEFORE_WINDOW):
+        if m is not memory:
+            columns[m.note_column] = NOT_IN_PINGPONG
+    after_window(setup, cell.cell, columns, skip=[m for m in (memory,) if m is not None])
     columns.update(setup.fields, timestamp=cell.started, burst_sizes=tuple(cell.sizes))
     columns["cell_wall_s"] = time.perf_counter() - cell.t0
     _add_counts(columns, task.counts.get(str(cell.batch_size), {}))

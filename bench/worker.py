@@ -27,12 +27,12 @@ import socket
 import sys
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import IO, Any, ClassVar
+from typing import IO, Any, ClassVar, TypeVar
 
 from bench.plan import Group, Timing
-from bench.probes.memory import AFTER_WINDOW, FIRST_CALL
+from bench.probes.base import Cell, Measurement, Phase, short_error
 from bench.schema import Row
 from bench.status import ERROR, OK, OOM, SKIPPED
 
@@ -176,33 +176,42 @@ def failed_cells(
     ]
 
 
+M = TypeVar("M", bound=Measurement)
+
+
 @dataclass
 class _Setup:
-    """What a worker prepares once per group: the model, its counts, its probes."""
+    """What a worker prepares once per group: the model, its counts, its measurements."""
 
     model: Any  # placed for the configuration, not compiled (compilation is per cell)
-    fields: dict[str, Any]  # counts shared by every ok row of the group
-    probes: list[Any]
-    memory: Any  # bench.probes.memory.MemoryPass, its baselines taken before the model
-    builder: Callable[[], Any]  # the spec's builder, for counting on the meta device
+    fields: dict[str, Any]  # the COUNT columns, shared by every ok row of the group
+    measurements: list[Measurement]  # opened, in registry order
     sync: Callable[[], None]
     config: Any  # bench.configs.Config
     dtype: Any  # torch dtype of the row
     reference: Any  # bench.configure.Reference, or None where this is the reference
-    meta: Any = None  # the model on the meta device in the row's dtype, built at first count
-    traffic: dict[int, Any] = field(default_factory=dict)  # counted Traffic by batch size
+
+    def find(self, kind: type[M]) -> M | None:
+        """The opened measurement of class ``kind``, or None."""
+        return next((m for m in self.measurements if isinstance(m, kind)), None)
+
+    def cell(self, x_f32: Any, x: Any, forward: Callable[[], Any]) -> Cell:
+        """A cell of this group as the measurements' hooks see it."""
+        ref = self.reference.output if self.reference is not None else None
+        return Cell(x.shape[0], x_f32, x, forward, self.fields, ref)
 
     def close(self) -> None:
-        for probe in self.probes:
-            probe.close()
+        for m in self.measurements:
+            m.close()
         if self.reference is not None:
             self.reference.close()
 
 
 def run_task(task: Task, emit: Callable[[dict[str, Any]], None]) -> None:
     """Measure every cell of ``task.group``, emitting messages as they happen: build the
-    model once; per batch size warm up, open every probe's window, time, close the windows
-    and merge their columns into one row."""
+    model once and count it; per batch size walk the measurements' phases (warm up, open
+    every window, time, close the windows, the passes after them) and merge their columns
+    into one row."""
     os.environ.update(task.env)  # before anything reads them (the model's builder, say)
     pin_to_cpus(task.group.cpus)  # before torch starts its thread pools
     import torch
@@ -272,17 +281,15 @@ def _add_counts(columns: dict[str, Any], counts: dict[str, Any]) -> None:
 
 
 def _prepare(task: Task, spec: Any, torch: Any, dtype: Any) -> _Setup:
-    """Set the allocator and the runtime up, open the probes (memory's baselines are taken
-    here, before the model exists), build the model and count it. Raises what the build
-    raises."""
+    """Set the allocator and the runtime up, open every measurement (memory's baselines are
+    taken here, before the model exists), build the model and run the ``COUNT`` phase.
+    Raises what the build raises."""
     from bench.allocators import apply_malloc
     from bench.configs import parse_config
     from bench.configure import Reference, place_model
     from bench.devices import synchronizer
     from bench.probes.base import ProbeContext
-    from bench.probes.macs import count_macs, count_params, weights_bytes
-    from bench.probes.memory import MemoryPass
-    from bench.probes.registry import registered
+    from bench.probes.registry import in_phase, registered
 
     g = task.group
     config = parse_config(g.config)
@@ -294,12 +301,22 @@ def _prepare(task: Task, spec: Any, torch: Any, dtype: Any) -> _Setup:
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = task.tf32
         torch.backends.cudnn.allow_tf32 = task.tf32
-    fields: dict[str, Any] = {}
     _warm_runtime(torch, g.device, dtype)
     sync = synchronizer(g.device)
-    ctx = ProbeContext(g.device, sync, task.idle_power_w, g.threads)
-    memory = MemoryPass.open(ctx)
-    probes = [cls.open(ctx) for cls in registered()]
+    ctx = ProbeContext(
+        g.device,
+        sync,
+        task.idle_power_w,
+        g.threads,
+        group=g,
+        builder=spec.builder,
+        macs_formulas=spec.macs_formulas,
+        macs_counter=task.macs_counter,
+        macs=task.macs,
+        ceiling_macs_per_s=task.ceiling_macs_per_s,
+        traffic=task.traffic,
+    )
+    measurements = [cls.open(ctx) for cls in registered()]
     if task.memory_cap_bytes and not cuda:
         _apply_memory_cap(task.memory_cap_bytes)
     model = spec.build()
@@ -307,16 +324,35 @@ def _prepare(task: Task, spec: Any, torch: Any, dtype: Any) -> _Setup:
     if not (config.is_reference and g.dtype == "float32"):
         reference = Reference(spec.build, model, g.device, os.environ.get(SCRATCH_ENV))
     model = place_model(model, config, g.device, dtype)
-    fields.update(params=count_params(model), weights_bytes=weights_bytes(model))
-    macs = task.macs
-    if macs is None:
-        try:
-            shape = (1, g.in_chans, g.image_size, g.image_size)
-            macs = count_macs(spec.builder, shape, task.macs_counter, formulas=spec.macs_formulas)
-        except Exception as e:
-            fields["error"] = f"MACs not counted ({task.macs_counter}): {_short(e)}"
-    fields.update(macs=macs, macs_counter=task.macs_counter if macs is not None else None)
-    return _Setup(model, fields, probes, memory, spec.builder, sync, config, dtype, reference)
+    fields: dict[str, Any] = {}
+    for m in in_phase(measurements, Phase.COUNT):
+        fields.update(guarded(m, functools.partial(m.count, model)))
+    return _Setup(model, fields, measurements, sync, config, dtype, reference)
+
+
+def guarded(m: Measurement, hook: Callable[[], Mapping[str, Any]]) -> dict[str, Any]:
+    """The columns ``hook`` (one of ``m``'s) returns; if it raises, ``failed: <error>`` in
+    ``m``'s note column and the row keeps the rest, unless the error is out of memory or
+    ``m`` is required: then it propagates and the cell fails."""
+    try:
+        return dict(hook())
+    except Exception as e:
+        if m.required or is_oom(e):
+            raise
+        traceback.print_exc(file=sys.stderr)
+        return {m.note_column: f"failed: {_short(e)}"}
+
+
+def after_window(
+    setup: _Setup, cell: Cell, columns: dict[str, Any], skip: Sequence[Measurement] = ()
+) -> None:
+    """The ``AFTER_WINDOW`` phase, in registry order, into ``columns`` (each hook reads the
+    columns measured before it); ``skip``: measurements that already ran."""
+    from bench.probes.registry import in_phase
+
+    for m in in_phase(setup.measurements, Phase.AFTER_WINDOW):
+        if m not in skip:
+            columns.update(guarded(m, functools.partial(m.after_window, cell, columns)))
 
 
 def cell_forward(task: Task, setup: _Setup, x_f32: Any) -> tuple[Any, Any, dict[str, Any]]:
@@ -342,35 +378,37 @@ def cell_forward(task: Task, setup: _Setup, x_f32: Any) -> tuple[Any, Any, dict[
 
 
 def _measure_cell(task: Task, setup: _Setup, x_f32: Any) -> dict[str, Any]:
-    """Compile if the configuration says so, warm up and time one batch with every probe's
-    window open over the timed loop, measure memory in a forward of its own (on CPU the
-    warm-up's first call, on CUDA after the window) and check the output against eager
-    float32. A probe that fails records why in its note column and leaves the rest of the
-    row."""
+    """Compile if the configuration says so, warm up (``BEFORE_WINDOW`` measurements stand
+    in for the warm-up's first calls, their time taken off it), time one batch with every
+    ``WINDOW`` measurement open over the timed loop (closed in reverse order), then run the
+    ``AFTER_WINDOW`` ones. A measurement that fails records why in its note column and
+    leaves the rest of the row (``guarded``)."""
     import torch
 
     from bench.configure import compile_events
     from bench.probes.base import Window
-    from bench.probes.timing import LatencyWindow, measure_latency
+    from bench.probes.registry import in_phase
+    from bench.probes.timing import measure_latency
 
-    g, t, cfg = task.group, task.timing, setup.config
-    setup.memory.begin_cell()
+    t, cfg = task.timing, setup.config
+    for m in setup.measurements:
+        m.start_cell()
     with torch.inference_mode():
         x, forward, columns = cell_forward(task, setup, x_f32)
+        cell = setup.cell(x_f32, x, forward)
         events = compile_events() if cfg.compiled else 0
-        min_time = max([t.min_time_s, *(p.min_window_s for p in setup.probes)])
+        windows = list(in_phase(setup.measurements, Phase.WINDOW))
+        min_time = max([t.min_time_s, *(m.min_window_s for m in windows)])
         warmup_iters, warmup_s = t.warmup_iters, t.warmup_time_s
-        first = setup.memory.first_call_exact
-        if first:  # the allocator's pass is the warm-up's first call
+        for m in in_phase(setup.measurements, Phase.BEFORE_WINDOW):
             started = time.perf_counter()
-            columns.update(_measure_memory(setup, forward, x, FIRST_CALL))
+            columns.update(guarded(m, functools.partial(m.before_window, cell)))
             warmup_iters = max(0, warmup_iters - 1)
             warmup_s = max(0.0, warmup_s - (time.perf_counter() - started))
-            setup.memory.begin_cell()  # the footprint of the cell's own forwards
 
         def begin() -> None:
-            for probe in setup.probes:
-                probe.begin()
+            for m in windows:
+                m.begin()
 
         timing = measure_latency(
             forward,
@@ -384,86 +422,12 @@ def _measure_cell(task: Task, setup: _Setup, x_f32: Any) -> dict[str, Any]:
             before_timed=begin,
         )
         window = Window(x.shape[0], timing.samples_ms, timing.timed_s, timing.converged)
-        for probe in reversed(setup.probes):
-            try:
-                columns.update(probe.end(window))
-            except Exception as e:
-                traceback.print_exc(file=sys.stderr)
-                columns[probe.note_column] = f"failed: {_short(e)}"
+        for m in reversed(windows):
+            columns.update(guarded(m, functools.partial(m.end, window)))
         if cfg.compiled:
             columns["recompiled"] = compile_events() != events
-        if first:
-            columns.update(setup.memory.rss_peak())
-        else:
-            columns.update(_measure_memory(setup, forward, x))
-        columns.update(_check_output(setup, forward, x_f32, g.dtype))
-    columns.update(LatencyWindow().end(window))
-    columns.update(_roofline(task, setup, x.shape[0], columns["latency_ms_median"]))
+    after_window(setup, cell, columns)
     return columns
-
-
-def _measure_memory(
-    setup: _Setup, forward: Any, x: Any, when: str = AFTER_WINDOW
-) -> dict[str, Any]:
-    """The cell's memory figures (``bench.probes.memory``) from a forward of the pass's own:
-    ``when`` is ``FIRST_CALL``, the allocator's peak only (the worker reads the resident
-    set after the window); otherwise both, after every timed forward of the cell. Either
-    way the pass leaves the allocator as it found it."""
-    held = (setup.fields.get("weights_bytes") or 0) + x.numel() * x.element_size()
-    try:
-        if when == FIRST_CALL:
-            return setup.memory.allocator_peak(forward, setup.sync, held, when)
-        return setup.memory.measure(forward, setup.sync, held, when)
-    except Exception as e:
-        if is_oom(e):
-            raise
-        traceback.print_exc(file=sys.stderr)
-        return {"memory_method": f"failed: {_short(e)}"}
-
-
-def _roofline(task: Task, setup: _Setup, batch_size: int, median_ms: float) -> dict[str, Any]:
-    """Counted traffic and activation peak at this batch (meta device, eager graph, the
-    row's dtype; counted once per run, see :attr:`Task.traffic`) and where the cell sits
-    against the run's measured GEMM ceiling."""
-    from bench.probes.traffic import Traffic, meta_model, traffic_at, traffic_by_line
-
-    g = task.group
-    macs = setup.fields.get("macs")
-    out: dict[str, Any] = {}
-    if macs is not None and median_ms > 0:
-        out["achieved_macs_per_s"] = macs * batch_size / (median_ms / 1e3)
-        if task.ceiling_macs_per_s:
-            out["compute_fraction"] = out["achieved_macs_per_s"] / task.ceiling_macs_per_s
-    known = {b: Traffic(n, peak) for b, n, peak in task.traffic}
-
-    def count(b: int) -> Traffic:
-        if setup.meta is None:  # one build for every batch size of the group
-            setup.meta = meta_model(setup.builder, g.dtype)
-        return traffic_at(setup.meta, (b, g.in_chans, g.image_size, g.image_size), g.dtype)
-
-    try:
-        if batch_size in known:
-            traffic = known[batch_size]
-        else:
-            traffic = traffic_by_line(count, g.batch_sizes, batch_size, setup.traffic)
-    except Exception as e:
-        traceback.print_exc(file=sys.stderr)
-        return {**out, "error": f"traffic not counted: {_short(e)}"}
-    out["bytes_per_image"] = traffic.bytes_accessed / batch_size
-    out["activation_peak_bytes"] = traffic.activation_peak_bytes
-    if macs is not None and traffic.bytes_accessed:
-        out["intensity_macs_per_byte"] = macs / out["bytes_per_image"]
-    return out
-
-
-def _check_output(setup: _Setup, forward: Any, x_f32: Any, dtype_name: str) -> dict[str, Any]:
-    """Errors of this configuration's output against eager float32 (``bench.configure``);
-    eager float32 itself is the reference: zero error by definition."""
-    from bench.configure import output_error
-
-    if setup.reference is None:
-        return {"max_abs_err": 0.0, "max_rel_err": 0.0, "output_ok": True}
-    return output_error(forward(), setup.reference.output(x_f32), dtype_name)
 
 
 def _warm_runtime(torch: Any, device: str, dtype: Any) -> None:
@@ -476,9 +440,7 @@ def _warm_runtime(torch: Any, device: str, dtype: Any) -> None:
         (y @ y.T).sum().item()
 
 
-def _short(e: BaseException, limit: int = 300) -> str:
-    text = f"{type(e).__name__}: {e}".replace("\n", " ")
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+_short = short_error
 
 
 def _protocol_stream() -> IO[str]:

@@ -95,7 +95,7 @@ def _input_shape(name: str) -> tuple[int, int]:
     timm = _timm()
     cfg = timm.models.get_pretrained_cfg(name)
     if cfg is None:
-        from bench.probes.macs import build_on_meta
+        from bench.probes.sizes import build_on_meta
 
         cfg = build_on_meta(functools.partial(_build, name)).pretrained_cfg
         size = cfg["input_size"]

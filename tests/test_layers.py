@@ -9,7 +9,8 @@ import pytest
 
 from bench.errors import InvalidOption, UnknownModel
 from bench.layers import Inspection, LayerRow, format_inspection, inspect_model
-from bench.probes.macs import count_macs, count_params
+from bench.probes.macs import count_macs
+from bench.probes.sizes import count_params
 from models import get_spec
 
 

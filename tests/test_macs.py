@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from bench.errors import InvalidOption
-from bench.probes.macs import count_macs, count_params, logger_level, weights_bytes
+from bench.probes.macs import count_macs, logger_level
+from bench.probes.sizes import count_params, weights_bytes
 
 
 def _conv_net() -> nn.Module:

@@ -12,7 +12,8 @@ from torch.utils.flop_counter import flop_registry
 
 from bench.errors import InvalidOption
 from bench.layers import Inspection, inspect_model
-from bench.probes.macs import count_macs, count_params
+from bench.probes.macs import count_macs
+from bench.probes.sizes import count_params
 from models import get_model, get_spec, list_models, suite_models
 from models.alexnet2012 import paper_lrn
 from models.stochastic_depth import StochasticBasicBlock, survival_probabilities

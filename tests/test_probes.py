@@ -47,12 +47,14 @@ def test_a_failing_probe_records_its_error_and_keeps_the_latency(tmp_path: Path)
 
 
 def test_a_probe_may_not_take_a_contract_column() -> None:
-    from bench.probes.registry import register_probe
+    from bench.probes.base import WINDOW_ONLY, Measurement
+    from bench.probes.registry import register_measurement
     from bench.schema import Column
 
-    class Clash:
+    class Clash(Measurement):
         columns = (Column("latency_ms_median", "float?", "ms", "taken"),)
         note_column = "latency_ms_median"
+        phases = WINDOW_ONLY
 
     with pytest.raises(ValueError, match="already taken"):
-        register_probe(Clash)  # type: ignore[arg-type]
+        register_measurement(Clash)

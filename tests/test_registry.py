@@ -14,7 +14,8 @@ from torch import nn
 from torchvision.models import get_model_weights
 
 from bench.errors import InvalidOption, UnknownModel, UnknownSuite
-from bench.probes.macs import build_on_meta, count_macs, count_params
+from bench.probes.macs import count_macs
+from bench.probes.sizes import build_on_meta, count_params
 from models import (
     ModelSpec,
     Reference,

@@ -17,7 +17,8 @@ import pytest
 from torch import nn
 
 from bench.errors import UnknownModel
-from bench.probes.macs import build_on_meta, count_macs, count_params
+from bench.probes.macs import count_macs
+from bench.probes.sizes import build_on_meta, count_params
 from models import get_spec, resolve_model_names, suite_models
 
 timm = pytest.importorskip("timm")

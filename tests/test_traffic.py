@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from bench.errors import InvalidOption
-from bench.probes.macs import build_on_meta, weights_bytes
+from bench.probes.sizes import build_on_meta, weights_bytes
 from bench.probes.traffic import (
     Traffic,
     count_traffic,

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
-from bench.probes.base import ProbeContext, Window
+from bench.probes.base import WINDOW_ONLY, Measurement, ProbeContext, Window
 from bench.schema import CANARY, Column
 
 SIZE = 256  # 256³ = 16.8 M MACs per call: about 0.15 ms at 110 GMAC/s
@@ -31,13 +31,13 @@ BUDGET_S = 0.025  # per edge
 WARM_CALLS = 2
 
 
-class SpeedCanary:
+class SpeedCanary(Measurement):
     """The canary over one timed window (see the module docstring). ``run`` is one call of
     the work (``macs`` multiply-adds), ``clock`` seconds; both are seams for tests."""
 
     columns: ClassVar[tuple[Column, ...]] = CANARY
     note_column: ClassVar[str] = "canary_source"
-    min_window_s = 0.0
+    phases = WINDOW_ONLY
 
     def __init__(
         self,

@@ -31,7 +31,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, Protocol
 
 from bench.host import HostTimes, HostUnreadable, OwnTimes, ProcReader
-from bench.probes.base import ProbeContext, Window
+from bench.probes.base import WINDOW_ONLY, Measurement, ProbeContext, Window
 from bench.schema import CONTENTION, Column
 
 READ_ERROR_TICKS_PER_CPU = 2
@@ -58,12 +58,12 @@ def _affinity() -> tuple[int, ...]:
         return ()
 
 
-class ContentionWindow:
+class ContentionWindow(Measurement):
     """The contention probe over one timed window (see the module docstring)."""
 
     columns: ClassVar[tuple[Column, ...]] = CONTENTION
     note_column: ClassVar[str] = "contention_source"
-    min_window_s = 0.0
+    phases = WINDOW_ONLY
 
     def __init__(
         self,

@@ -1,4 +1,4 @@
-"""Multiply-adds (MACs) and parameter counts of a model.
+"""Multiply-adds (MACs) of a model.
 
 MACs per image are counted on the ``meta`` device (no data, no arithmetic) for one image of
 the model's input shape, the model in ``eval()`` with autograd enabled, as torchvision
@@ -27,17 +27,7 @@ from torch import nn
 
 from bench.errors import InvalidOption
 from bench.plan import MACS_COUNTERS as COUNTERS
-
-
-def count_params(model: nn.Module) -> int:
-    """Number of parameters (shared tensors counted once)."""
-    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
-
-
-def weights_bytes(model: nn.Module) -> int:
-    """Bytes held by parameters and buffers, in their current dtype."""
-    tensors = {id(t): t for t in (*model.parameters(), *model.buffers())}.values()
-    return sum(t.numel() * t.element_size() for t in tensors)
+from bench.probes.sizes import build_on_meta
 
 
 def count_macs(
@@ -58,19 +48,6 @@ def count_macs(
     if counter == "fvcore":
         return _count_fvcore(build, input_shape)
     raise InvalidOption(f"unknown MACs counter {counter!r}; choose one of {', '.join(COUNTERS)}")
-
-
-def build_on_meta(build: Callable[[], nn.Module]) -> nn.Module:
-    """Build a model on the ``meta`` device (shapes, no data), in ``eval()``.
-
-    A few builders compute with tensors while constructing (regnet's width schedule);
-    those are built on the CPU and moved to ``meta``.
-    """
-    try:
-        with torch.device("meta"):
-            return build().eval()
-    except (NotImplementedError, RuntimeError):
-        return build().to("meta").eval()
 
 
 def flop_counter_mode(formulas: Mapping[Any, Callable[..., int]] | None = None) -> Any:

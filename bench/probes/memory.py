@@ -44,12 +44,12 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 from bench.errors import BenchError
-from bench.probes.base import ProbeContext
+from bench.probes.base import Cell, Measurement, Phase, ProbeContext
 from bench.schema import MEMORY, Column
 
 # Where the pass's forward ran, as ``memory_method`` says it (see MemoryPass.first_call_exact).
@@ -276,28 +276,36 @@ def rss_for(device: str) -> RssHighWater | None:
     return None
 
 
-class MemoryPass:
+class MemoryPass(Measurement):
     """Both memory figures of every cell of a group. Opened before the model is built (the
-    baselines); :meth:`begin_cell` before a cell's first forward; :meth:`measure` after the
-    cell's timed window: the resident-set mark of the cell, then one forward of its own for
-    the allocator's peak. Where :attr:`first_call_exact`, the worker takes the allocator's
-    peak in the cell's first forward instead (:meth:`allocator_peak`, then
-    :meth:`begin_cell`) and the resident-set mark after the window (:meth:`rss_peak`)."""
+    baselines); :meth:`start_cell` before a cell's first forward; :meth:`after_window` after
+    the cell's timed window: the resident-set mark of the cell, then one forward of its own
+    for the allocator's peak (:meth:`measure`). Where :attr:`first_call_exact`, the pass
+    also runs ``BEFORE_WINDOW``: the allocator's peak in the cell's first forward, standing
+    in for the warm-up's first call (:meth:`before_window`), then the resident-set mark
+    after the window only. A failed pass says so in ``memory_method``; out of memory is the
+    cell's."""
 
     columns: ClassVar[tuple[Column, ...]] = MEMORY
     note_column: ClassVar[str] = "memory_method"
+    phases = frozenset({Phase.BEFORE_WINDOW, Phase.AFTER_WINDOW})  # narrowed when opened
 
     def __init__(self, allocator: AllocatorPeak, rss: RssHighWater | None) -> None:
         """Take the baselines: call before the model exists."""
         self._allocator = allocator
         self._rss = rss
+        self.sync: Callable[[], None] = _no_sync
         if rss is not None:
             rss.baseline()
         allocator.baseline()
+        if not self.first_call_exact:
+            self.phases = frozenset({Phase.AFTER_WINDOW})
 
     @classmethod
     def open(cls, ctx: ProbeContext) -> MemoryPass:
-        return cls(allocator_peak_for(ctx.device), rss_for(ctx.device))
+        opened = cls(allocator_peak_for(ctx.device), rss_for(ctx.device))
+        opened.sync = ctx.sync
+        return opened
 
     @property
     def method(self) -> str:
@@ -313,6 +321,9 @@ class MemoryPass:
         if self._rss is not None:
             self._rss.reset_peak()
 
+    def start_cell(self) -> None:
+        self.begin_cell()
+
     @property
     def first_call_exact(self) -> bool:
         """Whether the allocator's peak in a cell's first forward is that of any later one,
@@ -323,6 +334,26 @@ class MemoryPass:
         1, measured 2026-12-04); not of CUDA, where cuDNN's autotuner and cudagraphs change
         the first calls."""
         return isinstance(self._allocator, CpuAllocatorPeak)
+
+    def before_window(self, cell: Cell) -> Mapping[str, Any]:
+        """The allocator's peak as the warm-up's first call; the resident-set mark then
+        starts again (the footprint of the cell's own forwards), whether or not it failed."""
+        try:
+            return self.allocator_peak(cell.forward, self.sync, held_bytes(cell), FIRST_CALL)
+        finally:
+            self.begin_cell()
+
+    def after_window(self, cell: Cell, measured: Mapping[str, Any]) -> Mapping[str, Any]:
+        if self.first_call_exact:
+            return self.rss_peak()
+        return self.measure_cell(cell, AFTER_WINDOW)
+
+    def measure_cell(self, cell: Cell, when: str) -> dict[str, Any]:
+        """:meth:`measure` of the cell's forward (under inference mode), ``when`` said."""
+        import torch
+
+        with torch.inference_mode():
+            return self.measure(cell.forward, self.sync, held_bytes(cell), when)
 
     def allocator_peak(
         self, forward: Callable[[], Any], sync: Callable[[], None], held_bytes: int, when: str
@@ -349,3 +380,12 @@ class MemoryPass:
         """``peak_rss_bytes`` (read first: the cell's own forwards, not this pass's), then
         :meth:`allocator_peak`."""
         return {**self.rss_peak(), **self.allocator_peak(forward, sync, held_bytes, when)}
+
+
+def held_bytes(cell: Cell) -> int:
+    """Bytes the weights and the placed input hold before a forward of ``cell``."""
+    return (cell.counts.get("weights_bytes") or 0) + cell.x.numel() * cell.x.element_size()
+
+
+def _no_sync() -> None:
+    return None

@@ -22,7 +22,7 @@ import sys
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar
 
-from bench.probes.base import ProbeContext, Window
+from bench.probes.base import WINDOW_ONLY, Measurement, ProbeContext, Window
 from bench.probes.nvml import open_nvml_monitor
 from bench.probes.power_base import (
     IDLE_WINDOW_S,
@@ -79,12 +79,13 @@ def describe_sources(devices: Iterable[str]) -> dict[str, str]:
     return out
 
 
-class PowerWindow:
+class PowerWindow(Measurement):
     """The power probe: the device's monitor over the timed window. Energy is per forward
     of one batch (window energy ÷ iterations) and per image; power is the window's mean."""
 
     columns: ClassVar[tuple[Column, ...]] = POWER
     note_column: ClassVar[str] = "power_source"
+    phases = WINDOW_ONLY
 
     def __init__(self, monitor: PowerMonitor, idle_power_w: float | None) -> None:
         self._monitor = monitor

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Hashable, Mapping
 from typing import Any, ClassVar
 
-from bench.probes.base import ProbeContext, Window
+from bench.probes.base import WINDOW_ONLY, Measurement, Window
 from bench.sampler import CiTarget, Clock, Sampled, Warmup, sample
 from bench.schema import LATENCY, Column
 from bench.stats import summarize
@@ -62,22 +62,18 @@ def measure_latency(
     )
 
 
-class LatencyWindow:
+class LatencyWindow(Measurement):
     """The timing probe's columns: the window's samples summarised (median, spread, CI),
     per image and as throughput. The samples come from :func:`measure_latency`, which
     drives the window; ``cell_wall_s`` is filled by the worker. Unlike the other probes it
-    cannot fail on its own: without a latency the cell is an ``error`` row."""
+    cannot fail on its own: without a latency the cell is an ``error`` row. First in the
+    registry: its window opens first (doing nothing) and closes last (summarising), after
+    every other window has closed."""
 
     columns: ClassVar[tuple[Column, ...]] = LATENCY
     note_column: ClassVar[str] = "error"
-    min_window_s = 0.0
-
-    @classmethod
-    def open(cls, ctx: ProbeContext) -> LatencyWindow:
-        return cls()
-
-    def begin(self) -> None:
-        return None
+    phases = WINDOW_ONLY
+    required: ClassVar[bool] = True
 
     def end(self, window: Window) -> Mapping[str, Any]:
         s = summarize(window.samples_ms)
@@ -98,6 +94,3 @@ class LatencyWindow:
             "throughput_ips": b / (s.median / 1e3),
             "timed_s": window.timed_s,
         }
-
-    def close(self) -> None:
-        return None

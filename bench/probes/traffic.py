@@ -40,7 +40,7 @@ from torch.utils._pytree import tree_leaves
 
 from bench.errors import InvalidOption
 from bench.plan import DTYPES
-from bench.probes.macs import build_on_meta
+from bench.probes.sizes import build_on_meta
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,12 +7,12 @@ import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from bench.probes.base import ProbeContext, Window
-from bench.probes.registry import register_probe
+from bench.probes.base import WINDOW_ONLY, Measurement, Window
+from bench.probes.registry import register_measurement
 from bench.schema import Column
 
 
-class CpuTimeProbe:
+class CpuTimeProbe(Measurement):
     """CPU seconds this process spent (user + system, all threads) over the window, per
     forward of one batch, from ``time.process_time``."""
 
@@ -22,11 +22,7 @@ class CpuTimeProbe:
         Column("cpu_time_source", "str?", "", "how CPU time was read, or why not"),
     )
     note_column: ClassVar[str] = "cpu_time_source"
-    min_window_s = 0.0
-
-    @classmethod
-    def open(cls, ctx: ProbeContext) -> CpuTimeProbe:
-        return cls()
+    phases = WINDOW_ONLY
 
     def begin(self) -> None:
         self._start = time.process_time()
@@ -41,8 +37,5 @@ class CpuTimeProbe:
             "cpu_time_source": "process_time",
         }
 
-    def close(self) -> None:
-        return None
 
-
-register_probe(CpuTimeProbe)
+register_measurement(CpuTimeProbe)

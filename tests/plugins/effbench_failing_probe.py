@@ -6,31 +6,21 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from bench.probes.base import ProbeContext, Window
-from bench.probes.registry import register_probe
+from bench.probes.base import WINDOW_ONLY, Measurement, Window
+from bench.probes.registry import register_measurement
 from bench.schema import Column
 
 
-class FailingProbe:
+class FailingProbe(Measurement):
     columns: ClassVar[tuple[Column, ...]] = (
         Column("flaky_value", "float?", "", "never filled: the probe always fails"),
         Column("flaky_source", "str?", "", "why the flaky probe has no value"),
     )
     note_column: ClassVar[str] = "flaky_source"
-    min_window_s = 0.0
-
-    @classmethod
-    def open(cls, ctx: ProbeContext) -> FailingProbe:
-        return cls()
-
-    def begin(self) -> None:
-        return None
+    phases = WINDOW_ONLY
 
     def end(self, window: Window) -> Mapping[str, Any]:
         raise OSError("sensor unplugged")
 
-    def close(self) -> None:
-        return None
 
-
-register_probe(FailingProbe)
+register_measurement(FailingProbe)
