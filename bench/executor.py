@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from bench.allocators import preload_env
 from bench.configs import parse_config
@@ -81,10 +81,60 @@ def watch(
             on_message(msg)
 
 
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What an executor can do, declared once on its class; the run session asks these
+    (``bench.session``) instead of naming executors.
+
+    - ``local``: its workers run on this machine, so the session measures ceilings, counts
+      instructions, applies ``malloc:`` configurations and waits for a quiet host here.
+    - ``parallel``: ``--parallel`` (one lane per local GPU) may use it.
+    - ``interpreters``: ``--variant NAME:python=PATH`` arms may run beside it.
+    - ``pingpong``: ``--pingpong`` may use it.
+    - ``cluster``: it reaches machines elsewhere through ``cls.connect(address) ->``
+      :class:`Cluster` (``--ray-address``); its lanes are the cluster's GPUs.
+    - ``fork_server``: its workers fork from this process's fork server, which the session
+      starts before its own imports.
+    - ``new_interpreter``: every worker is a new interpreter (the ping-pong workers too).
+    """
+
+    local: bool = True
+    parallel: bool = True
+    interpreters: bool = True
+    pingpong: bool = True
+    cluster: bool = False
+    fork_server: bool = False
+    new_interpreter: bool = False
+
+
 class Executor(Protocol):
+    """Starts workers (docs/architecture.md, "An executor"). ``prepare`` runs in the main
+    thread before any ``run`` (which lane threads may call); ``cancel`` kills every worker
+    it runs now or later, from another thread."""
+
+    capabilities: ClassVar[Capabilities]
+
+    def prepare(self) -> None: ...
+
+    def cancel(self) -> None: ...
+
     def run(
         self, task: Task, on_message: Callable[[Message], None], cell_timeout_s: float
     ) -> WorkerExit: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Cluster:
+    """The machines a ``cluster`` executor reached: the executor every lane shares, what
+    they can run (a ``bench.plan.Inventory``), each node's environment record by hostname,
+    their GPUs, and the device name of a row the runner writes itself (a task that died
+    before saying where it ran)."""
+
+    executor: Executor
+    inventory: Any
+    nodes: dict[str, Any]
+    gpus: list[dict[str, Any]]
+    device_name: Callable[[str], str]
 
 
 _CANCEL_LOCK = threading.Lock()
@@ -94,10 +144,14 @@ class Cancellable:
     """What lets another thread stop an executor (``--parallel`` runs one executor per GPU
     lane in its own thread, and a signal arrives in the main thread only): :meth:`cancel`
     SIGKILLs the worker in flight and any worker this executor starts later. The executor's
-    ``run`` then returns as for a crashed worker; the caller decides to write nothing."""
+    ``run`` then returns as for a crashed worker; the caller decides to write nothing.
+    Its ``prepare`` starts nothing (an executor with something to start overrides it)."""
 
     _worker_pid: int | None = None
     _cancelled: bool = False
+
+    def prepare(self) -> None:
+        pass
 
     def cancel(self) -> None:
         with _CANCEL_LOCK:
@@ -213,6 +267,8 @@ class LocalExecutor(Cancellable):
     ``sys.path``, and the runner's folder is usually its own checkout, whose code the other
     interpreter must not import."""
 
+    capabilities = Capabilities(new_interpreter=True)
+
     def __init__(
         self, extra_env: Mapping[str, str] | None = None, python: str | None = None
     ) -> None:
@@ -306,14 +362,18 @@ class ForkServerExecutor(Cancellable):
     Each worker is still a new process that has run nothing before its task; what it
     saves is the 3-5 s of imports a new interpreter pays, which would otherwise dominate
     short sweeps. Messages come over a pipe; a worker overrunning a cell is SIGKILLed with
-    its process group.
+    its process group. Off Linux every worker is a new interpreter (:class:`LocalExecutor`).
     """
+
+    capabilities = Capabilities(fork_server=True)
 
     def __init__(self) -> None:
         import multiprocessing as mp
 
-        self._ctx = mp.get_context("forkserver")
-        self._ctx.set_forkserver_preload(["bench.worker_preload"])
+        self._forks = sys.platform.startswith("linux")
+        self._ctx = mp.get_context("forkserver" if self._forks else None)
+        if self._forks:
+            self._ctx.set_forkserver_preload(["bench.worker_preload"])
         self._started = False
         self._fresh = LocalExecutor()  # for tasks that preload an allocator
 
@@ -324,7 +384,7 @@ class ForkServerExecutor(Cancellable):
     def prepare(self) -> None:
         """Start the fork server now: it sets signal dispositions, which only the main
         thread may do (``--parallel`` calls ``run`` from lane threads)."""
-        if not self._started:
+        if self._forks and not self._started:
             self._start_server()
 
     def _start_server(self) -> None:
@@ -349,7 +409,7 @@ class ForkServerExecutor(Cancellable):
     ) -> WorkerExit:
         from bench.worker import fork_main
 
-        if parse_config(task.group.config).preloaded:
+        if parse_config(task.group.config).preloaded or not self._forks:
             return self._fresh.run(task, on_message, cell_timeout_s)
         if not self._started:
             self._start_server()
@@ -397,22 +457,20 @@ class ArmExecutor:
     """Runs the tasks of the run folders whose arm has its own interpreter (run id ->
     interpreter, from ``--variant NAME:python=PATH``) in new processes of that interpreter
     (:class:`LocalExecutor`), and every other task with ``default``: a fork server cannot
-    change interpreter. ``prepare`` and ``cancel`` reach every executor behind it."""
+    change interpreter. ``prepare`` and ``cancel`` reach every executor behind it; its
+    capabilities are the default's."""
 
     def __init__(self, default: Executor, interpreters: Mapping[str, str]) -> None:
         self._default = default
         self._arms = {run_id: LocalExecutor(python=py) for run_id, py in interpreters.items()}
+        self.capabilities = default.capabilities  # type: ignore[misc]
 
     def prepare(self) -> None:
-        prepare = getattr(self._default, "prepare", None)
-        if prepare is not None:
-            prepare()
+        self._default.prepare()
 
     def cancel(self) -> None:
         for executor in (self._default, *self._arms.values()):
-            cancel = getattr(executor, "cancel", None)
-            if cancel is not None:
-                cancel()
+            executor.cancel()
 
     def run(
         self, task: Task, on_message: Callable[[Message], None], cell_timeout_s: float
@@ -469,10 +527,8 @@ def fork_server_pid() -> int | None:
 
 
 def default_executor() -> Executor:
-    """The fork-server executor on Linux; plain subprocesses elsewhere."""
-    if sys.platform.startswith("linux"):
-        return ForkServerExecutor()
-    return LocalExecutor()
+    """The fork-server executor (on Linux; plain subprocesses elsewhere)."""
+    return ForkServerExecutor()
 
 
 def _killpg(pid: int | None) -> None:
