@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
+from bench import ceiling_worker
 from bench.allocators import preload_env
 from bench.configs import parse_config
 from bench.errors import WorkerProtocolError
@@ -39,6 +40,24 @@ from bench.worker import SCRATCH_ENV, Task
 
 Message = dict[str, Any]
 STARTUP_GRACE_S = 120.0
+# What a local executor runs: a group of cells, or a device's ceilings (the same path).
+Job = Task | ceiling_worker.CeilingsTask
+
+
+@dataclass(frozen=True, slots=True)
+class _WorkerOf:
+    """The worker module of a job (``python -m`` runs it; its ``fork_main`` is forked),
+    its intra-op threads and its configuration (an allocator to preload)."""
+
+    module: str
+    threads: int
+    config: str
+
+
+def _worker_of(job: Job) -> _WorkerOf:
+    if isinstance(job, ceiling_worker.CeilingsTask):
+        return _WorkerOf(ceiling_worker.MODULE, max(job.threads, 1), "eager")
+    return _WorkerOf("bench.worker", job.group.threads, job.group.config)
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,24 +294,24 @@ class LocalExecutor(Cancellable):
         self._extra_env = dict(extra_env or {})
         self._python = python
 
-    def _env(self, task: Task) -> dict[str, str]:
+    def _env(self, task: Job) -> dict[str, str]:
         env = dict(os.environ)
-        threads = str(task.group.threads)
+        threads = str(_worker_of(task).threads)
         env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
         env["EFFBENCH_PARENT_PID"] = str(os.getpid())
         env[RUNNER_PID_ENV] = str(os.getpid())  # its GPU context is this run's (nvml.py)
         env["PYTHONUNBUFFERED"] = "1"
         env.update(task.env)  # at start-up too, for variables read when a library loads
         env.update(self._extra_env)
-        env.update(preload_env(parse_config(task.group.config).malloc, env))
+        env.update(preload_env(parse_config(_worker_of(task).config).malloc, env))
         return env
 
     def run(
-        self, task: Task, on_message: Callable[[Message], None], cell_timeout_s: float
+        self, task: Job, on_message: Callable[[Message], None], cell_timeout_s: float
     ) -> WorkerExit:
         with tempfile.TemporaryFile(mode="w+b") as err, worker_scratch() as scratch:
             proc = subprocess.Popen(
-                [self._python or sys.executable, "-m", "bench.worker"],
+                [self._python or sys.executable, "-m", _worker_of(task).module],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=err,
@@ -405,12 +424,14 @@ class ForkServerExecutor(Cancellable):
         self._started = True
 
     def run(
-        self, task: Task, on_message: Callable[[Message], None], cell_timeout_s: float
+        self, task: Job, on_message: Callable[[Message], None], cell_timeout_s: float
     ) -> WorkerExit:
-        from bench.worker import fork_main
+        import importlib
 
-        if parse_config(task.group.config).preloaded or not self._forks:
+        worker = _worker_of(task)
+        if parse_config(worker.config).preloaded or not self._forks:
             return self._fresh.run(task, on_message, cell_timeout_s)
+        fork_main = importlib.import_module(worker.module).fork_main
         if not self._started:
             self._start_server()
         with (
@@ -491,9 +512,9 @@ def _call_in_child(fn: Callable[..., Any], args: tuple[Any, ...], conn: Any) -> 
 def call_in_fresh_process(fn: Callable[..., Any], args: tuple[Any, ...], timeout_s: float) -> Any:
     """``fn(*args)`` in a process forked from the executor's fork server, which has torch
     imported and has run nothing: its own thread pool, nothing else resident, as a new
-    interpreter would be, without the 2-3 s of imports (the ceilings' start and closing
-    measurements paid 5 s of a 290 s default sweep for them). ``fn`` and its result must
-    pickle. Starts the server if need be: call from the main thread. Raises
+    interpreter would be, without the 2-3 s of imports. ``fn`` and its result must
+    pickle; nothing is watched or cancellable (the run's ceilings are a task that
+    :meth:`ForkServerExecutor.run` runs instead: ``bench.ceiling_worker``). Starts the server if need be: call from the main thread. Raises
     :class:`WorkerProtocolError` when the child fails or overruns ``timeout_s`` (killed)."""
     server = ForkServerExecutor()
     server.prepare()

@@ -1,6 +1,7 @@
 """The run session of `effbench run`: options and defaults resolved from the command
 line, the pre-flight check, the lanes (run folders) new or resumed, the arms of
-`--variant`, the Ray cluster, and the measurement through ``bench.runner``,
+`--variant`, the executor (asked for its capabilities, ``bench.executor_registry``) and
+its cluster, and the measurement through ``bench.runner``,
 ``bench.parallel`` or ``bench.pingpong`` with signals turned into ``Interrupted``. The CLI
 (``bench.cli``) parses and exits; this module never calls ``sys.exit``."""
 
@@ -498,7 +499,7 @@ def _measure(
     args: argparse.Namespace, argv: Sequence[str], lanes: Lanes, opened: Any, cluster: Any
 ) -> Any:
     """Run the opened lanes: one group at a time, one lane per local GPU (``--parallel``),
-    or one lane per GPU of a Ray cluster."""
+    or one lane per GPU of a cluster (an executor with the ``cluster`` capability)."""
     from bench import devices
     from bench.executor import ArmExecutor, Executor
     from bench.executor_registry import executor_class
