@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from bench import executor
 from bench.ceiling_worker import CeilingsTask, run_ceilings_task
 from bench.ceilings import Ceiling
 from bench.executor import STARTUP_GRACE_S, WorkerExit
+from bench.executor_registry import executor_class
 from bench.run_ceilings import CEILINGS_TIMEOUT_S, measure_ceilings_once
 
 
@@ -35,7 +35,7 @@ def test_a_failed_measurement_is_one_error_message() -> None:
 
 
 class _FakeRun:
-    """Stands in for ``ForkServerExecutor.run``: records the task and the allowance, sends
+    """Stands in for the fork-server executor's ``run``: records the task and the allowance, sends
     ``messages`` and returns ``exit``."""
 
     def __init__(self, messages: list[dict[str, Any]], exit: WorkerExit) -> None:
@@ -52,7 +52,7 @@ class _FakeRun:
 
 
 def _measure(monkeypatch: pytest.MonkeyPatch, fake: _FakeRun, **kw: Any) -> tuple[Any, str]:
-    monkeypatch.setattr(executor.ForkServerExecutor, "run", lambda _ex, *args: fake(*args))
+    monkeypatch.setattr(executor_class("fork"), "run", lambda _ex, *args: fake(*args))
     stream = io.StringIO()
     return measure_ceilings_once("cpu", "float32", 2, stream, **kw), stream.getvalue()
 
