@@ -514,8 +514,9 @@ def call_in_fresh_process(fn: Callable[..., Any], args: tuple[Any, ...], timeout
     imported and has run nothing: its own thread pool, nothing else resident, as a new
     interpreter would be, without the 2-3 s of imports. ``fn`` and its result must
     pickle; nothing is watched or cancellable (the run's ceilings are a task that
-    :meth:`ForkServerExecutor.run` runs instead: ``bench.ceiling_worker``). Starts the server if need be: call from the main thread. Raises
-    :class:`WorkerProtocolError` when the child fails or overruns ``timeout_s`` (killed)."""
+    :meth:`ForkServerExecutor.run` runs instead: ``bench.ceiling_worker``). Starts the
+    server if need be: call from the main thread. Raises :class:`WorkerProtocolError`
+    when the child fails or overruns ``timeout_s`` (killed)."""
     server = ForkServerExecutor()
     server.prepare()
     recv, send = server._ctx.Pipe(duplex=False)
