@@ -19,6 +19,9 @@ from typing import Any
 
 from bench import commands
 from bench.errors import BenchError, Interrupted, InvalidOption, OutputNotWritable
+from bench.executor_registry import DEFAULT as EXECUTOR_DEFAULT
+from bench.executor_registry import entries as executor_entries
+from bench.executor_registry import executor_names
 from bench.plan import (
     BURST_S,
     BURSTS,
@@ -254,10 +257,11 @@ def _add_run(sub: Any) -> None:
     )
     run.add_argument(
         "--executor",
-        choices=("fork", "subprocess", "ray"),
-        default="fork",
-        help="fork workers from a server with torch imported (default), start a new "
-        "interpreter per worker, or run each group as a Ray task (docs/scale-out.md)",
+        choices=executor_names(),
+        default=EXECUTOR_DEFAULT,
+        help="how workers run: "
+        + "; ".join(f"{e.name}: {e.summary}" for e in executor_entries())
+        + f" (default {EXECUTOR_DEFAULT})",
     )
     run.add_argument(
         "--ray-address",

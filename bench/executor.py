@@ -28,8 +28,9 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
+from bench import ceiling_worker
 from bench.allocators import preload_env
 from bench.configs import parse_config
 from bench.errors import WorkerProtocolError
@@ -39,6 +40,24 @@ from bench.worker import SCRATCH_ENV, Task
 
 Message = dict[str, Any]
 STARTUP_GRACE_S = 120.0
+# What a local executor runs: a group of cells, or a device's ceilings (the same path).
+Job = Task | ceiling_worker.CeilingsTask
+
+
+@dataclass(frozen=True, slots=True)
+class _WorkerOf:
+    """The worker module of a job (``python -m`` runs it; its ``fork_main`` is forked),
+    its intra-op threads and its configuration (an allocator to preload)."""
+
+    module: str
+    threads: int
+    config: str
+
+
+def _worker_of(job: Job) -> _WorkerOf:
+    if isinstance(job, ceiling_worker.CeilingsTask):
+        return _WorkerOf(ceiling_worker.MODULE, max(job.threads, 1), "eager")
+    return _WorkerOf("bench.worker", job.group.threads, job.group.config)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,10 +100,60 @@ def watch(
             on_message(msg)
 
 
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What an executor can do, declared once on its class; the run session asks these
+    (``bench.session``) instead of naming executors.
+
+    - ``local``: its workers run on this machine, so the session measures ceilings, counts
+      instructions, applies ``malloc:`` configurations and waits for a quiet host here.
+    - ``parallel``: ``--parallel`` (one lane per local GPU) may use it.
+    - ``interpreters``: ``--variant NAME:python=PATH`` arms may run beside it.
+    - ``pingpong``: ``--pingpong`` may use it.
+    - ``cluster``: it reaches machines elsewhere through ``cls.connect(address) ->``
+      :class:`Cluster` (``--ray-address``); its lanes are the cluster's GPUs.
+    - ``fork_server``: its workers fork from this process's fork server, which the session
+      starts before its own imports.
+    - ``new_interpreter``: every worker is a new interpreter (the ping-pong workers too).
+    """
+
+    local: bool = True
+    parallel: bool = True
+    interpreters: bool = True
+    pingpong: bool = True
+    cluster: bool = False
+    fork_server: bool = False
+    new_interpreter: bool = False
+
+
 class Executor(Protocol):
+    """Starts workers (docs/architecture.md, "An executor"). ``prepare`` runs in the main
+    thread before any ``run`` (which lane threads may call); ``cancel`` kills every worker
+    it runs now or later, from another thread."""
+
+    capabilities: ClassVar[Capabilities]
+
+    def prepare(self) -> None: ...
+
+    def cancel(self) -> None: ...
+
     def run(
         self, task: Task, on_message: Callable[[Message], None], cell_timeout_s: float
     ) -> WorkerExit: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Cluster:
+    """The machines a ``cluster`` executor reached: the executor every lane shares, what
+    they can run (a ``bench.plan.Inventory``), each node's environment record by hostname,
+    their GPUs, and the device name of a row the runner writes itself (a task that died
+    before saying where it ran)."""
+
+    executor: Executor
+    inventory: Any
+    nodes: dict[str, Any]
+    gpus: list[dict[str, Any]]
+    device_name: Callable[[str], str]
 
 
 _CANCEL_LOCK = threading.Lock()
@@ -94,10 +163,14 @@ class Cancellable:
     """What lets another thread stop an executor (``--parallel`` runs one executor per GPU
     lane in its own thread, and a signal arrives in the main thread only): :meth:`cancel`
     SIGKILLs the worker in flight and any worker this executor starts later. The executor's
-    ``run`` then returns as for a crashed worker; the caller decides to write nothing."""
+    ``run`` then returns as for a crashed worker; the caller decides to write nothing.
+    Its ``prepare`` starts nothing (an executor with something to start overrides it)."""
 
     _worker_pid: int | None = None
     _cancelled: bool = False
+
+    def prepare(self) -> None:
+        pass
 
     def cancel(self) -> None:
         with _CANCEL_LOCK:
@@ -213,30 +286,32 @@ class LocalExecutor(Cancellable):
     ``sys.path``, and the runner's folder is usually its own checkout, whose code the other
     interpreter must not import."""
 
+    capabilities = Capabilities(new_interpreter=True)
+
     def __init__(
         self, extra_env: Mapping[str, str] | None = None, python: str | None = None
     ) -> None:
         self._extra_env = dict(extra_env or {})
         self._python = python
 
-    def _env(self, task: Task) -> dict[str, str]:
+    def _env(self, task: Job) -> dict[str, str]:
         env = dict(os.environ)
-        threads = str(task.group.threads)
+        threads = str(_worker_of(task).threads)
         env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
         env["EFFBENCH_PARENT_PID"] = str(os.getpid())
         env[RUNNER_PID_ENV] = str(os.getpid())  # its GPU context is this run's (nvml.py)
         env["PYTHONUNBUFFERED"] = "1"
         env.update(task.env)  # at start-up too, for variables read when a library loads
         env.update(self._extra_env)
-        env.update(preload_env(parse_config(task.group.config).malloc, env))
+        env.update(preload_env(parse_config(_worker_of(task).config).malloc, env))
         return env
 
     def run(
-        self, task: Task, on_message: Callable[[Message], None], cell_timeout_s: float
+        self, task: Job, on_message: Callable[[Message], None], cell_timeout_s: float
     ) -> WorkerExit:
         with tempfile.TemporaryFile(mode="w+b") as err, worker_scratch() as scratch:
             proc = subprocess.Popen(
-                [self._python or sys.executable, "-m", "bench.worker"],
+                [self._python or sys.executable, "-m", _worker_of(task).module],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=err,
@@ -306,14 +381,18 @@ class ForkServerExecutor(Cancellable):
     Each worker is still a new process that has run nothing before its task; what it
     saves is the 3-5 s of imports a new interpreter pays, which would otherwise dominate
     short sweeps. Messages come over a pipe; a worker overrunning a cell is SIGKILLed with
-    its process group.
+    its process group. Off Linux every worker is a new interpreter (:class:`LocalExecutor`).
     """
+
+    capabilities = Capabilities(fork_server=True)
 
     def __init__(self) -> None:
         import multiprocessing as mp
 
-        self._ctx = mp.get_context("forkserver")
-        self._ctx.set_forkserver_preload(["bench.worker_preload"])
+        self._forks = sys.platform.startswith("linux")
+        self._ctx = mp.get_context("forkserver" if self._forks else None)
+        if self._forks:
+            self._ctx.set_forkserver_preload(["bench.worker_preload"])
         self._started = False
         self._fresh = LocalExecutor()  # for tasks that preload an allocator
 
@@ -324,7 +403,7 @@ class ForkServerExecutor(Cancellable):
     def prepare(self) -> None:
         """Start the fork server now: it sets signal dispositions, which only the main
         thread may do (``--parallel`` calls ``run`` from lane threads)."""
-        if not self._started:
+        if self._forks and not self._started:
             self._start_server()
 
     def _start_server(self) -> None:
@@ -345,12 +424,14 @@ class ForkServerExecutor(Cancellable):
         self._started = True
 
     def run(
-        self, task: Task, on_message: Callable[[Message], None], cell_timeout_s: float
+        self, task: Job, on_message: Callable[[Message], None], cell_timeout_s: float
     ) -> WorkerExit:
-        from bench.worker import fork_main
+        import importlib
 
-        if parse_config(task.group.config).preloaded:
+        worker = _worker_of(task)
+        if parse_config(worker.config).preloaded or not self._forks:
             return self._fresh.run(task, on_message, cell_timeout_s)
+        fork_main = importlib.import_module(worker.module).fork_main
         if not self._started:
             self._start_server()
         with (
@@ -397,22 +478,20 @@ class ArmExecutor:
     """Runs the tasks of the run folders whose arm has its own interpreter (run id ->
     interpreter, from ``--variant NAME:python=PATH``) in new processes of that interpreter
     (:class:`LocalExecutor`), and every other task with ``default``: a fork server cannot
-    change interpreter. ``prepare`` and ``cancel`` reach every executor behind it."""
+    change interpreter. ``prepare`` and ``cancel`` reach every executor behind it; its
+    capabilities are the default's."""
 
     def __init__(self, default: Executor, interpreters: Mapping[str, str]) -> None:
         self._default = default
         self._arms = {run_id: LocalExecutor(python=py) for run_id, py in interpreters.items()}
+        self.capabilities = default.capabilities  # type: ignore[misc]
 
     def prepare(self) -> None:
-        prepare = getattr(self._default, "prepare", None)
-        if prepare is not None:
-            prepare()
+        self._default.prepare()
 
     def cancel(self) -> None:
         for executor in (self._default, *self._arms.values()):
-            cancel = getattr(executor, "cancel", None)
-            if cancel is not None:
-                cancel()
+            executor.cancel()
 
     def run(
         self, task: Task, on_message: Callable[[Message], None], cell_timeout_s: float
@@ -433,10 +512,11 @@ def _call_in_child(fn: Callable[..., Any], args: tuple[Any, ...], conn: Any) -> 
 def call_in_fresh_process(fn: Callable[..., Any], args: tuple[Any, ...], timeout_s: float) -> Any:
     """``fn(*args)`` in a process forked from the executor's fork server, which has torch
     imported and has run nothing: its own thread pool, nothing else resident, as a new
-    interpreter would be, without the 2-3 s of imports (the ceilings' start and closing
-    measurements paid 5 s of a 290 s default sweep for them). ``fn`` and its result must
-    pickle. Starts the server if need be: call from the main thread. Raises
-    :class:`WorkerProtocolError` when the child fails or overruns ``timeout_s`` (killed)."""
+    interpreter would be, without the 2-3 s of imports. ``fn`` and its result must
+    pickle; nothing is watched or cancellable (the run's ceilings are a task that
+    :meth:`ForkServerExecutor.run` runs instead: ``bench.ceiling_worker``). Starts the
+    server if need be: call from the main thread. Raises :class:`WorkerProtocolError`
+    when the child fails or overruns ``timeout_s`` (killed)."""
     server = ForkServerExecutor()
     server.prepare()
     recv, send = server._ctx.Pipe(duplex=False)
@@ -469,10 +549,8 @@ def fork_server_pid() -> int | None:
 
 
 def default_executor() -> Executor:
-    """The fork-server executor on Linux; plain subprocesses elsewhere."""
-    if sys.platform.startswith("linux"):
-        return ForkServerExecutor()
-    return LocalExecutor()
+    """The fork-server executor (on Linux; plain subprocesses elsewhere)."""
+    return ForkServerExecutor()
 
 
 def _killpg(pid: int | None) -> None:

@@ -160,9 +160,7 @@ def run_parallel(
     try:
         for dev in per_device:
             executors[dev] = make_executor()
-            prepare = getattr(executors[dev], "prepare", None)
-            if prepare is not None:
-                prepare()  # in the main thread: starting a fork server sets signal handlers
+            executors[dev].prepare()  # main thread: starting a fork server sets signal handlers
         for t in threads:
             t.start()
         for t in threads:
@@ -193,7 +191,5 @@ def _stop(gate: Gate, executors: dict[str, Executor]) -> None:
     kill every lane's worker."""
     gate.close()
     for ex in executors.values():
-        cancel = getattr(ex, "cancel", None)
-        if cancel is not None:
-            with contextlib.suppress(Exception):
-                cancel()
+        with contextlib.suppress(Exception):
+            ex.cancel()

@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from bench.errors import Interrupted, InvalidOption
-from bench.executor import Message, Received, WorkerExit, watch
+from bench.executor import Capabilities, Cluster, Message, Received, WorkerExit, watch
 from bench.plan import Inventory
 from bench.status import CRASHED
 from bench.worker import Task
@@ -299,7 +299,13 @@ def _group_stream(task_json: str, cell_timeout_s: float) -> Iterator[Message]:
 
 class RayExecutor:
     """Runs each task as a Ray task (see the module docstring); one at a time per call, so
-    several runner threads may call :meth:`run` at once (one per GPU of the cluster)."""
+    several runner threads may call :meth:`run` at once (one per GPU of the cluster). Its
+    workers are not on this machine: no ceilings, instruction counts, ``malloc:``,
+    ``--parallel``, ``python=`` arms or ping-pong with it."""
+
+    capabilities = Capabilities(
+        local=False, parallel=False, interpreters=False, pingpong=False, cluster=True
+    )
 
     def __init__(self, address: str | None = None) -> None:
         connect(address)
@@ -308,6 +314,19 @@ class RayExecutor:
         self._lock = threading.Lock()
         self._running: set[Any] = set()  # streams in flight (several lanes at once)
         self._cancelled = False
+
+    @classmethod
+    def connect(cls, address: str | None) -> Cluster:
+        """Connect to Ray (``address``, or a local instance), read every node's environment
+        and resolve what the cluster can run, before anything runs."""
+        executor = cls(address)
+        nodes = node_environments()
+        return Cluster(
+            executor, cluster_inventory(nodes), nodes, cluster_gpus(nodes), _unknown_device
+        )
+
+    def prepare(self) -> None:
+        """Nothing to start: connecting (in the constructor) started what Ray needs."""
 
     def cancel(self) -> None:
         """Cancel every task in flight and any started later (a signal stopped the sweep)."""
@@ -365,3 +384,8 @@ class RayExecutor:
         finally:
             with self._lock:
                 self._running.discard(stream)
+
+
+def _unknown_device(device: str) -> str:
+    # for rows the runner writes itself (a task that died): the node is not known
+    return "unknown (the Ray task ended before reporting)"

@@ -7,7 +7,6 @@ read back as the roofs the rows are judged against, and measured again briefly a
 from __future__ import annotations
 
 import datetime as dt
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +17,7 @@ import pandas as pd
 from bench.errors import WorkerProtocolError
 from bench.plan import Group
 from bench.quality import Roof
+from bench.status import OK, TIMEOUT
 from bench.store import CEILINGS, read_ceilings, write_table
 
 CEILINGS_TIMEOUT_S = 300.0  # one (device, dtype, threads) measurement, start-up included
@@ -91,19 +91,6 @@ def run_ceilings(
     return table
 
 
-def _ceilings_as_dicts(
-    device: str, dtype: str, threads: int, kinds: tuple[str, ...], budget_s: float | None
-) -> list[dict[str, Any]]:
-    """What ``python -m bench.ceilings`` prints, as dicts: run in a fresh process."""
-    from bench.ceilings.measure import measure_ceilings
-
-    narrowed: dict[str, Any] = {"kinds": kinds} if kinds else {}
-    if budget_s is not None:
-        narrowed["budget_s"] = budget_s
-    ceilings = measure_ceilings(device, dtype, max(threads, 1), **narrowed)
-    return [c.to_dict() for c in ceilings]
-
-
 def measure_ceilings_once(
     device: str,
     dtype: str,
@@ -115,49 +102,42 @@ def measure_ceilings_once(
     phase: str = "start",
 ) -> pd.DataFrame:
     """Measure the ceilings of one (device, dtype, threads) in a fresh process (its own
-    thread pool, nothing else resident; on Linux forked from the fork server, elsewhere a
-    new ``python -m bench.ceilings``), as that command prints them; an
-    empty frame, with a note on ``stream``, if that fails (the rows then have no
+    thread pool, nothing else resident), started by the executor path the cells take: a
+    :class:`~bench.ceiling_worker.CeilingsTask` run by the fork-server executor (forked
+    from its server on Linux, a new interpreter elsewhere), whichever executor runs the
+    cells, so that every arm and executor shares this machine's one measurement. An empty
+    frame, with a note on ``stream``, if that fails (the rows then have no
     ``compute_fraction``). ``kinds`` and ``budget_s`` narrow it (the closing canary);
     ``phase`` is recorded."""
-    import json
     import socket
-    import subprocess
 
+    from bench.ceiling_worker import CeilingsTask
     from bench.ceilings import Ceiling, ceilings_frame
+    from bench.executor import STARTUP_GRACE_S, ForkServerExecutor
 
     started = time.monotonic()
-    if sys.platform.startswith("linux"):  # forked from the fork server: no imports to pay
-        from bench.executor import call_in_fresh_process
+    found: list[Ceiling] = []
+    failed: list[str] = []
 
-        try:
-            dicts = call_in_fresh_process(
-                _ceilings_as_dicts, (device, dtype, threads, tuple(kinds), budget_s),
-                CEILINGS_TIMEOUT_S,
-            )  # fmt: skip
-        except WorkerProtocolError as e:
-            print(f"effbench: ceilings of {device} {dtype} not measured: {e}", file=stream)
-            return pd.DataFrame()
-        found = [Ceiling.from_dict(d) for d in dicts]
+    def on_message(msg: dict[str, Any]) -> None:
+        if msg.get("event") == "ceiling":
+            found.append(Ceiling.from_dict(msg["ceiling"]))
+        elif msg.get("event") == "error":
+            failed.append(str(msg.get("error")))
+
+    task = CeilingsTask(device, dtype, threads, tuple(kinds), budget_s)
+    try:  # no cell starts: the watchdog allows the grace and this, CEILINGS_TIMEOUT_S in all
+        out = ForkServerExecutor().run(task, on_message, CEILINGS_TIMEOUT_S - STARTUP_GRACE_S)
+    except WorkerProtocolError as e:
+        failed.append(str(e))
     else:
-        cmd = [sys.executable, "-m", "bench.ceilings", "--device", device, "--dtype", dtype]
-        cmd += ["--threads", str(max(threads, 1))]
-        if kinds:
-            cmd += ["--kinds", ",".join(kinds)]
-        if budget_s is not None:
-            cmd += ["--budget-s", str(budget_s)]
-        try:
-            done = subprocess.run(cmd, capture_output=True, text=True, timeout=CEILINGS_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            print(f"effbench: ceilings of {device} {dtype} not measured: over "
-                  f"{CEILINGS_TIMEOUT_S:g} s", file=stream)  # fmt: skip
-            return pd.DataFrame()
-        if done.returncode != 0:
-            why = (done.stderr.strip().splitlines() or ["no message"])[-1]
-            print(f"effbench: ceilings of {device} {dtype} not measured: {why}", file=stream)
-            return pd.DataFrame()
-        lines = [line for line in done.stdout.splitlines() if line.strip()]
-        found = [Ceiling.from_dict(json.loads(line)) for line in lines]
+        if out.status == TIMEOUT:
+            failed.append(f"over {CEILINGS_TIMEOUT_S:g} s")
+        elif out.status != OK:
+            failed.append(out.detail or out.status)
+    if failed:
+        print(f"effbench: ceilings of {device} {dtype} not measured: {failed[0]}", file=stream)
+        return pd.DataFrame()
     stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     if phase != "start":  # the datasheet does not drift
         found = [c for c in found if c.source == "measured"]

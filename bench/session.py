@@ -1,6 +1,7 @@
 """The run session of `effbench run`: options and defaults resolved from the command
 line, the pre-flight check, the lanes (run folders) new or resumed, the arms of
-`--variant`, the Ray cluster, and the measurement through ``bench.runner``,
+`--variant`, the executor (asked for its capabilities, ``bench.executor_registry``) and
+its cluster, and the measurement through ``bench.runner``,
 ``bench.parallel`` or ``bench.pingpong`` with signals turned into ``Interrupted``. The CLI
 (``bench.cli``) parses and exits; this module never calls ``sys.exit``."""
 
@@ -15,7 +16,7 @@ import signal
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.errors import Interrupted, InvalidOption
 from bench.plan import (
@@ -26,6 +27,9 @@ from bench.plan import (
     Timing,
 )
 from bench.variants import parse_size_bytes
+
+if TYPE_CHECKING:
+    from bench.executor import Cluster
 
 NO_CEILINGS_ENV = "EFFBENCH_NO_CEILINGS"  # set: `effbench run` skips ceilings unless asked
 # Defaults a harness (CI, the test suite) may set: re-measurements of contended cells when
@@ -160,13 +164,16 @@ def _new_options(args: argparse.Namespace, has_gpu: bool) -> Options:
 
 def _ceilings_wanted(args: argparse.Namespace) -> bool:
     """``--ceilings``/``--no-ceilings``; by default on, unless ``$EFFBENCH_NO_CEILINGS`` is
-    set (test suites) or the groups run on a Ray cluster (its nodes are not this machine)."""
+    set (test suites) or the executor's workers are not on this machine (a cluster's)."""
+    from bench.executor_registry import DEFAULT, capabilities
+
     if args.ceilings is not None:
         return bool(args.ceilings)
-    if getattr(args, "executor", None) == "ray":
+    name = getattr(args, "executor", None) or DEFAULT
+    if not capabilities(name).local:
         print(
-            "effbench: ceilings not measured (their nodes are not this machine; run "
-            "`effbench peak` there); rows get no compute_fraction",
+            f"effbench: ceilings not measured (--executor {name} runs the workers elsewhere, "
+            "not on this machine; run `effbench peak` there); rows get no compute_fraction",
             file=sys.stderr,
         )
         return False
@@ -174,30 +181,22 @@ def _ceilings_wanted(args: argparse.Namespace) -> bool:
 
 
 def run_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    if args.executor == "fork" and not any("python=" in v for v in args.variant or ()):
+    from bench.executor_registry import capabilities, executor_class
+
+    caps = capabilities(args.executor)
+    if caps.fork_server and not any("python=" in v for v in args.variant or ()):
         _start_fork_server()
     from bench import devices
     from bench.run_folder import record_preflight
     from bench.runner import count_work, open_lane
 
-    if args.ray_address is not None and args.executor != "ray":
-        raise InvalidOption("--ray-address needs --executor ray")
-    if args.ceilings and args.executor == "ray":
-        raise InvalidOption(
-            "--ceilings measures this machine, not the Ray cluster's nodes; drop it, and run "
-            "`effbench peak` on each node"
-        )
+    _check_executor(args)
     if args.count_instructions:
-        if args.executor == "ray":
-            raise InvalidOption(
-                "--count-instructions counts on this machine, not the Ray cluster's nodes; "
-                "drop one of them"
-            )
         from bench.instructions import check_tools
 
         check_tools()  # before anything is written
     _check_pingpong(args)
-    cluster = _ray_cluster(args) if args.executor == "ray" else None
+    cluster = _connect(executor_class(args.executor), args.ray_address) if caps.cluster else None
     inventory = cluster.inventory if cluster else devices.discover()
     host: dict[str, Any] = {}
 
@@ -253,8 +252,35 @@ def _start_fork_server() -> None:
         ForkServerExecutor().prepare()
 
 
+def _check_executor(args: argparse.Namespace) -> None:
+    """The options this run's executor cannot serve, refused by its capabilities."""
+    from bench.executor_registry import capabilities, names_where
+
+    name, caps = args.executor, capabilities(args.executor)
+    if args.ray_address is not None and not caps.cluster:
+        raise InvalidOption(f"--ray-address needs --executor {' or '.join(names_where('cluster'))}")
+    where = f"--executor {name}'s workers (not on this machine)"
+    if args.ceilings and not caps.local:
+        raise InvalidOption(
+            f"--ceilings measures this machine, not {where}; drop it, and run "
+            "`effbench peak` on each node"
+        )
+    if args.count_instructions and not caps.local:
+        raise InvalidOption(
+            f"--count-instructions counts on this machine, not on {where}; drop one of them"
+        )
+
+
+def _connect(cls: Any, address: str | None) -> Cluster:
+    """The cluster a ``cluster`` executor (its class ``cls``) reaches at ``address``."""
+    cluster: Cluster = cls.connect(address)
+    return cluster
+
+
 def _check_pingpong(args: argparse.Namespace) -> None:
     """``--pingpong`` needs arms and one box; ``--bursts``/``--burst-time`` need it."""
+    from bench.executor_registry import capabilities, names_where
+
     if not args.pingpong:
         if args.bursts is not None or args.burst_time is not None:
             raise InvalidOption("--bursts and --burst-time go with --pingpong")
@@ -264,9 +290,11 @@ def _check_pingpong(args: argparse.Namespace) -> None:
             "--pingpong alternates bursts between the arms of an A/B run; give two or more "
             "--variant arms (e.g. --variant base:python=PATH --variant pr:python=PATH)"
         )
-    if args.executor == "ray" or args.parallel:
+    if not capabilities(args.executor).pingpong or args.parallel:
+        bad = [args.executor] if not capabilities(args.executor).pingpong else []
+        drop = " or ".join(bad or names_where("pingpong", False))
         raise InvalidOption("--pingpong runs the arms on this machine, one group at a time; "
-                            "drop --executor ray and --parallel")  # fmt: skip
+                            f"drop --executor {drop} and --parallel")  # fmt: skip
 
 
 def _quality_line(summary: Any) -> str:
@@ -413,6 +441,7 @@ def _new_lanes(
     """Plan a new run and start its run folder (one per ``--variant`` arm), each locked."""
     from bench import devices
     from bench.configs import parse_config
+    from bench.executor_registry import capabilities
     from bench.plan import expand_plan, resolve
     from bench.run_folder import check_new_run, new_run_id, start_run
     from bench.variants import parse_variants
@@ -421,10 +450,11 @@ def _new_lanes(
     out = args.out if args.out is not None else Path("results")
     has_gpu = any(d.startswith("cuda:") for d in inventory.devices)
     options = resolve(_new_options(args, has_gpu), catalog, inventory)
-    if cluster and any(parse_config(c).malloc for c in options.configs):
+    caps = capabilities(args.executor)
+    if not caps.local and any(parse_config(c).malloc for c in options.configs):
         raise InvalidOption(
             "malloc: configurations set the allocator of this machine's workers; drop them "
-            "with --executor ray"
+            f"with --executor {args.executor}"
         )
     if options.tf32 and not any(d.startswith("cuda") for d in options.devices):
         raise InvalidOption(
@@ -435,8 +465,10 @@ def _new_lanes(
     if args.parallel:  # recorded in the plan, so a resume runs the same lanes
         from bench.parallel import assign_cpus
 
-        if cluster:
-            raise InvalidOption("--parallel is for one box; drop it with --executor ray")
+        if not caps.parallel:
+            raise InvalidOption(
+                f"--parallel is for one box; drop it with --executor {args.executor}"
+            )
         options = dataclasses.replace(options, parallel=True)
         groups = assign_cpus(groups, sorted(os.sched_getaffinity(0)))
     env = devices.environment(devices.discover()).to_dict()
@@ -451,8 +483,10 @@ def _new_lanes(
     ids = [f"{stem}-{v.name}" for v in variants]
     for run_id in ids:  # refuse before any folder is created
         check_new_run(out, run_id)
-    if cluster and any(v.python for v in variants):
-        raise InvalidOption("--variant NAME:python=PATH runs locally; drop --executor ray")
+    if not caps.interpreters and any(v.python for v in variants):
+        raise InvalidOption(
+            f"--variant NAME:python=PATH runs locally; drop --executor {args.executor}"
+        )
     arms = [_variant_arm(v, options, env) for v in variants]  # probes python= arms
     lanes: Lanes = []
     for (opts, arm_env), run_id in zip(arms, ids, strict=True):
@@ -465,30 +499,33 @@ def _measure(
     args: argparse.Namespace, argv: Sequence[str], lanes: Lanes, opened: Any, cluster: Any
 ) -> Any:
     """Run the opened lanes: one group at a time, one lane per local GPU (``--parallel``),
-    or one lane per GPU of a Ray cluster."""
+    or one lane per GPU of a cluster (an executor with the ``cluster`` capability)."""
     from bench import devices
-    from bench.executor import ArmExecutor, LocalExecutor, default_executor
+    from bench.executor import ArmExecutor, Executor
+    from bench.executor_registry import executor_class
     from bench.preflight import wait_for_quiet
     from bench.runner import run_interleaved
     from models import get_spec
 
     interpreters = {lane[1]: lane[2].python for lane in lanes if lane[2].python}
     device_name_of = cluster.device_name if cluster else devices.device_name
+    cls = executor_class(args.executor)
 
-    def make_executor() -> Any:  # one per lane; python= arms' workers get their interpreter
+    def make_executor() -> Executor:  # one per lane; python= arms' workers get theirs
         if cluster:
             return cluster.executor
-        local = LocalExecutor() if args.executor == "subprocess" else default_executor()
+        local = cls()
         return ArmExecutor(local, interpreters) if interpreters else local
 
     if any(lane[2].pingpong for lane in lanes):  # recorded, so a resume ping-pongs too
         from bench.pingpong import run_pingpong
 
-        return run_pingpong(opened, get_spec, device_name_of, argv, args.executor == "subprocess")
+        fresh = cls.capabilities.new_interpreter
+        return run_pingpong(opened, get_spec, device_name_of, argv, fresh)
     cluster_gpus = len(cluster.gpus) if cluster else 0
     on_cluster_gpus = cluster_gpus and any(g.device == "cuda" for lane in lanes for g in lane[3])
-    # re-measurements wait for this host to calm down; a cluster's nodes are elsewhere
-    wait = None if cluster else wait_for_quiet
+    # re-measurements wait for this host to calm down; elsewhere they cannot be seen
+    wait = wait_for_quiet if cls.capabilities.local else None
     if any(lane[2].parallel for lane in lanes) or on_cluster_gpus:
         from bench.parallel import run_parallel
 
@@ -521,31 +558,6 @@ def _variant_arm(
         )
     opts = dataclasses.replace(options, variant=variant.name, env=env, python=variant.python)
     return opts, record
-
-
-@dataclasses.dataclass(frozen=True)
-class _RayCluster:
-    """The cluster `--executor ray` reached: its executor, what it can run, its nodes."""
-
-    executor: Any
-    inventory: Any
-    nodes: dict[str, Any]
-    gpus: list[dict[str, Any]]
-
-    @staticmethod
-    def device_name(device: str) -> str:
-        # for rows the runner writes itself (a task that died): the node is not known
-        return "unknown (the Ray task ended before reporting)"
-
-
-def _ray_cluster(args: argparse.Namespace) -> _RayCluster:
-    """Connect to Ray (`--ray-address`, or a local instance), read every node's environment
-    and resolve the devices before anything runs."""
-    from bench import ray_executor as rx
-
-    executor = rx.RayExecutor(args.ray_address)
-    nodes = rx.node_environments()
-    return _RayCluster(executor, rx.cluster_inventory(nodes), nodes, rx.cluster_gpus(nodes))
 
 
 @contextlib.contextmanager
