@@ -59,16 +59,31 @@ def _run(session: nox.Session, tool: str, *args: str) -> None:
     session.run(_bin(tool), *args, external=True)
 
 
+def _workers() -> str:
+    """pytest-xdist workers: one per core this process may use, at most 4 (each holds torch
+    and starts sweeps of its own), or ``$EFFBENCH_TEST_WORKERS``."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return os.environ.get("EFFBENCH_TEST_WORKERS", str(max(1, min(cores or 1, 4))))
+
+
 @nox.session(python=False)
 def tests(session: nox.Session) -> None:
-    """The whole test suite, what CI runs (`-- -m slow` for the whole model list)."""
-    _run(session, "pytest", "--durations=25", *session.posargs)
+    """The whole test suite, what CI runs: the tests in parallel (pytest-xdist), then the
+    `serial` ones (they make host load or need a quiet host) alone. Arguments after `--` run
+    one serial pytest instead (`-- -m slow` for the whole model list)."""
+    if session.posargs:
+        _run(session, "pytest", "--durations=25", *session.posargs)
+        return
+    _run(session, "pytest", "-n", _workers(), "--durations=25",
+         "-m", "not slow and not perf and not serial")  # fmt: skip
+    _run(session, "pytest", "--durations=10", "-m", "serial and not slow and not perf")
 
 
 @nox.session(python=False, default=False)
 def unit(session: nox.Session) -> None:
     """The unit tests only (no real sweeps, no subprocesses): the inner loop, under 90 s."""
-    _run(session, "pytest", "-m", "not integration and not slow and not perf", *session.posargs)
+    _run(session, "pytest", "-n", _workers(), "-m", "not integration and not slow and not perf",
+         *session.posargs)  # fmt: skip
 
 
 @nox.session(python=False)

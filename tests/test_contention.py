@@ -270,6 +270,7 @@ def test_waiting_for_quiet_stops_at_the_first_quiet_check_or_the_bound() -> None
     assert busy_forever.busy  # gave up at the bound, and says the host is still busy
 
 
+@pytest.mark.serial  # real load: kept out of the other tests' way
 def test_real_load_is_seen_by_the_preflight_and_by_the_probe() -> None:
     cores = len(os.sched_getaffinity(0))
     with CpuLoad(cores + 1, max_s=10):

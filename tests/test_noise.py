@@ -22,6 +22,8 @@ from bench.runner import pending_groups
 from bench.store import best_attempts
 
 CORES = len(os.sched_getaffinity(0))
+# they make real load and judge it: alone on the host (`nox -s tests` runs them after the rest)
+pytestmark = pytest.mark.serial
 
 
 # the suite turns the contended verdict off (tests/conftest.py); these tests are about it
