@@ -63,12 +63,26 @@ MEDIAN, FIRST = "median", "first"
 
 
 @dataclass(frozen=True, slots=True)
+class Gate:
+    """How the regression gate (``bench.compare``) compares a column: the metric's name
+    (``effbench compare --metric NAME``), the unit its verdicts print ('' for the column's
+    own), the column holding each repeat's raw samples (paired per burst in ping-pong), and
+    whether the value is counted (deterministic, exact up to the count floor) rather than
+    timed. The gate's metrics are the declared columns that have one, timed ones first."""
+
+    metric: str
+    unit: str = ""
+    samples: str | None = None
+    counted: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Column:
     """One column of a table: name, kind (a key of :data:`KINDS`), unit ('' if none), a
     one-line meaning, whether `effbench show` prints it, how the report summarizes it over
-    a cell's repeats (``agg``: :data:`MEDIAN`, :data:`FIRST` or ''), and the regression
-    gate's metric that compares it (``gate``: a metric of ``bench.compare``, or ''), and
-    ``since``, the first contract version (:data:`SCHEMA_VERSION`) whose rows all have it."""
+    a cell's repeats (``agg``: :data:`MEDIAN`, :data:`FIRST` or ''), how the regression gate
+    compares it (``gate``: a :class:`Gate`, or None), and ``since``, the first contract
+    version (:data:`SCHEMA_VERSION`) whose rows all have it."""
 
     name: str
     kind: str
@@ -76,7 +90,7 @@ class Column:
     meaning: str
     shown: bool = False
     agg: str = ""
-    gate: str = ""
+    gate: Gate | None = None
     since: int = 2
 
     @property
@@ -97,7 +111,7 @@ def _c(
     shown: bool = False,
     *,
     agg: str = "",
-    gate: str = "",
+    gate: Gate | None = None,
     since: int = 2,
 ) -> Column:
     return Column(name, kind, unit, meaning, shown, agg, gate, since)
@@ -128,7 +142,7 @@ LATENCY = (
         "median forward of one batch",
         True,
         agg=MEDIAN,
-        gate="latency",
+        gate=Gate("latency", samples="latency_ms_samples"),
     ),
     _c("latency_ms_mean", "float?", "ms", "mean forward of one batch"),
     _c("latency_ms_p10", "float?", "ms", "10th percentile forward", agg=MEDIAN),
@@ -204,6 +218,7 @@ WORK = (
         "instructions",
         "instructions of one forward of one batch, counted under valgrind (callgrind), one "
         "thread, seeded weights and input (`--count-instructions`, CPU cells)",
+        gate=Gate("instructions", unit="instr", counted=True),
     ),
     _c(
         "estimated_cycles_per_forward",
@@ -211,6 +226,7 @@ WORK = (
         "cycles",
         "Ir + 10 × L1 misses + 100 × last-level misses of that forward (callgrind's cache "
         "simulation; an estimate, not a measurement)",
+        gate=Gate("cycles", counted=True),
     ),
 )
 # Where the cell sits on the device's roofline (docs/roofline.md).
@@ -234,7 +250,7 @@ MEMORY = (
         "(CPU: PyTorch's allocator, CUDA: max_memory_allocated; measured)",
         True,
         agg=MEDIAN,
-        gate="memory",
+        gate=Gate("memory"),
     ),
     _c(
         "peak_rss_bytes",
@@ -254,7 +270,7 @@ POWER = (
         "the device's idle power, measured at the run's start",
         agg=MEDIAN,
     ),
-    _c("energy_j", "float?", "J", "energy per forward of one batch (gross)", gate="energy"),
+    _c("energy_j", "float?", "J", "energy per forward of one batch (gross)", gate=Gate("energy")),
     _c("energy_per_image_j", "float?", "J", "energy per image (gross)", agg=MEDIAN),
     _c("power_source", "str?", "", "sensor and method, or why there is none", agg=FIRST),
     _c("gpu_clock_mhz", "float?", "MHz", "mean SM clock during the window"),

@@ -833,3 +833,25 @@ def test_compare_reads_the_best_attempt_of_a_re_measured_cell(tmp_path: Path) ->
     c = cmp.compare_paths(base, cand, cmp.Settings(metrics=("latency",)))
     (r,) = c.results
     assert (r.verdict, r.n_cand) == ("unchanged", 5)  # the contended first attempts left out
+
+
+def test_the_gates_metrics_are_the_declared_columns_that_name_one() -> None:
+    """bench.compare.METRICS comes from bench.schema: a gated column, its unit and its
+    samples column (which must exist), timed metrics before counted ones."""
+    from bench.compare.settings import gate_metrics
+    from bench.schema import DECLARED, Column, Gate
+
+    names = {c.name: c for c in DECLARED}
+    assert cmp.METRICS["latency"].column == "latency_ms_median"
+    assert cmp.METRICS["latency"].samples_column == "latency_ms_samples"
+    assert names["latency_ms_samples"].kind == "floats"
+    assert cmp.METRICS["instructions"].unit == "instr" and cmp.METRICS["instructions"].counted
+    assert cmp.METRICS["memory"].unit == names["peak_memory_bytes"].unit == "bytes"
+    counted = [m.counted for m in cmp.METRICS.values()]
+    assert counted == sorted(counted) and any(counted) and not all(counted)
+    # a new gated column is one declaration: its metric follows
+    extra = Column("widgets", "float?", "w", "a test column", gate=Gate("widgets", counted=True))
+    plain = Column("other", "float?", "", "not gated")
+    found = gate_metrics([extra, plain, names["latency_ms_median"]])
+    assert list(found) == ["latency", "widgets"]
+    assert found["widgets"] == cmp.Metric("widgets", "widgets", "w", None, True)

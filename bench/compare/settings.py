@@ -1,5 +1,6 @@
 """What a comparison is asked: the metrics, the threshold, the test and its allowances,
-parsed and checked once. Pure: the standard library only."""
+parsed and checked once. Pure: the standard library and the row contract (``bench.schema``,
+whose columns declare the gate's metrics)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from dataclasses import dataclass, field
 
 from bench.errors import InvalidOption
 from bench.keys import CellKey
+from bench.schema import DECLARED, Column
 
 MATCH_KEY = CellKey.MATCH_COLUMNS  # what a cell is matched on across the two sides
 VERDICTS = ("regression", "inconclusive", "improvement", "unchanged")  # most severe first
@@ -72,13 +74,18 @@ TESTS = {
     "rank": "Hodges-Lehmann ratio, Mann-Whitney interval",
 }
 
-METRICS: dict[str, Metric] = {
-    "latency": Metric("latency", "latency_ms_median", "ms", "latency_ms_samples"),
-    "memory": Metric("memory", "peak_memory_bytes", "bytes"),
-    "energy": Metric("energy", "energy_j", "J"),
-    "instructions": Metric("instructions", "instructions_per_forward", "instr", counted=True),
-    "cycles": Metric("cycles", "estimated_cycles_per_forward", "cycles", counted=True),
-}
+
+def gate_metrics(columns: Iterable[Column]) -> dict[str, Metric]:
+    """The gate's metrics: one per column that declares a ``gate`` (``bench.schema.Gate``),
+    timed ones first, each group in declaration order."""
+    gated = [(c, c.gate) for c in columns if c.gate is not None]
+    gated.sort(key=lambda pair: pair[1].counted)  # stable: declaration order within each
+    return {
+        g.metric: Metric(g.metric, c.name, g.unit or c.unit, g.samples, g.counted) for c, g in gated
+    }
+
+
+METRICS: dict[str, Metric] = gate_metrics(DECLARED)
 
 
 @dataclass(frozen=True, slots=True)
