@@ -19,6 +19,12 @@ rules of bench.quality) and ``pair_id`` the session its arms share. One row per 
 have made every reader (the report, resume, best attempts) see bursts as repeats; list
 columns keep the row what it was.
 
+Workers: an arm without ``python=`` forks its workers from the executor's fork server
+(:class:`ForkChannel`); a ``python=`` arm's interpreter starts once per run as a session
+server that forks one worker per session (:class:`Sessions`, ``bench.serve.session_server``);
+``--executor subprocess`` (or a checkout without session servers) starts a new interpreter
+per session (:class:`ProcessChannel`).
+
 An arm whose worker fails gets its failed rows (the one failure policy,
 ``bench.worker.failed_cells``); the other arms go on alone, their rows unpaired. Contended
 cells are not re-measured: compare drops contended bursts pair by pair instead.
@@ -122,16 +128,15 @@ class ForkChannel:
         return _worker_exit(outcome, code, stderr)
 
 
-class ProcessChannel:
-    """A ping-pong worker in a new interpreter (``python -m bench.serve``: a ``python=``
-    arm's own, or with ``--executor subprocess``), one JSON line each way; started in a
-    neutral folder so that another interpreter does not import the runner's checkout."""
+class _LineProcess:
+    """A new interpreter running ``python -m bench.serve``, one JSON line each way; started
+    in a neutral folder when it is another interpreter, so that it does not import the
+    runner's checkout."""
 
-    def __init__(self, task: Task, python: str | None) -> None:
+    def __init__(self, python: str | None, env_extra: dict[str, str], threads: int) -> None:
         env = dict(os.environ)
-        threads = str(task.group.threads)
-        env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
-        env.update(EFFBENCH_PARENT_PID=str(os.getpid()), PYTHONUNBUFFERED="1", **task.env)
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+        env.update(EFFBENCH_PARENT_PID=str(os.getpid()), PYTHONUNBUFFERED="1", **env_extra)
         env[RUNNER_PID_ENV] = str(os.getpid())
         self._err = tempfile.TemporaryFile(mode="w+b")  # noqa: SIM115 (closed in close())
         self._proc = subprocess.Popen(
@@ -147,7 +152,6 @@ class ProcessChannel:
         self._sel = selectors.DefaultSelector()
         self._sel.register(self._proc.stdout.fileno(), selectors.EVENT_READ)
         self._buf = b""
-        self.send(json.loads(task.to_json()))
 
     def send(self, msg: Message) -> None:
         assert self._proc.stdin is not None
@@ -178,7 +182,8 @@ class ProcessChannel:
     def kill(self) -> None:
         _killpg(self._proc.pid)
 
-    def close(self, outcome: WorkerExit | None) -> WorkerExit:
+    def finish(self) -> tuple[int, bytes]:
+        """Close its stdin, wait for it (killed after 30 s); its exit code and stderr."""
         with contextlib.suppress(OSError):
             assert self._proc.stdin is not None
             self._proc.stdin.close()
@@ -193,7 +198,141 @@ class ProcessChannel:
         self._err.seek(0)
         stderr = self._err.read()
         self._err.close()
-        return _worker_exit(outcome, self._proc.returncode, stderr)
+        return self._proc.returncode, stderr
+
+
+class ProcessChannel:
+    """A ping-pong worker in a new interpreter of its own (``python -m bench.serve``: with
+    ``--executor subprocess``, or a ``python=`` arm whose checkout has no session server)."""
+
+    def __init__(self, task: Task, python: str | None) -> None:
+        self._proc = _LineProcess(python, task.env, task.group.threads)
+        self._proc.send(json.loads(task.to_json()))
+
+    def send(self, msg: Message) -> None:
+        self._proc.send(msg)
+
+    def receive(self, timeout_s: float) -> Message | None:
+        return self._proc.receive(timeout_s)
+
+    def kill(self) -> None:
+        self._proc.kill()
+
+    def close(self, outcome: WorkerExit | None) -> WorkerExit:
+        code, stderr = self._proc.finish()
+        return _worker_exit(outcome, code, stderr)
+
+
+class SessionServer:
+    """A ``python=`` arm's interpreter for the whole run (``bench.serve.session_server``):
+    torch imported once, one forked worker per session. ``alive`` is False once it has been
+    killed or has ended; ``unsupported`` when its checkout predates session servers."""
+
+    def __init__(self, python: str, env: dict[str, str], threads: int) -> None:
+        from bench.serve import SESSIONS
+
+        self._proc = _LineProcess(python, env, threads)
+        self._proc.send(SESSIONS)
+        try:
+            hello = self._proc.receive(STARTUP_GRACE_S)
+        except TimeoutError:
+            hello = None
+        self.unsupported = hello != {"event": "sessions"}
+        self.alive = not self.unsupported
+        if self.unsupported:
+            self.close()
+
+    def send(self, msg: Message) -> None:
+        self._proc.send(msg)
+
+    def receive(self, timeout_s: float) -> Message | None:
+        msg = self._proc.receive(timeout_s)
+        if msg is None:
+            self.alive = False
+        return msg
+
+    def kill(self) -> None:
+        self._proc.kill()
+        self.alive = False
+
+    def close(self) -> None:
+        """End it: its stdin closed ends its loop (killed if it lingers 30 s)."""
+        self._proc.finish()
+        self.alive = False
+
+
+class SessionChannel:
+    """One session's worker, forked by the arm's :class:`SessionServer`. A timeout kills the
+    server with it (a worker killed mid-line would leave the server's stream unreadable);
+    the next session starts a new server."""
+
+    def __init__(self, server: SessionServer, task: Task) -> None:
+        self._server = server
+        # closed in close(): the worker writes to it for as long as it lives
+        self._err = tempfile.NamedTemporaryFile(prefix="effbench-session-", suffix=".err")  # noqa: SIM115
+        self._code: int | None = None
+        server.send({"cmd": "session", "task": task.to_json(), "stderr": self._err.name})
+
+    def send(self, msg: Message) -> None:
+        self._server.send(msg)
+
+    def receive(self, timeout_s: float) -> Message | None:
+        msg = self._server.receive(timeout_s)
+        if msg is not None and msg.get("event") == "exited":
+            self._code = int(msg.get("code", 1))
+            return None
+        return msg
+
+    def kill(self) -> None:
+        self._server.kill()
+
+    def close(self, outcome: WorkerExit | None) -> WorkerExit:
+        deadline = time.monotonic() + 30
+        while self._code is None and self._server.alive and time.monotonic() < deadline:
+            try:
+                if self.receive(max(0.0, deadline - time.monotonic())) is None:
+                    break
+            except TimeoutError:
+                break
+        if self._code is None:
+            self._server.kill()
+        code = self._code if self._code is not None else -signal.SIGKILL
+        with open(self._err.name, "rb") as f:
+            stderr = f.read()
+        self._err.close()
+        return _worker_exit(outcome, code, stderr)
+
+
+class Sessions:
+    """The run's session servers, one per ``python=`` arm, started when first needed and
+    restarted after a kill; an arm whose checkout has none gets a new interpreter per
+    session (:class:`ProcessChannel`), as before."""
+
+    def __init__(self) -> None:
+        self._servers: dict[str, SessionServer] = {}
+        self._unsupported: set[str] = set()
+
+    def channel(self, arm: str, task: Task, python: str) -> Channel:
+        """A worker for ``task`` from arm ``arm``'s server (each arm has its own: two arms
+        of one interpreter must not share one)."""
+        if python in self._unsupported:
+            return ProcessChannel(task, python)
+        server = self._servers.get(arm)
+        if server is not None and not server.alive:
+            server.close()
+            server = None
+        if server is None:
+            server = SessionServer(python, task.env, task.group.threads)
+            if server.unsupported:
+                self._unsupported.add(python)
+                return ProcessChannel(task, python)
+            self._servers[arm] = server
+        return SessionChannel(server, task)
+
+    def close(self) -> None:
+        for server in self._servers.values():
+            server.close()
+        self._servers.clear()
 
 
 @dataclass
@@ -256,6 +395,7 @@ def run_pingpong(
     then the closing ceilings; each lane's manifest records the session."""
     if not subprocess_workers and any(lane.options.python is None for lane in lanes):
         ForkServerExecutor().prepare()  # its signal dispositions: main thread only
+    sessions = Sessions()
     try:
         allowed = sorted(os.sched_getaffinity(0))
         for step in steps(lanes):
@@ -264,12 +404,15 @@ def run_pingpong(
                 _Arm(lane, g, pingpong_task(lane, replace(g, cpus=g.cpus or cpus)))
                 for lane, g in step
             ]
-            _run_step(arms, spec_of, device_name_of, subprocess_workers)
+            _run_step(arms, spec_of, device_name_of, subprocess_workers, sessions)
+        sessions.close()
         closing_ceilings(lanes)
     except Interrupted as e:
         for lane in lanes:
             close_lane(lane, argv, interrupted=signal.Signals(e.signum).name)
         raise
+    finally:
+        sessions.close()
     return [close_lane(lane, argv) for lane in lanes]
 
 
@@ -278,16 +421,19 @@ def _run_step(
     spec_of: Callable[[str], Any],
     device_name_of: Callable[[str], str],
     subprocess_workers: bool,
+    sessions: Sessions,
 ) -> None:
-    """One group in every arm: start the workers, then each batch size in ping-pong."""
+    """One group in every arm: start the workers (a ``python=`` arm's forked by its session
+    server), then each batch size in ping-pong."""
     try:
         for arm in arms:  # at once: building the models is not timed
             python = arm.lane.options.python
-            arm.channel = (
-                ProcessChannel(arm.task, python)
-                if python or subprocess_workers
-                else ForkChannel(arm.task)
-            )
+            if python:
+                arm.channel = sessions.channel(str(arm.lane.run_dir), arm.task, python)
+            elif subprocess_workers:
+                arm.channel = ProcessChannel(arm.task, None)
+            else:
+                arm.channel = ForkChannel(arm.task)
         for arm in arms:
             _expect(arm, "ready", arm.lane.options.cell_timeout_s + STARTUP_GRACE_S)
         for b in sorted({b for arm in arms for b in arm.group.batch_sizes}):

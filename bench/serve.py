@@ -306,11 +306,12 @@ def fork_main(task_json: str, conn: Any, stderr_path: str) -> None:
 
 def main(stdin: IO[str] | None = None) -> None:
     """``python -m bench.serve``: the task on the first line of stdin, then one request a
-    line; answers one JSON line each on the original stdout."""
+    line; answers one JSON line each on the original stdout. A first line of
+    :data:`SESSIONS` instead makes it a session server (:func:`session_server`)."""
     _die_with_parent()
     proto = _protocol_stream()
     source = stdin or sys.stdin
-    task = Task.from_json(source.readline())
+    first = source.readline()
 
     def send(msg: dict[str, Any]) -> None:
         proto.write(json.dumps(msg) + "\n")
@@ -320,7 +321,57 @@ def main(stdin: IO[str] | None = None) -> None:
         line = source.readline()
         return json.loads(line) if line.strip() else None
 
-    serve(task, send, receive)
+    if first.strip() and json.loads(first) == SESSIONS:
+        session_server(send, receive)
+    else:
+        serve(Task.from_json(first), send, receive)
+
+
+SESSIONS = {"cmd": "sessions"}
+
+
+def session_server(send: Send, receive: Receive) -> None:
+    """A ``python=`` arm's interpreter for the whole run: it imports torch, torchvision and
+    the registry once (``bench.worker_preload``, as the fork server does), answers
+    ``{"event": "sessions"}``, then per ``{"cmd": "session", "task": TASK_JSON, "stderr":
+    PATH}`` forks one worker that serves that task over the same stdin/stdout (its prints to
+    PATH) and, once it has ended, answers ``{"event": "exited", "code": N}`` (N as
+    ``subprocess`` gives it: negative for a signal). A session costs a fork, not a new
+    interpreter (3-4 s with torch here), and forked workers carry session offsets of their
+    own (docs/compare.md, "Forked sessions"). Ends when stdin does."""
+    import bench.worker_preload  # noqa: F401
+
+    send({"event": "sessions"})
+    while (msg := receive()) is not None:
+        if msg.get("cmd") != "session":
+            raise ValueError(f"session server: unexpected request {msg!r}")
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover (the forked worker; its parent reports its exit)
+            _session_worker(Task.from_json(msg["task"]), str(msg["stderr"]), send, receive)
+        _, status = os.waitpid(pid, 0)
+        send({"event": "exited", "code": os.waitstatus_to_exitcode(status)})
+
+
+def _session_worker(task: Task, stderr_path: str, send: Send, receive: Receive) -> None:
+    """The forked worker of one session: its own process group (a timeout kills it and its
+    helpers), killed with the server, prints to ``stderr_path``; never returns."""
+    code = 0
+    try:
+        os.setsid()
+        _die_with_parent(check_parent=False)
+        fd = os.open(stderr_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        sys.stderr.flush()
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        threads = str(task.group.threads)
+        os.environ.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
+        serve(task, send, receive)
+    except BaseException:
+        traceback.print_exc(file=sys.stderr)
+        code = 1
+    finally:
+        sys.stderr.flush()
+        os._exit(code)
 
 
 if __name__ == "__main__":

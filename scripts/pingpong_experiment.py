@@ -20,6 +20,8 @@ on the injected-slowdown networks of ``models/_regression_probe.py``.
     python scripts/pingpong_experiment.py --out /tmp/ppexp --runs 20        # the acceptance
     python scripts/pingpong_experiment.py --out /tmp/ppexp-small --runs 2 \\
         --models probe_squeezenet1_1 --batch-sizes 1 --bursts 6              # a smoke test
+    python scripts/pingpong_experiment.py --out /tmp/ppfork --runs 6 --sessions 10 \\
+        --bursts 4 --no-fresh --forked        # many forked sessions per cell (--repeats 10)
 """
 
 from __future__ import annotations
@@ -102,7 +104,12 @@ def environment(out: Path) -> str:
     return str(python)
 
 
-def arms(py: str, candidate: str, steps: str) -> list[str]:
+def arms(py: str | None, candidate: str, steps: str) -> list[str]:
+    """``python=`` arms of the snapshot's interpreter; with ``py`` None (``--forked``)
+    environment arms, whose workers the run's fork server forks."""
+    if py is None:
+        other = "B:EFFBENCH_AA=b" if candidate == "B" else f"S5:{STEPS_ENV}={steps}"
+        return ["--variant", "A:EFFBENCH_AA=a", "--variant", other]
     out = ["--variant", f"A:python={py}", "--variant", f"{candidate}:python={py}"]
     if candidate == "S5":
         out += ["--variant", f"S5:{STEPS_ENV}={steps}"]
@@ -143,12 +150,21 @@ def main() -> None:
     ap.add_argument("--burst-time", type=float, default=0.2)
     ap.add_argument("--threshold", default="2.5%")
     ap.add_argument("--no-fresh", action="store_true", help="skip the fresh-process runs")
+    ap.add_argument("--sessions", type=int, default=1, help="sessions per cell (--repeats)")
+    ap.add_argument(
+        "--forked",
+        action="store_true",
+        help="environment arms: every session's workers forked from the run's fork server "
+        "(torch imported once), not a new interpreter per session and arm",
+    )
     args = ap.parse_args()
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     models, sizes = args.models.split(","), [int(b) for b in args.batch_sizes.split(",")]
     steps = calibrate(out, models, sizes)
-    py = environment(out)
+    py = environment(out)  # the snapshot, also what the runner imports (PYTHONPATH)
+    if args.forked:
+        py = None
     sweep = ["--models", args.models, "--batch-sizes", args.batch_sizes, *COMMON]
     threshold = compare.Threshold.parse(args.threshold)
     log_path = out / "runs.json"
@@ -156,7 +172,8 @@ def main() -> None:
     per_repeat_s = next((r["per_repeat_s"] for r in runs if "per_repeat_s" in r), None)
     for i in range(len([r for r in runs if r["mode"] == "pingpong"]), args.runs):
         cand = "S5" if i % 2 else "B"
-        bursts = ["--pingpong", "--bursts", str(args.bursts), "--burst-time", str(args.burst_time)]
+        bursts = ["--pingpong", "--bursts", str(args.bursts), "--burst-time", str(args.burst_time),
+                  "--repeats", str(args.sessions)]  # fmt: skip
         pp = run(out, f"pp{i}", [*sweep, *arms(py, cand, steps), *bursts])
         runs.append({**pp, "mode": "pingpong", "candidate": cand})
         if not args.no_fresh:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -102,6 +103,47 @@ def test_a_cell_resumed_in_one_arm_only_runs_alone_and_unpaired(tmp_path: Path) 
     assert r.returncode == 0, r.stderr
     b = load_results([tmp_path / "pp-b"])
     assert len(b) == 1 and b["pair_id"].isna().all() and len(b["burst_sizes"].iloc[0]) == 4
+
+
+def _python_arms() -> list[str]:
+    return ["--variant", f"a:python={sys.executable}", "--variant", f"b:python={sys.executable}"]
+
+
+def test_a_python_arm_forks_every_session_from_one_interpreter(tmp_path: Path) -> None:
+    """Each ``python=`` arm's interpreter starts once per run (bench.serve.session_server)
+    and forks one worker per session: three sessions, three workers, one parent per arm."""
+    log = tmp_path / "pids.log"
+    r = effbench(
+        ["run", "--models", "pid_logged", "--batch-sizes", "1", "--threads", "1", *QUICK,
+         "--repeats", "3", "--out", str(tmp_path), "--run-id", "pp", *_python_arms(),
+         "--pingpong"],
+        env={**os.environ, "EFFBENCH_TEST_PID_LOG": str(log)},
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    rows = load_results([tmp_path / "pp-a", tmp_path / "pp-b"])
+    assert len(rows) == 6 and set(rows["status"]) == {"ok"} and rows["pair_id"].nunique() == 3
+    builds = [tuple(int(x) for x in line.split()) for line in log.read_text().splitlines()]
+    workers, parents = {pid for pid, _ in builds}, {ppid for _, ppid in builds}
+    assert len(builds) == len(workers) == 6  # a worker of its own for every session and arm
+    assert len(parents) == 2  # the two arms' servers
+
+
+def test_a_python_arms_crashed_or_hung_session_does_not_end_the_next(tmp_path: Path) -> None:
+    """A session's worker that aborts is reported with its signal (by the server that forked
+    it), one that hangs is killed with its server at the timeout, and the sessions after
+    each are served."""
+    r = effbench(
+        ["run", "--models", "crash_at2,hang_at2,tiny_mlp", "--batch-sizes", "1,2",
+         "--threads", "1", *QUICK, "--cell-timeout", "3", "--out", str(tmp_path),
+         "--run-id", "pp", *_python_arms(), "--pingpong"]
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    rows = load_results([tmp_path / "pp-a", tmp_path / "pp-b"])
+    for _, arm in rows.groupby("run_id"):
+        arm = arm.sort_values(["timestamp", "batch_size"])
+        assert arm["model"].drop_duplicates().tolist() == ["crash_at2", "hang_at2", "tiny_mlp"]
+        assert arm["status"].tolist() == ["ok", "crashed", "ok", "timeout", "ok", "ok"]
+        assert "SIGABRT" in arm["error"].iloc[1]
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,8 @@
   under (:func:`malloc_width`), so a row's ``params`` show it.
 - ``meta_counted``: a linear layer that appends a line to ``$EFFBENCH_TEST_META_LOG`` each
   time it is built on the ``meta`` device (for counting MACs or traffic).
+- ``pid_logged``: a linear layer that appends its process's id and its parent's to
+  ``$EFFBENCH_TEST_PID_LOG`` each time a worker builds it (not on ``meta``).
 """
 
 from __future__ import annotations
@@ -127,6 +129,19 @@ class MetaCounted(nn.Module):
         return self.head(x.flatten(1))
 
 
+class PidLogged(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Linear(3 * 8 * 8, 10)
+        log = os.environ.get("EFFBENCH_TEST_PID_LOG")
+        if log and self.head.weight.device.type != "meta":
+            with open(log, "a") as f:
+                f.write(f"{os.getpid()} {os.getppid()}\n")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(x.flatten(1))
+
+
 for _name, _cls in {
     "env_width": EnvWidth,
     "alloc64": Alloc,
@@ -135,5 +150,6 @@ for _name, _cls in {
     "tiny_mlp": TinyMLP,
     "malloc_state": MallocState,
     "meta_counted": MetaCounted,
+    "pid_logged": PidLogged,
 }.items():
     register_model(ModelSpec(name=_name, family="test", builder=_cls, image_size=8, origin="test"))
