@@ -8,13 +8,12 @@ message if the measurement failed, then ``done``."""
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from bench.worker import SCRATCH_ENV, _die_with_parent, _protocol_stream, _release_fork_server
+from bench.worker import enter_forked_child, subprocess_emitter
 
 MODULE = "bench.ceiling_worker"  # what `python -m` runs in a new interpreter
 
@@ -59,19 +58,8 @@ def run_ceilings_task(task: CeilingsTask, emit: Callable[[dict[str, Any]], None]
 
 
 def fork_main(task_json: str, conn: Any, stderr_path: str, scratch: str | None = None) -> None:
-    """Entry point when forked from the fork server (as :func:`bench.worker.fork_main`):
-    its own process group, dies with the runner, prints to ``stderr_path``."""
-    os.setsid()
-    if scratch is not None:
-        os.environ[SCRATCH_ENV] = scratch
-    _release_fork_server()
-    _die_with_parent(check_parent=False)
-    fd = os.open(stderr_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    sys.stdout = sys.stderr
+    """Entry point when forked from the fork server (as :func:`bench.worker.fork_main`)."""
+    enter_forked_child(stderr_path, scratch)
     run_ceilings_task(CeilingsTask.from_json(task_json), conn.send)
     conn.send({"event": "done"})
     conn.close()
@@ -79,13 +67,7 @@ def fork_main(task_json: str, conn: Any, stderr_path: str, scratch: str | None =
 
 def main() -> None:
     """Entry point of a new interpreter: the task on stdin, JSON lines on stdout."""
-    _die_with_parent()
-    proto = _protocol_stream()
-
-    def emit(msg: dict[str, Any]) -> None:
-        proto.write(json.dumps(msg) + "\n")
-        proto.flush()
-
+    emit = subprocess_emitter()
     run_ceilings_task(CeilingsTask.from_json(sys.stdin.read()), emit)
     emit({"event": "done"})
 

@@ -38,24 +38,22 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from bench.probes.base import Cell, Phase
+from bench.probes.base import Cell, Phase, short_error
 from bench.status import ERROR, OK, OOM
 from bench.worker import (
+    Setup,
     Task,
-    _add_counts,
-    _die_with_parent,
-    _prepare,
-    _protocol_stream,
-    _release_fork_server,
-    _Setup,
-    _short,
+    add_counts,
     after_window,
     base_row,
     cell_forward,
+    enter_forked_child,
     failed_cells,
     guarded,
     is_oom,
     now_iso,
+    prepare,
+    subprocess_emitter,
 )
 
 Send = Callable[[dict[str, Any]], None]
@@ -109,9 +107,9 @@ def serve(task: Task, send: Send, receive: Receive) -> None:
         send({"event": "done"})
 
     try:
-        setup = _prepare(task, spec, torch, torch_dtype(g.dtype))
+        setup = prepare(task, spec, torch, torch_dtype(g.dtype))
     except Exception as e:
-        fail(OOM if is_oom(e) else ERROR, f"model build failed: {_short(e)}")
+        fail(OOM if is_oom(e) else ERROR, f"model build failed: {short_error(e)}")
         return
     send({"event": "ready"})
     gen = torch.Generator().manual_seed(0)
@@ -143,14 +141,15 @@ def serve(task: Task, send: Send, receive: Receive) -> None:
                 if not is_oom(e):
                     traceback.print_exc(file=sys.stderr)
                 status = OOM if is_oom(e) else ERROR
-                fail(status, f"out of memory: {_short(e)}" if status == OOM else _short(e))
+                why = short_error(e)
+                fail(status, f"out of memory: {why}" if status == OOM else why)
                 return
         send({"event": "done"})
     finally:
         setup.close()
 
 
-def _prepare_cell(task: Task, setup: _Setup, b: int, gen: Any) -> _Cell:
+def _prepare_cell(task: Task, setup: Setup, b: int, gen: Any) -> _Cell:
     """Input, compilation (if the configuration asks), memory pass and warm-up of batch
     size ``b``: everything ``bench.worker`` does before its timed loop."""
     import torch
@@ -178,14 +177,14 @@ def _prepare_cell(task: Task, setup: _Setup, b: int, gen: Any) -> _Cell:
     return _Cell(b, forward, cell, started, t0, columns)
 
 
-def _contention(setup: _Setup) -> Any:
+def _contention(setup: Setup) -> Any:
     """The setup's contention probe (bench.probes.contention), or None."""
     from bench.probes.contention import ContentionWindow
 
     return setup.find(ContentionWindow)
 
 
-def _burst(setup: _Setup, cell: _Cell, seconds: float) -> dict[str, Any]:
+def _burst(setup: Setup, cell: _Cell, seconds: float) -> dict[str, Any]:
     """Time forwards for ``seconds`` (at least one) inside a contention window."""
     import torch
 
@@ -212,7 +211,7 @@ def _burst(setup: _Setup, cell: _Cell, seconds: float) -> dict[str, Any]:
             try:
                 evidence = dict(probe.end(Window(cell.batch_size, tuple(samples), wall, True)))
             except Exception as e:
-                evidence = {"contention_source": f"failed: {_short(e)}"}
+                evidence = {"contention_source": f"failed: {short_error(e)}"}
     cell.samples += samples
     cell.sizes.append(len(samples))
     cell.evidence.append((wall, evidence))
@@ -245,7 +244,7 @@ def pooled_evidence(bursts: list[tuple[float, dict[str, Any]]]) -> dict[str, Any
     return out
 
 
-def _finish(task: Task, setup: _Setup, cell: _Cell) -> dict[str, Any]:
+def _finish(task: Task, setup: Setup, cell: _Cell) -> dict[str, Any]:
     """The row's columns: every burst's samples pooled (in order), the pooled contention
     evidence, the ``AFTER_WINDOW`` measurements but memory's (it ran before the bursts:
     the output check, the roofline) and the counts from before the run."""
@@ -272,25 +271,15 @@ def _finish(task: Task, setup: _Setup, cell: _Cell) -> dict[str, Any]:
     after_window(setup, cell.cell, columns, skip=[m for m in (memory,) if m is not None])
     columns.update(setup.fields, timestamp=cell.started, burst_sizes=tuple(cell.sizes))
     columns["cell_wall_s"] = time.perf_counter() - cell.t0
-    _add_counts(columns, task.counts.get(str(cell.batch_size), {}))
+    add_counts(columns, task.counts.get(str(cell.batch_size), {}))
     return columns
 
 
 def fork_main(task_json: str, conn: Any, stderr_path: str) -> None:
     """Entry point of a ping-pong worker forked from the executor's fork server: requests
     and answers over the duplex pipe ``conn``; prints go to ``stderr_path``."""
-    os.setsid()
-    _release_fork_server()
-    _die_with_parent(check_parent=False)
-    fd = os.open(stderr_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    sys.stdout = sys.stderr
     task = Task.from_json(task_json)
-    threads = str(task.group.threads)
-    os.environ.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
+    enter_forked_child(stderr_path, threads=task.group.threads)
 
     def receive() -> dict[str, Any] | None:
         try:
@@ -308,14 +297,9 @@ def main(stdin: IO[str] | None = None) -> None:
     """``python -m bench.serve``: the task on the first line of stdin, then one request a
     line; answers one JSON line each on the original stdout. A first line of
     :data:`SESSIONS` instead makes it a session server (:func:`session_server`)."""
-    _die_with_parent()
-    proto = _protocol_stream()
+    send = subprocess_emitter()
     source = stdin or sys.stdin
     first = source.readline()
-
-    def send(msg: dict[str, Any]) -> None:
-        proto.write(json.dumps(msg) + "\n")
-        proto.flush()
 
     def receive() -> dict[str, Any] | None:
         line = source.readline()
@@ -357,14 +341,7 @@ def _session_worker(task: Task, stderr_path: str, send: Send, receive: Receive) 
     helpers), killed with the server, prints to ``stderr_path``; never returns."""
     code = 0
     try:
-        os.setsid()
-        _die_with_parent(check_parent=False)
-        fd = os.open(stderr_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-        sys.stderr.flush()
-        os.dup2(fd, 1)
-        os.dup2(fd, 2)
-        threads = str(task.group.threads)
-        os.environ.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
+        enter_forked_child(stderr_path, threads=task.group.threads)
         serve(task, send, receive)
     except BaseException:
         traceback.print_exc(file=sys.stderr)

@@ -15,10 +15,12 @@ from the executor's fork server through :func:`fork_main` (messages over a pipe)
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import dataclasses
 import datetime as dt
 import functools
+import gc
 import json
 import os
 import resource
@@ -180,7 +182,7 @@ M = TypeVar("M", bound=Measurement)
 
 
 @dataclass
-class _Setup:
+class Setup:
     """What a worker prepares once per group: the model, its counts, its measurements."""
 
     model: Any  # placed for the configuration, not compiled (compilation is per cell)
@@ -240,9 +242,9 @@ def run_task(task: Task, emit: Callable[[dict[str, Any]], None]) -> None:
 
     dtype = torch_dtype(g.dtype)
     try:
-        setup = _prepare(task, spec, torch, dtype)
+        setup = prepare(task, spec, torch, dtype)
     except Exception as e:
-        fail(OOM if is_oom(e) else ERROR, f"model build failed: {_short(e)}", False)
+        fail(OOM if is_oom(e) else ERROR, f"model build failed: {short_error(e)}", False)
         return
     gen = torch.Generator().manual_seed(0)
     try:
@@ -252,25 +254,25 @@ def run_task(task: Task, emit: Callable[[dict[str, Any]], None]) -> None:
             started, t0 = now_iso(), time.perf_counter()
             try:
                 x = torch.randn(b, g.in_chans, g.image_size, g.image_size, generator=gen)
-                columns = _measure_cell(task, setup, x)
+                columns = measure_cell(task, setup, x)
             except Exception as e:
                 if cuda:
                     torch.cuda.empty_cache()
                 if is_oom(e):
-                    fail(OOM, f"out of memory at batch {b}: {_short(e)}", True)
+                    fail(OOM, f"out of memory at batch {b}: {short_error(e)}", True)
                 else:
                     traceback.print_exc(file=sys.stderr)
-                    fail(ERROR, _short(e), True)
+                    fail(ERROR, short_error(e), True)
                 return
             columns.update(setup.fields, timestamp=started, cell_wall_s=time.perf_counter() - t0)
-            _add_counts(columns, task.counts.get(str(b), {}))
+            add_counts(columns, task.counts.get(str(b), {}))
             emit({"event": "row", "row": row(b, OK, **columns).to_dict()})
             remaining.pop(0)
     finally:
         setup.close()
 
 
-def _add_counts(columns: dict[str, Any], counts: dict[str, Any]) -> None:
+def add_counts(columns: dict[str, Any], counts: dict[str, Any]) -> None:
     """The cell's counts from before the run (``--count-instructions``); why it has none
     goes to ``error`` unless that already holds a note."""
     for name, value in counts.items():
@@ -280,7 +282,7 @@ def _add_counts(columns: dict[str, Any], counts: dict[str, Any]) -> None:
             columns[name] = value
 
 
-def _prepare(task: Task, spec: Any, torch: Any, dtype: Any) -> _Setup:
+def prepare(task: Task, spec: Any, torch: Any, dtype: Any) -> Setup:
     """Set the allocator and the runtime up, open every measurement (memory's baselines are
     taken here, before the model exists), build the model and run the ``COUNT`` phase.
     Raises what the build raises."""
@@ -327,7 +329,7 @@ def _prepare(task: Task, spec: Any, torch: Any, dtype: Any) -> _Setup:
     fields: dict[str, Any] = {}
     for m in in_phase(measurements, Phase.COUNT):
         fields.update(guarded(m, functools.partial(m.count, model)))
-    return _Setup(model, fields, measurements, sync, config, dtype, reference)
+    return Setup(model, fields, measurements, sync, config, dtype, reference)
 
 
 def guarded(m: Measurement, hook: Callable[[], Mapping[str, Any]]) -> dict[str, Any]:
@@ -340,11 +342,11 @@ def guarded(m: Measurement, hook: Callable[[], Mapping[str, Any]]) -> dict[str, 
         if m.required or is_oom(e):
             raise
         traceback.print_exc(file=sys.stderr)
-        return {m.note_column: f"failed: {_short(e)}"}
+        return {m.note_column: f"failed: {short_error(e)}"}
 
 
 def after_window(
-    setup: _Setup, cell: Cell, columns: dict[str, Any], skip: Sequence[Measurement] = ()
+    setup: Setup, cell: Cell, columns: dict[str, Any], skip: Sequence[Measurement] = ()
 ) -> None:
     """The ``AFTER_WINDOW`` phase, in registry order, into ``columns`` (each hook reads the
     columns measured before it); ``skip``: measurements that already ran."""
@@ -355,7 +357,7 @@ def after_window(
             columns.update(guarded(m, functools.partial(m.after_window, cell, columns)))
 
 
-def cell_forward(task: Task, setup: _Setup, x_f32: Any) -> tuple[Any, Any, dict[str, Any]]:
+def cell_forward(task: Task, setup: Setup, x_f32: Any) -> tuple[Any, Any, dict[str, Any]]:
     """A cell's input (``x_f32`` placed for the configuration), its forward, compiled where
     the configuration says so, and the compile columns: what every worker (this one and
     ``bench.serve``'s) does before warming up. Call under ``torch.inference_mode``."""
@@ -377,7 +379,7 @@ def cell_forward(task: Task, setup: _Setup, x_f32: Any) -> tuple[Any, Any, dict[
     return x, forward, columns
 
 
-def _measure_cell(task: Task, setup: _Setup, x_f32: Any) -> dict[str, Any]:
+def measure_cell(task: Task, setup: Setup, x_f32: Any) -> dict[str, Any]:
     """Compile if the configuration says so, warm up (``BEFORE_WINDOW`` measurements stand
     in for the warm-up's first calls, their time taken off it), time one batch with every
     ``WINDOW`` measurement open over the timed loop (closed in reverse order), then run the
@@ -440,9 +442,6 @@ def _warm_runtime(torch: Any, device: str, dtype: Any) -> None:
         (y @ y.T).sum().item()
 
 
-_short = short_error
-
-
 def _protocol_stream() -> IO[str]:
     """Keep the original stdout for messages; send every other print to stderr."""
     proto = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
@@ -472,7 +471,8 @@ def _release_fork_server() -> None:
     multiprocessing hands every forked child that descriptor; while a hung worker holds it,
     the fork server never sees the runner's end close, so a SIGKILLed runner would leave
     both behind (the worker's PDEATHSIG waits on the fork server). Without it, the fork
-    server exits with the runner and the worker follows."""
+    server exits with the runner and the worker follows. A no-op where this process holds
+    no such descriptor (a ``python=`` arm's session server)."""
     from multiprocessing import forkserver
 
     server = getattr(forkserver, "_forkserver", None)
@@ -482,12 +482,31 @@ def _release_fork_server() -> None:
         server._forkserver_alive_fd = None  # type: ignore[union-attr]
 
 
-def fork_main(task_json: str, conn: Any, stderr_path: str, scratch: str | None = None) -> None:
-    """Entry point of a worker forked from the executor's fork server (which has torch,
-    torchvision and the registry imported but has run nothing): messages go over
-    ``conn``; everything the worker prints goes to ``stderr_path``; ``scratch`` is the
-    worker's own folder (:data:`SCRATCH_ENV`)."""
-    os.setsid()  # its own process group, so a timeout kills its helpers too
+def subprocess_emitter() -> Callable[[dict[str, Any]], None]:
+    """The start of every worker that is a new interpreter (``python -m bench.worker``,
+    ``bench.ceiling_worker``, ``bench.serve``): killed with its parent; returns the function
+    that writes one JSON message a line on the original stdout, while every other print
+    goes to stderr. Its exit skips collecting torch's objects (see ``bench.cli.entry``)."""
+    atexit.register(gc.freeze)
+    _die_with_parent()
+    proto = _protocol_stream()
+
+    def emit(msg: dict[str, Any]) -> None:
+        proto.write(json.dumps(msg) + "\n")
+        proto.flush()
+
+    return emit
+
+
+def enter_forked_child(
+    stderr_path: str, scratch: str | None = None, threads: int | None = None
+) -> None:
+    """The start of every forked worker (from the fork server or a session server): its own
+    process group, so a timeout kills its helpers too; killed with its parent; the fork
+    server's keep-alive pipe released; everything it prints appended to ``stderr_path``;
+    ``scratch`` as its own folder (:data:`SCRATCH_ENV`); ``threads`` as the OpenMP and MKL
+    thread counts."""
+    os.setsid()
     if scratch is not None:
         os.environ[SCRATCH_ENV] = scratch
     _release_fork_server()
@@ -497,25 +516,26 @@ def fork_main(task_json: str, conn: Any, stderr_path: str, scratch: str | None =
     sys.stderr.flush()
     os.dup2(fd, 1)
     os.dup2(fd, 2)
+    os.close(fd)
     sys.stdout = sys.stderr
+    if threads is not None:
+        os.environ.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+
+
+def fork_main(task_json: str, conn: Any, stderr_path: str, scratch: str | None = None) -> None:
+    """Entry point of a worker forked from the executor's fork server (which has torch,
+    torchvision and the registry imported but has run nothing): messages go over
+    ``conn``; everything the worker prints goes to ``stderr_path``."""
     task = Task.from_json(task_json)
-    threads = str(task.group.threads)
-    os.environ.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
+    enter_forked_child(stderr_path, scratch, task.group.threads)
     run_task(task, conn.send)
     conn.send({"event": "done"})
     conn.close()
 
 
 def main() -> None:
-    _die_with_parent()
-    proto = _protocol_stream()
-    task = Task.from_json(sys.stdin.read())
-
-    def emit(msg: dict[str, Any]) -> None:
-        proto.write(json.dumps(msg) + "\n")
-        proto.flush()
-
-    run_task(task, emit)
+    emit = subprocess_emitter()
+    run_task(Task.from_json(sys.stdin.read()), emit)
     emit({"event": "done"})
 
 

@@ -116,14 +116,17 @@ def arms(py: str | None, candidate: str, steps: str) -> list[str]:
     return out
 
 
-def run(out: Path, run_id: str, args: list[str]) -> dict[str, object]:
-    """One `effbench run` of the snapshot; its wall time and the load before and after."""
-    env = {**os.environ, "EFFBENCH_PLUGINS": PLUGIN, "PYTHONPATH": str(out / "code")}
+def run(out: Path, run_id: str, args: list[str], code: Path | None = None) -> dict[str, object]:
+    """One `effbench run` with the probe plugin, from the snapshot ``code`` (default
+    ``out/code``; this checkout when ``code`` is :data:`ROOT`); its wall time and the host's
+    load before and after. Exits with the run's stderr if it fails."""
+    code = code or out / "code"
+    env = {**os.environ, "EFFBENCH_PLUGINS": PLUGIN, "PYTHONPATH": str(code)}
     load0 = os.getloadavg()
     t0 = time.monotonic()
     done = subprocess.run(
         [sys.executable, "-m", "bench", "run", *args, "--out", str(out), "--run-id", run_id],
-        env=env, capture_output=True, text=True, cwd=out,
+        env=env, capture_output=True, text=True, cwd=code if code == ROOT else out,
     )  # fmt: skip
     wall = time.monotonic() - t0
     (out / f"{run_id}.log").write_text(done.stderr)

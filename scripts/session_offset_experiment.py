@@ -29,10 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -43,26 +40,11 @@ sys.path.insert(0, str(ROOT))
 from bench.compare.pairing import cell_pairs  # noqa: E402
 from bench.stats.paired import paired_hac  # noqa: E402
 from bench.store import load_results  # noqa: E402
+from scripts.pingpong_experiment import run as run_effbench  # noqa: E402
 
-PLUGIN = "models._regression_probe"
 MODELS = "probe_squeezenet1_1,probe_mobilenet_v3_small,probe_shufflenet_v2_x0_5"
 COMMON = ["--threads", "1", "--image-size", "64", "--remeasure", "0", "--no-ceilings"]
 MODES = {"fork": [], "fresh": ["--executor", "subprocess"]}
-
-
-def run(out: Path, run_id: str, args: list[str]) -> dict[str, object]:
-    """One `effbench run`; its wall time and the host's load before and after."""
-    env = {**os.environ, "EFFBENCH_PLUGINS": PLUGIN}
-    load0, t0 = os.getloadavg(), time.monotonic()
-    done = subprocess.run(
-        [sys.executable, "-m", "bench", "run", *args, "--out", str(out), "--run-id", run_id],
-        env=env, capture_output=True, text=True, cwd=ROOT,
-    )  # fmt: skip
-    wall = time.monotonic() - t0
-    (out / f"{run_id}.log").write_text(done.stderr)
-    if done.returncode != 0:
-        raise SystemExit(f"{run_id} failed:\n{done.stderr[-3000:]}")
-    return {"run_id": run_id, "wall_s": wall, "load_before": load0, "load_after": os.getloadavg()}
 
 
 def sessions(out: Path, run_id: str) -> dict[str, list[tuple[float, float]]]:
@@ -139,7 +121,7 @@ def main() -> None:
             rid = f"{mode}{i}"
             if any(r["run_id"] == rid for r in runs):
                 continue
-            r = run(out, rid, [*sweep, *MODES[mode]])
+            r = run_effbench(out, rid, [*sweep, *MODES[mode]], code=ROOT)
             runs.append({**r, "mode": mode})
             log.write_text(json.dumps(runs, indent=2))
             print(f"{rid}: {r['wall_s']:.0f} s, load {r['load_before']} -> {r['load_after']}",

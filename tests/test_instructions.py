@@ -20,7 +20,7 @@ from bench import compare as cmp
 from bench import load_results
 from bench.instructions import CountCell, WorkCount, estimated_cycles, parse_dump
 from bench.plan import Group, Timing
-from bench.worker import Task, _add_counts
+from bench.worker import Task, add_counts
 
 DUMP = """\
 # callgrind format
@@ -150,10 +150,10 @@ def test_a_count_fills_its_columns_and_a_failed_one_says_why_in_error() -> None:
         "estimated_cycles_per_forward": 150.0,
     }
     columns: dict[str, object] = {}
-    _add_counts(columns, {"error": "not counted: compiled configurations are not counted"})
+    add_counts(columns, {"error": "not counted: compiled configurations are not counted"})
     assert columns["error"].startswith("not counted")
     columns = {"error": "MACs not counted (torch): boom"}  # an earlier note is kept
-    _add_counts(columns, {"error": "not counted: x"})
+    add_counts(columns, {"error": "not counted: x"})
     assert columns["error"] == "MACs not counted (torch): boom"
 
 

@@ -24,7 +24,7 @@ from bench.probes.base import (
 )
 from bench.probes.registry import register_measurement
 from bench.schema import Column
-from bench.worker import Task, _measure_cell, _prepare
+from bench.worker import Task, measure_cell, prepare
 
 LOG: list[str] = []
 
@@ -138,11 +138,11 @@ def fakes(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 def _measure(task: Task = TASK) -> dict[str, Any]:
     from models import get_spec
 
-    setup = _prepare(task, get_spec(task.group.model), torch, torch.float32)
+    setup = prepare(task, get_spec(task.group.model), torch, torch.float32)
     setup.model.register_forward_hook(lambda *a: LOG.append("forward"))
     try:
         g = task.group
-        columns = _measure_cell(task, setup, torch.randn(2, g.in_chans, 32, 32))
+        columns = measure_cell(task, setup, torch.randn(2, g.in_chans, 32, 32))
     finally:
         setup.close()
     return {**setup.fields, **columns}
