@@ -7,7 +7,9 @@ Exit codes: 0 success; 1 a command ran but found a problem it reports (e.g. a re
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
+import gc
 import io
 import math
 import os
@@ -546,4 +548,7 @@ def _dispatch(argv: list[str]) -> int:
 
 def entry() -> None:
     """Console-script entry point."""
+    # The interpreter's last collections at exit walk every object torch and torchvision
+    # made (0.8-0.9 s here); frozen objects are skipped. Atexit handlers still run.
+    atexit.register(gc.freeze)
     sys.exit(main())
