@@ -14,7 +14,8 @@ billions. Pure Python: importing this module does not import torch.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+import json
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -505,12 +506,52 @@ Row = dataclasses.make_dataclass(
 )
 
 
+# A field's metadata key holding the declaration of a column outside the contract (a
+# plugin measurement's), so that readers (the report, the gate) know its unit, its ``agg``
+# and its ``gate`` without importing the plugin.
+DECLARATION_KEY = b"effbench_column"
+
+
+def declaration(c: Column) -> dict[str, Any]:
+    """``c`` as JSON-ready data (its ``gate`` a mapping or None)."""
+    d = dataclasses.asdict(c)
+    d["gate"] = dataclasses.asdict(c.gate) if c.gate is not None else None
+    return d
+
+
+def from_declaration(d: Mapping[str, Any]) -> Column:
+    """The :class:`Column` of :func:`declaration`'s data; ValueError if it is not one."""
+    try:
+        gate = Gate(**d["gate"]) if d.get("gate") is not None else None
+        column = Column(**{**d, "gate": gate})
+    except (TypeError, KeyError) as e:
+        raise ValueError(f"not a column declaration: {d!r} ({e})") from e
+    if column.kind not in KINDS or column.agg not in (MEDIAN, FIRST, ""):
+        raise ValueError(f"not a column declaration: {d!r} (kind or agg unknown)")
+    return column
+
+
 def arrow_schema(extra: Iterable[Column] = ()) -> pa.Schema:
-    """The declared columns, then ``extra`` ones (a probe outside the contract)."""
-    return pa.schema(
-        [pa.field(c.name, c.arrow_type) for c in (*DECLARED, *extra)],
-        metadata={b"effbench_schema_version": str(SCHEMA_VERSION).encode()},
-    )
+    """The declared columns, then ``extra`` ones (a measurement outside the contract), each
+    of those carrying its declaration in its field's metadata (:data:`DECLARATION_KEY`)."""
+    extra = tuple(extra)
+    fields = [pa.field(c.name, c.arrow_type) for c in DECLARED]
+    fields += [
+        pa.field(c.name, c.arrow_type, metadata={DECLARATION_KEY: json.dumps(declaration(c))})
+        for c in extra
+    ]
+    return pa.schema(fields, metadata={b"effbench_schema_version": str(SCHEMA_VERSION).encode()})
+
+
+def declared_extra(schema: pa.Schema) -> tuple[Column, ...]:
+    """The declarations a parquet file's schema carries for its columns outside the
+    contract (:func:`arrow_schema`); files written before there were any carry none."""
+    out = []
+    for f in schema:
+        raw = (f.metadata or {}).get(DECLARATION_KEY)
+        if raw is not None and f.name not in _CONTRACT_NAMES:
+            out.append(from_declaration(json.loads(raw)))
+    return tuple(out)
 
 
 def markdown_table(columns: Sequence[Column] = DECLARED) -> str:
@@ -520,6 +561,7 @@ def markdown_table(columns: Sequence[Column] = DECLARED) -> str:
     return "\n".join(lines) + "\n"
 
 
+_CONTRACT_NAMES = frozenset(c.name for c in DECLARED)
 ARROW_SCHEMA = arrow_schema()
 COLUMNS: tuple[str, ...] = tuple(ARROW_SCHEMA.names)
 SHOWN: tuple[Column, ...] = tuple(c for c in DECLARED if c.shown)

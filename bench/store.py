@@ -36,6 +36,7 @@ from bench.schema import (
     Column,
     Row,
     arrow_schema,
+    declared_extra,
 )
 from bench.store_checks import (
     _advice,
@@ -371,10 +372,11 @@ def _check_part_name(path: Path) -> None:
         )
 
 
-def _read_part(path: Path, run: Path | None) -> pd.DataFrame:
-    """One part file as a frame, its ``schema_version`` the file's (1 where it has none);
-    :class:`ResultsCorrupt` unless it is an effbench result with every required column
-    filled and every column its version writes, :class:`ResultsTooNew` for a newer one."""
+def _read_part(path: Path, run: Path | None) -> tuple[pd.DataFrame, tuple[Column, ...]]:
+    """One part file as a frame, its ``schema_version`` the file's (1 where it has none),
+    and the declarations of its columns outside the contract; :class:`ResultsCorrupt`
+    unless it is an effbench result with every required column filled and every column its
+    version writes, :class:`ResultsTooNew` for a newer one."""
     try:
         table = pq.read_table(path)
     except (OSError, pa.ArrowException) as e:
@@ -397,9 +399,13 @@ def _read_part(path: Path, run: Path | None) -> pd.DataFrame:
             "`effbench run`: delete it or give only files written by `effbench run`"
         )
     version = file_version(table, path, _advice(run))
+    try:
+        extra = declared_extra(table.schema)
+    except ValueError as e:
+        raise ResultsCorrupt(f"{path}: {e}; {_advice(run)}") from e
     frame = table.to_pandas()
     frame["schema_version"] = np.full(len(frame), version, dtype=np.int64)
-    return frame
+    return frame, extra
 
 
 def _normalize(df: pd.DataFrame) -> pd.DataFrame:
@@ -420,6 +426,8 @@ class Loaded:
     files: tuple[Path, ...]
     counts: tuple[int, ...]
     notes: tuple[str, ...]
+    # columns outside the contract (plugin measurements), as their files declare them
+    extra: tuple[Column, ...] = ()
 
     def rows_of(self, parts: Iterable[Path]) -> int:
         """How many rows came from ``parts`` (part paths as the discovery named them)."""
@@ -434,8 +442,10 @@ def load_discovered(found: Discovery) -> Loaded:
     manifests: list[Mapping[str, Any]] = [r.manifest for r in found.runs] + [{}]
     sources = [(i, f) for i, r in enumerate(found.runs) for f in r.parts]
     sources += [(len(found.runs), f) for f in found.loose]
-    frames = [_read_part(f, found.runs[i].path if i < len(found.runs) else None)
-              for i, f in sources]  # fmt: skip
+    read = [_read_part(f, found.runs[i].path if i < len(found.runs) else None)
+            for i, f in sources]  # fmt: skip
+    frames = [frame for frame, _ in read]
+    extra = {c.name: c for _, declared in reversed(read) for c in declared}  # first file wins
     counts = tuple(len(f) for f in frames)
     kept = [f for f in frames if len(f)]
     df = pd.concat(kept, ignore_index=True) if kept else pd.DataFrame(columns=list(COLUMNS))
@@ -451,7 +461,8 @@ def load_discovered(found: Discovery) -> Loaded:
         raise ResultsCorrupt(
             f"read {len(rows)} rows from {len(frames)} part files holding {sum(counts)}"
         )
-    return Loaded(rows, tuple(f for _, f in sources), counts, notes)
+    declared = tuple(extra[n] for n in rows.columns if n in extra)
+    return Loaded(rows, tuple(f for _, f in sources), counts, notes, declared)
 
 
 def write_table(path: Path, frame: pd.DataFrame) -> None:

@@ -85,3 +85,30 @@ def test_done_keys_and_idempotent_rewrite(tmp_path: Path) -> None:
     write_row(d, "c0", make_row("m", 1))  # the same cell again replaces its part
     assert len(load_results([d])) == 2
     assert not list(d.glob(".*"))  # no temporary files left
+
+
+def test_a_plugin_columns_declaration_travels_with_its_rows(tmp_path: Path) -> None:
+    """A column outside the contract is read back with the declaration it was written with
+    (unit, agg, gate); a file whose declaration is not one is refused, naming the file."""
+    from bench.schema import MEDIAN, Column, Gate
+    from bench.store import discover, load_discovered
+
+    col = Column("joules_x", "float?", "J", "a plugin's value", agg=MEDIAN, gate=Gate("jx"))
+    d = tmp_path / "a"
+    d.mkdir()
+    write_manifest(d, {"run_id": "a"})
+    write_row(d, "c0", make_row("m", 1, extra=(("joules_x", 2.5),)), [col])
+    write_row(d, "c1", make_row("m", 2))  # an older file of the run, without the column
+    loaded = load_discovered(discover([d]))
+    assert loaded.extra == (col,)
+    assert sorted(loaded.rows["joules_x"].dropna()) == [2.5]
+    part = d / "part-c0.parquet"
+    table = pq.read_table(part)
+    field = table.schema.field("joules_x")
+    bad = table.schema.set(
+        table.schema.get_field_index("joules_x"),
+        field.with_metadata({b"effbench_column": b'{"name": "joules_x", "kind": "complex"}'}),
+    )
+    pq.write_table(table.cast(bad), part)
+    with pytest.raises(ResultsCorrupt, match=r"part-c0\.parquet.*not a column declaration"):
+        load_results([d])

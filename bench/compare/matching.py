@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from bench.compare.results import Side
-from bench.compare.settings import MATCH_KEY, METRICS, Metric, Settings
+from bench.compare.settings import MATCH_KEY, Metric, Settings
 from bench.compare.text import cell_name, plain
 from bench.errors import InvalidOption, NothingCompared, ResultsCorrupt
 from bench.status import OK
@@ -26,13 +26,14 @@ def load_side(path: str | Path) -> Side:
     p = Path(path)
     found = discover([p])
     # a cell re-measured because it was contended counts once, by its best attempt
-    rows = best_attempts(load_discovered(found).rows)
+    loaded = load_discovered(found)
+    rows = best_attempts(loaded.rows)
     if rows.empty:
         raise ResultsCorrupt(f"{p} holds no result rows; run `effbench run` first")
     envs = tuple(
         env for r in found.runs if isinstance(env := r.manifest.get("environment", {}), Mapping)
     )
-    return Side(str(p), rows, envs)
+    return Side(str(p), rows, envs, loaded.extra)
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +160,7 @@ def select_metrics(base: Side, cand: Side, settings: Settings) -> tuple[str, ...
         return metrics
     metrics = tuple(
         n
-        for n in METRICS
+        for n in settings.known_metrics
         if _has_data(base.rows, settings.metric(n)) and not _lacks(cand.rows, settings.metric(n))
     )
     if not metrics:

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from bench.compare.results import CellResult, Comparison
-from bench.compare.settings import LATENCY_STATISTICS, MATCH_KEY, METRICS, VERDICTS
+from bench.compare.settings import LATENCY_STATISTICS, MATCH_KEY, VERDICTS
 
 
 def to_dict(c: Comparison) -> dict[str, Any]:
@@ -54,7 +54,7 @@ def to_dict(c: Comparison) -> dict[str, Any]:
             for d in c.env_differences
         ],
     }
-    if any(METRICS[m].counted for m in c.metrics):  # only then: older outputs stay as they were
+    if any(s.metric(m).counted for m in c.metrics):  # only then: older outputs stay as they were
         out["settings"]["count_threshold"] = s.count_threshold.fraction
     return out
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 
 from bench.compare.results import CellResult, Comparison
+from bench.compare.settings import Metric
 from bench.compare.text import cell_name, fmt_ratio, fmt_value, plain
 
 
@@ -24,7 +25,7 @@ def to_junit(c: Comparison) -> str:
         case = ET.SubElement(
             suite, "testcase", classname=f"effbench.{r.metric}", name=cell_name(r.key)
         )
-        detail = _detail(r)
+        detail = _detail(r, c.settings.metric(r.metric))
         if r.verdict == "regression":
             ET.SubElement(case, "failure", message=detail, type="regression").text = detail
         elif r.verdict == "inconclusive":
@@ -40,10 +41,10 @@ def to_junit(c: Comparison) -> str:
     return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
 
 
-def _detail(r: CellResult) -> str:
+def _detail(r: CellResult, m: Metric) -> str:
     return (
         f"{r.shown_verdict}: ratio {fmt_ratio(r.ratio)} interval "
         f"[{fmt_ratio(r.ci_low)}, {fmt_ratio(r.ci_high)}] baseline "
-        f"{fmt_value(r.base_value, r.metric)} candidate {fmt_value(r.cand_value, r.metric)} "
+        f"{fmt_value(r.base_value, m)} candidate {fmt_value(r.cand_value, m)} "
         f"repeats {r.n_base}/{r.n_cand} ({r.evidence}) {plain(r.note)}".strip()
     )

@@ -7,7 +7,7 @@ import math
 
 from bench.compare.environment import refused_differences
 from bench.compare.results import CellResult, Comparison
-from bench.compare.settings import METRICS
+from bench.compare.settings import Metric
 from bench.compare.text import cell_name, fmt_ratio, fmt_value, summary_line
 from bench.escape import markdown_text
 
@@ -20,7 +20,7 @@ TABLE_HEADER = [
 
 def to_markdown(c: Comparison) -> str:
     lines = [*_header(c), *_notes(c), *TABLE_HEADER]
-    lines += [_table_row(r) for r in c.results]
+    lines += [_table_row(r, c.settings.metric(r.metric)) for r in c.results]
     for title, keys in (
         ("Only in the baseline (not measured by the candidate)", c.only_baseline),
         ("Only in the candidate (new cells, nothing to compare with)", c.only_candidate),
@@ -62,7 +62,7 @@ def _header(c: Comparison) -> list[str]:
 
 def _counted_threshold(c: Comparison) -> str:
     """The threshold of counted metrics, where one was compared (they have their own)."""
-    counted = [m for m in c.metrics if METRICS[m].counted]
+    counted = [m for m in c.metrics if c.settings.metric(m).counted]
     if not counted:
         return ""
     return (
@@ -117,7 +117,7 @@ def _notes(c: Comparison) -> list[str]:
     return lines
 
 
-def _table_row(r: CellResult) -> str:
+def _table_row(r: CellResult, m: Metric) -> str:
     k = {col: markdown_text(v) for col, v in r.cell.items()}
     verdict = f"**{r.verdict}**" if r.verdict == "regression" else r.shown_verdict
     interval = "-" if r.ci_low is None else f"[{fmt_ratio(r.ci_low)}, {fmt_ratio(r.ci_high)}]"
@@ -125,6 +125,6 @@ def _table_row(r: CellResult) -> str:
     return (
         f"| {verdict} | {r.metric} | {k['model']} | {k['batch_size']} | {k['device_name']} "
         f"| {k['dtype']} | {k['image_size']} | {k['threads']} "
-        f"| {fmt_value(r.base_value, r.metric)} | {fmt_value(r.cand_value, r.metric)} "
+        f"| {fmt_value(r.base_value, m)} | {fmt_value(r.cand_value, m)} "
         f"| {fmt_ratio(r.ratio)} | {interval} | {r.n_base}/{r.n_cand} | {evidence} |"
     )

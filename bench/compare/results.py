@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from bench.compare.settings import MATCH_KEY, Settings
+from bench.schema import Column
 from bench.stats.inference import repeats_needed
 
 
@@ -21,6 +22,8 @@ class Side:
     label: str
     rows: pd.DataFrame
     environments: tuple[Mapping[str, Any], ...] = ()
+    # columns outside the contract that its files declare (plugin measurements)
+    extra: tuple[Column, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

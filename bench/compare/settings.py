@@ -125,14 +125,22 @@ class Settings:
     test: str = "welch"  # a key of TESTS: how repeats are compared
     # the threshold of counted metrics (instructions, cycles): see COUNT_THRESHOLD
     count_threshold: Threshold = field(default_factory=lambda: Threshold(COUNT_THRESHOLD))
+    # the gate metrics of measurements outside the contract that both sides' files declare
+    # (plugin measurements; bench.compare.gate fills it in from what it loaded)
+    extra_metrics: tuple[Metric, ...] = ()
+
+    @property
+    def known_metrics(self) -> dict[str, Metric]:
+        """Every metric these settings can compare: the contract's, then the plugins'."""
+        return {**METRICS, **{m.name: m for m in self.extra_metrics if m.name not in METRICS}}
 
     def threshold_of(self, name: str) -> Threshold:
         """The threshold metric ``name`` is judged against."""
-        return self.count_threshold if METRICS[name].counted else self.threshold
+        return self.count_threshold if self.known_metrics[name].counted else self.threshold
 
     def metric(self, name: str) -> Metric:
         """The metric ``name`` as these settings read it (latency: which per-repeat value)."""
-        m = METRICS[name]
+        m = self.known_metrics[name]
         if name == "latency":
             return Metric(m.name, LATENCY_STATISTICS[self.latency_statistic], m.unit,
                           m.samples_column)  # fmt: skip
@@ -152,9 +160,10 @@ class Settings:
             raise InvalidOption("trimming (Yuen's test) applies to the welch test only")
         if not 0 < self.alpha < 1:
             raise InvalidOption(f"--alpha {self.alpha} must lie between 0 and 1, e.g. 0.01")
+        known = self.known_metrics
         for m in self.metrics or ():
-            if m not in METRICS:
-                raise InvalidOption(f"unknown metric {m!r}; choose from {', '.join(METRICS)}")
+            if m not in known:
+                raise InvalidOption(f"unknown metric {m!r}; choose from {', '.join(known)}")
 
 
 def parse_metrics(values: Iterable[str] | None) -> tuple[str, ...] | None:
@@ -168,7 +177,7 @@ def parse_metrics(values: Iterable[str] | None) -> tuple[str, ...] | None:
             f"--metric {','.join(values)!r} has an empty name; give latency, memory or "
             "energy (comma-separated), or leave --metric out for all with data"
         )
-    for n in names:
-        if n not in METRICS:
+    for n in names:  # a plugin's metric is known once its files are read (Settings.validate)
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", n):
             raise InvalidOption(f"unknown metric {n!r}; choose from {', '.join(METRICS)}")
     return names

@@ -7,16 +7,15 @@ import re
 from typing import Any
 
 from bench.compare.results import Comparison
-from bench.compare.settings import MATCH_KEY, METRICS, VERDICTS
+from bench.compare.settings import MATCH_KEY, VERDICTS, Metric
 
 
-def fmt_value(value: float | None, metric: str) -> str:
+def fmt_value(value: float | None, metric: Metric) -> str:
     if value is None:
         return "-"
-    if metric == "memory":
+    if metric.name == "memory":
         return f"{value / 2**20:.1f} MiB"
-    unit = METRICS[metric].unit
-    return f"{value:.4g} {unit}"
+    return f"{value:.4g} {metric.unit}".rstrip()
 
 
 def fmt_ratio(r: float | None) -> str:

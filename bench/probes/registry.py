@@ -39,7 +39,10 @@ _EXTRA: list[type[Measurement]] = []
 def register_measurement(cls: type[Measurement]) -> type[Measurement]:
     """Add a measurement to every worker of this process tree (call it from a plugin module
     named in ``$EFFBENCH_PLUGINS``, so workers register it too); it runs after the built-in
-    ones in each of its phases. Its columns must be new and hold its note column."""
+    ones in each of its phases. Its columns (and their gate metrics) must be new and hold
+    its note column. The columns' declarations travel with the rows (``bench.schema.
+    arrow_schema``): the report summarises those with an ``agg`` and the gate compares those
+    with a ``gate``, without importing the plugin."""
     if not (isinstance(cls, type) and issubclass(cls, Measurement)):
         raise TypeError(
             f"{getattr(cls, '__name__', cls)!r} is not a measurement: subclass "
@@ -51,6 +54,11 @@ def register_measurement(cls: type[Measurement]) -> type[Measurement]:
         raise ValueError(f"measurement {cls.__name__} declares columns already taken: {clash}")
     if cls.note_column not in {c.name for c in cls.columns}:
         raise ValueError(f"measurement {cls.__name__}: note_column must be one of its columns")
+    known = (*DECLARED, *(c for m in registered() for c in m.columns))
+    metrics = {c.gate.metric for c in known if c.gate is not None}
+    reused = [c.gate.metric for c in cls.columns if c.gate is not None and c.gate.metric in metrics]
+    if reused:
+        raise ValueError(f"measurement {cls.__name__}: gate metrics already taken: {reused}")
     if not getattr(cls, "phases", None):
         raise ValueError(f"measurement {cls.__name__}: declare its phases (bench.probes.base)")
     _EXTRA.append(cls)

@@ -52,7 +52,7 @@ from bench.errors import ResultsCorrupt
 from bench.keys import CellKey
 from bench.quality import QUALITIES, Roof, above_roof, rank
 from bench.report.colors import network_colors
-from bench.schema import CEILINGS, DECLARED, FIRST, MEDIAN, PROFILE
+from bench.schema import CEILINGS, DECLARED, FIRST, MEDIAN, PROFILE, Column
 from bench.status import OK
 from bench.store import (
     Discovery,
@@ -143,6 +143,9 @@ class ReportData:
     # attempts of re-measured cells were read but not kept (a better attempt was)
     superseded: tuple[Superseded, ...] = ()
     attempts_not_kept: int = 0
+    # columns outside the contract that the files declare with an ``agg`` (plugin
+    # measurements): ``cells`` summarises them, the summary table shows them at batch 1
+    extra: tuple[Column, ...] = ()
 
     @property
     def measured_cells(self) -> pd.DataFrame:
@@ -401,7 +404,7 @@ def load_report_data(paths: Sequence[str | Path]) -> ReportData:
     ].sort_values(["setup", "model", "batch_size", "repeat"], kind="stable")
 
     ok = rows[rows["status"] == OK]
-    cells = _cells(ok)
+    cells = _cells(ok, loaded.extra)
     setups = tuple(sorted(rows["setup"].unique()))
     models = tuple(sorted(rows["model"].unique()))
     data = ReportData(
@@ -418,6 +421,7 @@ def load_report_data(paths: Sequence[str | Path]) -> ReportData:
         layers=_layers_table(load_profiles(found)),
         superseded=superseded,
         attempts_not_kept=attempts_not_kept,
+        extra=tuple(c for c in loaded.extra if c.agg),
     )
     cells = _judged_against_roofs(cells, setup_roofs(data))
     wrong = cells["output_ok"].eq(False).fillna(False)
@@ -482,15 +486,20 @@ def _judged_against_roofs(cells: pd.DataFrame, roofs: dict[str, Roofs]) -> pd.Da
     return cells
 
 
-def _cells(ok: pd.DataFrame) -> pd.DataFrame:
+def _cells(ok: pd.DataFrame, extra: Sequence[Column] = ()) -> pd.DataFrame:
+    """Per cell: each column summarised over the repeats by its ``agg`` (the contract's
+    and ``extra``'s, the plugin measurements the files declare), with counts of repeats,
+    the output check's worst errors and verdict, and the worst quality."""
     keys = list(CELL_COLUMNS)
-    numeric = ok[[*keys, *MEDIAN_COLUMNS]].copy()
-    for c in MEDIAN_COLUMNS:
+    medians = [*MEDIAN_COLUMNS, *(c.name for c in extra if c.agg == MEDIAN)]
+    firsts = [*FIRST_COLUMNS, *(c.name for c in extra if c.agg == FIRST)]
+    numeric = ok[[*keys, *medians]].copy()
+    for c in medians:
         numeric[c] = pd.to_numeric(numeric[c], errors="coerce")
     # dropna=False: a row is never lost to an empty key (the loader fills older files' keys)
     grouped = numeric.groupby(keys, sort=True, dropna=False)
-    med = grouped[list(MEDIAN_COLUMNS)].median()
-    first = ok.groupby(keys, sort=True, dropna=False)[list(FIRST_COLUMNS)].first()
+    med = grouped[medians].median()
+    first = ok.groupby(keys, sort=True, dropna=False)[firsts].first()
     extra = ok.groupby(keys, sort=True, dropna=False).agg(
         n_repeats=("status", "size"),
         noisy=("noisy", lambda s: bool(s.fillna(False).astype(bool).any())),

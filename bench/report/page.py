@@ -79,11 +79,11 @@ def _html_table(
     )
 
 
-def _summary_tables(g: pd.DataFrame) -> list[str]:
+def _summary_tables(g: pd.DataFrame, extra: Sequence[Any] = ()) -> list[str]:
     """One setup's summary: the main columns, and the others (counts, references, roofline
     detail) folded under "More columns", keyed by the network, so that the page needs no
     sideways scrolling on a 1280-pixel screen."""
-    cols = columns_of(g)
+    cols = columns_of(g, extra)
     main = [c for c in cols if not c.more]
     more = [c for c in cols if c.more]
     flag = "output_ok" if "output_ok" in g.columns else None
@@ -209,7 +209,7 @@ def _summary_html(data: ReportData, df: pd.DataFrame) -> list[str]:
         )
     for setup, g in table_groups(df):
         out.append(f"<h3>{_e(setup)}</h3>")
-        out += _summary_tables(g)
+        out += _summary_tables(g, data.extra)
     return out
 
 

@@ -87,6 +87,17 @@ SUMMARY_COLUMNS: tuple[Column, ...] = (
 )
 
 
+def plugin_columns(extra: Sequence[Any]) -> tuple[Column, ...]:
+    """Summary columns of the numeric measurements outside the contract (``ReportData.
+    extra``, as their files declare them): each one's per-cell value at batch 1, under
+    "more columns"."""
+    numeric = [c for c in extra if c.kind.rstrip("?") in ("float", "int")]
+    unit = {c.name: f" ({c.unit})" if c.unit else "" for c in numeric}
+    return tuple(
+        Column(f"{c.name}_bs1", f"{c.name} at batch 1{unit[c.name]}", more=True) for c in numeric
+    )
+
+
 def summary_table(data: ReportData) -> pd.DataFrame:
     """One row per (setup, network), the setup naming the configuration where there are
     several: counts, published accuracy and the measured figures (medians of repeats; power
@@ -96,7 +107,9 @@ def summary_table(data: ReportData) -> pd.DataFrame:
     are in no column. ``quality`` is ``clean``, or the worse verdicts of its cells with
     their batch sizes (``contended at batch 4; noisy at batch 1``). Columns without data
     anywhere (power, compile time, output checks and verdicts of older files; the
-    configuration when all is eager) are left out."""
+    configuration when all is eager) are left out. Plugin measurements the files declare
+    (:func:`plugin_columns`) follow the built-in columns."""
+    plugins = plugin_columns(data.extra)
     records = []
     failed = data.rows[data.rows["status"] != OK].groupby(["setup", "model"]).size()
     checked = data.measured_cells
@@ -117,10 +130,15 @@ def summary_table(data: ReportData) -> pd.DataFrame:
         rec["compile_s"] = pd.to_numeric(mine["compile_s"], errors="coerce").median()
         if len(g):
             rec.update(_measured(g))
+            b1 = g[g["batch_size"] == 1]
+            for c in plugins:
+                column = c.key.removesuffix("_bs1")
+                rec[c.key] = b1[column].iloc[0] if len(b1) else np.nan
         else:
             rec.update(batch_sizes_ok=0, noisy_cells=0)
         records.append(rec)
-    cols = ["setup", "base_setup", *(c.key for c in SUMMARY_COLUMNS), "accuracy_source"]
+    cols = ["setup", "base_setup", *(c.key for c in (*SUMMARY_COLUMNS, *plugins)),
+            "accuracy_source"]  # fmt: skip
     df = pd.DataFrame.from_records(records, columns=cols)
     text = {"setup", "base_setup", "model", "family", "config", "output_ok", "quality",
             "accuracy_source"}  # fmt: skip
@@ -130,7 +148,7 @@ def summary_table(data: ReportData) -> pd.DataFrame:
     df["speedup_bs1"] = _speedup_bs1(df) if data.shows_config else np.nan
     # Columns that no setup measured (no power anywhere) are left out rather than shown empty.
     optional = ("speedup_bs1", "compile_s", "max_rel_err", "output_ok", "quality",
-                *ROOFLINE_SUMMARY)  # fmt: skip
+                *ROOFLINE_SUMMARY, *(c.key for c in plugins))  # fmt: skip
     empty = [c for c in ("power_w_max", "energy_per_image_j_min", *optional) if df[c].isna().all()]
     if not data.shows_config:
         empty += ["config", "base_setup"]
@@ -238,8 +256,10 @@ def format_cell(v: Any, fmt: str) -> str:
         return str(v)
 
 
-def columns_of(df: pd.DataFrame) -> list[Column]:
-    return [c for c in SUMMARY_COLUMNS if c.key in df.columns]
+def columns_of(df: pd.DataFrame, extra: Sequence[Any] = ()) -> list[Column]:
+    """The summary columns ``df`` has: the built-in ones, then those of ``extra``
+    (:func:`plugin_columns`)."""
+    return [c for c in (*SUMMARY_COLUMNS, *plugin_columns(extra)) if c.key in df.columns]
 
 
 def summary_csv(df: pd.DataFrame) -> str:
@@ -277,7 +297,7 @@ def summary_markdown(data: ReportData, df: pd.DataFrame, figures: Sequence[Any])
         lines += ["", markdown_text(configs_sentence(data))]
     if len(data.wrong_output):
         lines += ["", "**" + markdown_text(wrong_sentence(data)) + "**"]
-    cols = columns_of(df)
+    cols = columns_of(df, data.extra)
     for setup, g in table_groups(df):
         lines += ["", f"## {markdown_text(setup)}", ""]
         rows = [[format_cell(r[c.key], c.fmt) for c in cols] for _, r in g.iterrows()]
