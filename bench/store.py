@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from bench.errors import InvalidOption, OutputNotWritable, ResultsCorrupt, RunLocked
+from bench.errors import OutputNotWritable, ResultsCorrupt, RunLocked
 from bench.keys import CellKey, RowKey
 from bench.quality import rank
 from bench.schema import (
@@ -38,6 +37,7 @@ from bench.schema import (
     arrow_schema,
     declared_extra,
 )
+from bench.store_checks import MAX_RUN_ID as MAX_RUN_ID  # the run id's rules, re-exported
 from bench.store_checks import (
     _advice,
     _check_unique_rows,
@@ -46,6 +46,8 @@ from bench.store_checks import (
     file_version,
     migrate,
 )
+from bench.store_checks import run_id_problem as run_id_problem
+from bench.store_checks import validate_run_id as validate_run_id
 
 MANIFEST = "manifest.json"
 PART_GLOB = "part-*.parquet"
@@ -194,42 +196,6 @@ def write_manifest(run_dir: Path, manifest: Mapping[str, Any]) -> None:
 
 
 # --------------------------------------------------------------------------- reading
-
-# Bytes, not characters: a file name holds 255 bytes; the rest is room for the names made
-# from a run id (an A/B run's `<run-id>-<variant>` folders are checked as run ids too)
-MAX_RUN_ID = 200
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
-def run_id_problem(text: object) -> str | None:
-    """Why ``text`` cannot name a run folder, or ``None`` when it is a plain folder name."""
-    if not isinstance(text, str):
-        return f"is a {type(text).__name__}, not text"
-    if not text:
-        return "is empty"
-    if text in {".", ".."}:
-        return "names the current or the parent folder"
-    if "/" in text or "\\" in text:
-        return "contains a path separator"
-    if _CONTROL.search(text):
-        return "contains a control character"
-    if len(os.fsencode(text)) > MAX_RUN_ID:  # file names are limited in bytes, not characters
-        return f"is longer than {MAX_RUN_ID} bytes (UTF-8)"
-    return None
-
-
-def validate_run_id(text: object) -> str:
-    """``text`` when it is a plain folder name (non-empty, no '/', '\\', '.' or '..', no
-    control characters, at most ``MAX_RUN_ID`` bytes); else :class:`InvalidOption`."""
-    problem = run_id_problem(text)
-    if problem is not None:
-        raise InvalidOption(
-            f"run id {_shown(text)} {problem}; it must be a plain folder name (no '/', '\\', "
-            f"'..' or control characters, at most {MAX_RUN_ID} bytes), "
-            "e.g. --run-id nightly-2026-01-01"
-        )
-    assert isinstance(text, str)
-    return text
 
 
 def read_manifest(run_dir: Path) -> dict[str, Any]:

@@ -2,10 +2,12 @@
 part file checked against its column's kind and range, rows that share an identity
 refused (naming their files), each file's contract version read and checked, and rows of
 an older version migrated (:data:`MIGRATIONS`: key values they lack taken from their run's
-manifest). What a message advises is said here once."""
+manifest). What a message advises is said here once. Also the rules of a run id (a folder
+name), re-exported by ``bench.store``."""
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -15,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from bench.errors import ResultsCorrupt, ResultsTooNew
+from bench.errors import InvalidOption, ResultsCorrupt, ResultsTooNew
 from bench.keys import CellKey
 from bench.schema import DECLARED, SCHEMA_VERSION, Column
 from bench.status import STATUSES
@@ -375,3 +377,40 @@ def _advice(run: Path | None) -> str:
     if run is None:
         return "give only files written by `effbench run`"
     return f"delete it and run `effbench run --resume {run}` to measure that cell again"
+
+
+# Bytes, not characters: a file name holds 255 bytes; the rest is room for the names made
+# from a run id (an A/B run's `<run-id>-<variant>` folders are checked as run ids too)
+MAX_RUN_ID = 200
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def run_id_problem(text: object) -> str | None:
+    """Why ``text`` cannot name a run folder, or ``None`` when it is a plain folder name."""
+    if not isinstance(text, str):
+        return f"is a {type(text).__name__}, not text"
+    if not text:
+        return "is empty"
+    if text in {".", ".."}:
+        return "names the current or the parent folder"
+    if "/" in text or "\\" in text:
+        return "contains a path separator"
+    if _CONTROL.search(text):
+        return "contains a control character"
+    if len(os.fsencode(text)) > MAX_RUN_ID:  # file names are limited in bytes, not characters
+        return f"is longer than {MAX_RUN_ID} bytes (UTF-8)"
+    return None
+
+
+def validate_run_id(text: object) -> str:
+    """``text`` when it is a plain folder name (non-empty, no '/', '\\', '.' or '..', no
+    control characters, at most ``MAX_RUN_ID`` bytes); else :class:`InvalidOption`."""
+    problem = run_id_problem(text)
+    if problem is not None:
+        raise InvalidOption(
+            f"run id {_shown(text)} {problem}; it must be a plain folder name (no '/', '\\', "
+            f"'..' or control characters, at most {MAX_RUN_ID} bytes), "
+            "e.g. --run-id nightly-2026-01-01"
+        )
+    assert isinstance(text, str)
+    return text

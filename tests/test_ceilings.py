@@ -35,7 +35,6 @@ from bench.ceilings import (
     gemm_ladder,
     gemm_macs,
     last_level_cache_bytes,
-    main,
     measure_ceilings,
     measure_kernel,
     pick_size,
@@ -427,23 +426,15 @@ def test_a_missing_gpu_says_what_to_do() -> None:
         measure_ceilings("cuda:0", "float32", 0)
 
 
-def test_main_reports_errors_with_exit_code_2(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--dtype", "int8"]) == 2
-    assert "unknown dtype 'int8'" in capsys.readouterr().err
-    assert main(["--bogus"]) == 2  # argparse's error, without sys.exit
-    assert "--help" in capsys.readouterr().err
-
-
 # ----------------------------------------------------------------------------- real run
 
 
-def test_main_measures_the_cpu_and_prints_json_lines(capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_cpu_is_measured_and_each_ceiling_survives_json() -> None:
     threads_before = torch.get_num_threads()
-    argv = ["--device", "cpu", "--dtype", "float32", "--threads", "2", "--budget-s", "0.2"]
-    assert main(argv) == 0
+    found = measure_ceilings("cpu", "float32", 2, budget_s=0.2)
     assert torch.get_num_threads() == threads_before  # restored
-    lines = capsys.readouterr().out.splitlines()
-    cs = [Ceiling.from_dict(json.loads(line)) for line in lines]
+    cs = [Ceiling.from_dict(json.loads(json.dumps(c.to_dict()))) for c in found]
+    assert cs == list(found)
     assert [c.kind for c in cs] == list(KINDS)  # no datasheet for a CPU
     for c in cs:
         assert math.isfinite(c.value) and c.value > 0

@@ -23,17 +23,15 @@ distribution-free 95% confidence interval of the median lies within ±``precisio
 half-width reached and ``samples`` the count. Rates are MACs per second (compute kinds)
 and bytes per second (bandwidth kinds). TF32 and cuDNN settings are torch's defaults.
 
-``python -m bench.ceilings --device cpu --dtype float32 --threads 2`` prints one JSON
-object per ceiling, one per line.
+``effbench peak --devices cpu --dtypes float32 --threads 2 --format json`` prints them
+(the run measures its own through its executor: ``bench.run_ceilings``).
 
 The package: :mod:`~bench.ceilings.record` (the record, the table, the roofs),
-:mod:`~bench.ceilings.datasheet`, :mod:`~bench.ceilings.measure` (kernels, sizing, timing)
-and :mod:`~bench.ceilings.cli`.
+:mod:`~bench.ceilings.datasheet`, :mod:`~bench.ceilings.measure` (kernels, sizing, timing).
 """
 
 from __future__ import annotations
 
-from bench.ceilings.cli import main
 from bench.ceilings.datasheet import DATASHEETS, Datasheet, datasheet_ceilings, find_datasheet
 from bench.ceilings.measure import (
     CONV_BATCH_CAP,
@@ -122,7 +120,6 @@ __all__ = [
     "gemm_macs",
     "highest_compute_ceiling",
     "last_level_cache_bytes",
-    "main",
     "measure_ceilings",
     "measure_kernel",
     "pick_size",

@@ -383,11 +383,7 @@ def load_report_data(paths: Sequence[str | Path]) -> ReportData:
         )
     attempts_not_kept = len(loaded.rows) - len(rows)
     runs = _runs(found, loaded)
-    host_of: dict[str, str] = {}
-    for run in runs:
-        env = run.manifest.get("environment")
-        host = env.get("hostname") if isinstance(env, dict) else None
-        host_of[run.run_id] = str(host or "unknown host")
+    host_of = {run.run_id: _hostname(run.manifest) for run in runs}
     measured = [c for c in (*MEDIAN_COLUMNS, *FIRST_COLUMNS) if c != "base_setup"]
     rows = _with_columns(rows, [*measured, "quality", "quality_reason"])  # older stores
     rows["host"] = rows["run_id"].map(host_of).fillna("unknown host")
@@ -431,6 +427,12 @@ def load_report_data(paths: Sequence[str | Path]) -> ReportData:
         cells=cells[~wrong].reset_index(drop=True),
         wrong_output=wrong_output.reset_index(drop=True),
     )
+
+
+def _hostname(manifest: dict[str, Any]) -> str:
+    env = manifest.get("environment")
+    host = env.get("hostname") if isinstance(env, dict) else None
+    return str(host or "unknown host")
 
 
 def latest_runs(rows: pd.DataFrame) -> tuple[pd.DataFrame, tuple[Superseded, ...]]:

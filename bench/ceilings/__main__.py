@@ -1,5 +1,0 @@
-"""``python -m bench.ceilings``: see :mod:`bench.ceilings.cli`."""
-
-from bench.ceilings.cli import main
-
-raise SystemExit(main())
