@@ -368,7 +368,8 @@ def _add_compare(sub: Any) -> None:
         "--metric",
         action="append",
         help="latency, memory, energy, instructions or cycles (counted: `run "
-        "--count-instructions`); repeat or comma-separate (default: all with data)",
+        "--count-instructions`), or a plugin measurement's gate metric; repeat or "
+        "comma-separate (default: all with data)",
     )
     cmp.add_argument("--threshold", default="5%", help="smallest change that matters (5%%)")
     cmp.add_argument(
