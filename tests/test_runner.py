@@ -81,7 +81,7 @@ def test_out_of_memory_gives_oom_then_skipped_rows(out_dir: Path) -> None:
 def test_crash_and_timeout_become_rows_and_the_sweep_goes_on(out_dir: Path) -> None:
     r = effbench(
         ["run", "--models", "crash_at2,hang_at2,tiny_mlp", "--batch-sizes", "1,2,4"]
-        + ["--cell-timeout", "20", "--out", str(out_dir), "--run-id", "bad", *FAST]
+        + ["--cell-timeout", "8", "--out", str(out_dir), "--run-id", "bad", *FAST]
     )
     assert r.returncode == 0, r.stderr
     df = load_results([out_dir / "bad"])
