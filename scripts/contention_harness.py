@@ -5,7 +5,7 @@ what it printed.
 
     python scripts/contention_harness.py quiet  OUT [--repeats 2]     # >= 100 cells, no load
     python scripts/contention_harness.py loaded OUT [--start 20 --for 50]
-    python scripts/contention_harness.py intermittent OUT [--on 20 --off 20]
+    python scripts/contention_harness.py intermittent OUT [--on 20 --off 20 --references 3]
 
 - ``quiet``: the default CPU sweep (60 cells) ``--repeats`` times with re-measurement off,
   after checking the host is quiet; prints the share of cells judged ``contended`` and
@@ -15,7 +15,9 @@ what it printed.
   prints the share of the cells measured entirely inside that interval that were judged
   ``contended`` or ``noisy`` (the target is 95% or more), and the same for the cells
   entirely outside it.
-- ``intermittent``: nine cells measured once on a quiet host (the reference), then again
+- ``intermittent``: nine cells measured on a quiet host ``--references`` times (default 3;
+  the reference is each cell's median, and the script prints how far one quiet run strays
+  from it), then again
   with re-measurement on (``--remeasure``, default 2) while the load goes on for ``--on`` s
   and off for ``--off`` s for at most 60 s; prints, per cell, the kept latency (the best
   attempt, as the report and compare keep it) against the reference (the target is within
@@ -120,21 +122,42 @@ def loaded(out: Path, start_s: float, for_s: float) -> None:
     _rates(outside, "cells measured entirely outside it")
 
 
-def intermittent(out: Path, on_s: float, off_s: float, remeasure: int) -> None:
-    _wait_quiet()
+def intermittent(
+    out: Path,
+    on_s: float,
+    off_s: float,
+    remeasure: int,
+    references: int,
+    threads: int | None,
+    cell_repeats: int,
+) -> None:
+    sweep = [*INTERMITTENT, "--repeats", str(cell_repeats)]
+    sweep += ["--threads", str(threads)] if threads else []
     stamp = f"{dt.datetime.now():%H%M%S}"
-    effbench(*INTERMITTENT, "--remeasure", "0", "--out", str(out), "--run-id", f"ref-{stamp}")
-    ref = load_results([out / f"ref-{stamp}"])
+    cell = ["model", "batch_size"]
+    quiet = []
+    for i in range(references):
+        _wait_quiet()
+        run_id = f"ref{i}-{stamp}"
+        effbench(*sweep, "--remeasure", "0", "--out", str(out), "--run-id", run_id)
+        quiet.append(_per_cell(load_results([out / run_id])))
+    refs = pd.concat(quiet)
+    ref = refs.groupby(cell, as_index=False)["latency_ms_median"].median()
+    if references > 1:  # how far one quiet run strays from the quiet median: the floor
+        stray = refs.merge(ref, on=cell, suffixes=("", "_ref"))
+        dev = (stray["latency_ms_median"] / stray["latency_ms_median_ref"] - 1).abs()
+        print(f"\n{references} quiet reference runs: one run's latency strays from their "
+              f"median by {dev.median():.1%} (median), {dev.max():.1%} (most); "
+              f"{(dev > 0.10).sum()} of {len(dev)} beyond ±10%")  # fmt: skip
     _wait_quiet()
     load = CpuLoad(CORES + 1, max_s=MAX_S, on_s=on_s, off_s=off_s).start()
     try:
-        effbench(*INTERMITTENT, "--remeasure", str(remeasure), "--out", str(out),
+        effbench(*sweep, "--remeasure", str(remeasure), "--out", str(out),
                  "--run-id", f"intermittent-{stamp}")  # fmt: skip
     finally:
         load.stop()
     rows = load_results([out / f"intermittent-{stamp}"])
-    kept = best_attempts(rows)
-    cell = ["model", "batch_size"]
+    kept = _per_cell(best_attempts(rows))
     both = kept.merge(ref[[*cell, "latency_ms_median"]], on=cell, suffixes=("", "_ref"))
     both["ratio"] = both["latency_ms_median"] / both["latency_ms_median_ref"]
     attempts = rows.groupby(cell)["attempt"].max() + 1
@@ -150,6 +173,17 @@ def intermittent(out: Path, on_s: float, off_s: float, remeasure: int) -> None:
     print(f"within ±10% of the quiet reference: {within}/{len(both)}")
 
 
+def _per_cell(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per (model, batch size): the median latency over the repeats, the worst quality."""
+    from bench.quality import rank
+
+    cell = ["model", "batch_size"]
+    ranked = rows.assign(_r=rows["quality"].map(rank)).sort_values("_r", kind="stable")
+    worst = ranked.groupby(cell, as_index=False).last()[[*cell, "quality"]]
+    med = rows.groupby(["model", "batch_size"], as_index=False)["latency_ms_median"].median()
+    return med.merge(worst, on=["model", "batch_size"])
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("mode", choices=("quiet", "loaded", "intermittent"))
@@ -160,13 +194,16 @@ def main() -> None:
     p.add_argument("--on", type=float, default=20.0)
     p.add_argument("--off", type=float, default=20.0)
     p.add_argument("--remeasure", type=int, default=2)
+    p.add_argument("--references", type=int, default=3, help="quiet reference runs (median)")
+    p.add_argument("--threads", type=int, default=None, help="intermittent: threads per cell")
+    p.add_argument("--cell-repeats", type=int, default=1, help="intermittent: --repeats")
     a = p.parse_args()
     if a.mode == "quiet":
         quiet(a.out, a.repeats)
     elif a.mode == "loaded":
         loaded(a.out, a.start, a.for_s)
     else:
-        intermittent(a.out, a.on, a.off, a.remeasure)
+        intermittent(a.out, a.on, a.off, a.remeasure, a.references, a.threads, a.cell_repeats)
 
 
 if __name__ == "__main__":
