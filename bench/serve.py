@@ -53,6 +53,7 @@ from bench.worker import (
     is_oom,
     now_iso,
     prepare,
+    settle_heap,
     subprocess_emitter,
 )
 
@@ -193,6 +194,7 @@ def _burst(setup: Setup, cell: _Cell, seconds: float) -> dict[str, Any]:
     probe = _contention(setup)
     samples: list[float] = []
     with torch.inference_mode():
+        settle_heap()
         if probe is not None:
             probe.begin()
         setup.sync()

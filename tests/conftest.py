@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import importlib
 import inspect
 import os
@@ -120,6 +121,15 @@ def _starts_processes(item: pytest.Item) -> bool:
         ):
             return True
     return False
+
+
+@pytest.fixture(autouse=True)
+def _unfrozen_heap() -> Iterator[None]:
+    """A test that measures a cell in this process freezes its heap (bench.worker.
+    settle_heap, as a worker does before each window); thaw it after the test, so that the
+    tests after it run in a process whose garbage is collected as usual."""
+    yield
+    gc.unfreeze()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
