@@ -180,8 +180,8 @@ def _per_cell(rows: pd.DataFrame) -> pd.DataFrame:
     cell = ["model", "batch_size"]
     ranked = rows.assign(_r=rows["quality"].map(rank)).sort_values("_r", kind="stable")
     worst = ranked.groupby(cell, as_index=False).last()[[*cell, "quality"]]
-    med = rows.groupby(["model", "batch_size"], as_index=False)["latency_ms_median"].median()
-    return med.merge(worst, on=["model", "batch_size"])
+    med = rows.groupby(cell, as_index=False)["latency_ms_median"].median()
+    return med.merge(worst, on=cell)
 
 
 def main() -> None:

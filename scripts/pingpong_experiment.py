@@ -118,15 +118,17 @@ def arms(py: str | None, candidate: str, steps: str) -> list[str]:
 
 def run(out: Path, run_id: str, args: list[str], code: Path | None = None) -> dict[str, object]:
     """One `effbench run` with the probe plugin, from the snapshot ``code`` (default
-    ``out/code``; this checkout when ``code`` is :data:`ROOT`); its wall time and the host's
-    load before and after. Exits with the run's stderr if it fails."""
+    ``out/code``; :data:`ROOT` for this checkout), in ``out`` (so that only ``code`` is on
+    its path); its wall time and the host's load before and after. Exits with the run's
+    stderr if it fails."""
+    out = out.resolve()
     code = code or out / "code"
     env = {**os.environ, "EFFBENCH_PLUGINS": PLUGIN, "PYTHONPATH": str(code)}
     load0 = os.getloadavg()
     t0 = time.monotonic()
     done = subprocess.run(
         [sys.executable, "-m", "bench", "run", *args, "--out", str(out), "--run-id", run_id],
-        env=env, capture_output=True, text=True, cwd=code if code == ROOT else out,
+        env=env, capture_output=True, text=True, cwd=out,
     )  # fmt: skip
     wall = time.monotonic() - t0
     (out / f"{run_id}.log").write_text(done.stderr)

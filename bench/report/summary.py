@@ -129,11 +129,7 @@ def summary_table(data: ReportData) -> pd.DataFrame:
         rec["rows_failed"] = int(failed.get((setup, model), 0))
         rec["compile_s"] = pd.to_numeric(mine["compile_s"], errors="coerce").median()
         if len(g):
-            rec.update(_measured(g))
-            b1 = g[g["batch_size"] == 1]
-            for c in plugins:
-                column = c.key.removesuffix("_bs1")
-                rec[c.key] = b1[column].iloc[0] if len(b1) else np.nan
+            rec.update(_measured(g, plugins))
         else:
             rec.update(batch_sizes_ok=0, noisy_cells=0)
         records.append(rec)
@@ -155,9 +151,12 @@ def summary_table(data: ReportData) -> pd.DataFrame:
     return df.drop(columns=empty)
 
 
-def _measured(g: pd.DataFrame) -> dict[str, Any]:
-    """The summary's measured columns from one (setup, network)'s cells, sorted by batch."""
+def _measured(g: pd.DataFrame, plugins: Sequence[Column] = ()) -> dict[str, Any]:
+    """The summary's measured columns from one (setup, network)'s cells, sorted by batch;
+    ``plugins`` (:func:`plugin_columns`) at batch 1."""
     b1 = g[g["batch_size"] == 1]
+    at_bs1 = {c.key: b1[c.key.removesuffix("_bs1")].iloc[0] if len(b1) else np.nan
+              for c in plugins}  # fmt: skip
     timed = g["time_per_image_ms"].notna().any()  # older files may lack it
     best = g.loc[g["time_per_image_ms"].idxmin()] if timed else None
     return dict(
@@ -182,6 +181,7 @@ def _measured(g: pd.DataFrame) -> dict[str, Any]:
         noisy_cells=int(g["noisy"].sum()),
         repeats_max=int(g["n_repeats"].max()),
         accuracy_source=g["accuracy_source"].iloc[0],
+        **at_bs1,
     )
 
 
