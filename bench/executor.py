@@ -413,14 +413,20 @@ class ForkServerExecutor(Cancellable):
         the server imports torch prints its traceback."""
         from multiprocessing import forkserver
 
+        global _SERVER_ENV
         _own_multiprocessing_folder()
-        # the server and its workers inherit the environment it starts with
+        # the server and its workers inherit the environment it starts with: one started
+        # by an earlier run of this process under another (plugins, thread variables) is
+        # replaced rather than reused
+        if _SERVER_ENV is not None and _environment() != _SERVER_ENV:
+            forkserver._forkserver._stop()  # type: ignore[attr-defined]  # CPython 3.8-3.13
         os.environ[RUNNER_PID_ENV] = str(os.getpid())
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
             forkserver.ensure_running()
         finally:
             signal.signal(signal.SIGINT, previous)
+        _SERVER_ENV = _environment()
         self._started = True
 
     def run(
@@ -538,6 +544,14 @@ def call_in_fresh_process(fn: Callable[..., Any], args: tuple[Any, ...], timeout
     if status != "ok":
         raise WorkerProtocolError(value)
     return value
+
+
+_SERVER_ENV: dict[str, str] | None = None  # what this process's fork server started with
+
+
+def _environment() -> dict[str, str]:
+    """The environment a fork server passes to its workers, but for the runner's PID."""
+    return {k: v for k, v in os.environ.items() if k != RUNNER_PID_ENV}
 
 
 def fork_server_pid() -> int | None:

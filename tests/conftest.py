@@ -6,6 +6,7 @@ import contextlib
 import gc
 import importlib
 import inspect
+import io
 import os
 import re
 import subprocess
@@ -53,17 +54,67 @@ FAST = ["--min-time", "0.05", "--max-time", "0.3", "--warmup-iters", "1", "--war
 
 
 def effbench(
-    args: Sequence[str], timeout: float = 300, **kw: object
+    args: Sequence[str],
+    timeout: float = 300,
+    process: bool = False,
+    env: dict[str, str] | None = None,
+    **kw: object,
 ) -> subprocess.CompletedProcess[str]:
-    """Run the real command line in a subprocess."""
-    return subprocess.run(
-        [sys.executable, "-m", "bench", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=ROOT,
-        **kw,  # type: ignore[arg-type]
+    """Run the command line as `python -m bench` would, in the project's root.
+
+    In this process (`bench.cli.main`, its standard output and error captured), unless
+    ``process``, a keyword of `subprocess.run` (``input``, ...) or an ``env`` that changes
+    more than effbench's own run-time variables asks for a process of its own: a test of
+    exit-time or signal behaviour, or of another ``PYTHONPATH``, ``EFFBENCH_PLUGINS`` (this
+    process's registries are loaded once) or ``TMPDIR``. In this process a sweep's workers
+    come from this process's fork server, started by the first sweep and replaced when the
+    environment changes (bench.executor), so a test pays neither the command's imports
+    (about 4 s) nor, mostly, a fork server's (about 2.5 s). ``timeout`` bounds only a
+    process of its own."""
+    changed = _changed_variables(env) if env is not None else {}
+    if process or kw or not all(_RUN_TIME_VARIABLE.fullmatch(k) for k in changed):
+        return subprocess.run(
+            [sys.executable, "-m", "bench", *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=ROOT,
+            env=env,
+            **kw,  # type: ignore[arg-type]
+        )
+    from bench.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with (
+        pytest.MonkeyPatch.context() as mp,
+        contextlib.chdir(ROOT),
+        contextlib.redirect_stdout(out),
+        contextlib.redirect_stderr(err),
+    ):
+        for name, value in changed.items():
+            if value is None:
+                mp.delenv(name)
+            else:
+                mp.setenv(name, value)
+        try:
+            code = main(list(args))
+        except SystemExit as e:  # argparse: --help, --version, a usage error
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+            if isinstance(e.code, str):
+                print(e.code, file=sys.stderr)
+    return subprocess.CompletedProcess(
+        [sys.executable, "-m", "bench", *args], code, out.getvalue(), err.getvalue()
     )
+
+
+# effbench's variables that the command reads when it runs, not when it imports
+_RUN_TIME_VARIABLE = re.compile(r"EFFBENCH_(?!PLUGINS$)\w+")
+
+
+def _changed_variables(env: dict[str, str]) -> dict[str, str | None]:
+    """The variables ``env`` sets to another value than this process's (None: unsets)."""
+    names = (set(env) | set(os.environ)) - {"PYTEST_CURRENT_TEST"}
+    return {k: env.get(k) for k in names if env.get(k) != os.environ.get(k)}
 
 
 @pytest.fixture
@@ -130,6 +181,32 @@ def _unfrozen_heap() -> Iterator[None]:
     tests after it run in a process whose garbage is collected as usual."""
     yield
     gc.unfreeze()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_fixture_setup(fixturedef: pytest.FixtureDef[Any]) -> Iterator[object]:
+    with _no_current_test_variable():
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Iterator[object]:
+    with _no_current_test_variable():
+        return (yield)
+
+
+@contextlib.contextmanager
+def _no_current_test_variable() -> Iterator[None]:
+    """Hide ``PYTEST_CURRENT_TEST`` while a test or fixture runs: pytest gives it a new
+    value in every phase of every test, and a sweep run in this process (`effbench`,
+    `bench.cli.main`) replaces its fork server whenever the environment differs from the
+    one the server started with (bench.executor), which would then be every time."""
+    value = os.environ.pop("PYTEST_CURRENT_TEST", None)
+    try:
+        yield
+    finally:
+        if value is not None:
+            os.environ["PYTEST_CURRENT_TEST"] = value
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

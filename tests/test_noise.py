@@ -26,7 +26,9 @@ CORES = len(os.sched_getaffinity(0))
 pytestmark = pytest.mark.serial
 
 
-# the suite turns the contended verdict off (tests/conftest.py); these tests are about it
+# the suite turns the contended verdict off (tests/conftest.py); these tests are about it.
+# Every command runs in a process of its own: the load is this process's children, which the
+# pre-flight check of a command run in this process would count as its own.
 def judged() -> dict[str, str]:
     return {**os.environ, "EFFBENCH_JUDGE_CONTENTION": "1"}
 
@@ -40,7 +42,9 @@ TIMING = ["--min-time", "0.5", "--max-time", "0.6", "--warmup-iters", "1", "--wa
 def test_under_load_every_cell_is_contended_and_every_reader_says_so(tmp_path: Path) -> None:
     with CpuLoad(CORES + 1, max_s=40):
         time.sleep(0.3)
-        r = effbench([*PLAN, *TIMING, "--out", str(tmp_path), "--run-id", "busy"], env=judged())
+        r = effbench(
+            [*PLAN, *TIMING, "--out", str(tmp_path), "--run-id", "busy"], env=judged(), process=True
+        )
     assert r.returncode == 0, r.stderr
     rows = load_results([tmp_path / "busy"])
     assert len(rows) == 4 and set(rows["quality"]) == {"contended"}
@@ -52,7 +56,9 @@ def test_under_load_every_cell_is_contended_and_every_reader_says_so(tmp_path: P
     # the closing line: never "ok" alone
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("effbench: 4 cells: 4 contended") and "--resume" in last
-    shown = effbench(["show", str(tmp_path / "busy"), "--format", "json"], env=judged())
+    shown = effbench(
+        ["show", str(tmp_path / "busy"), "--format", "json"], env=judged(), process=True
+    )
     assert {row["quality"] for row in json.loads(shown.stdout)} == {"contended"}
 
 
@@ -60,7 +66,7 @@ def test_require_quiet_refuses_a_busy_host_before_writing_anything(tmp_path: Pat
     with CpuLoad(CORES + 1, max_s=20):
         time.sleep(0.3)
         r = effbench([*PLAN, *TIMING, "--out", str(tmp_path), "--require-quiet"],
-                     env={**judged(), "EFFBENCH_PREFLIGHT_S": "0.5"})  # fmt: skip
+                     env={**judged(), "EFFBENCH_PREFLIGHT_S": "0.5"}, process=True)  # fmt: skip
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("effbench: error: host busy")
@@ -95,7 +101,7 @@ def test_contended_cells_are_measured_again_once_the_host_is_quiet(tmp_path: Pat
         assert "contended" not in set(kept["quality"]), kept[["model", "quality_reason"]]
     # a resume measures nothing more: every cell has an acceptable row or used its attempts
     if "contended" not in set(kept["quality"]):
-        resumed = effbench(["run", "--resume", str(run)], env=judged())
+        resumed = effbench(["run", "--resume", str(run)], env=judged(), process=True)
         assert resumed.returncode == 0 and len(load_results([run])) == len(rows)
 
 
