@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from conftest import FAST, ROOT
+from conftest import FAST, ROOT, effbench
 from procs import alive, descendants
 
 from bench import load_results
@@ -61,13 +61,7 @@ def test_a_ray_sweep_writes_the_cells_the_fork_executor_writes(tmp_path: Path) -
     plan = ["--models", "tiny_mlp,lenet5", "--batch-sizes", "1,2", "--threads", "1", *FAST]
     ray = _run(["run", *plan, "--executor", "ray", "--out", str(tmp_path), "--run-id", "ray"])
     assert ray.returncode == 0, ray.stderr
-    fork = subprocess.run(
-        [sys.executable, "-m", "bench", "run", *plan, "--out", str(tmp_path), "--run-id", "fork"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    fork = effbench(["run", *plan, "--out", str(tmp_path), "--run-id", "fork"])
     assert fork.returncode == 0, fork.stderr
     assert sorted(_keys(tmp_path / "ray")) == sorted(_keys(tmp_path / "fork"))
     df = load_results([tmp_path / "ray"])

@@ -237,3 +237,26 @@ def test_variants_interleave_their_groups_and_get_their_environment(out_dir: Pat
     r = effbench([*args[:-4], "--variant", "narrow", "--variant", "third:X=1"])
     assert r.returncode == 2 and "already holds a run" in r.stderr
     assert not (out_dir / "ab-third").exists()
+
+
+def test_a_second_run_in_one_process_gives_its_workers_the_environment_of_now(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two runs in this process (bench.cli.main, as a notebook or these tests call it): the
+    second's workers build env_width under the variable as it is then, from a new fork
+    server, not from the one the first run started under the old value; an unchanged
+    environment keeps the server."""
+    from bench.executor import fork_server_pid
+
+    widths, servers = [], []
+    for width in ("8", "8", "64"):
+        monkeypatch.setenv("EFFBENCH_TEST_WIDTH", width)
+        run_id = f"w{len(servers)}"
+        r = effbench(["run", "--models", "env_width", "--batch-sizes", "1", "--threads", "1",
+                      *FAST, "--out", str(tmp_path), "--run-id", run_id])  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        widths.append(int(load_results([tmp_path / run_id])["params"].item()))
+        servers.append(fork_server_pid())
+    # a linear layer of 3*8*8 inputs: weights and biases
+    assert widths == [192 * 8 + 8, 192 * 8 + 8, 192 * 64 + 64]
+    assert servers[0] == servers[1] != servers[2] and not alive(servers[0])
