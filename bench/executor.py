@@ -382,6 +382,9 @@ class ForkServerExecutor(Cancellable):
     saves is the 3-5 s of imports a new interpreter pays, which would otherwise dominate
     short sweeps. Messages come over a pipe; a worker overrunning a cell is SIGKILLed with
     its process group. Off Linux every worker is a new interpreter (:class:`LocalExecutor`).
+    The server is this process's (multiprocessing's one fork server): a later run in the
+    same process reuses it while the environment is the one it started with, and replaces
+    it when a variable changed, since its workers get the server's environment.
     """
 
     capabilities = Capabilities(fork_server=True)
