@@ -21,6 +21,7 @@ calls. The clock is a seam for tests. Pure: no torch.
 
 from __future__ import annotations
 
+import gc
 import math
 import statistics
 import time
@@ -113,6 +114,23 @@ class TimeBudget:
 
     def spent(self, n: int, timed_s: float, elapsed_s: float) -> bool:
         return n >= 1 and timed_s >= self.seconds
+
+
+def settle_heap() -> None:
+    """Collect the garbage made so far (the model's build, a compile, the warm-up) and
+    freeze what survives, just before a timed window opens, so that no collection of the
+    whole heap lands in it. One did in the first cell of every worker: 189 ms inside a
+    300 ms window of lenet5 (2026-12-05), in the window's wall time, energy and CPU time
+    and in whichever sample it hit. Collections of what the timed forwards allocate still
+    run, as in a user's loop; later ones walk only what was made since. What is frozen is
+    never collected by the cycle collector again (reference counting still frees it), which
+    is bounded by the worker's life: one group, or one ping-pong session. Unfreezing before
+    each window would cost a full collection per cell (125-140 ms with resnet18 loaded).
+    The worker calls it before each cell's window, ping-pong before each burst, and
+    :func:`bench.ceilings.measure.sample_until_precise` before each ceiling's timed calls;
+    after the first, a collection walks only what was made since."""
+    gc.collect()
+    gc.freeze()
 
 
 def sample(

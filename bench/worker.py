@@ -35,6 +35,7 @@ from typing import IO, Any, ClassVar, TypeVar
 
 from bench.plan import Group, Timing
 from bench.probes.base import Cell, Measurement, Phase, short_error
+from bench.sampler import settle_heap
 from bench.schema import Row
 from bench.status import ERROR, OK, OOM, SKIPPED
 
@@ -435,20 +436,6 @@ def measure_cell(task: Task, setup: Setup, x_f32: Any) -> dict[str, Any]:
             columns["recompiled"] = compile_events() != events
     after_window(setup, cell, columns)
     return columns
-
-
-def settle_heap() -> None:
-    """Collect the garbage made so far (the model's build, a compile, the warm-up) and
-    freeze what survives, just before a timed window opens, so that no collection of the
-    whole heap lands in it. One did in the first cell of every worker: 189 ms inside a
-    300 ms window of lenet5 (2026-12-05), in the window's wall time, energy and CPU time
-    and in whichever sample it hit. Collections of what the timed forwards allocate still
-    run, as in a user's loop; later ones walk only what was made since. What is frozen is
-    never collected by the cycle collector again (reference counting still frees it), which
-    is bounded by the worker's life: one group, or one ping-pong session. Unfreezing before
-    each window would cost a full collection per cell (125-140 ms with resnet18 loaded)."""
-    gc.collect()
-    gc.freeze()
 
 
 def _warm_runtime(torch: Any, device: str, dtype: Any) -> None:

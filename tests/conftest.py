@@ -176,9 +176,9 @@ def _starts_processes(item: pytest.Item) -> bool:
 
 @pytest.fixture(autouse=True)
 def _unfrozen_heap() -> Iterator[None]:
-    """A test that measures a cell in this process freezes its heap (bench.worker.
-    settle_heap, as a worker does before each window); thaw it after the test, so that the
-    tests after it run in a process whose garbage is collected as usual."""
+    """A test that measures a cell or a ceiling in this process freezes its heap
+    (bench.sampler.settle_heap, as a worker does before each window); thaw it after the
+    test, so that the tests after it run in a process whose garbage is collected as usual."""
     yield
     gc.unfreeze()
 

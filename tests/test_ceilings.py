@@ -164,6 +164,38 @@ def test_precision_loop_takes_six_samples_even_past_the_budget() -> None:
     assert len(s.samples_s) == 6 and not s.converged
 
 
+def test_the_timed_calls_start_on_a_settled_heap() -> None:
+    """The warm-up's garbage is collected, and what survives frozen, before the first
+    timed call (bench.sampler.settle_heap): no full collection of it among the samples.
+    Automatic collection is off here, so only that explicit collection can free the
+    warm-up's reference cycles."""
+    import gc
+    import weakref
+
+    class Node:
+        pass
+
+    cycles: list[weakref.ref[Node]] = []
+    seen: list[tuple[int, int]] = []  # per call: warm-up cycles still alive, frozen objects
+
+    def run() -> None:
+        seen.append((sum(r() is not None for r in cycles), gc.get_freeze_count()))
+        if len(seen) <= 2:  # the two warm-up calls each leave a cycle behind
+            node = Node()
+            node.me = node  # type: ignore[attr-defined]
+            cycles.append(weakref.ref(node))
+
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        sample_until_precise(run, warmup_calls=2, min_samples=3, budget_s=0.0)
+    finally:
+        if enabled:
+            gc.enable()
+    assert seen[1][0] == 1  # the first warm-up call's cycle lives on into the second
+    assert seen[2][0] == 0 and seen[2][1] > 0  # the first timed call: gone, heap frozen
+
+
 # ----------------------------------------------------------------------------- sizing
 
 

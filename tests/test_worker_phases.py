@@ -255,7 +255,7 @@ def test_the_heap_is_collected_and_frozen_before_every_window(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A full collection in a timed window walks none of the objects made before it (the
-    build, the warm-up): bench.worker.settle_heap. Measured before it: 189 ms of lenet5's
+    build, the warm-up): bench.sampler.settle_heap. Measured before it: 189 ms of lenet5's
     first 300 ms window went to one such collection."""
     import gc
 

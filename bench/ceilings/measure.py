@@ -22,7 +22,7 @@ from bench.ceilings.record import (
     _check_dtype,
 )
 from bench.errors import DeviceUnavailable, InvalidOption
-from bench.sampler import CiTarget, Clock, Sampled, Warmup, sample
+from bench.sampler import CiTarget, Clock, Sampled, Warmup, sample, settle_heap
 
 MIN_SAMPLES = 6  # the fewest from which the median's CI can be formed (bench.stats)
 WARMUP_CALLS = 2
@@ -60,9 +60,18 @@ def sample_until_precise(
     at least ``min_samples`` samples exist and the 95% CI of their median is within
     ±``precision`` of it, or until ``budget_s`` seconds (by ``clock``) have passed since
     the first timed call; at least ``min_samples`` are always taken (bench.sampler, a
-    :class:`~bench.sampler.CiTarget` on elapsed seconds)."""
+    :class:`~bench.sampler.CiTarget` on elapsed seconds). The heap is settled after the
+    warm-up (:func:`bench.sampler.settle_heap`): no full collection among the timed calls."""
     policy = CiTarget(precision, max_time_s=budget_s, min_samples=min_samples, elapsed=True)
-    return sample(run, policy, key=key, sync=sync, warmup=Warmup(warmup_calls), clock=clock)
+    return sample(
+        run,
+        policy,
+        key=key,
+        sync=sync,
+        warmup=Warmup(warmup_calls),
+        before_timed=settle_heap,
+        clock=clock,
+    )
 
 
 def time_call(run: Callable[[], object], sync: Callable[[], None], clock: Clock) -> float:
