@@ -127,8 +127,7 @@ def settle_heap() -> None:
     is bounded by the worker's life: one group, or one ping-pong session. Unfreezing before
     each window would cost a full collection per cell (125-140 ms with resnet18 loaded).
     The worker calls it before each cell's window, ping-pong before each burst, and
-    :func:`bench.ceilings.measure.sample_until_precise` before each ceiling's timed calls;
-    after the first, a collection walks only what was made since."""
+    :func:`bench.ceilings.measure.sample_until_precise` before each ceiling's timed calls."""
     gc.collect()
     gc.freeze()
 

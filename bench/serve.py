@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from bench.probes.base import Cell, Phase, short_error
+from bench.sampler import settle_heap
 from bench.status import ERROR, OK, OOM
 from bench.worker import (
     Setup,
@@ -53,7 +54,6 @@ from bench.worker import (
     is_oom,
     now_iso,
     prepare,
-    settle_heap,
     subprocess_emitter,
 )
 

@@ -113,8 +113,7 @@ _RUN_TIME_VARIABLE = re.compile(r"EFFBENCH_(?!PLUGINS$)\w+")
 
 def _changed_variables(env: dict[str, str]) -> dict[str, str | None]:
     """The variables ``env`` sets to another value than this process's (None: unsets)."""
-    names = (set(env) | set(os.environ)) - {"PYTEST_CURRENT_TEST"}
-    return {k: env.get(k) for k in names if env.get(k) != os.environ.get(k)}
+    return {k: env.get(k) for k in set(env) | set(os.environ) if env.get(k) != os.environ.get(k)}
 
 
 @pytest.fixture
