@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import contextlib
+import importlib.util
 import json
 import os
 import platform
@@ -12,6 +14,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -153,9 +156,27 @@ def _nvidia_driver() -> str | None:
     return driver_version()
 
 
-def environment(inventory: Inventory | None = None) -> Environment:
-    import torchvision
+def _torchvision_version() -> str:
+    """``torchvision.__version__`` without importing torchvision (1.1 s) where nothing else
+    has: the constant its ``version.py`` assigns (``0.29.1+cu130``; the distribution's
+    metadata says ``0.29.1``), else the metadata's."""
+    module = sys.modules.get("torchvision")
+    if module is not None:
+        return str(module.__version__)
+    found = importlib.util.find_spec("torchvision")
+    for folder in (found and found.submodule_search_locations) or ():
+        with contextlib.suppress(OSError, SyntaxError):
+            for node in ast.parse((Path(folder) / "version.py").read_text()).body:
+                if (
+                    isinstance(node, ast.Assign)
+                    and [getattr(t, "id", None) for t in node.targets] == ["__version__"]
+                    and isinstance(node.value, ast.Constant)
+                ):
+                    return str(node.value.value)
+    return metadata.version("torchvision")
 
+
+def environment(inventory: Inventory | None = None) -> Environment:
     inv = inventory or discover()
     gpus: tuple[GpuInfo, ...] = ()
     if torch.cuda.is_available():
@@ -173,7 +194,7 @@ def environment(inventory: Inventory | None = None) -> Environment:
         platform=platform.platform(),
         python_version=platform.python_version(),
         torch_version=torch.__version__,
-        torchvision_version=torchvision.__version__,
+        torchvision_version=_torchvision_version(),
         cuda_version=torch.version.cuda,
         cudnn_version=torch.backends.cudnn.version() if torch.cuda.is_available() else None,
         nvidia_driver=_nvidia_driver() if gpus else None,

@@ -375,27 +375,26 @@ class LocalExecutor(Cancellable):
 
 
 class ForkServerExecutor(Cancellable):
-    """Runs each task in a fresh process forked from a fork server that has already
-    imported torch, torchvision and the registry (``bench.worker_preload``).
+    """Runs each task in a fresh process forked from a fork server that has imported torch
+    and the registry (``bench.worker_preload``), and torchvision's zoo once this process
+    loaded it or with ``preload_all`` (``bench.worker_preload_all``).
 
-    Each worker is still a new process that has run nothing before its task; what it
-    saves is the 3-5 s of imports a new interpreter pays, which would otherwise dominate
-    short sweeps. Messages come over a pipe; a worker overrunning a cell is SIGKILLed with
-    its process group. Off Linux every worker is a new interpreter (:class:`LocalExecutor`).
-    The server is this process's (multiprocessing's one fork server): a later run in the
-    same process reuses it while the environment is the one it started with, and replaces
-    it when a variable changed, since its workers get the server's environment.
+    Each worker is still a new process that has run nothing before its task; it saves the
+    3-5 s of imports a new interpreter pays. Messages come over a pipe; a worker overrunning
+    a cell is SIGKILLed with its process group. Off Linux every worker is a new interpreter
+    (:class:`LocalExecutor`). The server is this process's (multiprocessing's one): a later
+    run reuses it while its environment and imports are what the run needs, and replaces it
+    otherwise, since its workers get the environment it started with.
     """
 
     capabilities = Capabilities(fork_server=True)
 
-    def __init__(self) -> None:
+    def __init__(self, preload_all: bool = False) -> None:
         import multiprocessing as mp
 
         self._forks = sys.platform.startswith("linux")
         self._ctx = mp.get_context("forkserver" if self._forks else None)
-        if self._forks:
-            self._ctx.set_forkserver_preload(["bench.worker_preload"])
+        self._preload_all = preload_all
         self._started = False
         self._fresh = LocalExecutor()  # for tasks that preload an allocator
 
@@ -411,25 +410,31 @@ class ForkServerExecutor(Cancellable):
 
     def _start_server(self) -> None:
         """Start the fork server (and multiprocessing's resource tracker) with SIGINT
-        ignored, a disposition they keep across exec: a Ctrl-C reaches the whole job, and
-        the runner, not its helpers, decides what it means. Without this, a Ctrl-C while
-        the server imports torch prints its traceback."""
+        ignored (from the main thread), which they keep across exec: a Ctrl-C reaches the
+        whole job and the runner decides what it means (not a traceback of the imports)."""
         from multiprocessing import forkserver
 
-        global _SERVER_ENV
+        from models.registry import fully_loaded
+
+        global _SERVER
         _own_multiprocessing_folder()
-        # the server and its workers inherit the environment it starts with: one started
-        # by an earlier run of this process under another (plugins, thread variables) is
-        # replaced rather than reused
-        if _SERVER_ENV is not None and _environment() != _SERVER_ENV:
+        # what its workers get from it: the environment (but the runner's PID), the imports
+        env = {k: v for k, v in os.environ.items() if k != RUNNER_PID_ENV}
+        preload = ("bench.worker_preload",)
+        if self._preload_all or fully_loaded() or (_SERVER and len(_SERVER[1]) > 1):
+            preload += ("bench.worker_preload_all",)  # once there, kept
+        if _SERVER is not None and (env, preload) != _SERVER:
             forkserver._forkserver._stop()  # type: ignore[attr-defined]  # CPython 3.8-3.13
+        self._ctx.set_forkserver_preload(list(preload))
         os.environ[RUNNER_PID_ENV] = str(os.getpid())
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
         try:
             forkserver.ensure_running()
         finally:
-            signal.signal(signal.SIGINT, previous)
-        _SERVER_ENV = _environment()
+            if main:
+                signal.signal(signal.SIGINT, previous)
+        _SERVER = (env, preload)
         self._started = True
 
     def run(
@@ -549,12 +554,7 @@ def call_in_fresh_process(fn: Callable[..., Any], args: tuple[Any, ...], timeout
     return value
 
 
-_SERVER_ENV: dict[str, str] | None = None  # what this process's fork server started with
-
-
-def _environment() -> dict[str, str]:
-    """The environment a fork server passes to its workers, but for the runner's PID."""
-    return {k: v for k, v in os.environ.items() if k != RUNNER_PID_ENV}
+_SERVER: tuple[dict[str, str], tuple[str, ...]] | None = None  # this process's: env, preload
 
 
 def fork_server_pid() -> int | None:

@@ -255,20 +255,15 @@ _FORK_SERVER: Any = None  # per Ray worker process, reused by the tasks it runs
 
 
 def _fork_server() -> Any:
-    """This Ray worker's fork server (torch imported once, workers forked from it)."""
+    """This Ray worker's fork server (torch and the whole registry imported once, workers
+    forked from it)."""
     global _FORK_SERVER
     if _FORK_SERVER is None:
-        from multiprocessing import forkserver
-
         from bench.executor import ForkServerExecutor
 
-        server = ForkServerExecutor()
-        try:
-            server.prepare()
-        except ValueError:  # not the main thread: no signal dispositions to set
-            forkserver.ensure_running()
-            server._started = True
-        _FORK_SERVER = server
+        # any network may come to this Ray worker: its server imports every stage
+        _FORK_SERVER = ForkServerExecutor(preload_all=True)
+        _FORK_SERVER.prepare()
     return _FORK_SERVER
 
 

@@ -28,6 +28,7 @@ and the other after-window ones (the output check, the roofline) when the row is
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -38,6 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from bench.errors import BenchError
 from bench.probes.base import Cell, Phase, short_error
 from bench.sampler import settle_heap
 from bench.status import ERROR, OK, OOM
@@ -317,8 +319,9 @@ SESSIONS = {"cmd": "sessions"}
 
 
 def session_server(send: Send, receive: Receive) -> None:
-    """A ``python=`` arm's interpreter for the whole run: it imports torch, torchvision and
-    the registry once (``bench.worker_preload``, as the fork server does), answers
+    """A ``python=`` arm's interpreter for the whole run: it imports torch and the registry
+    once (``bench.worker_preload``, as the fork server does; torchvision's zoo at the first
+    session whose network is in it, before the fork, so later sessions inherit it), answers
     ``{"event": "sessions"}``, then per ``{"cmd": "session", "task": TASK_JSON, "stderr":
     PATH}`` forks one worker that serves that task over the same stdin/stdout (its prints to
     PATH) and, once it has ended, answers ``{"event": "exited", "code": N}`` (N as
@@ -326,14 +329,18 @@ def session_server(send: Send, receive: Receive) -> None:
     interpreter (3-4 s with torch here), and forked workers carry session offsets of their
     own (docs/compare.md, "Forked sessions"). Ends when stdin does."""
     import bench.worker_preload  # noqa: F401
+    from models import get_spec
 
     send({"event": "sessions"})
     while (msg := receive()) is not None:
         if msg.get("cmd") != "session":
             raise ValueError(f"session server: unexpected request {msg!r}")
+        task = Task.from_json(msg["task"])
+        with contextlib.suppress(BenchError):  # an unknown name is the session's error row
+            get_spec(task.group.model)
         pid = os.fork()
         if pid == 0:  # pragma: no cover (the forked worker; its parent reports its exit)
-            _session_worker(Task.from_json(msg["task"]), str(msg["stderr"]), send, receive)
+            _session_worker(task, str(msg["stderr"]), send, receive)
         _, status = os.waitpid(pid, 0)
         send({"event": "exited", "code": os.waitstatus_to_exitcode(status)})
 

@@ -1,7 +1,8 @@
 """Architecture registry and our own implementations of the networks the suite benchmarks.
 
 Importing this package imports only the registry; the model modules and plugins are
-imported at the first lookup (``list_models``, ``get_spec``, ...) by ``models._loader``.
+imported at the first lookup (``list_models``, ``get_spec``, ...) by ``models._loader``,
+torchvision's zoo only when a lookup needs it.
 """
 
 from models import _loader
@@ -22,7 +23,7 @@ from models.registry import (
     suite_models,
 )
 
-set_loader(_loader.load_all)
+set_loader(_loader.load_own, _loader.load_zoo)
 
 __all__ = [
     "ModelSource",

@@ -168,8 +168,8 @@ _REGISTRY: dict[str, ModelSpec] = {}
 _SUITES: dict[str, tuple[str, ...]] = {}
 _SUITE_DOCS: dict[str, str] = {}
 _SOURCES: dict[str, ModelSource] = {}
-_LOADER: Callable[[], None] | None = None
-_LOADED = False
+_LOADERS: tuple[Callable[[], None], ...] = ()
+_LOADED = 0  # how many of the loaders' stages have run (or are running)
 
 
 @overload
@@ -247,26 +247,47 @@ def register_source(source: ModelSource) -> None:
     _SOURCES[source.prefix] = source
 
 
-def set_loader(load: Callable[[], None]) -> None:
-    """Install the function that imports every model module and plugin; it runs once,
-    at the first lookup (``models/__init__`` installs ``models._loader.load_all``)."""
-    global _LOADER
-    _LOADER = load
+def set_loader(*stages: Callable[[], None]) -> None:
+    """Install the functions that import the model modules and plugins, in stages; each
+    runs once, at the first lookup that needs it (``models/__init__`` installs
+    ``models._loader``'s two: our networks and the plugins, then torchvision's zoo).
+
+    A name is looked up stage by stage, so a lookup of one of our networks or a plugin's
+    never imports torchvision (1.1 s here); listings and suites load every stage."""
+    global _LOADERS
+    _LOADERS = stages
 
 
-def _ensure_loaded() -> None:
+def _ensure_loaded(stages: int | None = None) -> None:
+    """Run the first ``stages`` loaders (all of them by default) that have not run yet."""
     global _LOADED
-    if _LOADED or _LOADER is None:
-        return
-    _LOADED = True  # set first: modules being loaded may look names up
-    _LOADER()
-    for spec in _REGISTRY.values():
-        missing = [s for s in spec.suites if s not in _SUITES]
-        if missing:
-            raise ValueError(
-                f"model {spec.name!r} names undefined suite(s) {', '.join(map(repr, missing))}; "
-                f"define them with register_suite (known: {', '.join(_SUITES)})"
-            )
+    want = len(_LOADERS) if stages is None else min(stages, len(_LOADERS))
+    while want > _LOADED:
+        _LOADED += 1  # counted first: modules being loaded may look names up
+        _LOADERS[_LOADED - 1]()
+        for spec in _REGISTRY.values():
+            missing = [s for s in spec.suites if s not in _SUITES]
+            if missing:
+                raise ValueError(
+                    f"model {spec.name!r} names undefined suite(s) "
+                    f"{', '.join(map(repr, missing))}; define them with register_suite "
+                    f"(known: {', '.join(_SUITES)})"
+                )
+
+
+def load(stages: int | None = None) -> None:
+    """Load the registry's first ``stages`` stages now (every stage by default)."""
+    _ensure_loaded(stages)
+
+
+def fully_loaded() -> bool:
+    """Whether every stage of the registry has been loaded (torchvision's zoo included)."""
+    return len(_LOADERS) <= _LOADED
+
+
+def registered_names() -> frozenset[str]:
+    """The names registered so far, without loading anything (for the loader)."""
+    return frozenset(_REGISTRY)
 
 
 def list_models(include: str | None = None, exclude: str | None = None) -> list[str]:
@@ -298,8 +319,13 @@ def _source_of(name: str) -> ModelSource | None:
 def get_spec(name: str) -> ModelSpec:
     """The spec registered as ``name``, or timm's network for ``timm:NAME``; unknown names
     raise with close matches (a ``timm:`` name without timm installed says how to install it)."""
-    _ensure_loaded()
-    source = _source_of(name)
+    stage = 1
+    _ensure_loaded(stage)
+    while (source := _source_of(name)) is None and name not in _REGISTRY:
+        if stage >= len(_LOADERS):
+            break
+        stage += 1
+        _ensure_loaded(stage)
     if source is not None:
         return source.spec(name[len(source.prefix) :])
     try:

@@ -630,6 +630,12 @@ PLUGIN_IMPORTS = {
         'register_model(ModelSpec(name="tiny_mlp", family="x", builder=nn.Identity, '
         "image_size=8))\n"
     ),
+    # torchvision's zoo loads after the plugins (only when needed): refused there
+    "registers a torchvision name": (
+        "from torch import nn\nfrom models.registry import ModelSpec, register_model\n"
+        'register_model(ModelSpec(name="resnet18", family="x", builder=nn.Identity, '
+        "image_size=8))\n"
+    ),
 }
 
 
