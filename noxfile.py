@@ -76,7 +76,19 @@ def tests(session: nox.Session) -> None:
         return
     _run(session, "pytest", "-n", _workers(), "--durations=25",
          "-m", "not slow and not perf and not serial")  # fmt: skip
-    _run(session, "pytest", "--durations=10", "-m", "serial and not slow and not perf")
+    _run(session, "pytest", "--durations=10", "-m", "serial and not slow and not perf",
+         *_files_marked("serial"))  # fmt: skip
+
+
+def _files_marked(mark: str) -> list[str]:
+    """The test files that say ``mark.NAME`` (a decorator or ``pytestmark``): the serial pass
+    collects only these, not all of tests/ (8 s here); tests/conftest.py refuses a `serial`
+    test whose file does not say it."""
+    return sorted(
+        str(p.relative_to(ROOT))
+        for p in (ROOT / "tests").glob("test_*.py")
+        if f"mark.{mark}" in p.read_text(encoding="utf-8")
+    ) or ["tests"]
 
 
 @nox.session(python=False, default=False)

@@ -376,8 +376,8 @@ class LocalExecutor(Cancellable):
 
 class ForkServerExecutor(Cancellable):
     """Runs each task in a fresh process forked from a fork server that has imported torch
-    and the registry (``bench.worker_preload``), and torchvision's zoo once this process
-    loaded it or with ``preload_all`` (``bench.worker_preload_all``).
+    and the registry (``bench.worker_preload``), and torchvision and its zoo once this
+    process imported torchvision, or with ``preload_all`` (``bench.worker_preload_all``).
 
     Each worker is still a new process that has run nothing before its task; it saves the
     3-5 s of imports a new interpreter pays. Messages come over a pipe; a worker overrunning
@@ -414,15 +414,15 @@ class ForkServerExecutor(Cancellable):
         whole job and the runner decides what it means (not a traceback of the imports)."""
         from multiprocessing import forkserver
 
-        from models.registry import fully_loaded
-
         global _SERVER
         _own_multiprocessing_folder()
         # what its workers get from it: the environment (but the runner's PID), the imports
         env = {k: v for k, v in os.environ.items() if k != RUNNER_PID_ENV}
         preload = ("bench.worker_preload",)
-        if self._preload_all or fully_loaded() or (_SERVER and len(_SERVER[1]) > 1):
-            preload += ("bench.worker_preload_all",)  # once there, kept
+        # this process imported torchvision (the registry's zoo, a plugin building on it):
+        # its workers will too, so the server does it once (and keeps it)
+        if self._preload_all or "torchvision" in sys.modules or (_SERVER and len(_SERVER[1]) > 1):
+            preload += ("bench.worker_preload_all",)
         if _SERVER is not None and (env, preload) != _SERVER:
             forkserver._forkserver._stop()  # type: ignore[attr-defined]  # CPython 3.8-3.13
         self._ctx.set_forkserver_preload(list(preload))

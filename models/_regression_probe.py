@@ -28,6 +28,10 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+# at import, not in the builders: the runner then has torchvision imported, so its fork
+# server imports it once (bench.executor) instead of every worker (1.1 s each)
+from torchvision.models import get_model
+
 from models.registry import ModelSpec, register_model
 
 STEPS_ENV = "EFFBENCH_PROBE_STEPS"
@@ -81,8 +85,6 @@ def _timed_blocks(
     """Alternate blocks of the bare forward and the forward plus ``steps`` steps, ``pairs``
     times, in this process (one thread); each block's time is the fastest of 7 forwards,
     since contention on a shared machine only adds time. Returns both lists of seconds."""
-    from torchvision.models import get_model
-
     torch.manual_seed(0)
     torch.set_num_threads(1)  # the experiment's sweeps run with --threads 1
     net = ExtraWork(get_model(base, weights=None).eval(), {})
@@ -137,8 +139,6 @@ def realised_ratio(base: str, batch_size: int, steps: int, pairs: int = 40) -> f
 
 
 def _build(base: str) -> nn.Module:
-    from torchvision.models import get_model
-
     name = f"probe_{base}"
     steps = {
         int(k.split("@", 1)[1]): v for k, v in steps_from_env().items() if k.startswith(name + "@")

@@ -210,10 +210,20 @@ def _no_current_test_variable() -> Iterator[None]:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark tests that start processes `integration` (`nox -s unit` leaves them out); skip
-    `gpu` tests with a reason where no CUDA device is visible."""
+    `gpu` tests with a reason where no CUDA device is visible. A `serial` test must say so
+    in its file (``pytest.mark.serial``): `nox -s tests` runs the serial pass over those
+    files only, so a mark given elsewhere would leave the test out of both passes."""
+    texts: dict[Path, str] = {}
     for item in items:
         if _starts_processes(item):
             item.add_marker(pytest.mark.integration)
+        if item.get_closest_marker("serial") is not None:
+            text = texts.setdefault(item.path, item.path.read_text(encoding="utf-8"))
+            if "mark.serial" not in text:
+                raise pytest.UsageError(
+                    f"{item.nodeid} is marked serial but its file does not say "
+                    "`pytest.mark.serial`; mark it there (noxfile.py finds serial files so)"
+                )
     import torch
 
     if torch.cuda.is_available():
