@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import importlib
 import inspect
@@ -159,18 +160,22 @@ def _starts_processes(item: pytest.Item) -> bool:
     info = getattr(item, "_fixtureinfo", None)
     for defs in info.name2fixturedefs.values() if info else ():
         funcs += [d.func for d in defs if d.baseid]  # ours: pytest's own have no node id
-    for func in funcs:
-        try:
-            source = inspect.getsource(func) if func is not None else ""
-        except (OSError, TypeError):
-            continue
-        module = inspect.getmodule(func)
-        helpers = _process_helpers(module) if module is not None else frozenset()
-        if _STARTS_PROCESSES.search(source) or any(
-            re.search(r"\b" + re.escape(h) + r"\(", source) for h in helpers
-        ):
-            return True
-    return False
+    return any(_func_starts_processes(f) for f in funcs if f is not None)
+
+
+@functools.cache
+def _func_starts_processes(func: Any) -> bool:
+    """Whether ``func``'s source starts processes or calls a helper of its module that
+    does (once per function: parametrized tests and shared fixtures repeat)."""
+    try:
+        source = inspect.getsource(func)
+    except (OSError, TypeError):
+        return False
+    module = inspect.getmodule(func)
+    helpers = _process_helpers(module) if module is not None else frozenset()
+    return bool(_STARTS_PROCESSES.search(source)) or any(
+        re.search(r"\b" + re.escape(h) + r"\(", source) for h in helpers
+    )
 
 
 @pytest.fixture(autouse=True)
