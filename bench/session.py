@@ -185,7 +185,8 @@ def run_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
     caps = capabilities(args.executor)
     if caps.fork_server and not any("python=" in v for v in args.variant or ()):
-        _start_fork_server()
+        # a suite is listed, which imports torchvision's zoo: the server imports it as well
+        _start_fork_server(with_zoo=not args.models and args.resume is None)
     from bench import devices
     from bench.run_folder import record_preflight
     from bench.runner import count_work, open_lane
@@ -242,14 +243,16 @@ def run_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return 0
 
 
-def _start_fork_server() -> None:
-    """Start the workers' fork server first, so that its imports (torch, torchvision, the
-    registry: about 3 s here) run while this process imports its own (about 2 s) instead of
-    after them. The pre-flight check does not count it as another process's load."""
+def _start_fork_server(with_zoo: bool) -> None:
+    """Start the workers' fork server first, so that its imports (torch, the registry and,
+    ``with_zoo``, torchvision's zoo: about 3 s here) run while this process imports its own
+    (about 2 s) instead of after them. Without the zoo, a run whose networks turn out to
+    need it replaces the server once (bench.executor). The pre-flight check does not count
+    it as another process's load."""
     if sys.platform.startswith("linux"):
         from bench.executor import ForkServerExecutor
 
-        ForkServerExecutor().prepare()
+        ForkServerExecutor(preload_all=with_zoo).prepare()
 
 
 def _check_executor(args: argparse.Namespace) -> None:
