@@ -357,7 +357,7 @@ def _add_profiling_commands(sub: Any) -> None:
 
 
 def _add_compare(sub: Any) -> None:
-    from bench.compare import LATENCY_STATISTICS, TESTS
+    from bench.gate_choices import LATENCY_STATISTICS, TESTS
 
     cmp = sub.add_parser(
         "compare", help="regression gate: is CANDIDATE worse than BASELINE, cell by cell?"

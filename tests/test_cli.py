@@ -96,3 +96,18 @@ def test_version_is_the_installed_distributions() -> None:
     r = effbench(["--version"])
     assert r.returncode == 0
     assert r.stdout.strip() == f"effbench {version('effbench')}"
+
+
+def test_building_the_command_line_imports_neither_pandas_nor_torch() -> None:
+    """Every command builds the whole parser first: it must not pay for pandas (0.3 s, the
+    gate's imports) or torch (1.5 s) before knowing which command runs."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, bench.cli; bench.cli.build_parser(); "
+        "print(sorted(m for m in ('pandas', 'numpy', 'pyarrow', 'torch') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
