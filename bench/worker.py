@@ -529,9 +529,9 @@ def enter_forked_child(
 
 
 def fork_main(task_json: str, conn: Any, stderr_path: str, scratch: str | None = None) -> None:
-    """Entry point of a worker forked from the executor's fork server (which has torch,
-    torchvision and the registry imported but has run nothing): messages go over
-    ``conn``; everything the worker prints goes to ``stderr_path``."""
+    """Entry point of a worker forked from the executor's fork server (which has torch and
+    the registry imported, torchvision's zoo when the run needs it, but has run nothing):
+    messages go over ``conn``; everything the worker prints goes to ``stderr_path``."""
     task = Task.from_json(task_json)
     enter_forked_child(stderr_path, scratch, task.group.threads)
     run_task(task, conn.send)
