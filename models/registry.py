@@ -280,11 +280,6 @@ def load(stages: int | None = None) -> None:
     _ensure_loaded(stages)
 
 
-def fully_loaded() -> bool:
-    """Whether every stage of the registry has been loaded (torchvision's zoo included)."""
-    return len(_LOADERS) <= _LOADED
-
-
 def registered_names() -> frozenset[str]:
     """The names registered so far, without loading anything (for the loader)."""
     return frozenset(_REGISTRY)
