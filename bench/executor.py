@@ -418,11 +418,11 @@ class ForkServerExecutor(Cancellable):
         _own_multiprocessing_folder()
         # what its workers get from it: the environment (but the runner's PID), the imports
         env = {k: v for k, v in os.environ.items() if k != RUNNER_PID_ENV}
-        preload = ("bench.worker_preload",)
+        preload, zoo = ("bench.worker_preload",), "bench.worker_preload_all"
         # this process imported torchvision (the registry's zoo, a plugin building on it):
         # its workers will too, so the server does it once (and keeps it)
-        if self._preload_all or "torchvision" in sys.modules or (_SERVER and len(_SERVER[1]) > 1):
-            preload += ("bench.worker_preload_all",)
+        if self._preload_all or "torchvision" in sys.modules or (_SERVER and zoo in _SERVER[1]):
+            preload += (zoo,)
         if _SERVER is not None and (env, preload) != _SERVER:
             forkserver._forkserver._stop()  # type: ignore[attr-defined]  # CPython 3.8-3.13
         self._ctx.set_forkserver_preload(list(preload))

@@ -19,7 +19,7 @@ import pkgutil
 from pathlib import Path
 
 from bench.errors import InvalidOption, UnknownModel
-from models.registry import PLUGINS_ENV, registered_names
+from models.registry import PLUGINS_ENV, NameTaken, registered_names
 
 PACKAGE = "models"
 # Named suites first: model modules join them.
@@ -79,12 +79,11 @@ def load_zoo() -> None:
     for name in ZOO:
         try:
             importlib.import_module(f"{PACKAGE}.{name}")
-        except ValueError as e:
-            taken = sorted(n for n in _PLUGIN_NAMES if repr(n) in str(e))
-            if not taken:
+        except NameTaken as e:
+            if e.name not in _PLUGIN_NAMES:
                 raise
             raise InvalidOption(
-                f"plugin module {_PLUGIN_NAMES[taken[0]]!r} named in ${PLUGINS_ENV} registers "
-                f"{taken[0]!r}, a name {PACKAGE}.{name} registers too; rename the plugin's "
+                f"plugin module {_PLUGIN_NAMES[e.name]!r} named in ${PLUGINS_ENV} registers "
+                f"{e.name!r}, a name {PACKAGE}.{name} registers too; rename the plugin's "
                 f"network or leave the plugin out of ${PLUGINS_ENV}"
             ) from e

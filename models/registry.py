@@ -164,6 +164,14 @@ class ModelSource:
     names: Callable[[str], list[str]]
 
 
+class NameTaken(ValueError):
+    """A network registered under a name that is already taken (``name``)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"model {name!r} is already registered")
+        self.name = name
+
+
 _REGISTRY: dict[str, ModelSpec] = {}
 _SUITES: dict[str, tuple[str, ...]] = {}
 _SUITE_DOCS: dict[str, str] = {}
@@ -219,7 +227,7 @@ def register_model(spec: ModelSpec | None = None, /, **meta: Any) -> ModelSpec |
 
 def _add(spec: ModelSpec) -> None:
     if spec.name in _REGISTRY:
-        raise ValueError(f"model {spec.name!r} is already registered")
+        raise NameTaken(spec.name)
     if "all" in spec.suites:
         raise ValueError(f"model {spec.name!r}: every model is in suite 'all'; leave it out")
     _REGISTRY[spec.name] = spec
@@ -258,8 +266,9 @@ def set_loader(*stages: Callable[[], None]) -> None:
     _LOADERS = stages
 
 
-def _ensure_loaded(stages: int | None = None) -> None:
-    """Run the first ``stages`` loaders (all of them by default) that have not run yet."""
+def load(stages: int | None = None) -> None:
+    """Load the registry's first ``stages`` stages now (every stage by default): run those
+    loaders that have not run yet."""
     global _LOADED
     want = len(_LOADERS) if stages is None else min(stages, len(_LOADERS))
     while want > _LOADED:
@@ -275,11 +284,6 @@ def _ensure_loaded(stages: int | None = None) -> None:
                 )
 
 
-def load(stages: int | None = None) -> None:
-    """Load the registry's first ``stages`` stages now (every stage by default)."""
-    _ensure_loaded(stages)
-
-
 def registered_names() -> frozenset[str]:
     """The names registered so far, without loading anything (for the loader)."""
     return frozenset(_REGISTRY)
@@ -287,7 +291,7 @@ def registered_names() -> frozenset[str]:
 
 def list_models(include: str | None = None, exclude: str | None = None) -> list[str]:
     """Registered names, sorted; ``include``/``exclude`` are fnmatch patterns."""
-    _ensure_loaded()
+    load()
     names = sorted(_REGISTRY)
     if include:
         names = [n for n in names if fnmatch.fnmatch(n, include)]
@@ -298,7 +302,7 @@ def list_models(include: str | None = None, exclude: str | None = None) -> list[
 
 def list_suites() -> dict[str, str]:
     """Suite name to its one-line description, ``all`` included."""
-    _ensure_loaded()
+    load()
     return {**_SUITE_DOCS, "all": "every registered model"}
 
 
@@ -315,12 +319,12 @@ def get_spec(name: str) -> ModelSpec:
     """The spec registered as ``name``, or timm's network for ``timm:NAME``; unknown names
     raise with close matches (a ``timm:`` name without timm installed says how to install it)."""
     stage = 1
-    _ensure_loaded(stage)
+    load(stage)
     while (source := _source_of(name)) is None and name not in _REGISTRY:
         if stage >= len(_LOADERS):
             break
         stage += 1
-        _ensure_loaded(stage)
+        load(stage)
     if source is not None:
         return source.spec(name[len(source.prefix) :])
     try:
@@ -370,7 +374,7 @@ def resolve_model_names(names: Sequence[str], cap: int = 50) -> tuple[str, ...]:
 
 
 def _expand_pattern(pattern: str) -> list[str]:
-    _ensure_loaded()
+    load()
     source = _source_of(pattern)
     if source is not None:
         return [source.prefix + n for n in source.names(pattern[len(source.prefix) :])]
@@ -380,7 +384,7 @@ def _expand_pattern(pattern: str) -> list[str]:
 def suite_models(name: str) -> tuple[str, ...]:
     """Names in suite ``name`` (``all`` is every registered model): the suite's own list,
     then the models that named it in ``suites=``, in registration order."""
-    _ensure_loaded()
+    load()
     if name == "all":
         return tuple(sorted(_REGISTRY))
     try:

@@ -131,28 +131,26 @@ _STARTS_PROCESSES = re.compile(
     r"\.Process\(|get_context\(|\bbuild_report\(|\bcall_in_fresh_process\(|"
     r"\bprobe_environment\("
 )
-_HELPERS: dict[str, frozenset[str]] = {}
 
 
+@functools.cache
 def _process_helpers(module: Any) -> frozenset[str]:
     """Names of the module's functions and classes (a fake executor, say) that start
-    processes, directly or through another."""
-    if module.__name__ not in _HELPERS:
-        sources = {}
-        for name, obj in vars(module).items():
-            ours = getattr(obj, "__module__", None) == module.__name__
-            if ours and (inspect.isfunction(obj) or inspect.isclass(obj)):
-                with contextlib.suppress(OSError, TypeError):
-                    sources[name] = inspect.getsource(obj)
-        found = {n for n, src in sources.items() if _STARTS_PROCESSES.search(src)}
-        grew = True
-        while grew:
-            calls = re.compile(r"\b(" + "|".join(map(re.escape, found)) + r")\(" if found else "^$")
-            more = {n for n, src in sources.items() if n not in found and calls.search(src)}
-            found |= more
-            grew = bool(more)
-        _HELPERS[module.__name__] = frozenset(found)
-    return _HELPERS[module.__name__]
+    processes, directly or through another (once per module)."""
+    sources = {}
+    for name, obj in vars(module).items():
+        ours = getattr(obj, "__module__", None) == module.__name__
+        if ours and (inspect.isfunction(obj) or inspect.isclass(obj)):
+            with contextlib.suppress(OSError, TypeError):
+                sources[name] = inspect.getsource(obj)
+    found = {n for n, src in sources.items() if _STARTS_PROCESSES.search(src)}
+    grew = True
+    while grew:
+        calls = re.compile(r"\b(" + "|".join(map(re.escape, found)) + r")\(" if found else "^$")
+        more = {n for n, src in sources.items() if n not in found and calls.search(src)}
+        found |= more
+        grew = bool(more)
+    return frozenset(found)
 
 
 def _starts_processes(item: pytest.Item) -> bool:
