@@ -8,9 +8,10 @@ folder (docs/scale-out.md). Ray is an optional extra: ``pip install 'effbench[ra
   each node declares exactly one (``ray start --resources='{"effbench_cpu_node": 1}'``; the
   local instance declares it itself): two CPU measurements never share a machine.
 - Inside the task a fresh worker process measures the group, forked from a fork server
-  that the Ray worker starts once (torch imported there, as the local fork executor does,
-  so a group does not pay the interpreter's 3-5 s of imports); its messages are yielded
-  one by one (a streaming generator).
+  that the Ray worker starts for its first task and keeps while later tasks need the same
+  environment and imports (torch imported there, as the local fork executor does, so a
+  group does not pay the interpreter's 3-5 s of imports); its messages are yielded one by
+  one (a streaming generator).
 - A cell that overruns ``--cell-timeout`` cancels the task (``force=True`` kills its Ray
   worker, and with it the measuring process); a Ray worker or node that dies ends the task
   with an error, which becomes a ``crashed`` row. Tasks are never retried: a retry would
@@ -33,7 +34,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from bench.errors import Interrupted, InvalidOption
+from bench.errors import Interrupted, InvalidOption, UnknownModel
 from bench.executor import Capabilities, Cluster, Message, Received, WorkerExit, watch
 from bench.plan import Inventory
 from bench.status import CRASHED
@@ -251,20 +252,22 @@ def cluster_gpus(nodes: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]
     return out
 
 
-_FORK_SERVER: Any = None  # per Ray worker process, reused by the tasks it runs
+def _fork_server(model: str) -> Any:
+    """This Ray worker's fork server, made ready for a task of ``model``: torch and the
+    registry imported once, workers forked from it (bench.executor keeps one per process).
+    Ready per task, not once: Ray sets each task's ``CUDA_VISIBLE_DEVICES`` in this
+    process before it runs the task, and a server started for an earlier task would give
+    its workers that task's GPU; the executor replaces a server whose environment or
+    imports differ from what the task needs. ``model`` is looked up first, so torchvision's
+    zoo is imported, here and in the server, only once one of its networks comes."""
+    from bench.executor import ForkServerExecutor
+    from models import get_spec
 
-
-def _fork_server() -> Any:
-    """This Ray worker's fork server (torch and the whole registry imported once, workers
-    forked from it)."""
-    global _FORK_SERVER
-    if _FORK_SERVER is None:
-        from bench.executor import ForkServerExecutor
-
-        # any network may come to this Ray worker: its server imports every stage
-        _FORK_SERVER = ForkServerExecutor(preload_all=True)
-        _FORK_SERVER.prepare()
-    return _FORK_SERVER
+    with contextlib.suppress(UnknownModel):  # the worker says so, in the group's rows
+        get_spec(model)
+    server = ForkServerExecutor()
+    server.prepare()
+    return server
 
 
 def _group_stream(task_json: str, cell_timeout_s: float) -> Iterator[Message]:
@@ -273,7 +276,7 @@ def _group_stream(task_json: str, cell_timeout_s: float) -> Iterator[Message]:
     ended. A cancelled task's Ray worker dies; its fork server sees the keep-alive pipe
     close and exits, and the measuring process dies with it (``PR_SET_PDEATHSIG``)."""
     task = Task.from_json(task_json)
-    server = _fork_server()
+    server = _fork_server(task.group.model)
     messages: queue.SimpleQueue[Message] = queue.SimpleQueue()
 
     def measure() -> None:

@@ -1,7 +1,12 @@
 """The executors' one watchdog loop (bench.executor.watch), on a fake clock and a fake
-worker stream: the fork server, new-interpreter and Ray executors all time cells with it."""
+worker stream: the fork server, new-interpreter and Ray executors all time cells with it;
+and the fork server of a Ray worker, which Ray gives one task after another."""
 
 from __future__ import annotations
+
+import json
+import subprocess
+import sys
 
 import pytest
 
@@ -78,3 +83,48 @@ def test_how_the_stream_ended_is_passed_on(monkeypatch: pytest.MonkeyPatch) -> N
     seen: list[dict] = []
     assert watch(w.receive, seen.append, w.kill, cell_timeout_s=10.0) == lost
     assert seen == [_start(0)] and w.killed_at is None
+
+
+# ----------------------------------------------------------------- a Ray worker's fork server
+
+# What a Ray worker does across tasks, without Ray: before each task Ray sets the task's
+# CUDA_VISIBLE_DEVICES in the worker's environment; the task then makes the fork server ready.
+RAY_WORKER = """
+import json, os, time
+from bench.executor import call_in_fresh_process, fork_server_pid
+from bench.ray_executor import _fork_server
+
+out = []
+for gpu, model in (("0", "tiny_mlp"), ("0", "lenet5"), ("1", "tiny_mlp"), ("1", "resnet18")):
+    os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+    _fork_server(model)
+    pid = fork_server_pid()  # what its workers get: the environment it started with
+    own, environ = open("/proc/self/cmdline", "rb").read(), {}
+    while not environ:  # forked, not yet exec'd: /proc shows this process's, or nothing
+        time.sleep(0.01)
+        if open(f"/proc/{pid}/cmdline", "rb").read() != own:
+            text = open(f"/proc/{pid}/environ").read()
+            environ = dict(v.split("=", 1) for v in text.split("\\0") if "=" in v)
+    call_in_fresh_process(os.getpid, (), 120)  # a fork: the server has done its imports
+    zoo = "torchvision/_C" in open(f"/proc/{fork_server_pid()}/maps").read()
+    out.append((pid, environ.get("CUDA_VISIBLE_DEVICES"), zoo))
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the fork server is Linux's")
+def test_a_ray_workers_fork_server_follows_each_tasks_gpu_and_loads_the_zoo_when_needed() -> None:
+    """bench.ray_executor._fork_server: a server started for one task's GPU is not the one a
+    task on another GPU forks from (its workers would measure on the first task's GPU); a
+    task with the same environment keeps the server; torchvision's zoo is preloaded only
+    once a task of one of its networks comes."""
+    r = subprocess.run(
+        [sys.executable, "-c", RAY_WORKER], capture_output=True, text=True, timeout=300
+    )
+    assert r.returncode == 0, r.stderr
+    (pid0, gpu0, zoo0), (pid1, gpu1, zoo1), (pid2, gpu2, zoo2), (_, gpu3, zoo3) = json.loads(
+        r.stdout
+    )
+    assert (gpu0, gpu1, gpu2, gpu3) == ("0", "0", "1", "1")
+    assert pid1 == pid0 and pid2 != pid0
+    assert (zoo0, zoo1, zoo2, zoo3) == (False, False, False, True)
