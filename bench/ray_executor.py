@@ -34,11 +34,11 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from bench.errors import Interrupted, InvalidOption, UnknownModel
+from bench.errors import Interrupted, InvalidOption
 from bench.executor import Capabilities, Cluster, Message, Received, WorkerExit, watch
 from bench.plan import Inventory
 from bench.status import CRASHED
-from bench.worker import Task
+from bench.worker import Task, import_network
 
 CPU_NODE_RESOURCE = "effbench_cpu_node"
 POLL_S = 0.5  # longest wait on Ray between two chances to handle a signal
@@ -261,10 +261,8 @@ def _fork_server(model: str) -> Any:
     imports differ from what the task needs. ``model`` is looked up first, so torchvision's
     zoo is imported, here and in the server, only once one of its networks comes."""
     from bench.executor import ForkServerExecutor
-    from models import get_spec
 
-    with contextlib.suppress(UnknownModel):  # the worker says so, in the group's rows
-        get_spec(model)
+    import_network(model)
     server = ForkServerExecutor()
     server.prepare()
     return server

@@ -28,7 +28,6 @@ and the other after-window ones (the output check, the roofline) when the row is
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import os
@@ -39,7 +38,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from bench.errors import BenchError
 from bench.probes.base import Cell, Phase, short_error
 from bench.sampler import settle_heap
 from bench.status import ERROR, OK, OOM
@@ -53,6 +51,7 @@ from bench.worker import (
     enter_forked_child,
     failed_cells,
     guarded,
+    import_network,
     is_oom,
     now_iso,
     prepare,
@@ -329,15 +328,13 @@ def session_server(send: Send, receive: Receive) -> None:
     interpreter (3-4 s with torch here), and forked workers carry session offsets of their
     own (docs/compare.md, "Forked sessions"). Ends when stdin does."""
     import bench.worker_preload  # noqa: F401
-    from models import get_spec
 
     send({"event": "sessions"})
     while (msg := receive()) is not None:
         if msg.get("cmd") != "session":
             raise ValueError(f"session server: unexpected request {msg!r}")
         task = Task.from_json(msg["task"])
-        with contextlib.suppress(BenchError):  # an unknown name is the session's error row
-            get_spec(task.group.model)
+        import_network(task.group.model)
         pid = os.fork()
         if pid == 0:  # pragma: no cover (the forked worker; its parent reports its exit)
             _session_worker(task, str(msg["stderr"]), send, receive)

@@ -528,6 +528,18 @@ def enter_forked_child(
         os.environ.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
 
 
+def import_network(model: str) -> None:
+    """Look ``model`` up in the registry, which imports the stage that holds it
+    (torchvision's zoo for its networks): a process that forks workers calls this first, so
+    that the import happens once there and not in every worker. A name the registry cannot
+    give is left to the worker, which reports it in the group's rows."""
+    from bench.errors import BenchError
+    from models import get_spec
+
+    with contextlib.suppress(BenchError):
+        get_spec(model)
+
+
 def fork_main(task_json: str, conn: Any, stderr_path: str, scratch: str | None = None) -> None:
     """Entry point of a worker forked from the executor's fork server (which has torch and
     the registry imported, torchvision's zoo when the run needs it, but has run nothing):
