@@ -474,7 +474,8 @@ def _new_lanes(
             )
         options = dataclasses.replace(options, parallel=True)
         groups = assign_cpus(groups, sorted(os.sched_getaffinity(0)))
-    env = devices.environment(devices.discover()).to_dict()
+    # this machine's record: a cluster's inventory is its nodes', so look here again
+    env = devices.environment(None if cluster else inventory).to_dict()
     if cluster:
         env.update(nodes=cluster.nodes, cluster_gpus=cluster.gpus)
     variants = parse_variants(args.variant or ())

@@ -72,12 +72,20 @@ def test_a_ray_sweep_writes_the_cells_the_fork_executor_writes(tmp_path: Path) -
     assert manifest["environment"]["cluster_gpus"] == []
 
 
-def _ray_task_pids() -> list[int]:
-    """Ray worker processes running a group (their process title names the function)."""
+def _ray_task_pids(runner: int) -> list[int]:
+    """Ray worker processes running a group (their process title names the function) of the
+    Ray instance that the runner ``runner`` started: those in its network namespace (each
+    test's own, `unshare -n`). Never another test's, which may run at the same time."""
+    try:
+        ours = os.readlink(f"/proc/{runner}/ns/net")
+    except OSError:
+        return []
     pids = []
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:
-            if cmdline.read_bytes().startswith(b"ray::_group_stream"):
+            if cmdline.read_bytes().startswith(b"ray::_group_stream") and (
+                os.readlink(cmdline.parent / "ns" / "net") == ours
+            ):
                 pids.append(int(cmdline.parent.name))
         except OSError:
             continue
@@ -101,9 +109,9 @@ def test_a_killed_ray_worker_gives_a_crashed_row_and_the_sweep_goes_on(tmp_path:
         proc = subprocess.Popen(_cmd(args), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
     try:
         _wait(lambda: "hang_at2 cpu float32 bs=2" in log.read_text(), 180, "the hanging cell")
-        _wait(_ray_task_pids, 30, "the Ray task's worker")
+        _wait(lambda: _ray_task_pids(proc.pid), 30, "the Ray task's worker")
         time.sleep(0.5)
-        for pid in _ray_task_pids():
+        for pid in _ray_task_pids(proc.pid):
             os.kill(pid, signal.SIGKILL)
         assert proc.wait(timeout=180) == 0, log.read_text()
     finally:
@@ -148,8 +156,8 @@ def test_ctrl_c_cancels_the_ray_task_and_leaves_no_worker(tmp_path: Path) -> Non
         proc = subprocess.Popen(_cmd(args), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
     try:
         _wait(lambda: "hang_at2 cpu float32 bs=2" in log.read_text(), 180, "the hanging cell")
-        _wait(_ray_task_pids, 30, "the Ray task's worker")
-        tasks = _ray_task_pids()
+        _wait(lambda: _ray_task_pids(proc.pid), 30, "the Ray task's worker")
+        tasks = _ray_task_pids(proc.pid)
         tasks += [d for t in tasks for d in descendants(t)]  # the measuring processes
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 130, log.read_text()
@@ -228,7 +236,7 @@ def test_sigterm_on_ray_records_the_session_exits_143_and_nothing_probes_outside
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
     try:
         _wait(lambda: "hang_at2 cpu float32 bs=2" in log.read_text(), 180, "the hanging cell")
-        _wait(_ray_task_pids, 30, "the Ray task's worker")
+        _wait(lambda: _ray_task_pids(proc.pid), 30, "the Ray task's worker")
         runner = proc.pid
         if traced:  # strace's child is the runner
             runner = next(
