@@ -18,14 +18,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench.errors import Interrupted, InvalidOption
-from bench.plan import (
-    BURST_S,
-    BURSTS,
-    REMEASURE,
-    Options,
-    Timing,
-)
+from bench.errors import DeviceUnavailable, Interrupted, InvalidOption, WorkerProtocolError
+from bench.plan import BURST_S, BURSTS, REMEASURE, Options, Timing
 from bench.variants import parse_size_bytes
 
 if TYPE_CHECKING:
@@ -187,7 +181,6 @@ def run_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if caps.fork_server and not any("python=" in v for v in args.variant or ()):
         # a suite is listed, which imports torchvision's zoo: the server imports it as well
         _start_fork_server(with_zoo=not args.models and args.resume is None)
-    from bench import devices
     from bench.run_folder import record_preflight
     from bench.runner import count_work, open_lane
 
@@ -198,7 +191,7 @@ def run_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
         check_tools()  # before anything is written
     _check_pingpong(args)
     cluster = _connect(executor_class(args.executor), args.ray_address) if caps.cluster else None
-    inventory = cluster.inventory if cluster else devices.discover()
+    inventory = cluster.inventory if cluster else _local_inventory()
     host: dict[str, Any] = {}
 
     def preflight(threads: int) -> None:  # after the plan is checked, before anything is written
@@ -253,6 +246,25 @@ def _start_fork_server(with_zoo: bool) -> None:
         from bench.executor import ForkServerExecutor
 
         ForkServerExecutor(preload_all=with_zoo).prepare()
+
+
+def _local_inventory() -> Any:
+    """:func:`bench.devices.discover`, in a process forked from the fork server when one
+    runs: its forward on each device and dtype makes a CUDA context on a GPU, which in the
+    runner would hold memory on every GPU for the whole sweep, a process beside each worker
+    (docs/gpu-validation.md: the first GPU run's "other process"). Not yet run on a GPU."""
+    from bench import devices
+    from bench.executor import call_in_fresh_process, fork_server_pid
+
+    if fork_server_pid() is None:
+        return devices.discover()
+    try:
+        return call_in_fresh_process(devices.discover, (), devices.PROBE_TIMEOUT_S)
+    except WorkerProtocolError as e:
+        raise DeviceUnavailable(
+            f"could not list this machine's devices (in a process of the fork server): {e}; "
+            "`effbench env` lists them in this process and shows the error"
+        ) from e
 
 
 def _check_executor(args: argparse.Namespace) -> None:

@@ -292,6 +292,7 @@ def prepare(task: Task, spec: Any, torch: Any, dtype: Any) -> Setup:
     from bench.configure import Reference, place_model
     from bench.devices import synchronizer
     from bench.probes.base import ProbeContext
+    from bench.probes.macs import warm_counter
     from bench.probes.registry import in_phase, registered
     from bench.stats.summary import ci_relative_halfwidth
 
@@ -306,6 +307,7 @@ def prepare(task: Task, spec: Any, torch: Any, dtype: Any) -> Setup:
         torch.backends.cuda.matmul.allow_tf32 = task.tf32
         torch.backends.cudnn.allow_tf32 = task.tf32
     _warm_runtime(torch, g.device, dtype)
+    warm_counter()  # its imports, before the memory baselines: not the model's memory
     # the sampler's stop check runs between timed calls; its first call imports (numpy.ma:
     # 7-9 ms, measured in every worker's first window) happen here instead
     ci_relative_halfwidth([1.0, 1.1, 0.9] * 4)

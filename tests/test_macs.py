@@ -102,3 +102,29 @@ def test_logger_level_is_scoped_even_on_error() -> None:
         assert logger.level == logging.ERROR
         raise RuntimeError("boom")
     assert logger.level == logging.DEBUG
+
+
+def test_after_the_fork_servers_imports_a_count_imports_nothing() -> None:
+    """The counter's first count imports torch's compiler stack (torch._dynamo, sympy,
+    triton: about 900 modules, 1.2 s). bench.worker_preload does it once in the fork
+    server; done in each worker, every group paid the time and its peak_rss_bytes read
+    80 MB above its baseline (an alloc64 cell: 64 MiB per image + 83 MB)."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    code = (
+        "import sys\n"
+        "import bench.worker_preload\n"
+        "from bench.probes.macs import count_macs\n"
+        "from models import get_spec\n"
+        "spec, before = get_spec('lenet5'), set(sys.modules)\n"
+        "count_macs(spec.builder, (1, spec.in_chans, spec.image_size, spec.image_size))\n"
+        "print(sorted(set(sys.modules) - before))\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"

@@ -239,6 +239,44 @@ def test_variants_interleave_their_groups_and_get_their_environment(out_dir: Pat
     assert not (out_dir / "ab-third").exists()
 
 
+def test_the_runner_lists_its_devices_in_a_forked_process_not_in_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Discovery runs a small forward on every device and dtype, which on a GPU makes a CUDA
+    context; the runner (here this process) asks a process forked from the fork server, so
+    it never runs one itself. The forked process's bench.devices is not this patched one."""
+    from bench import devices
+
+    def forward_here(device: str, dtype: object) -> bool:
+        raise AssertionError(f"the runner ran a {dtype} forward on {device} itself")
+
+    monkeypatch.setattr(devices, "_dtype_runs", forward_here)
+    r = effbench(["run", "--models", "tiny_mlp", "--batch-sizes", "1", "--threads", "1",
+                  *FAST, "--out", str(tmp_path), "--run-id", "d"])  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    record = json.loads((tmp_path / "d" / "manifest.json").read_text())["environment"]
+    assert list(record["devices"]) == ["cpu"] and "float32" in record["devices"]["cpu"]
+    assert load_results([tmp_path / "d"])["status"].tolist() == ["ok"]
+
+
+def test_a_discovery_that_fails_in_the_forked_process_is_a_one_line_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bench import executor
+    from bench.errors import WorkerProtocolError
+
+    def fails(*args: object) -> None:
+        raise WorkerProtocolError("the process ended without an answer")
+
+    monkeypatch.setattr(executor, "call_in_fresh_process", fails)
+    r = effbench(["run", "--models", "tiny_mlp", "--out", str(tmp_path)])
+    assert r.returncode == 2
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("effbench: error: could not list this machine's devices")
+    assert "ended without an answer" in last and "effbench env" in last
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())
+
+
 def test_a_second_run_in_one_process_gives_its_workers_the_environment_of_now(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

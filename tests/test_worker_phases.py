@@ -148,10 +148,17 @@ def _measure(task: Task = TASK) -> dict[str, Any]:
     return {**setup.fields, **columns}
 
 
-def test_the_worker_calls_each_phase_in_order_and_merges_the_columns(fakes: None) -> None:
+def test_the_worker_calls_each_phase_in_order_and_merges_the_columns(
+    fakes: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bench.probes import macs
+
+    warm = macs.warm_counter
+    monkeypatch.setattr(macs, "warm_counter", lambda: (LOG.append("warm counter"), warm())[1])
     row = _measure()
     calls = [c for c in LOG if c != "forward"]
     assert calls == [
+        "warm counter",  # the MACs counter's imports, before memory's baselines are taken
         "open count",
         "count",
         "start cell",
