@@ -44,6 +44,12 @@ def _dtype_runs(device: str, dtype: torch.dtype) -> bool:
         return False
 
 
+def has_accelerator() -> bool:
+    """Whether a CUDA GPU or an MPS device is present (asking makes no CUDA context)."""
+    mps = getattr(torch.backends, "mps", None)
+    return torch.cuda.is_available() or bool(mps and mps.is_available())
+
+
 def discover() -> Inventory:
     """Devices present here and the dtypes each runs, with the default thread count and the
     ``malloc:`` configuration parts this machine can run."""

@@ -249,15 +249,15 @@ def _start_fork_server(with_zoo: bool) -> None:
 
 
 def _local_inventory() -> Any:
-    """:func:`bench.devices.discover`, in a process forked from the fork server when one
-    runs: its forward on each device and dtype makes a CUDA context on a GPU, which in the
-    runner would hold memory on every GPU for the whole sweep, a process beside each worker
-    (docs/gpu-validation.md: the first GPU run's "other process"). Not yet run on a GPU."""
+    """:func:`bench.devices.discover`; with a GPU, in a process forked from the fork server
+    (once it has done its imports): its forward on each device and dtype makes a CUDA
+    context, which in the runner would hold memory on every GPU for the whole sweep, a
+    process beside each worker (docs/gpu-validation.md). Not yet run on a GPU."""
     from bench import devices
     from bench.executor import call_in_fresh_process, fork_server_pid
 
-    if fork_server_pid() is None:
-        return devices.discover()
+    if fork_server_pid() is None or not devices.has_accelerator():
+        return devices.discover()  # the CPU's forwards make no context: no wait
     try:
         return call_in_fresh_process(devices.discover, (), devices.PROBE_TIMEOUT_S)
     except WorkerProtocolError as e:

@@ -243,13 +243,15 @@ def test_the_runner_lists_its_devices_in_a_forked_process_not_in_its_own(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Discovery runs a small forward on every device and dtype, which on a GPU makes a CUDA
-    context; the runner (here this process) asks a process forked from the fork server, so
-    it never runs one itself. The forked process's bench.devices is not this patched one."""
+    context; with a GPU (faked here) the runner (this process) asks a process forked from
+    the fork server, so it never runs one itself. The forked process's bench.devices is
+    not this patched one, and finds this machine's CPU."""
     from bench import devices
 
     def forward_here(device: str, dtype: object) -> bool:
         raise AssertionError(f"the runner ran a {dtype} forward on {device} itself")
 
+    monkeypatch.setattr(devices, "has_accelerator", lambda: True)
     monkeypatch.setattr(devices, "_dtype_runs", forward_here)
     r = effbench(["run", "--models", "tiny_mlp", "--batch-sizes", "1", "--threads", "1",
                   *FAST, "--out", str(tmp_path), "--run-id", "d"])  # fmt: skip
@@ -262,12 +264,13 @@ def test_the_runner_lists_its_devices_in_a_forked_process_not_in_its_own(
 def test_a_discovery_that_fails_in_the_forked_process_is_a_one_line_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from bench import executor
+    from bench import devices, executor
     from bench.errors import WorkerProtocolError
 
     def fails(*args: object) -> None:
         raise WorkerProtocolError("the process ended without an answer")
 
+    monkeypatch.setattr(devices, "has_accelerator", lambda: True)
     monkeypatch.setattr(executor, "call_in_fresh_process", fails)
     r = effbench(["run", "--models", "tiny_mlp", "--out", str(tmp_path)])
     assert r.returncode == 2
