@@ -307,7 +307,7 @@ def prepare(task: Task, spec: Any, torch: Any, dtype: Any) -> Setup:
         torch.backends.cuda.matmul.allow_tf32 = task.tf32
         torch.backends.cudnn.allow_tf32 = task.tf32
     _warm_runtime(torch, g.device, dtype)
-    warm_counter()  # its imports, before the memory baselines: not the model's memory
+    warm_counter(task.macs_counter)  # its imports before the baselines: not the model's
     # the sampler's stop check runs between timed calls; its first call imports (numpy.ma:
     # 7-9 ms, measured in every worker's first window) happen here instead
     ci_relative_halfwidth([1.0, 1.1, 0.9] * 4)

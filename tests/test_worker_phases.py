@@ -154,7 +154,7 @@ def test_the_worker_calls_each_phase_in_order_and_merges_the_columns(
     from bench.probes import macs
 
     warm = macs.warm_counter
-    monkeypatch.setattr(macs, "warm_counter", lambda: (LOG.append("warm counter"), warm())[1])
+    monkeypatch.setattr(macs, "warm_counter", lambda c: (LOG.append("warm counter"), warm(c))[1])
     row = _measure()
     calls = [c for c in LOG if c != "forward"]
     assert calls == [

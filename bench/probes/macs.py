@@ -71,12 +71,13 @@ def _count_torch(
     return int(counter.get_total_flops()) // 2
 
 
-def warm_counter() -> None:
-    """Count a one-layer network once, on ``meta``. The counter's module hooks import
-    torch's compiler stack at their first call (torch._dynamo, sympy, triton: about 900
-    modules, 1.2 s and 80 MB of resident memory here, torch 2.14); a worker does it before
-    its memory baselines, and the fork server once for all its workers."""
-    _count_torch(lambda: nn.Linear(2, 2), (1, 2), None)
+def warm_counter(counter: str = "torch") -> None:
+    """Count a one-layer network once with ``counter``, for its imports: the ``torch``
+    counter's module hooks import torch's compiler stack at their first call (torch._dynamo,
+    sympy, triton: about 900 modules, 1.2 s and 80 MB of resident memory here, torch 2.14),
+    fvcore its own few MB. A worker does it before its memory baselines, and the fork
+    server (``torch`` only) once for all its workers."""
+    count_macs(lambda: nn.Linear(2, 2), (1, 2), counter if counter in COUNTERS else "torch")
 
 
 @contextlib.contextmanager
