@@ -3,7 +3,9 @@ imports (torch, the worker, the registry's first stage: our networks and the plu
 happen there, not in every worker, and so do the imports of the MACs counter's first
 count (torch's compiler stack: 1.2 s a worker otherwise). torchvision's zoo comes with
 ``bench.worker_preload_all`` when the run needs it. No tensor with data is created (the
-count is on ``meta``) and no thread pool is started, so each forked worker starts clean."""
+count is on ``meta``) and torch starts no thread pool, so each forked worker starts clean
+(importing pyarrow starts jemalloc's background thread here; a fork copies only the
+forking thread)."""
 
 import atexit
 import gc
