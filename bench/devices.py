@@ -44,22 +44,26 @@ def _dtype_runs(device: str, dtype: torch.dtype) -> bool:
         return False
 
 
+def _present() -> list[str]:
+    """The devices torch sees here, ``cpu`` first (asking makes no CUDA context)."""
+    candidates = ["cpu"]
+    if torch.cuda.is_available():
+        candidates += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        candidates.append("mps")
+    return candidates
+
+
 def has_accelerator() -> bool:
     """Whether a CUDA GPU or an MPS device is present (asking makes no CUDA context)."""
-    mps = getattr(torch.backends, "mps", None)
-    return torch.cuda.is_available() or bool(mps and mps.is_available())
+    return len(_present()) > 1
 
 
 def discover() -> Inventory:
     """Devices present here and the dtypes each runs, with the default thread count and the
     ``malloc:`` configuration parts this machine can run."""
     devices: dict[str, frozenset[str]] = {}
-    candidates = ["cpu"]
-    if torch.cuda.is_available():
-        candidates += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        candidates.append("mps")
-    for dev in candidates:
+    for dev in _present():
         devices[dev] = frozenset(d for d in DTYPES if _dtype_runs(dev, _TORCH_DTYPES[d]))
     return Inventory(devices, default_threads(), allocators.available())
 

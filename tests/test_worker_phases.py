@@ -276,3 +276,19 @@ def test_the_heap_is_collected_and_frozen_before_every_window(
         gc.unfreeze()  # this test process's objects may be collected again
     assert columns.get("fake_heap_note") is None, columns["fake_heap_note"]
     assert columns["fake_gen2_at_begin"] == 0
+
+
+def test_a_counter_that_fails_leaves_its_error_in_the_row_not_in_the_warm_up(
+    fakes: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The warm-up before the baselines counts with the run's counter too; its failure is
+    the count's to report (the row keeps its latency), not the group's."""
+    from bench.probes import macs
+
+    def broken(*args: object, **kwargs: object) -> int:
+        raise ImportError("no module named fvcore")
+
+    monkeypatch.setattr(macs, "count_macs", broken)
+    row = _measure()
+    assert row["error"] == "MACs not counted (torch): ImportError: no module named fvcore"
+    assert row["macs"] is None and row["latency_ms_median"] > 0
