@@ -89,10 +89,13 @@ def test_impossible_config_is_refused_before_anything_is_written(tmp_path: Path)
 
 @pytest.fixture(scope="module")
 def config_rows(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
-    """lenet5 on the CPU in four configurations, bfloat16 (autocast needs a half dtype)."""
+    """lenet5 on the CPU in four configurations, bfloat16 (autocast needs a half dtype), one
+    thread: at all cores a busy neighbour (another test) stalls every parallel region, and a
+    1 ms forward read 157-331 ms (docs/noise.md), longer than a cached compile."""
     out = tmp_path_factory.mktemp("configs")
     configs = "eager,channels_last,compile,autocast"
     args = ["run", "--models", "lenet5", "--batch-sizes", "1,2", "--dtypes", "bfloat16"]
+    args += ["--threads", "1"]
     r = effbench([*args, "--configs", configs, *FAST, "--out", str(out), "--run-id", "c"])
     assert r.returncode == 0, r.stderr
     return load_results([out / "c"])

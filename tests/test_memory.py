@@ -58,8 +58,9 @@ def test_a_real_networks_first_forward_peaks_where_every_later_one_does() -> Non
         for _ in range(3):
             model(x)
         later = probe.peak_bytes(lambda: model(x), lambda: None, 0)
-    # more than the two largest activations (b x 64 x 31 x 31 floats) and the same to the byte
-    assert first > 2 * 2 * 64 * 31 * 31 * 4
+    # at least the two largest activations (b x 64 x 31 x 31 floats: a layer's input and
+    # output live together; at one thread nothing more, 984,064 bytes) and the same to the byte
+    assert first >= 2 * 2 * 64 * 31 * 31 * 4
     assert first == later
     assert MemoryPass(probe, None).first_call_exact
 
