@@ -29,6 +29,7 @@ import os
 import queue
 import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -207,9 +208,26 @@ def _on_each_node(fn: Callable[[], Any]) -> list[Any]:
 
 
 def _node_environment() -> dict[str, Any]:
+    """This node's environment record, run in a Ray worker. With a GPU, taken in a process
+    forked from that worker's fork server: discovery's forwards make a CUDA context, which
+    the Ray worker would keep (GPU memory, a process on each GPU) for as long as Ray keeps
+    the worker, beside the groups' workers (as in the runner: bench.session). Not yet run
+    on a GPU."""
     from bench import devices
+    from bench.errors import DeviceUnavailable, WorkerProtocolError
+    from bench.executor import call_in_fresh_process
 
-    env = devices.environment().to_dict()
+    if devices.has_accelerator() and sys.platform.startswith("linux"):
+        try:
+            record = call_in_fresh_process(devices.environment, (), devices.PROBE_TIMEOUT_S)
+        except WorkerProtocolError as e:
+            raise DeviceUnavailable(
+                f"could not list the devices of node {socket.gethostname()} (in a process "
+                f"of its fork server): {e}; `effbench env` there lists them and shows the error"
+            ) from e
+    else:
+        record = devices.environment()  # the CPU's forwards make no context
+    env = record.to_dict()
     env["hostname"] = socket.gethostname()
     return env
 

@@ -128,7 +128,7 @@ def out_dir(tmp_path: Path) -> Path:
 _STARTS_PROCESSES = re.compile(
     r"\beffbench\(|\bsubprocess\.|\bPopen\(|\bCpuLoad\(|\[\s*\"(run|report)\",|"
     r"sys\.executable|\brun_task\(|\b(ForkServer|Local|Arm|Ray)Executor\b|webdriver|"
-    r"\.Process\(|get_context\(|\bbuild_report\(|\bcall_in_fresh_process\(|"
+    r"\.Process\(|get_context\(|\bbuild_report\(|\b(call_in_fresh_process|_node_environment)\(|"
     r"\bprobe_environment\("
 )
 

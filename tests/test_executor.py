@@ -5,6 +5,7 @@ and the fork server of a Ray worker, which Ray gives one task after another."""
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 
@@ -128,3 +129,40 @@ def test_a_ray_workers_fork_server_follows_each_tasks_gpu_and_loads_the_zoo_when
     assert (gpu0, gpu1, gpu2, gpu3) == ("0", "0", "1", "1")
     assert pid1 == pid0 and pid2 != pid0
     assert (zoo0, zoo1, zoo2, zoo3) == (False, False, False, True)
+
+
+def test_a_ray_nodes_record_runs_its_forwards_in_a_forked_process_not_in_the_ray_worker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """bench.ray_executor._node_environment runs in a Ray worker, which Ray keeps: with a GPU
+    (faked) the record's discovery (a forward on every device and dtype: a CUDA context on a
+    GPU) runs in a process forked from the worker's fork server, never in the worker (this
+    process), whose patched bench.devices the forked process does not have."""
+    from bench import devices, ray_executor
+
+    def forward_here(device: str, dtype: object) -> bool:
+        raise AssertionError(f"the Ray worker ran a {dtype} forward on {device} itself")
+
+    monkeypatch.setattr(devices, "has_accelerator", lambda: True)
+    monkeypatch.setattr(devices, "_dtype_runs", forward_here)
+    record = ray_executor._node_environment()
+    assert record["hostname"] == socket.gethostname()
+    assert list(record["devices"]) == ["cpu"] and "float32" in record["devices"]["cpu"]
+
+
+def test_a_ray_nodes_failed_listing_names_the_node_and_what_to_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from bench import devices, ray_executor
+    from bench.errors import DeviceUnavailable, WorkerProtocolError
+
+    def fails(*args: object) -> None:
+        raise WorkerProtocolError("the process ended without an answer")
+
+    monkeypatch.setattr(devices, "has_accelerator", lambda: True)
+    monkeypatch.setattr(executor, "call_in_fresh_process", fails)
+    with pytest.raises(DeviceUnavailable) as e:
+        ray_executor._node_environment()
+    said = str(e.value)
+    assert f"devices of node {socket.gethostname()}" in said
+    assert "ended without an answer" in said and "effbench env" in said
