@@ -1,6 +1,7 @@
 """The executors' one watchdog loop (bench.executor.watch), on a fake clock and a fake
 worker stream: the fork server, new-interpreter and Ray executors all time cells with it;
-and the fork server of a Ray worker, which Ray gives one task after another."""
+the fork server of a Ray worker, which Ray gives one task after another; and a Ray node's
+environment record, taken outside the Ray worker where a GPU is present."""
 
 from __future__ import annotations
 
