@@ -518,25 +518,42 @@ def test_place_labels_separates_a_crowded_cluster() -> None:
     _assert_no_overlap(labels)
 
 
-def test_same_input_gives_identical_files(tmp_path: Path) -> None:
-    a = build_report([FIXTURE], tmp_path / "a")
-    b = build_report([FIXTURE], tmp_path / "b")
-    names_a = sorted(p.relative_to(a.out) for p in a.files)
-    assert names_a == sorted(p.relative_to(b.out) for p in b.files)
-    for rel in names_a:
-        assert (a.out / rel).read_bytes() == (b.out / rel).read_bytes(), rel
-
-
-def test_report_never_imports_torch(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def fresh_process_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+    """The committed fixture's report built by ``build_report`` in a new interpreter (its
+    own hash seed), and which of torch and the measuring modules that interpreter imported."""
+    out = tmp_path_factory.mktemp("report") / "fresh"
     code = (
-        "import sys\n"
+        "import json, sys\n"
         "from bench.report import build_report\n"
-        f"build_report([{str(FIXTURE)!r}], {str(tmp_path / 'r')!r})\n"
-        "bad = [m for m in ('torch', 'bench.runner', 'bench.worker', 'bench.probes') "
-        "if m in sys.modules]\n"
-        "assert not bad, bad\n"
+        f"build_report([{str(FIXTURE)!r}], {str(out)!r})\n"
+        "print(json.dumps([m for m in ('torch', 'bench.runner', 'bench.worker', "
+        "'bench.probes') if m in sys.modules]))\n"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    return out, json.loads(r.stdout.splitlines()[-1])
+
+
+def test_same_input_gives_identical_files(
+    cpu_report: Path, fresh_process_report: tuple[Path, list[str]]
+) -> None:
+    """Byte for byte: the report of `effbench report` in this process and that of
+    ``build_report`` in another interpreter."""
+    fresh, _ = fresh_process_report
+    names = sorted(p.relative_to(cpu_report) for p in cpu_report.rglob("*") if p.is_file())
+    figures = json.loads((cpu_report / "report.json").read_text())["figures"]
+    assert figures and {Path(f) for fig in figures for f in fig["files"]} <= set(names)
+    assert names == sorted(p.relative_to(fresh) for p in fresh.rglob("*") if p.is_file())
+    for rel in names:
+        assert (cpu_report / rel).read_bytes() == (fresh / rel).read_bytes(), rel
+
+
+def test_report_never_imports_torch(fresh_process_report: tuple[Path, list[str]]) -> None:
+    out, imported = fresh_process_report
+    assert (out / "index.html").is_file()
+    assert imported == []
 
 
 def test_bad_inputs_exit_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
