@@ -29,7 +29,6 @@ import os
 import queue
 import signal
 import socket
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -208,26 +207,13 @@ def _on_each_node(fn: Callable[[], Any]) -> list[Any]:
 
 
 def _node_environment() -> dict[str, Any]:
-    """This node's environment record, run in a Ray worker. With a GPU, taken in a process
-    forked from that worker's fork server: discovery's forwards make a CUDA context, which
-    the Ray worker would keep (GPU memory, a process on each GPU) for as long as Ray keeps
-    the worker, beside the groups' workers (as in the runner: bench.session). Not yet run
-    on a GPU."""
+    """This node's environment record, run in a Ray worker, which Ray keeps: where a GPU is
+    present its devices are listed in a process forked from that worker's fork server, not
+    in the worker (bench.discovery)."""
     from bench import devices
-    from bench.errors import DeviceUnavailable, WorkerProtocolError
-    from bench.executor import call_in_fresh_process
+    from bench.discovery import without_context
 
-    if devices.has_accelerator() and sys.platform.startswith("linux"):
-        try:
-            record = call_in_fresh_process(devices.environment, (), devices.PROBE_TIMEOUT_S)
-        except WorkerProtocolError as e:
-            raise DeviceUnavailable(
-                f"could not list the devices of node {socket.gethostname()} (in a process "
-                f"of its fork server): {e}; `effbench env` there lists them and shows the error"
-            ) from e
-    else:
-        record = devices.environment()  # the CPU's forwards make no context
-    env = record.to_dict()
+    env = without_context(devices.environment, f"node {socket.gethostname()}'s").to_dict()
     env["hostname"] = socket.gethostname()
     return env
 

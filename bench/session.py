@@ -18,7 +18,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench.errors import DeviceUnavailable, Interrupted, InvalidOption, WorkerProtocolError
+from bench.errors import Interrupted, InvalidOption
 from bench.plan import BURST_S, BURSTS, REMEASURE, Options, Timing
 from bench.variants import parse_size_bytes
 
@@ -249,22 +249,12 @@ def _start_fork_server(with_zoo: bool) -> None:
 
 
 def _local_inventory() -> Any:
-    """:func:`bench.devices.discover`; with a GPU, in a process forked from the fork server
-    (once it has done its imports): its forward on each device and dtype makes a CUDA
-    context, which in the runner would hold memory on every GPU for the whole sweep, a
-    process beside each worker (docs/gpu-validation.md). Not yet run on a GPU."""
+    """This machine's devices, listed outside the runner where a GPU is present: their
+    forwards would leave a CUDA context in it for the whole sweep (bench.discovery)."""
     from bench import devices
-    from bench.executor import call_in_fresh_process, fork_server_pid
+    from bench.discovery import without_context
 
-    if fork_server_pid() is None or not devices.has_accelerator():
-        return devices.discover()  # the CPU's forwards make no context: no wait
-    try:
-        return call_in_fresh_process(devices.discover, (), devices.PROBE_TIMEOUT_S)
-    except WorkerProtocolError as e:
-        raise DeviceUnavailable(
-            f"could not list this machine's devices (in a process of the fork server): {e}; "
-            "`effbench env` lists them in this process and shows the error"
-        ) from e
+    return without_context(devices.discover, "this machine's")
 
 
 def _check_executor(args: argparse.Namespace) -> None:

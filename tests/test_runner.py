@@ -239,13 +239,14 @@ def test_variants_interleave_their_groups_and_get_their_environment(out_dir: Pat
     assert not (out_dir / "ab-third").exists()
 
 
+@pytest.mark.parametrize("executor", ["fork", "subprocess"])
 def test_the_runner_lists_its_devices_in_a_forked_process_not_in_its_own(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, executor: str
 ) -> None:
     """Discovery runs a small forward on every device and dtype, which on a GPU makes a CUDA
     context; with a GPU (faked here) the runner (this process) asks a process forked from
-    the fork server, so it never runs one itself. The forked process's bench.devices is
-    not this patched one, and finds this machine's CPU."""
+    the fork server, so it never runs one itself, whatever executor runs the workers. The
+    forked process's bench.devices is not this patched one, and finds this machine's CPU."""
     from bench import devices
 
     def forward_here(device: str, dtype: object) -> bool:
@@ -254,7 +255,8 @@ def test_the_runner_lists_its_devices_in_a_forked_process_not_in_its_own(
     monkeypatch.setattr(devices, "has_accelerator", lambda: True)
     monkeypatch.setattr(devices, "_dtype_runs", forward_here)
     r = effbench(["run", "--models", "tiny_mlp", "--batch-sizes", "1", "--threads", "1",
-                  *FAST, "--out", str(tmp_path), "--run-id", "d"])  # fmt: skip
+                  "--executor", executor, *FAST, "--out", str(tmp_path),
+                  "--run-id", "d"])  # fmt: skip
     assert r.returncode == 0, r.stderr
     record = json.loads((tmp_path / "d" / "manifest.json").read_text())["environment"]
     assert list(record["devices"]) == ["cpu"] and "float32" in record["devices"]["cpu"]
