@@ -1,6 +1,6 @@
-"""Sessions: `nox -s tests`, `nox -s unit`, `nox -s bench`, `nox -s profile`, `nox -s lint`,
-`nox -s perf`, `nox -s report`, `nox -s regress -- BASELINE CANDIDATE`. Dependencies come
-from pyproject.toml.
+"""Sessions: `nox -s tests`, `nox -s system`, `nox -s unit`, `nox -s bench`, `nox -s profile`,
+`nox -s lint`, `nox -s perf`, `nox -s report`, `nox -s regress -- BASELINE CANDIDATE`.
+Dependencies come from pyproject.toml.
 
 Every session runs in ONE shared virtualenv (`.nox/effbench`, or `$EFFBENCH_NOX_ENV`):
 torch alone is several GB, and four copies of it (one per session, nox's default) took
@@ -68,22 +68,34 @@ def _workers() -> str:
 
 @nox.session(python=False)
 def tests(session: nox.Session) -> None:
-    """The whole test suite, what CI runs: the tests in parallel (pytest-xdist), then the
-    `serial` ones (they make host load or need a quiet host) alone. Arguments after `--` run
-    one serial pytest instead (`-- -m slow` for the whole model list)."""
+    """The test suite, CI's first step: the tests in parallel (pytest-xdist), then the
+    `serial` ones (they make host load or need a quiet host) alone. The `system` tests are
+    `nox -s system`, CI's second step. Arguments after `--` run one serial pytest instead
+    (`-- -m slow` for the whole model list)."""
     if session.posargs:
         _run(session, "pytest", "--durations=25", *session.posargs)
         return
     _run(session, "pytest", "-n", _workers(), "--durations=25",
-         "-m", "not slow and not perf and not serial")  # fmt: skip
+         "-m", "not slow and not perf and not serial and not system")  # fmt: skip
     _run(session, "pytest", "--durations=10", "-m", "serial and not slow and not perf",
          *_files_marked("serial"))  # fmt: skip
 
 
+@nox.session(python=False, default=False)
+def system(session: nox.Session) -> None:
+    """The `system` tests, in parallel: end to end through another program (a local Ray
+    cluster, valgrind, Chromium, another interpreter or virtualenv, the GPU check script's
+    dry run), each costing tens of CPU-seconds for its subject; CI runs them after
+    `nox -s tests`. Arguments after `--` go to pytest."""
+    _run(session, "pytest", "-n", _workers(), "--durations=25",
+         "-m", "system and not slow and not perf", *_files_marked("system"),
+         *session.posargs)  # fmt: skip
+
+
 def _files_marked(mark: str) -> list[str]:
-    """The test files that say ``mark.NAME`` (a decorator or ``pytestmark``): the serial pass
-    collects only these, not all of tests/ (8 s here); tests/conftest.py refuses a `serial`
-    test whose file does not say it."""
+    """The test files that say ``mark.NAME`` (a decorator or ``pytestmark``): the serial
+    pass and `nox -s system` collect only these, not all of tests/ (8 s here);
+    tests/conftest.py refuses a `serial` or `system` test whose file does not say it."""
     return sorted(
         str(p.relative_to(ROOT))
         for p in (ROOT / "tests").glob("test_*.py")

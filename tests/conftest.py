@@ -211,21 +211,28 @@ def _no_current_test_variable() -> Iterator[None]:
             os.environ["PYTEST_CURRENT_TEST"] = value
 
 
+# marks whose nox passes collect only the files that say them (noxfile.py `_files_marked`)
+_COLLECTED_BY_FILE = ("serial", "system")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark tests that start processes `integration` (`nox -s unit` leaves them out); skip
-    `gpu` tests with a reason where no CUDA device is visible. A `serial` test must say so
-    in its file (``pytest.mark.serial``): `nox -s tests` runs the serial pass over those
-    files only, so a mark given elsewhere would leave the test out of both passes."""
+    `gpu` tests with a reason where no CUDA device is visible. A `serial` or `system` test
+    must say so in its file (``pytest.mark.serial``, ``pytest.mark.system``): the serial
+    pass and `nox -s system` collect those files only, so a mark given elsewhere would
+    leave the test out of every pass."""
     texts: dict[Path, str] = {}
     for item in items:
         if _starts_processes(item):
             item.add_marker(pytest.mark.integration)
-        if item.get_closest_marker("serial") is not None:
+        for mark in _COLLECTED_BY_FILE:
+            if item.get_closest_marker(mark) is None:
+                continue
             text = texts.setdefault(item.path, item.path.read_text(encoding="utf-8"))
-            if "mark.serial" not in text:
+            if f"mark.{mark}" not in text:
                 raise pytest.UsageError(
-                    f"{item.nodeid} is marked serial but its file does not say "
-                    "`pytest.mark.serial`; mark it there (noxfile.py finds serial files so)"
+                    f"{item.nodeid} is marked {mark} but its file does not say "
+                    f"`pytest.mark.{mark}`; mark it there (noxfile.py finds {mark} files so)"
                 )
     import torch
 

@@ -114,6 +114,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.system
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the fork server is Linux's")
 def test_a_ray_workers_fork_server_follows_each_tasks_gpu_and_loads_the_zoo_when_needed() -> None:
     """bench.ray_executor._fork_server: a server started for one task's GPU is not the one a

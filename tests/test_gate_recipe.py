@@ -65,6 +65,7 @@ def _venv(top: Path, name: str, checkout: Path) -> Path:
     return python
 
 
+@pytest.mark.system
 def test_the_workflow_steps_gate_two_checkouts_in_one_run(tmp_path: Path) -> None:
     steps = _steps()
     measure = steps["measure"]["run"].replace(" --count-instructions", "")

@@ -60,6 +60,7 @@ def _result(rows: dict[str, tuple[str, str]], prefix: str) -> list[str]:
     return [result for name, (result, _) in rows.items() if name.startswith(prefix)]
 
 
+@pytest.mark.system
 def test_dry_run_passes_every_check_it_runs_and_writes_under_out(tmp_path: Path) -> None:
     out = tmp_path / "out"
     env = {**os.environ, "OUT": str(out), "PYTHON": sys.executable}

@@ -223,6 +223,7 @@ needs_valgrind = pytest.mark.skipif(
 )
 
 
+@pytest.mark.system
 @needs_valgrind
 def test_each_arm_is_counted_once_and_a_wider_network_is_flagged(tmp_path: Path) -> None:
     """Two arms, one valgrind process each (at once); the arm whose network is twice as

@@ -109,6 +109,7 @@ def _python_arms() -> list[str]:
     return ["--variant", f"a:python={sys.executable}", "--variant", f"b:python={sys.executable}"]
 
 
+@pytest.mark.system
 def test_a_python_arm_forks_every_session_from_one_interpreter(tmp_path: Path) -> None:
     """Each ``python=`` arm's interpreter starts once per run (bench.serve.session_server)
     and forks one worker per session: three sessions, three workers, one parent per arm."""
@@ -128,6 +129,7 @@ def test_a_python_arm_forks_every_session_from_one_interpreter(tmp_path: Path) -
     assert len(parents) == 2  # the two arms' servers
 
 
+@pytest.mark.system
 def test_a_python_arms_crashed_or_hung_session_does_not_end_the_next(tmp_path: Path) -> None:
     """A session's worker that aborts is reported with its signal (by the server that forked
     it), one that hangs is killed with its server at the timeout, and the sessions after

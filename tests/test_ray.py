@@ -35,6 +35,7 @@ def _loopback_only_works() -> bool:
 
 
 pytestmark = [
+    pytest.mark.system,
     pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="Ray is not installed"),
     pytest.mark.skipif(
         not _loopback_only_works(), reason="cannot make a loopback-only network namespace"

@@ -40,9 +40,12 @@ from bench.report.summary import summary_table
 CHROMIUM = next(
     (p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None
 )
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None, reason="no Chromium on PATH (Debian: apt-get install -y chromium)"
-)
+pytestmark = [
+    pytest.mark.system,
+    pytest.mark.skipif(
+        CHROMIUM is None, reason="no Chromium on PATH (Debian: apt-get install -y chromium)"
+    ),
+]
 # Where to leave the screenshot for a person to look at (e.g. in CI artifacts).
 SCREENSHOT_DIR_ENV = "EFFBENCH_SCREENSHOT_DIR"
 

@@ -20,7 +20,7 @@ CELL = ["model", "device", "dtype", "batch_size", "image_size", "threads", "repe
 
 
 def test_sigkill_mid_run_then_resume_finds_every_cell_once(out_dir: Path) -> None:
-    args = ["run", "--models", "tiny_mlp,alloc64", "--batch-sizes", "1,2,3,4", "--repeats", "2"]
+    args = ["run", "--models", "tiny_mlp", "--batch-sizes", "1,2,3,4", "--repeats", "2"]
     args += ["--out", str(out_dir), "--run-id", "killed", "--min-time", "0.4", "--max-time", "0.5"]
     args += ["--warmup-iters", "1", "--warmup-time", "0"]
     err = (out_dir.parent / "run.err").open("w")
@@ -40,7 +40,7 @@ def test_sigkill_mid_run_then_resume_finds_every_cell_once(out_dir: Path) -> Non
     before = sorted(p.name for p in run_dir.glob("part-*.parquet"))
     err.close()
     log = (out_dir.parent / "run.err").read_text()
-    assert 3 <= len(before) < 16, f"the kill should land mid-run; runner said:\n{log}"
+    assert 3 <= len(before) < 8, f"the kill should land mid-run; runner said:\n{log}"
     assert len(workers) >= 2, "expected a fork server and a worker under the runner"
     # the fork server exits when the runner's end of its pipe closes; its workers follow
     give_up = time.monotonic() + 30
@@ -53,7 +53,7 @@ def test_sigkill_mid_run_then_resume_finds_every_cell_once(out_dir: Path) -> Non
     resumed = effbench(["run", "--resume", str(run_dir)])
     assert resumed.returncode == 0, resumed.stderr
     df = load_results([run_dir])
-    assert len(df) == 2 * 4 * 2  # models x batch sizes x repeats
+    assert len(df) == 4 * 2  # batch sizes x repeats
     assert not df.duplicated(CELL).any()
     assert set(df["status"]) == {"ok"}
     # rows written before the kill are kept as they were
@@ -61,7 +61,7 @@ def test_sigkill_mid_run_then_resume_finds_every_cell_once(out_dir: Path) -> Non
     assert len(kept) == len(rows_before)
     # resuming a finished run measures nothing more
     again = effbench(["run", "--resume", str(run_dir)])
-    assert again.returncode == 0 and len(load_results([run_dir])) == 16
+    assert again.returncode == 0 and len(load_results([run_dir])) == 8
 
 
 def test_out_of_memory_gives_oom_then_skipped_rows(out_dir: Path) -> None:

@@ -114,6 +114,7 @@ def other_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"python": python, "other": other, "top": top, **plugins}
 
 
+@pytest.mark.system
 def test_arms_in_other_interpreters_are_measured_interleaved_and_compared(
     other_env: dict[str, Path],
 ) -> None:
