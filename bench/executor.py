@@ -7,8 +7,7 @@ has torch imported; :class:`LocalExecutor` starts a new ``python -m bench.worker
 interpreter per task. A task whose configuration preloads an allocator
 (``malloc:jemalloc``, ``malloc:tcmalloc``) always gets a new interpreter, started with
 ``LD_PRELOAD`` (:func:`bench.allocators.preload_env`): a forked worker already runs the fork
-server's malloc. That choice is made here, in :meth:`ForkServerExecutor.run`, and nowhere
-else.
+server's malloc (chosen in :meth:`ForkServerExecutor.run` only).
 """
 
 from __future__ import annotations
@@ -112,8 +111,7 @@ class Capabilities:
     - ``pingpong``: ``--pingpong`` may use it.
     - ``cluster``: it reaches machines elsewhere through ``cls.connect(address) ->``
       :class:`Cluster` (``--ray-address``); its lanes are the cluster's GPUs.
-    - ``fork_server``: its workers fork from this process's fork server, which the session
-      starts before its own imports.
+    - ``fork_server``: its workers fork from this process's fork server (the session's first act).
     - ``new_interpreter``: every worker is a new interpreter (the ping-pong workers too).
     """
 
@@ -197,12 +195,11 @@ _scratch: tuple[Path, int, int] | None = None  # (folder, its lock's descriptor,
 
 def scratch_folder() -> Path:
     """This process's scratch folder, ``$TMPDIR/effbench-scratch-*``: the workers' own
-    folders (their stderr, the reference weights of the output check) and
-    multiprocessing's folder (the fork server's socket) go in it. The process holds an
-    exclusive ``flock`` on its ``.lock`` for its lifetime and removes the folder when it
-    exits; a folder whose lock is free belonged to a process that died without cleaning
-    up (a SIGKILL), and the next process that makes its own removes it
-    (:func:`remove_stale_scratch`)."""
+    folders (stderr, the output check's reference weights) and multiprocessing's folder
+    (the fork server's socket) go in it. The process holds an exclusive ``flock`` on its
+    ``.lock`` for its lifetime and removes the folder when it exits; a folder whose lock is
+    free belonged to a process that died without cleaning up (a SIGKILL), and the next
+    process that makes its own removes it (:func:`remove_stale_scratch`)."""
     global _scratch
     import atexit
     import fcntl
@@ -265,10 +262,8 @@ def worker_scratch() -> Iterator[Path]:
 
 def _own_multiprocessing_folder() -> None:
     """Put multiprocessing's temporary folder (``pymp-*``, the fork server's socket) in
-    :func:`scratch_folder`, so that it goes with it. Reads a private attribute of
-    multiprocessing (checked; a no-op if it moves, or where the fork server's socket path
-    would not fit in the 108 bytes a socket address holds: the folder is then
-    multiprocessing's ``pymp-*`` in the temp folder, removed at a normal exit only)."""
+    :func:`scratch_folder`, to go with it. Reads a private attribute (checked: a no-op if it
+    moves, or if the socket path would not fit in a socket address's 108 bytes)."""
     import multiprocessing as mp
 
     config = getattr(mp.current_process(), "_config", None)
@@ -424,6 +419,11 @@ class ForkServerExecutor(Cancellable):
         if self._preload_all or "torchvision" in sys.modules or (_SERVER and zoo in _SERVER[1]):
             preload += (zoo,)
         if _SERVER is not None and (env, preload) != _SERVER:
+            # killed first: multiprocessing closes a pipe and waits for the server, which lives
+            # while any process forked from this one since (a load, a user's) holds the pipe
+            if (old := fork_server_pid()) is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(old, signal.SIGKILL)
             forkserver._forkserver._stop()  # type: ignore[attr-defined]  # CPython 3.8-3.13
         self._ctx.set_forkserver_preload(list(preload))
         os.environ[RUNNER_PID_ENV] = str(os.getpid())

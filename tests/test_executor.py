@@ -1,7 +1,8 @@
 """The executors' one watchdog loop (bench.executor.watch), on a fake clock and a fake
 worker stream: the fork server, new-interpreter and Ray executors all time cells with it;
-the fork server of a Ray worker, which Ray gives one task after another; and a Ray node's
-environment record, taken outside the Ray worker where a GPU is present."""
+the fork server of a Ray worker, which Ray gives one task after another; a Ray node's
+environment record, taken outside the Ray worker where a GPU is present; and the replacement
+of the fork server, which must not wait for processes forked since."""
 
 from __future__ import annotations
 
@@ -9,11 +10,14 @@ import json
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
+from procs import alive
 
 from bench import executor
 from bench.executor import STARTUP_GRACE_S, Received, WorkerExit, watch
+from bench.loadgen import CpuLoad
 from bench.status import CRASHED, TIMEOUT
 
 
@@ -168,3 +172,27 @@ def test_a_ray_nodes_failed_listing_names_the_node_and_what_to_run(
     said = str(e.value)
     assert f"could not list node {socket.gethostname()}'s devices" in said
     assert "ended without an answer" in said and "effbench env" in said
+
+
+# ----------------------------------------------------------------- replacing the fork server
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the fork server is Linux's")
+def test_replacing_the_fork_server_does_not_wait_for_processes_forked_since(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A run whose environment differs replaces this process's fork server. multiprocessing
+    stops a server by closing a pipe and waiting for it to exit, which it does only once
+    every copy of the pipe is closed, and every process forked from this one since holds a
+    copy: a load generator's spinners (the noise tests run sweeps in-process beside one),
+    a user's own workers. The replacement must neither wait for them nor end them."""
+    executor.ForkServerExecutor().prepare()
+    old = executor.fork_server_pid()
+    with CpuLoad(1, max_s=20, on_s=0.001, off_s=5) as load:  # mostly asleep, for 20 s
+        monkeypatch.setenv("EFFBENCH_TEST_SERVER_GENERATION", str(old))
+        start = time.monotonic()
+        executor.ForkServerExecutor().prepare()
+        took = time.monotonic() - start
+        assert executor.fork_server_pid() not in (None, old)
+        assert took < 10, f"the old server's stop waited {took:.1f} s for the load to end"
+        assert all(alive(pid) for pid in load.pids), "the replacement ended a process of ours"
