@@ -59,6 +59,11 @@ def _run(session: nox.Session, tool: str, *args: str) -> None:
     session.run(_bin(tool), *args, external=True)
 
 
+# pytest-benchmark turns itself off under xdist, with a warning every run; the benchmarks
+# are `nox -s perf`'s, one process
+NO_BENCHMARKS = ("--benchmark-disable",)
+
+
 def _workers() -> str:
     """pytest-xdist workers: one per core this process may use, at most 4 (each holds torch
     and starts sweeps of its own), or ``$EFFBENCH_TEST_WORKERS``."""
@@ -75,7 +80,7 @@ def tests(session: nox.Session) -> None:
     if session.posargs:
         _run(session, "pytest", "--durations=25", *session.posargs)
         return
-    _run(session, "pytest", "-n", _workers(), "--durations=25",
+    _run(session, "pytest", "-n", _workers(), *NO_BENCHMARKS, "--durations=25",
          "-m", "not slow and not perf and not serial and not system")  # fmt: skip
     _run(session, "pytest", "--durations=10", "-m", "serial and not slow and not perf",
          *_files_marked("serial"))  # fmt: skip
@@ -87,7 +92,7 @@ def system(session: nox.Session) -> None:
     cluster, valgrind, Chromium, another interpreter or virtualenv, the GPU check script's
     dry run), each costing tens of CPU-seconds for its subject; CI runs them after
     `nox -s tests`. Arguments after `--` go to pytest."""
-    _run(session, "pytest", "-n", _workers(), "--durations=25",
+    _run(session, "pytest", "-n", _workers(), *NO_BENCHMARKS, "--durations=25",
          "-m", "system and not slow and not perf", *_files_marked("system"),
          *session.posargs)  # fmt: skip
 
@@ -106,7 +111,8 @@ def _files_marked(mark: str) -> list[str]:
 @nox.session(python=False, default=False)
 def unit(session: nox.Session) -> None:
     """The unit tests only (no real sweeps, no subprocesses): the inner loop, under 90 s."""
-    _run(session, "pytest", "-n", _workers(), "-m", "not integration and not slow and not perf",
+    _run(session, "pytest", "-n", _workers(), *NO_BENCHMARKS,
+         "-m", "not integration and not slow and not perf",
          *session.posargs)  # fmt: skip
 
 

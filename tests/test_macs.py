@@ -42,6 +42,8 @@ def test_shared_parameters_count_once() -> None:
     assert count_params(nn.Sequential(lin, lin)) == 4 * 4 + 4
 
 
+# fvcore traces the network with torch.jit, which torch 2.14 says is deprecated
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
 def test_fvcore_counts_the_same_convention_a_little_higher() -> None:
     from torchvision.models import resnet18
 
