@@ -263,7 +263,8 @@ def worker_scratch() -> Iterator[Path]:
 def _own_multiprocessing_folder() -> None:
     """Put multiprocessing's temporary folder (``pymp-*``, the fork server's socket) in
     :func:`scratch_folder`, to go with it. Reads a private attribute (checked: a no-op if it
-    moves, or if the socket path would not fit in a socket address's 108 bytes)."""
+    moves, or if the socket path would not fit in a socket address's 108 bytes; the folder
+    is then multiprocessing's ``pymp-*`` in the temp folder, removed at a normal exit only)."""
     import multiprocessing as mp
 
     config = getattr(mp.current_process(), "_config", None)
@@ -419,8 +420,7 @@ class ForkServerExecutor(Cancellable):
         if self._preload_all or "torchvision" in sys.modules or (_SERVER and zoo in _SERVER[1]):
             preload += (zoo,)
         if _SERVER is not None and (env, preload) != _SERVER:
-            # killed first: multiprocessing closes a pipe and waits for the server, which lives
-            # while any process forked from this one since (a load, a user's) holds the pipe
+            # killed first: multiprocessing's stop would wait for every process forked since
             if (old := fork_server_pid()) is not None:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(old, signal.SIGKILL)
