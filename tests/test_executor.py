@@ -184,8 +184,8 @@ def test_replacing_the_fork_server_does_not_wait_for_processes_forked_since(
     """A run whose environment differs replaces this process's fork server. multiprocessing
     stops a server by closing a pipe and waiting for it to exit, which it does only once
     every copy of the pipe is closed, and every process forked from this one since holds a
-    copy: a load generator's spinners (the noise tests run sweeps in-process beside one),
-    a user's own workers. The replacement must neither wait for them nor end them."""
+    copy: a load generator's spinners beside a sweep run in the same process, a user's own
+    workers. The replacement must neither wait for them nor end them."""
     executor.ForkServerExecutor().prepare()
     old = executor.fork_server_pid()
     with CpuLoad(1, max_s=20, on_s=0.001, off_s=5) as load:  # mostly asleep, for 20 s
