@@ -15,6 +15,7 @@ Pure standard library; the reader, the clock and the sleep are seams for tests.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -87,12 +88,11 @@ class HostCheck:
 def _own_family(pid: int, root: Any) -> set[int]:
     """``pid`` and its descendants (a fork server and its workers are not 'other')."""
     family = {pid}
-    try:
+    # a process or thread that ended while it was read has no children left to count
+    with contextlib.suppress(FileNotFoundError, ProcessLookupError):
         for task in (root / str(pid) / "task").iterdir():
             for child in (task / "children").read_text().split():
                 family |= _own_family(int(child), root)
-    except OSError:
-        pass
     return family
 
 
@@ -127,7 +127,7 @@ def check_host(
         return HostCheck(seconds, ncores, None, (), load, governors(), False, str(e))
     wall = max(t1 - t0, 1e-9)
     own = own1.cpu_s - own0.cpu_s
-    family = _own_family(os.getpid(), reader.root)
+    # this process's other children (a library user's) are load like any other process's
     kin = set().union(*(_own_family(pid, reader.root) for pid in ours)) - {os.getpid()}
     kin_s = sum(cpu - procs0[pid][1] for pid, (_, cpu) in procs1.items()
                 if pid in procs0 and pid in kin)  # fmt: skip
@@ -136,7 +136,7 @@ def check_host(
         (
             (pid, cmd, (cpu - procs0[pid][1]) / wall)
             for pid, (cmd, cpu) in procs1.items()
-            if pid in procs0 and pid not in family | kin
+            if pid in procs0 and pid not in kin and pid != os.getpid()
         ),
         key=lambda p: -p[2],
     )

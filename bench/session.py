@@ -178,9 +178,12 @@ def run_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from bench.executor_registry import capabilities, executor_class
 
     caps = capabilities(args.executor)
+    # --require-quiet: a busy host is refused before anything starts or imports torch
+    check = _check_host(args) if args.require_quiet else None
     if caps.fork_server and not any("python=" in v for v in args.variant or ()):
         # a suite is listed, which imports torchvision's zoo: the server imports it as well
         _start_fork_server(with_zoo=not args.models and args.resume is None)
+    check = check or _check_host(args)  # meanwhile the server imports torch
     from bench.run_folder import record_preflight
     from bench.runner import count_work, open_lane
 
@@ -195,7 +198,7 @@ def run_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
     host: dict[str, Any] = {}
 
     def preflight(threads: int) -> None:  # after the plan is checked, before anything is written
-        host.update(_preflight(args, threads))
+        host.update(_preflight(args, check, threads))
 
     lanes = (
         _resumed_lanes(args, inventory, preflight)
@@ -343,9 +346,10 @@ def _env_number(name: str, default: Any, cast: Any) -> Any:
     return value
 
 
-def _preflight(args: argparse.Namespace, threads: int) -> dict[str, Any]:
-    """The pre-flight check (bench.preflight): warn on a busy host, refuse it with
-    ``--require-quiet``; the check, for the manifest."""
+def _check_host(args: argparse.Namespace) -> Any:
+    """The pre-flight check (bench.preflight), before the plan is read (which imports torch,
+    ~10 s on a busy 2-core host): ``--require-quiet`` refuses a busy host in a second. This
+    run's fork server, which may be importing torch meanwhile, is not another's load."""
     from bench.executor import fork_server_pid
     from bench.preflight import CHECK_S, HostBusy, check_host
 
@@ -354,12 +358,18 @@ def _preflight(args: argparse.Namespace, threads: int) -> dict[str, Any]:
         seconds=min(_env_number(PREFLIGHT_ENV, CHECK_S, float), 1.0),
         ours=(server,) if server is not None else (),
     )
-    advice = check.advice(threads)
     if check.busy and args.require_quiet:
         raise HostBusy(
             f"{check.describe()}; --require-quiet refuses a busy host: wait until it is quiet "
             f"(or give fewer --threads, or pin idle cores with taskset), then run again"
         )
+    return check
+
+
+def _preflight(args: argparse.Namespace, check: Any, threads: int) -> dict[str, Any]:
+    """Warn about what the pre-flight ``check`` saw, once the plan's ``threads`` are known;
+    the check, for the manifest."""
+    advice = check.advice(threads)
     if advice:
         print(f"effbench: warning: {check.describe()}; {advice}", file=sys.stderr)
     return {**check.to_dict(), "required_quiet": bool(args.require_quiet)}

@@ -273,9 +273,9 @@ def test_waiting_for_quiet_stops_at_the_first_quiet_check_or_the_bound() -> None
 @pytest.mark.serial  # real load: kept out of the other tests' way
 def test_real_load_is_seen_by_the_preflight_and_by_the_probe() -> None:
     cores = len(os.sched_getaffinity(0))
-    with CpuLoad(cores + 1, max_s=10):
+    with CpuLoad(cores + 1, max_s=10) as load:
         time.sleep(0.3)
-        check = check_host(seconds=0.5)
+        check, spinners = check_host(seconds=0.5), set(load.pids)
         probe = ContentionWindow(ProcReader(), threads=cores, cpus=sorted(os.sched_getaffinity(0)))
         probe.begin()
         deadline = time.monotonic() + 1.0
@@ -284,6 +284,8 @@ def test_real_load_is_seen_by_the_preflight_and_by_the_probe() -> None:
             x += 1
         got = probe.end(Window(1, (1.0,), 1.0, True))
     assert check.busy and check.others_cores is not None and check.others_cores > 0.5 * cores
+    # the load is this process's children, not the run's: counted, and named as well
+    assert check.heavy and {pid for pid, _, _ in check.heavy} <= spinners
     assert got["others_cpu_cores"] > 0.5 * cores
     # one spinning thread asked for `cores` threads' worth: it waited for a CPU a good part
     assert got["run_wait_share"] is not None and got["run_wait_share"] > 0.05 / cores

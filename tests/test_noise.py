@@ -27,8 +27,7 @@ pytestmark = pytest.mark.serial
 
 
 # the suite turns the contended verdict off (tests/conftest.py); these tests are about it.
-# Every command runs in a process of its own: the load is this process's children, which the
-# pre-flight check of a command run in this process would count as its own.
+# Every command runs in a process of its own, as a user's does: beside a load it did not start.
 def judged() -> dict[str, str]:
     return {**os.environ, "EFFBENCH_JUDGE_CONTENTION": "1"}
 
@@ -137,9 +136,35 @@ def test_require_quiet_lets_a_quiet_host_run_and_stops_a_busy_one(
 
     args = argparse.Namespace(require_quiet=True)
     monkeypatch.setattr(preflight, "check_host", lambda **kw: host(False))
-    record = session._preflight(args, threads=2)
+    record = session._preflight(args, session._check_host(args), threads=2)
     assert record["busy"] is False and record["required_quiet"] is True
     assert capsys.readouterr().err == ""  # nothing to warn about
     monkeypatch.setattr(preflight, "check_host", lambda **kw: host(True))
     with pytest.raises(preflight.HostBusy, match="--require-quiet refuses a busy host"):
-        session._preflight(args, threads=2)
+        session._check_host(args)
+    # without --require-quiet a busy host is a warning, with the plan's threads in it
+    args = argparse.Namespace(require_quiet=False)
+    record = session._preflight(args, session._check_host(args), threads=2)
+    assert record["busy"] is True and record["required_quiet"] is False
+    assert "effbench: warning: host busy" in capsys.readouterr().err
+
+
+def test_require_quiet_refuses_before_the_plan_is_read_and_torch_imported(tmp_path: Path) -> None:
+    """A busy host (the check faked busy) is refused before anything imports torch or the
+    fork server starts: the plan names a model that does not exist, and the refusal comes
+    first."""
+    code = (
+        "import sys\n"
+        "from bench import cli, preflight\n"
+        "from bench.executor import fork_server_pid\n"
+        "preflight.check_host = lambda **kw: preflight.HostCheck("
+        "0.5, 2, 1.6, (), None, (), True)\n"
+        "code = cli.main(['run', '--models', 'no_such_net', '--require-quiet', "
+        "'--out', sys.argv[1]])\n"
+        "print('torch' in sys.modules, fork_server_pid(), code)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "out")], cwd=ROOT,
+                       capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert not (tmp_path / "out").exists()
+    assert r.stdout.split() == ["False", "None", "2"], r.stderr
+    assert r.stderr.startswith("effbench: error: host busy") and "--require-quiet" in r.stderr
