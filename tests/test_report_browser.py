@@ -111,11 +111,10 @@ def test_every_image_loads_in_chromium(tmp_path: Path, which: str) -> None:
         assert {f["name"] for f in doc["figures"]} >= NEW_FIGURES, doc["figures_left_out"]
     page = (report.out / "index.html").resolve().as_uri()
 
-    dom = _chromium(tmp_path / "profile", "--dump-dom", page)
+    shot = tmp_path / "screenshot.png"  # one launch: the DOM on stdout, the screenshot
+    dom = _chromium(tmp_path / "profile", "--dump-dom", f"--screenshot={shot}",
+                    "--window-size=1366,2400", page)  # fmt: skip
     assert _images_loaded(dom) == (n_figures, n_figures)
-
-    shot = tmp_path / "screenshot.png"
-    _chromium(tmp_path / "profile", f"--screenshot={shot}", "--window-size=1366,2400", page)
     assert shot.is_file(), "chromium wrote no screenshot"
     assert png_size(shot) == (1366, 2400)
     assert shot.stat().st_size > 50_000  # a blank page compresses to a few kilobytes
