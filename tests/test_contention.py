@@ -5,6 +5,8 @@ NVML, the pre-flight check through scripted readings, and real load from bench.l
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -297,3 +299,38 @@ def test_the_load_ends_by_its_own_deadline() -> None:
     time.sleep(1.5)
     assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text()
     load.stop()
+
+
+def _ended(pid: int) -> bool:
+    return not Path(f"/proc/{pid}").exists() or ") Z" in Path(f"/proc/{pid}/stat").read_text()
+
+
+def test_the_load_outlives_the_thread_that_started_it_and_not_its_process() -> None:
+    """Mostly asleep (1 ms on, 5 s off). Started from a thread that then ends, the load goes
+    on (the kernel's parent-death signal, which the spinners used, fires when the *thread*
+    ends); its process SIGKILLed, the load ends within a poll."""
+    import threading
+
+    load = CpuLoad(1, max_s=20, on_s=0.001, off_s=5)
+    starter = threading.Thread(target=load.start)
+    starter.start()
+    starter.join()
+    try:
+        time.sleep(0.5)
+        assert not _ended(load.pids[0]), "the load ended with the thread that started it"
+    finally:
+        load.stop()
+    code = (
+        "import time\nfrom bench.loadgen import CpuLoad\n"
+        "load = CpuLoad(1, max_s=20, on_s=0.001, off_s=5).start()\n"
+        "print(load.pids[0], flush=True)\ntime.sleep(30)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    spinner = int(proc.stdout.readline())
+    proc.kill()
+    proc.wait(10)
+    deadline = time.monotonic() + 5
+    while not _ended(spinner) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _ended(spinner), "the load outlived the process that started it"
