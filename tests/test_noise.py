@@ -74,19 +74,24 @@ def test_require_quiet_refuses_a_busy_host_before_writing_anything(tmp_path: Pat
 
 
 def test_contended_cells_are_measured_again_once_the_host_is_quiet(tmp_path: Path) -> None:
-    """The load runs until the first attempt of every cell is written, then stops: the
-    runner waits for a quiet host and measures the contended cells again (attempt 1)."""
+    """The load starts once the run folder is written (the command's imports done, before
+    the first cell) and runs until the first attempt of every cell is written, then stops:
+    the runner waits for a quiet host and measures the contended cells again (attempt 1)."""
     run = tmp_path / "again"
     cmd = [sys.executable, "-m", "bench", *PLAN, *TIMING, "--remeasure", "2",
            "--out", str(tmp_path), "--run-id", "again"]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.PIPE, text=True, env=judged())
+    assert proc.stderr is not None
+    said = [proc.stderr.readline()]
+    while said[-1] and "effbench: writing to" not in said[-1]:
+        said.append(proc.stderr.readline())
     with CpuLoad(CORES + 1, max_s=60) as load:
-        time.sleep(0.3)
-        proc = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.PIPE, text=True, env=judged())
         deadline = time.monotonic() + 50
         while len(list(run.glob("part-*.parquet"))) < 4 and time.monotonic() < deadline:
             time.sleep(0.05)
         load.stop()
-        _, err = proc.communicate(timeout=120)
+        _, rest = proc.communicate(timeout=120)
+    err = "".join(said) + rest
     assert proc.returncode == 0, err
     rows = load_results([run])
     first = rows[rows["attempt"] == 0]
