@@ -183,7 +183,7 @@ def run_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if caps.fork_server and not any("python=" in v for v in args.variant or ()):
         # a suite is listed, which imports torchvision's zoo: the server imports it as well
         _start_fork_server(with_zoo=not args.models and args.resume is None)
-    check = check or _check_host(args)  # meanwhile the server imports torch
+    check = check if check is not None else _check_host(args)  # the server imports meanwhile
     from bench.run_folder import record_preflight
     from bench.runner import count_work, open_lane
 

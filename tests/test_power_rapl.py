@@ -177,7 +177,7 @@ def test_idle_power_survives_several_wraps(writer: Writer) -> None:
 
 def test_cpu_sweep_records_the_written_power(writer: Writer, out_dir: Path) -> None:
     env = {**os.environ, "EFFBENCH_RAPL_ROOT": str(writer.root)}
-    args = ["run", "--models", "squeezenet1_1", "--batch-sizes", "1", "--threads", "1"]
+    args = ["run", "--models", "tiny_mlp", "--batch-sizes", "1", "--threads", "1"]
     args += ["--min-time", "1", "--max-time", "1", "--warmup-iters", "1", "--warmup-time", "0"]
     args += ["--out", str(out_dir), "--run-id", "rapl"]
     proc = subprocess.Popen(
@@ -193,7 +193,7 @@ def test_cpu_sweep_records_the_written_power(writer: Writer, out_dir: Path) -> N
     for line in proc.stderr:
         stderr.append(line)
         if "bs=1" in line:
-            # The cell has started: warm-up (one ~50 ms forward) comes first, then a timed
+            # The cell has started: warm-up (one tiny forward) comes first, then a timed
             # window of at least 1 s. A wrap 0.6 s from now falls inside that window.
             writer.wrap_in(0.6)
             wraps_at_start = writer.wraps
