@@ -5,9 +5,11 @@ Dependencies come from pyproject.toml.
 Every session runs in ONE shared virtualenv (`.nox/effbench`, or `$EFFBENCH_NOX_ENV`):
 torch alone is several GB, and four copies of it (one per session, nox's default) took
 24 GB on a CPU-only machine. The environment is created on first use and installed into
-again only when pyproject.toml or the extras a session needs change. To take PyTorch's
-CPU-only wheels (about 0.7 GB instead of 5.5 GB), give pip the CPU index before the first
-session: `PIP_INDEX_URL=https://download.pytorch.org/whl/cpu
+again only when pyproject.toml or the extras a session needs change, by uv where nox's
+interpreter has it (`pip install nox uv`; about 40 s here) and by pip otherwise (90-115 s);
+`EFFBENCH_INSTALLER=pip` chooses pip. uv is given pip's own settings (indexes, find-links,
+constraints). To take PyTorch's CPU-only wheels (about 0.7 GB instead of 5.5 GB), give
+the CPU index before the first session: `PIP_INDEX_URL=https://download.pytorch.org/whl/cpu
 PIP_EXTRA_INDEX_URL=https://pypi.org/simple nox -s tests`."""
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -33,11 +37,55 @@ def _bin(name: str) -> str:
     return str(ENV / ("Scripts" if sys.platform == "win32" else "bin") / name)
 
 
+def _uv(session: nox.Session) -> str | None:
+    """uv, when this nox's interpreter has it (`pip install uv`, as .ci/run does) and
+    ``$EFFBENCH_INSTALLER`` is not ``pip``: it builds the environment in about 20 s where pip
+    took 90-115 s here (torch and its CUDA libraries, 5.3 GB, from this machine's mirror)."""
+    choice = os.environ.get("EFFBENCH_INSTALLER", "uv")
+    if choice not in ("uv", "pip"):
+        session.error(f"$EFFBENCH_INSTALLER={choice!r}: give uv or pip")
+    if choice == "pip":
+        return None
+    try:
+        from uv import find_uv_bin
+
+        return find_uv_bin()
+    except (ImportError, FileNotFoundError):
+        return shutil.which("uv")
+
+
+_PIP_TO_UV = ("index-url", "extra-index-url", "find-links", "constraint")
+
+
+def _pip_settings() -> list[str]:
+    """pip's indexes, find-links and constraints (pip.conf and ``PIP_*`` variables, as `pip
+    config list` shows them; a variable wins over a file) as uv options, which reads neither:
+    a machine's mirror and version caps hold for both installers. uv picks across indexes as
+    pip does (best version, not first index), so PyTorch's CPU index recipe works for both."""
+    listed = subprocess.run([sys.executable, "-m", "pip", "config", "list"],
+                            capture_output=True, text=True, check=False).stdout  # fmt: skip
+    found: dict[str, str] = {}
+    for line in listed.splitlines():
+        key, _, value = line.partition("=")
+        scope, _, name = key.rpartition(".")
+        if name in _PIP_TO_UV and (name not in found or scope == ":env:"):
+            found[name] = value.strip().strip("'\"")
+    args = ["--index-strategy", "unsafe-best-match"]
+    for name, value in found.items():
+        args += [a for item in value.split() for a in (f"--{name}", item)]
+    return args
+
+
 def _shared_env(session: nox.Session) -> None:
     """Create the shared virtualenv if missing; install the project (editable, every extra)
-    and the dependency groups when pyproject.toml changed since the last install."""
+    and the dependency groups when pyproject.toml changed since the last install, with uv
+    where there is one, else pip."""
+    uv = _uv(session)
     if not Path(_bin("python")).exists():
-        session.run(sys.executable, "-m", "venv", str(ENV), external=True)
+        if uv:
+            session.run(uv, "venv", "-q", "--python", sys.executable, str(ENV), external=True)
+        else:
+            session.run(sys.executable, "-m", "venv", str(ENV), external=True)
     stamp = ENV / ".effbench-installed"
     want = json.dumps(
         {
@@ -48,9 +96,12 @@ def _shared_env(session: nox.Session) -> None:
     )
     if stamp.exists() and stamp.read_text() == want:
         return
-    pip = [_bin("python"), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+    if uv:
+        install = [uv, "pip", "install", "-q", "--python", _bin("python"), *_pip_settings()]
+    else:
+        install = [_bin("python"), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
     groups = [d for g in GROUPS for d in nox.project.dependency_groups(PYPROJECT, g)]
-    session.run(*pip, "-e", f".[{','.join(EXTRAS)}]", *groups, external=True)
+    session.run(*install, "-e", f".[{','.join(EXTRAS)}]", *groups, external=True)
     stamp.write_text(want)
 
 
