@@ -6,7 +6,7 @@ Every session runs in ONE shared virtualenv (`.nox/effbench`, or `$EFFBENCH_NOX_
 torch alone is several GB, and four copies of it (one per session, nox's default) took
 24 GB on a CPU-only machine. The environment is created on first use and installed into
 again only when pyproject.toml or the extras a session needs change, by uv where nox's
-interpreter has it (`pip install nox uv`; about 40 s here) and by pip otherwise (90-115 s);
+interpreter has it (`pip install nox uv`; about 45 s here) and by pip otherwise (90-115 s);
 `EFFBENCH_INSTALLER=pip` chooses pip. uv is given pip's own settings (indexes, find-links,
 constraints). To take PyTorch's CPU-only wheels (about 0.7 GB instead of 5.5 GB), give
 the CPU index before the first session: `PIP_INDEX_URL=https://download.pytorch.org/whl/cpu
@@ -97,7 +97,10 @@ def _shared_env(session: nox.Session) -> None:
     if stamp.exists() and stamp.read_text() == want:
         return
     if uv:
-        install = [uv, "pip", "install", "-q", "--python", _bin("python"), *_pip_settings()]
+        # bytecode now, as pip does: else every process of the first test run compiled
+        # torch's modules itself until one had written them (+80 s of the parallel pass)
+        install = [uv, "pip", "install", "-q", "--compile-bytecode", "--python", _bin("python"),
+                   *_pip_settings()]  # fmt: skip
     else:
         install = [_bin("python"), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
     groups = [d for g in GROUPS for d in nox.project.dependency_groups(PYPROJECT, g)]
