@@ -31,12 +31,12 @@ print(json.dumps({"calls": calls, "steps": net.steps, "other": other.steps}))
 """
 
 
-def _run(env_value: str | None) -> subprocess.CompletedProcess[str]:
+def _run(env_value: str | None, code: str = CHECK) -> subprocess.CompletedProcess[str]:
     env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
     if env_value is not None:
         env["EFFBENCH_PROBE_STEPS"] = env_value
     return subprocess.run(
-        [sys.executable, "-c", CHECK], capture_output=True, text=True, env=env, cwd=ROOT
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT
     )
 
 
@@ -50,10 +50,19 @@ def test_extra_work_is_the_configured_steps_per_batch_size() -> None:
 
 
 def test_unset_means_no_extra_work_and_bad_values_are_refused() -> None:
-    r = _run(None)
+    """One process: the check with the variable unset, then the parser on each bad value."""
+    bad = ["[1, 2]", '{"probe_squeezenet1_1@2": -1}']
+    tail = (
+        f"for text in {bad!r}:\n"
+        "    os.environ[probe.STEPS_ENV] = text\n"
+        "    try:\n"
+        "        print('accepted', probe.steps_from_env())\n"
+        "    except ValueError as e:\n"
+        "        print(e)\n"
+    )
+    r = _run(None, CHECK + tail)
     assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout)["calls"] == [0, 0]
-    r = _run("[1, 2]")
-    assert r.returncode != 0 and "must be a JSON object" in r.stderr
-    r = _run('{"probe_squeezenet1_1@2": -1}')
-    assert r.returncode != 0 and "must be >= 0" in r.stderr
+    unset, not_an_object, negative = r.stdout.splitlines()
+    assert json.loads(unset)["calls"] == [0, 0]
+    assert "must be a JSON object" in not_an_object
+    assert "must be >= 0" in negative
