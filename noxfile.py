@@ -39,8 +39,8 @@ def _bin(name: str) -> str:
 
 def _uv(session: nox.Session) -> str | None:
     """uv, when this nox's interpreter has it (`pip install uv`, as .ci/run does) and
-    ``$EFFBENCH_INSTALLER`` is not ``pip``: it builds the environment in about 20 s where pip
-    took 90-115 s here (torch and its CUDA libraries, 5.3 GB, from this machine's mirror)."""
+    ``$EFFBENCH_INSTALLER`` is not ``pip``: it built the environment in 40-47 s where pip
+    took 90-115 s here (torch and its CUDA libraries, 5.9 GB, from this machine's mirror)."""
     choice = os.environ.get("EFFBENCH_INSTALLER", "uv")
     if choice not in ("uv", "pip"):
         session.error(f"$EFFBENCH_INSTALLER={choice!r}: give uv or pip")
@@ -60,8 +60,9 @@ _PIP_TO_UV = ("index-url", "extra-index-url", "find-links", "constraint")
 def _pip_settings() -> list[str]:
     """pip's indexes, find-links and constraints (pip.conf and ``PIP_*`` variables, as `pip
     config list` shows them; a variable wins over a file) as uv options, which reads neither:
-    a machine's mirror and version caps hold for both installers. uv picks across indexes as
-    pip does (best version, not first index), so PyTorch's CPU index recipe works for both."""
+    a machine's mirror and version caps hold for both installers. uv is told to pick across
+    indexes as pip does (best version, not first index), which PyTorch's CPU index recipe
+    relies on (not tried with uv: no internet where this was written)."""
     listed = subprocess.run([sys.executable, "-m", "pip", "config", "list"],
                             capture_output=True, text=True, check=False).stdout  # fmt: skip
     found: dict[str, str] = {}

@@ -24,6 +24,7 @@ from bench.variants import parse_size_bytes
 
 if TYPE_CHECKING:
     from bench.executor import Cluster
+    from bench.preflight import HostCheck
 
 NO_CEILINGS_ENV = "EFFBENCH_NO_CEILINGS"  # set: `effbench run` skips ceilings unless asked
 # Defaults a harness (CI, the test suite) may set: re-measurements of contended cells when
@@ -178,8 +179,7 @@ def run_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from bench.executor_registry import capabilities, executor_class
 
     caps = capabilities(args.executor)
-    # --require-quiet: a busy host is refused before anything starts or imports torch
-    check = _check_host(args) if args.require_quiet else None
+    check = _check_host(args) if args.require_quiet else None  # before anything starts
     if caps.fork_server and not any("python=" in v for v in args.variant or ()):
         # a suite is listed, which imports torchvision's zoo: the server imports it as well
         _start_fork_server(with_zoo=not args.models and args.resume is None)
@@ -346,7 +346,7 @@ def _env_number(name: str, default: Any, cast: Any) -> Any:
     return value
 
 
-def _check_host(args: argparse.Namespace) -> Any:
+def _check_host(args: argparse.Namespace) -> HostCheck:
     """The pre-flight check (bench.preflight), before the plan is read (which imports torch,
     ~10 s on a busy 2-core host): ``--require-quiet`` refuses a busy host in a second. This
     run's fork server, which may be importing torch meanwhile, is not another's load."""
@@ -366,7 +366,7 @@ def _check_host(args: argparse.Namespace) -> Any:
     return check
 
 
-def _preflight(args: argparse.Namespace, check: Any, threads: int) -> dict[str, Any]:
+def _preflight(args: argparse.Namespace, check: HostCheck, threads: int) -> dict[str, Any]:
     """Warn about what the pre-flight ``check`` saw, once the plan's ``threads`` are known;
     the check, for the manifest."""
     advice = check.advice(threads)
