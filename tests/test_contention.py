@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from procs import alive
 
 from bench.host import HostTimes, HostUnreadable, OwnTimes, ProcReader, cpu_governors
 from bench.loadgen import CpuLoad
@@ -297,12 +298,8 @@ def test_the_load_ends_by_its_own_deadline() -> None:
     load = CpuLoad(1, max_s=0.5).start()
     (pid,) = load.pids
     time.sleep(1.5)
-    assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text()
+    assert not alive(pid)
     load.stop()
-
-
-def _ended(pid: int) -> bool:
-    return not Path(f"/proc/{pid}").exists() or ") Z" in Path(f"/proc/{pid}/stat").read_text()
 
 
 def test_the_load_outlives_the_thread_that_started_it_and_not_its_process() -> None:
@@ -317,7 +314,7 @@ def test_the_load_outlives_the_thread_that_started_it_and_not_its_process() -> N
     starter.join()
     try:
         time.sleep(0.5)
-        assert not _ended(load.pids[0]), "the load ended with the thread that started it"
+        assert alive(load.pids[0]), "the load ended with the thread that started it"
     finally:
         load.stop()
     code = (
@@ -331,6 +328,6 @@ def test_the_load_outlives_the_thread_that_started_it_and_not_its_process() -> N
     proc.kill()
     proc.wait(10)
     deadline = time.monotonic() + 5
-    while not _ended(spinner) and time.monotonic() < deadline:
+    while alive(spinner) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert _ended(spinner), "the load outlived the process that started it"
+    assert not alive(spinner), "the load outlived the process that started it"
