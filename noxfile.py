@@ -81,12 +81,6 @@ def _shared_env(session: nox.Session) -> None:
     """Create the shared virtualenv if missing; install the project (editable, every extra)
     and the dependency groups when pyproject.toml changed since the last install, with uv
     where there is one, else pip."""
-    uv = _uv(session)
-    if not Path(_bin("python")).exists():
-        if uv:
-            session.run(uv, "venv", "-q", "--python", sys.executable, str(ENV), external=True)
-        else:
-            session.run(sys.executable, "-m", "venv", str(ENV), external=True)
     stamp = ENV / ".effbench-installed"
     want = json.dumps(
         {
@@ -95,8 +89,14 @@ def _shared_env(session: nox.Session) -> None:
             "groups": GROUPS,
         }
     )
-    if stamp.exists() and stamp.read_text() == want:
+    if Path(_bin("python")).exists() and stamp.exists() and stamp.read_text() == want:
         return
+    uv = _uv(session)
+    if not Path(_bin("python")).exists():
+        if uv:
+            session.run(uv, "venv", "-q", "--python", sys.executable, str(ENV), external=True)
+        else:
+            session.run(sys.executable, "-m", "venv", str(ENV), external=True)
     if uv:
         # bytecode now, as pip does: else every process of the first test run compiled
         # torch's modules itself until one had written them (+80 s of the parallel pass)
