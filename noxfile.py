@@ -54,27 +54,38 @@ def _uv(session: nox.Session) -> str | None:
         return shutil.which("uv")
 
 
-_PIP_TO_UV = ("index-url", "extra-index-url", "find-links", "constraint")
+_PIP_TO_UV = {  # pip's setting: uv's flag
+    "index-url": "--index-url",
+    "extra-index-url": "--extra-index-url",
+    "find-links": "--find-links",
+    "constraint": "--constraint",
+    "trusted-host": "--allow-insecure-host",
+}
 
 
-def _pip_settings() -> list[str]:
-    """pip's indexes, find-links and constraints (pip.conf and ``PIP_*`` variables, as `pip
-    config list` shows them; a variable wins over a file) as uv options, which reads neither:
-    a machine's mirror and version caps hold for both installers. uv is told to pick across
-    indexes as pip does (best version, not first index), which PyTorch's CPU index recipe
-    relies on (not tried with uv: no internet where this was written)."""
+def _pip_settings() -> tuple[list[str], dict[str, str]]:
+    """pip's indexes, find-links, constraints, trusted hosts, no-index and CA bundle (pip.conf
+    and ``PIP_*`` variables, as `pip config list` shows them; a variable wins over a file) as
+    uv's options and environment, for uv reads neither: a machine's mirror, version caps and
+    proxy certificate hold for both installers. uv is told to pick across indexes as pip
+    does (best version, not first index), which PyTorch's CPU index recipe relies on (not
+    tried with uv: no internet where this was written)."""
     listed = subprocess.run([sys.executable, "-m", "pip", "config", "list"],
                             capture_output=True, text=True, check=False).stdout  # fmt: skip
     found: dict[str, str] = {}
     for line in listed.splitlines():
         key, _, value = line.partition("=")
         scope, _, name = key.rpartition(".")
-        if name in _PIP_TO_UV and (name not in found or scope == ":env:"):
+        if name in (*_PIP_TO_UV, "no-index", "cert") and (name not in found or scope == ":env:"):
             found[name] = value.strip().strip("'\"")
     args = ["--index-strategy", "unsafe-best-match"]
+    if found.pop("no-index", "").lower() in ("1", "true", "yes", "on"):  # pip's truth words
+        args.append("--no-index")
+    cert = found.pop("cert", None)
+    env = {"SSL_CERT_FILE": cert} if cert and "SSL_CERT_FILE" not in os.environ else {}
     for name, value in found.items():
-        args += [a for item in value.split() for a in (f"--{name}", item)]
-    return args
+        args += [a for item in value.split() for a in (_PIP_TO_UV[name], item)]
+    return args, env
 
 
 def _shared_env(session: nox.Session) -> None:
@@ -97,15 +108,17 @@ def _shared_env(session: nox.Session) -> None:
             session.run(uv, "venv", "-q", "--python", sys.executable, str(ENV), external=True)
         else:
             session.run(sys.executable, "-m", "venv", str(ENV), external=True)
+    env: dict[str, str] = {}
     if uv:
+        settings, env = _pip_settings()
         # bytecode now, as pip does: else every process of the first test run compiled
         # torch's modules itself until one had written them (+80 s of the parallel pass)
         install = [uv, "pip", "install", "-q", "--compile-bytecode", "--python", _bin("python"),
-                   *_pip_settings()]  # fmt: skip
+                   *settings]  # fmt: skip
     else:
         install = [_bin("python"), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
     groups = [d for g in GROUPS for d in nox.project.dependency_groups(PYPROJECT, g)]
-    session.run(*install, "-e", f".[{','.join(EXTRAS)}]", *groups, external=True)
+    session.run(*install, "-e", f".[{','.join(EXTRAS)}]", *groups, external=True, env=env)
     stamp.write_text(want)
 
 
