@@ -134,6 +134,7 @@ def _path(text: str) -> Path:
 
 def build_parser() -> argparse.ArgumentParser:
     from bench import __version__
+    from bench.cli_help import epilog
 
     p = _Parser(prog="effbench", description="Efficiency benchmarks for image classifiers.")
     p.add_argument("--version", action="version", version=f"effbench {__version__}")
@@ -147,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
         "results", nargs="+", type=_path, metavar="RESULTS", help="run folders or results/"
     )
     rep.add_argument("--out", type=_path, help="report folder (default: reports/<run id>)")
+    for name, command in sub.choices.items():  # examples under each command's help
+        command.epilog = epilog(name)
+        command.formatter_class = argparse.RawDescriptionHelpFormatter
     return p
 
 
@@ -199,8 +203,10 @@ def _add_run(sub: Any) -> None:
         "--variant",
         action="append",
         metavar="NAME[:VAR=VALUE]",
-        help="an arm of an interleaved A/B run (two or more; repeat for more variables); "
-        "each gets its own run folder <run-id>-<NAME>, and their groups alternate",
+        help="an arm of an interleaved A/B run (two or more), each in its own run folder "
+        "<run-id>-<NAME>, their groups alternating: NAME:VAR=VALUE,... sets environment "
+        "variables for the arm's workers; NAME:python=PATH runs them with another "
+        "interpreter (another virtualenv or checkout; docs/compare.md)",
     )
     run.add_argument(
         "--pingpong",
@@ -294,28 +300,40 @@ def _add_timing_flags(run: Any) -> None:
     )
 
 
+_FORMAT_TABLE: dict[str, Any] = {
+    "choices": ("table", "json", "csv"),
+    "default": "table",
+    "help": "table: aligned text for a terminal (default); json; csv",
+}
+_FORMAT_RECORD: dict[str, Any] = {
+    "choices": ("table", "json"),
+    "default": "table",
+    "help": "table: aligned text for a terminal (default); json",
+}
+
+
 def _add_info_commands(sub: Any) -> None:
     """`models`, `inspect`, `show` and `env`."""
     models = sub.add_parser("models", help="list registered models and their reference figures")
     models.add_argument("--suite", type=_text, help="only this suite")
     models.add_argument("--suites", action="store_true", help="list the suites instead")
-    models.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    models.add_argument("--format", **_FORMAT_TABLE)
 
     insp = sub.add_parser(
         "inspect", help="per-layer shapes, params, MACs and receptive fields, with totals"
     )
-    insp.add_argument("model")
-    insp.add_argument("--image-size", type=_number(int))
-    insp.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    insp.add_argument("model", help="a registered network (see `effbench models`)")
+    insp.add_argument("--image-size", type=_number(int), help="override its input size")
+    insp.add_argument("--format", **_FORMAT_TABLE)
 
     show = sub.add_parser("show", help="print a summary table of results (folders or files)")
     show.add_argument(
         "results", nargs="+", type=_path, help="run folders, results/ or parquet files"
     )
-    show.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    show.add_argument("--format", **_FORMAT_TABLE)
 
     env = sub.add_parser("env", help="print this machine's environment record")
-    env.add_argument("--format", choices=("table", "json"), default="table")
+    env.add_argument("--format", **_FORMAT_RECORD)
 
 
 def _add_profiling_commands(sub: Any) -> None:
@@ -330,19 +348,21 @@ def _add_profiling_commands(sub: Any) -> None:
     peak.add_argument(
         "--precision", type=_number(float), default=0.02, help="target 95%% CI of each (0.02)"
     )
-    peak.add_argument("--format", choices=("table", "json"), default="table")
+    peak.add_argument("--format", **_FORMAT_RECORD)
 
     prof = sub.add_parser(
         "profile", help="time every layer of a network: where its forward's time goes"
     )
-    prof.add_argument("models", nargs="+", metavar="MODEL")
+    prof.add_argument(
+        "models", nargs="+", metavar="MODEL", help="registered networks (see `effbench models`)"
+    )
     prof.add_argument("--device", default="cpu", help="cpu or cuda:N (cpu)")
     prof.add_argument("--dtype", default="float32", help=", ".join(DTYPES) + " (float32)")
     prof.add_argument("--batch-size", type=_number(int), default=1, help="images per forward (1)")
     prof.add_argument("--config", default="eager", help="eager, channels_last or autocast (eager)")
     prof.add_argument("--threads", type=_number(int), help="CPU threads (default: all cores)")
     prof.add_argument("--image-size", type=_number(int), help="override the model's input size")
-    prof.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    prof.add_argument("--format", **_FORMAT_TABLE)
     prof.add_argument(
         "--out",
         type=_path,
@@ -378,7 +398,12 @@ def _add_compare(sub: Any) -> None:
         help="smallest change of a counted metric (instructions, cycles) that matters (0.5%%)",
     )
     cmp.add_argument("--alpha", type=float, default=0.01, help="false discovery rate (0.01)")
-    cmp.add_argument("--format", choices=("md", "json", "junit"), default="md")
+    cmp.add_argument(
+        "--format",
+        choices=("md", "json", "junit"),
+        default="md",
+        help="md: a Markdown table (default); json; junit: a test case per cell and metric, for CI",
+    )
     cmp.add_argument("--out", type=_path, help="write the report here instead of stdout")
     cmp.add_argument(
         "--fail-on-inconclusive", action="store_true", help="exit 2 on inconclusive cells"

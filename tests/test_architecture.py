@@ -196,7 +196,7 @@ def test_the_pure_modules_import_neither_pandas_nor_torch() -> None:
 
     code = (
         "import sys; import bench.keys, bench.plan, bench.variants, bench.stats, bench.quality, "
-        "bench.gate_choices, "
+        "bench.gate_choices, bench.cli_help, "
         "bench.status, "
         "bench.host; "
         "print(sorted(m for m in ('pandas', 'pyarrow', 'torch') if m in sys.modules))"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import shlex
 from pathlib import Path
 
 import pytest
@@ -111,3 +113,38 @@ def test_building_the_command_line_imports_neither_pandas_nor_torch() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def _commands() -> dict[str, argparse.ArgumentParser]:
+    from bench.cli import build_parser
+
+    (sub,) = (a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(sub.choices)
+
+
+def test_every_option_and_positional_of_every_command_says_what_it_is() -> None:
+    undocumented = {
+        name: [a.dest for a in parser._actions if a.dest != "help" and not (a.help or "").strip()]
+        for name, parser in _commands().items()
+    }
+    assert {k: v for k, v in undocumented.items() if v} == {}
+    variant = next(a for a in _commands()["run"]._actions if a.dest == "variant")
+    assert "python=PATH" in variant.help and "VAR=VALUE" in variant.help
+
+
+def test_every_command_shows_examples_that_its_parser_accepts() -> None:
+    """Each example under a command's --help parses with the real parser (an option that
+    was renamed or removed fails here), and every command has some."""
+    from bench.cli import build_parser
+    from bench.cli_help import EXAMPLES
+
+    commands = _commands()
+    assert set(EXAMPLES) == set(commands)
+    for name, parser in commands.items():
+        shown = parser.format_help()
+        assert "examples:" in shown
+        for cmd, what in EXAMPLES[name]:
+            assert f"  {cmd}\n" in shown and what in shown
+            words = shlex.split(cmd)
+            assert words[:2] == ["effbench", name], cmd
+            build_parser().parse_args(words[1:])  # raises InvalidOption on a bad example
