@@ -1,10 +1,12 @@
-"""The import graph of `bench` and `models`: no cycle, and no import from a lower layer to a
-higher one (docs/architecture.md). Module-level and function-level imports both count."""
+"""The import graph of `bench` and `models`: no cycle, every module importing only what its
+row of docs/architecture.md's table allows (`ALLOWED`), and no import from a lower layer to
+a higher one. Module-level and function-level imports both count."""
 
 from __future__ import annotations
 
 import ast
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -163,6 +165,124 @@ FORBIDDEN = [
         ("bench.cli", "bench.runner", "bench.pingpong", "bench.parallel"),
     ),
 ]
+
+
+# What each module may import of ours, directly (module level or inside a function):
+# docs/architecture.md's table as data. Every module of bench and models falls under
+# exactly one rule; a module inside a package (bench.compare, bench.probes, models, ...) may
+# also import its own package's modules; ``never`` narrows a broad ``may``.
+_LEAVES = ("bench.errors", "bench.keys", "bench.units", "bench.status", "bench.escape")
+_PURE_PLAN = ("bench.plan", "bench.variants", "bench.configs", "bench.allocators")
+_BELOW_THE_RUNNER = ("bench.cli", "bench.session", "bench.commands", "bench.pingpong")
+ALLOWED: list[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = [
+    ((*_LEAVES, "bench.gate_choices", "bench.cli_help", "bench.schema", "bench.canaries"),
+     ("bench.errors",), ()),
+    (_PURE_PLAN, (*_PURE_PLAN, *_LEAVES), ()),
+    (("bench.stats",), ("bench.errors",), ()),
+    (("bench.host", "bench.quality"), ("bench.errors", "bench.status"), ()),
+    (("bench.sampler",), ("bench.stats", "bench.errors"), ()),
+    (("bench.preflight", "bench.loadgen"), ("bench.host", "bench.quality", "bench.errors"), ()),
+    (("bench.store", "bench.store_checks"),
+     ("bench.store", "bench.store_checks", "bench.schema", "bench.quality", *_LEAVES), ()),
+    (("bench.probes",),
+     ("bench.schema", "bench.plan", "bench.stats", "bench.sampler", "bench.host",
+      "bench.configure", *_LEAVES), ()),
+    (("bench.configure",), ("bench.configs", *_LEAVES), ()),
+    (("bench.devices",), ("bench.allocators", "bench.plan", "bench.probes.nvml", *_LEAVES), ()),
+    (("models",), ("bench.errors", "bench.probes.sizes"), ()),
+    (("bench.catalog",), ("models", "bench.probes.sizes"), ()),
+    (("bench.ceilings", "bench.profile", "bench.profile_layers", "bench.profile_format",
+      "bench.layers"),
+     ("bench.probes", "models", "bench.devices", "bench.stats", "bench.sampler", "bench.plan",
+      "bench.schema", "bench.configs", "bench.configure", "bench.layers", "bench.profile",
+      "bench.profile_layers", *_LEAVES), ()),
+    (("bench.worker",),
+     ("bench.probes", "models", "bench.devices", "bench.sampler", "bench.schema", "bench.stats",
+      "bench.configure", *_PURE_PLAN, *_LEAVES), ()),
+    (("bench.ceiling_worker",), ("bench.worker", "bench.ceilings"), ()),
+    (("bench.executor",),
+     ("bench.worker", "bench.ceiling_worker", "bench.probes.gpu_processes", *_PURE_PLAN,
+      *_LEAVES), ()),
+    (("bench.worker_preload", "bench.worker_preload_all"),
+     ("bench.worker", "bench.probes.macs", "models"), ()),
+    (("bench.discovery",), ("bench.devices", "bench.executor", "bench.errors"), ()),
+    (("bench.executor_registry",), ("bench.executor", "bench.ray_executor"), ()),
+    (("bench.ray_executor",),
+     ("bench.executor", "bench.worker", "bench.devices", "bench.discovery", "models",
+      *_PURE_PLAN, *_LEAVES), ()),
+    (("bench.instructions",),
+     ("models", "bench.configure", "bench.devices", *_PURE_PLAN, *_LEAVES), ()),
+    (("bench.serve",),
+     ("bench.worker", "bench.worker_preload", "bench.probes", "bench.sampler", "bench.stats",
+      "bench.devices", "models", *_LEAVES), ()),
+    (("bench.run_folder", "bench.run_ceilings"),
+     ("bench.plan", "bench.store", "bench.schema", "bench.quality", "bench.executor",
+      "bench.ceiling_worker", "bench.ceilings", "bench.probes.power", *_LEAVES), ()),
+    (("bench.report", "bench.compare"),
+     ("bench.store", "bench.schema", "bench.stats", "bench.quality", "bench.gate_choices",
+      *_LEAVES), ()),
+    (("bench.runner",), ("bench", "models"), (*_BELOW_THE_RUNNER, "bench.parallel")),
+    (("bench.parallel",), ("bench.runner", "bench.executor", "bench.plan", "bench.errors"), ()),
+    (("bench.pingpong",),
+     ("bench.runner", "bench.executor", "bench.worker", "bench.serve", "bench.store",
+      "bench.schema", "bench.quality", "bench.probes.registry", "bench.probes.gpu_processes",
+      *_PURE_PLAN, *_LEAVES), ()),
+    (("bench.session", "bench.commands"), ("bench", "models"), ("bench.cli",)),
+    (("bench.cli", "bench.__main__"), ("bench", "models"), ()),
+]  # fmt: skip
+_PACKAGE_INIT = {"bench": ("bench.errors", "bench.store")}  # `load_results`, imported on call
+
+
+def _own_package(module: str) -> str | None:
+    """The package whose modules ``module`` may import besides its rule's: ``models`` for a
+    network, ``bench.X`` for a module under bench/X/, none for a module of bench itself."""
+    parts = module.split(".")
+    if parts[0] == "models":
+        return "models"
+    return ".".join(parts[:2]) if (ROOT / "bench" / parts[1]).is_dir() else None
+
+
+def _not_allowed(graph: dict[str, set[str]], rules: list[Any]) -> dict[str, list[str]]:
+    """Per module: the rules naming it (when not exactly one) or its imports no rule allows."""
+    found: dict[str, list[str]] = {}
+    for module, imported in graph.items():
+        if module in _PACKAGE_INIT:
+            bad = sorted(imported - set(_PACKAGE_INIT[module]))
+        else:
+            matching = [r for r in rules if _under(module, r[0])]
+            if len(matching) != 1:
+                found[module] = [f"under {len(matching)} rules"]
+                continue
+            _, may, never = matching[0]
+            own = _own_package(module)
+            bad = sorted(
+                w
+                for w in imported
+                if not (_under(w, may) or (own and _under(w, (own,)))) or _under(w, never)
+            )
+        if bad:
+            found[module] = bad
+    return found
+
+
+def test_every_module_imports_only_what_its_rule_allows() -> None:
+    assert _not_allowed(_graph(), ALLOWED) == {}
+
+
+def test_the_allowlist_checker_finds_an_import_outside_a_rule_and_a_module_under_none() -> None:
+    rules = [(("bench.keys",), ("bench.errors",), ()), (("bench.compare",), ("bench.store",), ())]
+    graph = {
+        "bench.keys": {"bench.errors", "bench.store"},  # not allowed
+        "bench.compare.gate": {"bench.compare.results", "bench.store"},  # own package: fine
+        "bench.units": set(),  # under no rule
+    }
+    assert _not_allowed(graph, rules) == {
+        "bench.keys": ["bench.store"],
+        "bench.units": ["under 0 rules"],
+    }
+    # and the real graph under a rule narrowed by one module fails
+    narrowed = [(w, tuple(m for m in may if m != "bench.stats"), n) for w, may, n in ALLOWED]
+    assert "bench.sampler" in _not_allowed(_graph(), narrowed)
 
 
 def test_there_is_no_import_cycle() -> None:
