@@ -135,7 +135,7 @@ def output_error(out: Any, ref: Any, dtype_name: str) -> dict[str, Any]:
     }
 
 
-class Reference:
+class OutputReference:
     """The eager float32 model of the same weights, kept on disk between checks (in
     ``folder``, the worker's own scratch folder, else the temp folder): in memory, the copy
     would count in a CPU cell's peak memory, which is measured above a baseline taken

@@ -192,7 +192,7 @@ class Setup:
     sync: Callable[[], None]
     config: Any  # bench.configs.Config
     dtype: Any  # torch dtype of the row
-    reference: Any  # bench.configure.Reference, or None where this is the reference
+    reference: Any  # bench.configure.OutputReference, or None where this is the reference
 
     def find(self, kind: type[M]) -> M | None:
         """The opened measurement of class ``kind``, or None."""
@@ -289,7 +289,7 @@ def prepare(task: Task, spec: Any, torch: Any, dtype: Any) -> Setup:
     Raises what the build raises."""
     from bench.allocators import apply_malloc
     from bench.configs import parse_config
-    from bench.configure import Reference, place_model
+    from bench.configure import OutputReference, place_model
     from bench.devices import synchronizer
     from bench.probes.base import ProbeContext
     from bench.probes.macs import warm_counter
@@ -331,7 +331,7 @@ def prepare(task: Task, spec: Any, torch: Any, dtype: Any) -> Setup:
     model = spec.build()
     reference = None
     if not (config.is_reference and g.dtype == "float32"):
-        reference = Reference(spec.build, model, g.device, os.environ.get(SCRATCH_ENV))
+        reference = OutputReference(spec.build, model, g.device, os.environ.get(SCRATCH_ENV))
     model = place_model(model, config, g.device, dtype)
     fields: dict[str, Any] = {}
     for m in in_phase(measurements, Phase.COUNT):

@@ -88,16 +88,16 @@ class ModelSpec:
         default_factory=lambda: MappingProxyType({}), repr=False, compare=False
     )
 
-    def build(self, **config: Any) -> nn.Module:
-        """Build the network without weights, in its inference configuration (``eval()``);
-        ``config`` goes to the builder (``num_classes=10``), an option it lacks raises."""
-        _check_config(self, config)
+    def build(self, **options: Any) -> nn.Module:
+        """Build the network without weights, in inference mode (``eval()``);
+        ``options`` go to the builder (``num_classes=10``); an option it lacks raises."""
+        _check_options(self, options)
         try:
-            model = self.builder(**config)
+            model = self.builder(**options)
         except TypeError as e:
-            if config and "unexpected keyword argument" in str(e):
+            if options and "unexpected keyword argument" in str(e):
                 raise InvalidOption(
-                    f"model {self.name!r} cannot be built with {_options(config)} ({e}); "
+                    f"model {self.name!r} cannot be built with {_listed(options)} ({e}); "
                     "leave the option out or see the builder's arguments"
                 ) from e
             raise
@@ -127,13 +127,13 @@ def model_failures(name: str) -> Iterator[None]:
         ) from e
 
 
-def _options(config: Mapping[str, Any]) -> str:
-    return ", ".join(f"{k}={v!r}" for k, v in config.items())
+def _listed(options: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in options.items())
 
 
-def _check_config(spec: ModelSpec, config: Mapping[str, Any]) -> None:
+def _check_options(spec: ModelSpec, options: Mapping[str, Any]) -> None:
     """Refuse options the builder's signature cannot take (a ``**kwargs`` builder is asked)."""
-    if not config:
+    if not options:
         return
     try:
         params = inspect.signature(spec.builder).parameters.values()
@@ -142,7 +142,7 @@ def _check_config(spec: ModelSpec, config: Mapping[str, Any]) -> None:
     if any(p.kind is p.VAR_KEYWORD for p in params):
         return
     takes = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-    unknown = [k for k in config if k not in takes]
+    unknown = [k for k in options if k not in takes]
     if unknown:
         raise InvalidOption(
             f"model {spec.name!r} takes no option {', '.join(map(repr, unknown))}; "
@@ -335,11 +335,11 @@ def get_spec(name: str) -> ModelSpec:
         ) from None
 
 
-def get_model(name: str, **config: Any) -> nn.Module:
-    """Build network ``name`` without weights, in ``eval()`` mode; ``config`` goes to its
+def get_model(name: str, **options: Any) -> nn.Module:
+    """Build network ``name`` without weights, in ``eval()`` mode; ``options`` go to its
     builder (``get_model("resnet18", num_classes=10)``); an option it cannot take raises
     ``InvalidOption``."""
-    return get_spec(name).build(**config)
+    return get_spec(name).build(**options)
 
 
 def resolve_model_names(names: Sequence[str], cap: int = 50) -> tuple[str, ...]:

@@ -29,7 +29,7 @@ from bench.report.notice import (
     superseded_sentence,
     wrong_sentence,
 )
-from bench.report.summary import WRONG_COLUMNS, Column, columns_of, format_cell, table_groups
+from bench.report.summary import WRONG_COLUMNS, TableColumn, columns_of, format_cell, table_groups
 
 REPORT_FORMAT = 1
 STATIC = "static"  # package data beside this module: the page's style sheet and script
@@ -47,7 +47,7 @@ def _e(v: Any) -> str:
 
 def _html_table(
     df: pd.DataFrame,
-    cols: Sequence[Column],
+    cols: Sequence[TableColumn],
     sortable: bool,
     flag: str | None = None,
     wrap: str = "table-wrap",
@@ -146,13 +146,13 @@ def _failures_html(data: ReportData) -> str:
     if not len(data.failures):
         return "<p>None: every planned cell finished with status <code>ok</code>.</p>"
     cols = (
-        Column("setup", "setup", "{}"),
-        Column("model", "network", "{}"),
-        Column("batch_size", "batch", "{:.0f}"),
-        Column("repeat", "repeat", "{:.0f}"),
-        Column("status", "status", "{}"),
-        Column("error", "error", "{}"),
-        Column("run_id", "run", "{}"),
+        TableColumn("setup", "setup", "{}"),
+        TableColumn("model", "network", "{}"),
+        TableColumn("batch_size", "batch", "{:.0f}"),
+        TableColumn("repeat", "repeat", "{:.0f}"),
+        TableColumn("status", "status", "{}"),
+        TableColumn("error", "error", "{}"),
+        TableColumn("run_id", "run", "{}"),
     )
     return (
         f"<p>{len(data.failures)} row(s) did not finish; they are in no figure.</p>"

@@ -43,7 +43,7 @@ SIG3 = "sig3"  # a column format: three significant digits, never an exponent (1
 
 
 @dataclass(frozen=True, slots=True)
-class Column:
+class TableColumn:
     """A summary column: its CSV name (units in the name), its heading, its format (a
     ``str.format`` pattern, or :data:`SIG3`) and whether the page shows it under "more
     columns" rather than in the main table (counts, references and roofline detail: the
@@ -55,46 +55,49 @@ class Column:
     more: bool = False
 
 
-SUMMARY_COLUMNS: tuple[Column, ...] = (
-    Column("model", "network", "{}"),
-    Column("config", "configuration", "{}"),
-    Column("output_ok", "output", "{}"),
-    Column("quality", "quality", "{}"),
-    Column("family", "family", "{}", more=True),
-    Column("params_m", "parameters (M)", "{:,.2f}"),
-    Column("gmacs", "G-MACs / image", "{:,.3f}"),
-    Column("top1_pct", "top-1 (%)", "{:.2f}"),
-    Column("top5_pct", "top-5 (%)", "{:.2f}", more=True),
-    Column("time_per_image_ms_bs1", "time / image at batch 1 (ms)"),
-    Column("time_per_image_ms_best", "best time / image (ms)"),
-    Column("best_batch_size", "at batch", "{:,.0f}"),
-    Column("speedup_bs1", "speed-up over eager at batch 1", "{:,.2f}"),
-    Column("compile_s", "compile (s)", more=True),
-    Column("max_rel_err", "max rel. error", "{:.2g}", more=True),
-    Column("throughput_ips_max", "max images / s", "{:,.1f}"),
-    Column("peak_memory_mib_bs1", "peak memory at batch 1 (MiB)", "{:,.1f}"),
-    Column("activation_peak_mib_bs1", "counted activations at batch 1 (MiB)", "{:,.1f}", more=True),
-    Column("weights_mib", "weights (MiB)", "{:,.1f}", more=True),
-    Column("intensity_macs_per_byte_bs1", "MACs / byte at batch 1", more=True),
-    Column("achieved_gmacs_per_s_max", "max GMAC/s", more=True),
-    Column("compute_fraction_bs_max", "of compute roof at largest batch", "{:.1%}", more=True),
-    Column("power_w_max", "max power (W)", "{:,.1f}"),
-    Column("energy_per_image_j_min", "min energy / image (J)"),
-    Column("batch_sizes_ok", "batch sizes ok", "{:,.0f}", more=True),
-    Column("rows_failed", "rows failed", "{:,.0f}", more=True),
-    Column("noisy_cells", "noisy cells", "{:,.0f}", more=True),
-    Column("repeats_max", "repeats", "{:,.0f}", more=True),
+SUMMARY_COLUMNS: tuple[TableColumn, ...] = (
+    TableColumn("model", "network", "{}"),
+    TableColumn("config", "configuration", "{}"),
+    TableColumn("output_ok", "output", "{}"),
+    TableColumn("quality", "quality", "{}"),
+    TableColumn("family", "family", "{}", more=True),
+    TableColumn("params_m", "parameters (M)", "{:,.2f}"),
+    TableColumn("gmacs", "G-MACs / image", "{:,.3f}"),
+    TableColumn("top1_pct", "top-1 (%)", "{:.2f}"),
+    TableColumn("top5_pct", "top-5 (%)", "{:.2f}", more=True),
+    TableColumn("time_per_image_ms_bs1", "time / image at batch 1 (ms)"),
+    TableColumn("time_per_image_ms_best", "best time / image (ms)"),
+    TableColumn("best_batch_size", "at batch", "{:,.0f}"),
+    TableColumn("speedup_bs1", "speed-up over eager at batch 1", "{:,.2f}"),
+    TableColumn("compile_s", "compile (s)", more=True),
+    TableColumn("max_rel_err", "max rel. error", "{:.2g}", more=True),
+    TableColumn("throughput_ips_max", "max images / s", "{:,.1f}"),
+    TableColumn("peak_memory_mib_bs1", "peak memory at batch 1 (MiB)", "{:,.1f}"),
+    TableColumn(
+        "activation_peak_mib_bs1", "counted activations at batch 1 (MiB)", "{:,.1f}", more=True
+    ),
+    TableColumn("weights_mib", "weights (MiB)", "{:,.1f}", more=True),
+    TableColumn("intensity_macs_per_byte_bs1", "MACs / byte at batch 1", more=True),
+    TableColumn("achieved_gmacs_per_s_max", "max GMAC/s", more=True),
+    TableColumn("compute_fraction_bs_max", "of compute roof at largest batch", "{:.1%}", more=True),
+    TableColumn("power_w_max", "max power (W)", "{:,.1f}"),
+    TableColumn("energy_per_image_j_min", "min energy / image (J)"),
+    TableColumn("batch_sizes_ok", "batch sizes ok", "{:,.0f}", more=True),
+    TableColumn("rows_failed", "rows failed", "{:,.0f}", more=True),
+    TableColumn("noisy_cells", "noisy cells", "{:,.0f}", more=True),
+    TableColumn("repeats_max", "repeats", "{:,.0f}", more=True),
 )
 
 
-def plugin_columns(extra: Sequence[Any]) -> tuple[Column, ...]:
+def plugin_columns(extra: Sequence[Any]) -> tuple[TableColumn, ...]:
     """Summary columns of the numeric measurements outside the contract (``ReportData.
     extra``, as their files declare them): each one's per-cell value at batch 1, under
     "more columns"."""
     numeric = [c for c in extra if c.kind.rstrip("?") in ("float", "int")]
     unit = {c.name: f" ({c.unit})" if c.unit else "" for c in numeric}
     return tuple(
-        Column(f"{c.name}_bs1", f"{c.name} at batch 1{unit[c.name]}", more=True) for c in numeric
+        TableColumn(f"{c.name}_bs1", f"{c.name} at batch 1{unit[c.name]}", more=True)
+        for c in numeric
     )
 
 
@@ -151,7 +154,7 @@ def summary_table(data: ReportData) -> pd.DataFrame:
     return df.drop(columns=empty)
 
 
-def _measured(g: pd.DataFrame, plugins: Sequence[Column] = ()) -> dict[str, Any]:
+def _measured(g: pd.DataFrame, plugins: Sequence[TableColumn] = ()) -> dict[str, Any]:
     """The summary's measured columns from one (setup, network)'s cells, sorted by batch;
     ``plugins`` (:func:`plugin_columns`) at batch 1."""
     b1 = g[g["batch_size"] == 1]
@@ -256,7 +259,7 @@ def format_cell(v: Any, fmt: str) -> str:
         return str(v)
 
 
-def columns_of(df: pd.DataFrame, extra: Sequence[Any] = ()) -> list[Column]:
+def columns_of(df: pd.DataFrame, extra: Sequence[Any] = ()) -> list[TableColumn]:
     """The summary columns ``df`` has: the built-in ones, then those of ``extra``
     (:func:`plugin_columns`)."""
     return [c for c in (*SUMMARY_COLUMNS, *plugin_columns(extra)) if c.key in df.columns]
@@ -328,7 +331,7 @@ def summary_markdown(data: ReportData, df: pd.DataFrame, figures: Sequence[Any])
 
 
 WRONG_COLUMNS = tuple(
-    Column(key, heading, fmt)
+    TableColumn(key, heading, fmt)
     for key, (heading, fmt) in zip(
         WRONG_OUTPUT_COLUMNS,
         (
