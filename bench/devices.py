@@ -248,7 +248,7 @@ def _run_in_own_group(
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
-def probe_environment(python: str, env: Mapping[str, str]) -> dict[str, Any]:
+def interpreter_environment(python: str, env: Mapping[str, str]) -> dict[str, Any]:
     """The environment record of another interpreter (an arm's ``--variant NAME:python=``):
     ``python -m bench env --format json`` run as its workers run (variables ``env`` added to
     this process's, in a neutral folder; see :class:`bench.executor.LocalExecutor`), so that

@@ -565,7 +565,7 @@ def _variant_arm(
         return dataclasses.replace(options, variant=variant.name, env=variant.env), environment
     own_checkout = str(Path(__file__).resolve().parent.parent)
     env = variant.worker_env(os.environ.get("PYTHONPATH"), own_checkout)
-    record = devices.probe_environment(variant.python, dict(env))
+    record = devices.interpreter_environment(variant.python, dict(env))
     missing = [d for d in options.devices if d not in (record.get("devices") or {})]
     if missing:
         raise InvalidOption(

@@ -129,7 +129,7 @@ _STARTS_PROCESSES = re.compile(
     r"\beffbench\(|\bsubprocess\.|\bPopen\(|\bCpuLoad\(|\[\s*\"(run|report)\",|"
     r"sys\.executable|\brun_task\(|\b(ForkServer|Local|Arm|Ray)Executor\b|webdriver|"
     r"\.Process\(|get_context\(|\bbuild_report\(|\b(call_in_fresh_process|_node_environment)\(|"
-    r"\bprobe_environment\("
+    r"\binterpreter_environment\("
 )
 
 

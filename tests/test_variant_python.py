@@ -290,7 +290,7 @@ def test_a_hanging_interpreter_probe_is_killed_with_its_children_within_the_boun
     monkeypatch.setattr(devices, "PROBE_TIMEOUT_S", 2.0)
     t0 = time.monotonic()
     with pytest.raises(InvalidOption, match="cannot run"):
-        devices.probe_environment(str(hang), {})
+        devices.interpreter_environment(str(hang), {})
     assert time.monotonic() - t0 < 15
     child = int(pidfile.read_text())
     try:
