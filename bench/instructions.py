@@ -496,8 +496,8 @@ def count_cell(cell: CountCell, callgrind: _Callgrind, label: str, forwards: int
     """Count one cell (see the module docstring)."""
     import torch
 
+    from bench.config_apply import forward_of, make_input, place_model
     from bench.configs import parse_config
-    from bench.configure import forward_of, make_input, place_model
     from bench.devices import torch_dtype
     from models import get_spec
 

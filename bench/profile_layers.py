@@ -15,8 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from bench.config_apply import forward_of, make_input, place_model
 from bench.configs import Config
-from bench.configure import forward_of, make_input, place_model
 from bench.devices import synchronizer
 from bench.sampler import Clock, TimeBudget, sample
 

@@ -192,7 +192,7 @@ class Setup:
     sync: Callable[[], None]
     config: Any  # bench.configs.Config
     dtype: Any  # torch dtype of the row
-    reference: Any  # bench.configure.OutputReference, or None where this is the reference
+    reference: Any  # bench.config_apply.OutputReference, or None where this is the reference
 
     def find(self, kind: type[M]) -> M | None:
         """The opened measurement of class ``kind``, or None."""
@@ -288,8 +288,8 @@ def prepare(task: Task, spec: Any, torch: Any, dtype: Any) -> Setup:
     taken here, before the model exists), build the model and run the ``COUNT`` phase.
     Raises what the build raises."""
     from bench.allocators import apply_malloc
+    from bench.config_apply import OutputReference, place_model
     from bench.configs import parse_config
-    from bench.configure import OutputReference, place_model
     from bench.devices import synchronizer
     from bench.probes.base import ProbeContext
     from bench.probes.macs import warm_counter
@@ -368,7 +368,7 @@ def cell_forward(task: Task, setup: Setup, x_f32: Any) -> tuple[Any, Any, dict[s
     """A cell's input (``x_f32`` placed for the configuration), its forward, compiled where
     the configuration says so, and the compile columns: what every worker (this one and
     ``bench.serve``'s) does before warming up. Call under ``torch.inference_mode``."""
-    from bench.configure import compile_for_cell, forward_of, make_input
+    from bench.config_apply import compile_for_cell, forward_of, make_input
 
     g, cfg = task.group, setup.config
     x = make_input(x_f32, cfg, g.device, setup.dtype)
@@ -394,7 +394,7 @@ def measure_cell(task: Task, setup: Setup, x_f32: Any) -> dict[str, Any]:
     leaves the rest of the row (``guarded``)."""
     import torch
 
-    from bench.configure import compile_events
+    from bench.config_apply import compile_events
     from bench.probes.base import Window
     from bench.probes.registry import in_phase
     from bench.probes.timing import measure_latency

@@ -489,8 +489,8 @@ def check_timer(
     import torch
     from torch.utils.benchmark import Timer
 
+    from bench.config_apply import forward_of, make_input, place_model
     from bench.configs import parse_config
-    from bench.configure import forward_of, make_input, place_model
     from bench.devices import synchronizer, torch_dtype
     from bench.probes.timing import measure_latency
     from models import get_spec

@@ -1,5 +1,5 @@
 """The output check: this configuration's output against eager float32 of the same weights
-on the same input (``bench.configure.output_error``): ``max_abs_err``, ``max_rel_err`` and
+on the same input (``bench.config_apply.output_error``): ``max_abs_err``, ``max_rel_err`` and
 ``output_ok``. Run after the timed window, on one more call of the cell's forward under
 ``torch.inference_mode()``; eager float32 itself is the reference (zero error by
 definition). A check that raises fails the cell."""
@@ -32,7 +32,7 @@ class OutputCheck(Measurement):
             return {"max_abs_err": 0.0, "max_rel_err": 0.0, "output_ok": True}
         import torch
 
-        from bench.configure import output_error
+        from bench.config_apply import output_error
 
         with torch.inference_mode():
             return output_error(cell.forward(), cell.reference(cell.x_f32), self._dtype)
