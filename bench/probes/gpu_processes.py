@@ -6,13 +6,12 @@ fakes (``tests/fakes/fake_pynvml.py``); ``/proc`` is a folder a test writes."""
 from __future__ import annotations
 
 import contextlib
-import importlib
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from bench.probes.nvml import _torch_uuid, device_handle
+from bench.probes.nvml import _torch_uuid, device_handle, initialised
 
 RUNNER_PID_ENV = "EFFBENCH_RUNNER_PID"  # set by the executors for every worker
 
@@ -153,13 +152,8 @@ def open_gpu_processes(
     missing or cannot find the device (the contention probe then records no count)."""
     import os
 
-    try:
-        nvml = importlib.import_module(module)
-    except ImportError:
-        return None
-    try:
-        nvml.nvmlInit()
-    except nvml.NVMLError:
+    nvml = initialised(module)
+    if nvml is None:
         return None
     try:
         handle, _ = device_handle(nvml, device, uuid_of)

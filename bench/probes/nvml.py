@@ -397,9 +397,9 @@ def _with(reading: PowerReading, telemetry: dict[str, Any]) -> PowerReading:
     return replace(reading, **telemetry)
 
 
-def driver_version(module: str = "pynvml") -> str | None:
-    """The NVIDIA driver's version through NVML, or None where NVML cannot say (no library,
-    no driver). ``module`` is the same seam as :func:`open_nvml_monitor`'s."""
+def initialised(module: str = "pynvml") -> Any | None:
+    """The NVML module ``module``, initialised (the caller shuts it down), or None where it
+    is not installed or cannot start (no library, no driver)."""
     try:
         nvml = importlib.import_module(module)
     except ImportError:
@@ -407,6 +407,15 @@ def driver_version(module: str = "pynvml") -> str | None:
     try:
         nvml.nvmlInit()
     except nvml.NVMLError:
+        return None
+    return nvml
+
+
+def driver_version(module: str = "pynvml") -> str | None:
+    """The NVIDIA driver's version through NVML, or None where NVML cannot say (no library,
+    no driver). ``module`` is the same seam as :func:`open_nvml_monitor`'s."""
+    nvml = initialised(module)
+    if nvml is None:
         return None
     try:
         v = nvml.nvmlSystemGetDriverVersion()
