@@ -112,6 +112,22 @@ def effbench(
 _RUN_TIME_VARIABLE = re.compile(r"EFFBENCH_(?!PLUGINS$)\w+")
 
 
+def one_line_error(stderr: str) -> str:
+    """The one ``effbench: error:`` line of a command's standard error (and no traceback)."""
+    assert "Traceback" not in stderr, stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("effbench: error:")]
+    assert len(errors) == 1, stderr
+    return errors[0]
+
+
+def run_main(args: Sequence[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """``bench.cli.main(args)`` in this process: its exit code and what it wrote to stderr."""
+    from bench.cli import main
+
+    code = main(list(args))
+    return code, capsys.readouterr().err
+
+
 def _changed_variables(env: dict[str, str]) -> dict[str, str | None]:
     """The variables ``env`` sets to another value than this process's (None: unsets)."""
     return {k: env.get(k) for k in set(env) | set(os.environ) if env.get(k) != os.environ.get(k)}

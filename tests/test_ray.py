@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from conftest import FAST, ROOT, effbench
+from conftest import FAST, ROOT, effbench, one_line_error
 from procs import alive, descendants
 
 from bench import load_results
@@ -176,13 +176,6 @@ def test_ctrl_c_cancels_the_ray_task_and_leaves_no_worker(tmp_path: Path) -> Non
 # --------------------------------------------------------------------------- issue 21
 
 
-def _one_line_error(stderr: str) -> str:
-    assert "Traceback" not in stderr, stderr
-    errors = [line for line in stderr.splitlines() if line.startswith("effbench: error:")]
-    assert len(errors) == 1, stderr
-    return errors[0]
-
-
 def test_an_unreachable_ray_address_fails_in_one_line_within_the_bound(tmp_path: Path) -> None:
     """Nothing listens at 127.0.0.1:1, and a port that is not Ray's never answers; each is
     one line within $EFFBENCH_RAY_CONNECT_TIMEOUT_S (here 3 s), not minutes of retries.
@@ -208,7 +201,7 @@ def test_an_unreachable_ray_address_fails_in_one_line_within_the_bound(tmp_path:
             )
             assert time.monotonic() - t0 < 30, r.stderr
             assert r.returncode == 2, r.stderr
-            assert address in _one_line_error(r.stderr)
+            assert address in one_line_error(r.stderr)
     finally:
         silent.close()
     assert not any(tmp_path.iterdir())

@@ -15,11 +15,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from conftest import FAST, ROOT, effbench
+from conftest import FAST, ROOT, effbench, one_line_error, run_main
 from procs import alive, descendants
 
 from bench import load_results
-from bench.cli import main
 from bench.store import RunLock
 
 KEY = ["model", "device", "dtype", "batch_size", "image_size", "threads", "repeat"]
@@ -86,18 +85,6 @@ def _assert_nothing_left(pgid: int, procs: Sequence[int], within: float = 10.0) 
     left = [p for p in [*_group_members(pgid), *procs] if alive(p)]
     cmds = [Path(f"/proc/{p}/cmdline").read_bytes()[:120] for p in left if alive(p)]
     raise AssertionError(f"processes of the sweep outlived it by {within:g} s: {cmds}")
-
-
-def _one_line_error(stderr: str) -> str:
-    assert "Traceback" not in stderr, stderr
-    errors = [line for line in stderr.splitlines() if line.startswith("effbench: error:")]
-    assert len(errors) == 1, stderr
-    return errors[0]
-
-
-def _run_main(args: Sequence[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    code = main(list(args))
-    return code, capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------- 1, 2: signals
@@ -250,7 +237,7 @@ def test_resume_on_fewer_cores_refuses_instead_of_mixing_thread_counts(
             timeout=300,
         )
         assert r.returncode == 2
-        assert "cores" in _one_line_error(r.stderr)
+        assert "cores" in one_line_error(r.stderr)
         assert len(load_results([complete_run])) == 1  # nothing measured at 1 thread
     finally:
         victim.write_bytes(saved)
@@ -270,9 +257,9 @@ def test_resume_on_fewer_cores_refuses_instead_of_mixing_thread_counts(
 def test_plan_options_with_resume_are_refused(
     complete_run: Path, extra: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, err = _run_main(["run", "--resume", str(complete_run), *extra], capsys)
+    code, err = run_main(["run", "--resume", str(complete_run), *extra], capsys)
     assert code == 2
-    assert f"drop {extra[0]}" in _one_line_error(err)
+    assert f"drop {extra[0]}" in one_line_error(err)
 
 
 # --------------------------------------------------------------------------- 6: one writer
@@ -287,7 +274,7 @@ def test_a_locked_run_folder_refuses_a_second_runner_naming_the_holder(
     finally:
         lock.release()
     assert r.returncode == 2
-    assert f"PID {os.getpid()}" in _one_line_error(r.stderr)
+    assert f"PID {os.getpid()}" in one_line_error(r.stderr)
 
 
 def test_the_same_folder_given_twice_is_measured_once(complete_run: Path) -> None:
@@ -354,18 +341,18 @@ def test_bad_numbers_and_empty_lists_fail_before_anything_is_written(
     out = tmp_path / "results"
     args = ["run", "--models", "tiny_mlp", "--batch-sizes", "1", "--out", str(out)]
     # later flags win in argparse, so the bad value replaces the good default above
-    code, err = _run_main([*args, *bad], capsys)
+    code, err = run_main([*args, *bad], capsys)
     assert code == 2
-    _one_line_error(err)
+    one_line_error(err)
     assert not out.exists() or not any(out.iterdir())
 
 
-def test_inspect_with_a_too_small_image_is_a_one_line_error(
+def test_inspect_with_a_too_small_image_is_aone_line_error(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    code, err = _run_main(["inspect", "lenet5", "--image-size", "3"], capsys)
+    code, err = run_main(["inspect", "lenet5", "--image-size", "3"], capsys)
     assert code == 2
-    line = _one_line_error(err)
+    line = one_line_error(err)
     assert "--image-size" in line and "32" in line  # LeNet-5's own input (seed notes)
 
 
@@ -380,7 +367,7 @@ def test_inspect_with_a_too_small_image_is_a_one_line_error(
         ("repeats", True),
     ],
 )
-def test_a_manifest_with_fields_of_the_wrong_type_is_a_one_line_error(
+def test_a_manifest_with_fields_of_the_wrong_type_is_aone_line_error(
     complete_run: Path,
     tmp_path: Path,
     field: str,
@@ -393,13 +380,13 @@ def test_a_manifest_with_fields_of_the_wrong_type_is_a_one_line_error(
     manifest["options"][field] = value
     del manifest["plan"]  # the options are what an older manifest is resumed from
     (broken / "manifest.json").write_text(json.dumps(manifest))
-    code, err = _run_main(["run", "--resume", str(broken)], capsys)
+    code, err = run_main(["run", "--resume", str(broken)], capsys)
     assert code == 2
-    assert "manifest.json" in _one_line_error(err)
+    assert "manifest.json" in one_line_error(err)
     assert not list(broken.glob("part-*"))
 
 
-def test_a_manifest_plan_of_the_wrong_shape_is_a_one_line_error(
+def test_a_manifest_plan_of_the_wrong_shape_is_aone_line_error(
     complete_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     broken = tmp_path / "broken"
@@ -407,9 +394,9 @@ def test_a_manifest_plan_of_the_wrong_shape_is_a_one_line_error(
     manifest = json.loads((complete_run / "manifest.json").read_text())
     manifest["plan"][0]["batch_sizes"] = "12"
     (broken / "manifest.json").write_text(json.dumps(manifest))
-    code, err = _run_main(["run", "--resume", str(broken)], capsys)
+    code, err = run_main(["run", "--resume", str(broken)], capsys)
     assert code == 2
-    assert "batch_sizes" in _one_line_error(err)
+    assert "batch_sizes" in one_line_error(err)
 
 
 # --------------------------------------------------------------------------- 11: modes

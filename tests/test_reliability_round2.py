@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -19,12 +19,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-from conftest import FAST, ROOT, effbench
+from conftest import FAST, ROOT, effbench, one_line_error, run_main
 from factories import make_row
 from torch import nn
 
 from bench import load_results
-from bench.cli import main
 from bench.errors import ResultsCorrupt
 from bench.store import write_manifest, write_row
 from models.registry import ModelSpec
@@ -43,18 +42,6 @@ def sized() -> nn.Module:
 
 register_model(ModelSpec(name="any_size", family="test", builder=sized, image_size=8))
 """
-
-
-def _one_line_error(stderr: str) -> str:
-    assert "Traceback" not in stderr, stderr
-    errors = [line for line in stderr.splitlines() if line.startswith("effbench: error:")]
-    assert len(errors) == 1, stderr
-    return errors[0]
-
-
-def _run_main(args: Sequence[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    code = main(list(args))
-    return code, capsys.readouterr().err
 
 
 def _plugin_env(tmp_path: Path, module: str, source: str) -> dict[str, str]:
@@ -105,7 +92,7 @@ def test_a_closed_stderr_does_not_stop_the_sweep_and_the_exit_code_tells_the_row
     assert [s["rows_written"] for s in manifest["sessions"]] == [4]
 
 
-def test_show_into_a_full_device_is_a_one_line_error(tmp_path: Path) -> None:
+def test_show_into_a_full_device_is_aone_line_error(tmp_path: Path) -> None:
     run = _small_run(tmp_path / "r")
     with open("/dev/full", "w") as full:
         r = subprocess.run(
@@ -117,7 +104,7 @@ def test_show_into_a_full_device_is_a_one_line_error(tmp_path: Path) -> None:
             timeout=60,
         )
     assert r.returncode == 2
-    assert "No space left" in _one_line_error(r.stderr)
+    assert "No space left" in one_line_error(r.stderr)
 
 
 def test_show_into_a_closed_pipe_stays_quiet_and_exits_0(tmp_path: Path) -> None:
@@ -217,9 +204,9 @@ def test_a_lock_file_that_is_a_link_is_refused_and_its_target_untouched(
     victim = tmp_path / "victim"
     victim.write_text("precious\n")
     (run / ".lock").symlink_to(victim)
-    code, err = _run_main(["run", "--resume", str(run)], capsys)
+    code, err = run_main(["run", "--resume", str(run)], capsys)
     assert code == 2
-    assert ".lock" in _one_line_error(err)
+    assert ".lock" in one_line_error(err)
     assert victim.read_text() == "precious\n"
     assert len(list(run.glob("part-*.parquet"))) == 1  # nothing measured
 
@@ -229,9 +216,9 @@ def test_a_lock_that_is_not_a_regular_file_is_refused(
 ) -> None:
     run = _copy_run(finished_run, tmp_path / "run")
     (run / ".lock").mkdir()
-    code, err = _run_main(["run", "--resume", str(run)], capsys)
+    code, err = run_main(["run", "--resume", str(run)], capsys)
     assert code == 2
-    assert ".lock" in _one_line_error(err)
+    assert ".lock" in one_line_error(err)
 
 
 def test_resuming_a_folder_that_is_not_a_run_creates_nothing_in_it(
@@ -243,9 +230,9 @@ def test_resuming_a_folder_that_is_not_a_run_creates_nothing_in_it(
     _copy_run(finished_run, runs / "a")
     for folder, says in ((plain, "not an effbench run folder"), (runs, f"--resume {runs / 'a'}")):
         before = sorted(p.name for p in folder.iterdir())
-        code, err = _run_main(["run", "--resume", str(folder)], capsys)
+        code, err = run_main(["run", "--resume", str(folder)], capsys)
         assert code == 2
-        assert says in _one_line_error(err)
+        assert says in one_line_error(err)
         assert sorted(p.name for p in folder.iterdir()) == before  # no .lock
 
 
@@ -258,9 +245,9 @@ def test_a_new_run_folder_that_is_a_link_is_refused(
     out.mkdir()
     (out / "r").symlink_to(elsewhere, target_is_directory=True)
     args = ["run", "--models", "tiny_mlp", "--batch-sizes", "1", "--out", str(out)]
-    code, err = _run_main([*args, "--run-id", "r"], capsys)
+    code, err = run_main([*args, "--run-id", "r"], capsys)
     assert code == 2
-    assert "link" in _one_line_error(err)
+    assert "link" in one_line_error(err)
     assert not any(elsewhere.iterdir())
 
 
@@ -361,9 +348,9 @@ def test_a_part_copied_under_another_name_is_refused_naming_both_files(
         load_results([run])
     assert part.name in str(e.value) and "part-copy.parquet" in str(e.value)
     for args in (["show", str(run)], ["compare", str(finished_run), str(run)]):
-        code, err = _run_main(args, capsys)
+        code, err = run_main(args, capsys)
         assert code == 2
-        assert "part-copy.parquet" in _one_line_error(err)
+        assert "part-copy.parquet" in one_line_error(err)
 
 
 def test_a_part_holding_one_row_many_times_is_refused(
@@ -373,9 +360,9 @@ def test_a_part_holding_one_row_many_times_is_refused(
     part = _part_of(run, 1)
     table = pq.read_table(part)
     pq.write_table(pa.concat_tables([table] * 100), part)
-    code, err = _run_main(["report", str(run), "--out", str(tmp_path / "rep")], capsys)
+    code, err = run_main(["report", str(run), "--out", str(tmp_path / "rep")], capsys)
     assert code == 2
-    assert "100 rows of one cell and repeat" in _one_line_error(err)
+    assert "100 rows of one cell and repeat" in one_line_error(err)
     assert not (tmp_path / "rep").exists()
 
 
@@ -431,9 +418,9 @@ def test_a_value_of_the_wrong_kind_or_range_is_a_one_line_error_naming_the_file(
         ["compare", str(finished_run), str(run)],
         ["run", "--resume", str(run)],
     ):
-        code, err = _run_main(args, capsys)
+        code, err = run_main(args, capsys)
         assert code == 2, args
-        line = _one_line_error(err)
+        line = one_line_error(err)
         assert part.name in line and column in line, line
     assert not (tmp_path / "rep").exists()
 
@@ -461,9 +448,9 @@ def test_a_resumed_plan_gets_the_range_checks_of_the_command_line(
     manifest = json.loads((run / "manifest.json").read_text())
     MANIFEST_EDITS[edit](manifest)
     (run / "manifest.json").write_text(json.dumps(manifest))
-    code, err = _run_main(["run", "--resume", str(run)], capsys)
+    code, err = run_main(["run", "--resume", str(run)], capsys)
     assert code == 2
-    assert "manifest.json" in _one_line_error(err)
+    assert "manifest.json" in one_line_error(err)
     assert len(list(run.glob("part-*.parquet"))) == 1  # nothing measured
 
 
@@ -483,13 +470,13 @@ def test_an_interpreter_in_a_manifest_runs_only_when_named_again(
     manifest = json.loads((run / "manifest.json").read_text())
     manifest["options"].update(python=recorded, variant="arm")
     (run / "manifest.json").write_text(json.dumps(manifest))
-    code, err = _run_main(["run", "--resume", str(run)], capsys)
+    code, err = run_main(["run", "--resume", str(run)], capsys)
     assert code == 2
-    assert f"add --variant arm:python={recorded}" in _one_line_error(err)
+    assert f"add --variant arm:python={recorded}" in one_line_error(err)
     other = sys.executable
-    code, err = _run_main(["run", "--resume", str(run), "--variant", f"arm:python={other}"], capsys)
+    code, err = run_main(["run", "--resume", str(run), "--variant", f"arm:python={other}"], capsys)
     assert code == 2
-    assert f"was measured with {recorded}" in _one_line_error(err)
+    assert f"was measured with {recorded}" in one_line_error(err)
     assert not marker.exists()
     assert len(list(run.glob("part-*.parquet"))) == 1
 
@@ -542,9 +529,9 @@ def test_a_hostile_ceilings_file_is_refused_in_one_line(
         ["run", "--resume", str(run)],
         ["report", str(run), "--out", str(tmp_path / "rep")],
     ):
-        code, err = _run_main(args, capsys)
+        code, err = run_main(args, capsys)
         assert code == 2, args
-        assert "ceilings.parquet" in _one_line_error(err)
+        assert "ceilings.parquet" in one_line_error(err)
     assert len(list(run.glob("part-*.parquet"))) == 1
 
 
@@ -569,7 +556,7 @@ def test_valid_ceilings_are_still_used(finished_run: Path, tmp_path: Path) -> No
         ["--run-id", "é" * 101],  # 101 characters, 202 bytes
     ],
 )
-def test_an_empty_or_oversized_single_value_is_a_one_line_error(
+def test_an_empty_or_oversized_single_value_is_aone_line_error(
     tmp_path: Path,
     bad: list[str],
     monkeypatch: pytest.MonkeyPatch,
@@ -577,9 +564,9 @@ def test_an_empty_or_oversized_single_value_is_a_one_line_error(
 ) -> None:
     monkeypatch.chdir(tmp_path)  # `--out ''` was the current folder
     args = ["run", "--models", "tiny_mlp", "--batch-sizes", "1", "--out", "results"]
-    code, err = _run_main([*args, *bad], capsys)
+    code, err = run_main([*args, *bad], capsys)
     assert code == 2
-    _one_line_error(err)
+    one_line_error(err)
     assert not any(tmp_path.iterdir())
 
 
@@ -588,21 +575,21 @@ def test_an_empty_suite_is_a_one_line_error_not_the_default_suite(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     for args in (["run", "--suite", "", "--out", "results"], ["models", "--suite", ""]):
-        code, err = _run_main(args, capsys)
+        code, err = run_main(args, capsys)
         assert code == 2
-        assert "--suite" in _one_line_error(err)
+        assert "--suite" in one_line_error(err)
     assert not any(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize("metric", ["", ",", "latency,"])
-def test_an_empty_metric_is_a_one_line_error(
+def test_an_empty_metric_is_aone_line_error(
     finished_run: Path, metric: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, err = _run_main(
+    code, err = run_main(
         ["compare", str(finished_run), str(finished_run), "--metric", metric], capsys
     )
     assert code == 2
-    assert "--metric" in _one_line_error(err)
+    assert "--metric" in one_line_error(err)
 
 
 def test_a_side_without_memory_method_is_refused_like_another_method(
@@ -613,10 +600,10 @@ def test_a_side_without_memory_method_is_refused_like_another_method(
     run = _copy_run(finished_run, tmp_path / "run", drop_bs2=False)
     for part in run.glob("part-*.parquet"):
         _rewrite(part, memory_method=None)
-    code, err = _run_main(["compare", str(finished_run), str(run)], capsys)
+    code, err = run_main(["compare", str(finished_run), str(run)], capsys)
     assert code == 2
-    assert "memory_method" in _one_line_error(err) and "not recorded" in err
-    code, _ = _run_main(["compare", str(finished_run), str(run), "--allow-env-mismatch"], capsys)
+    assert "memory_method" in one_line_error(err) and "not recorded" in err
+    code, _ = run_main(["compare", str(finished_run), str(run), "--allow-env-mismatch"], capsys)
     assert code in (0, 1)
 
 
@@ -640,11 +627,11 @@ PLUGIN_IMPORTS = {
 
 
 @pytest.mark.parametrize("case", PLUGIN_IMPORTS)
-def test_a_plugin_that_fails_at_import_is_a_one_line_error(tmp_path: Path, case: str) -> None:
+def test_a_plugin_that_fails_at_import_is_aone_line_error(tmp_path: Path, case: str) -> None:
     env = _plugin_env(tmp_path, "effbench_bad_plugin", PLUGIN_IMPORTS[case])
     r = effbench(["models"], env=env, timeout=120)
     assert r.returncode == 2
-    assert "effbench_bad_plugin" in _one_line_error(r.stderr)
+    assert "effbench_bad_plugin" in one_line_error(r.stderr)
 
 
 class _Boom(nn.Module):
@@ -681,17 +668,17 @@ def test_a_broken_builder_or_forward_is_a_one_line_error_in_models_inspect_and_p
     for args in commands:
         r = effbench(args)
         assert r.returncode == 2, (args, r.stderr)
-        assert "'broken'" in _one_line_error(r.stderr), args
+        assert "'broken'" in one_line_error(r.stderr), args
 
 
 def test_profile_refuses_a_batch_size_beyond_max_batch(capsys: pytest.CaptureFixture[str]) -> None:
     from bench.plan import MAX_BATCH
 
-    code, err = _run_main(
+    code, err = run_main(
         ["profile", "tiny_mlp", "--batch-size", "99999999", "--no-ceilings"], capsys
     )
     assert code == 2
-    assert str(MAX_BATCH) in _one_line_error(err)
+    assert str(MAX_BATCH) in one_line_error(err)
 
 
 # --------------------------------------------------------------------------- odd options
@@ -702,9 +689,9 @@ def test_threads_beyond_the_cores_are_refused_as_run_refuses_them(
     command: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     threads = len(os.sched_getaffinity(0)) + 1
-    code, err = _run_main([*command, "--threads", str(threads)], capsys)
+    code, err = run_main([*command, "--threads", str(threads)], capsys)
     assert code == 2
-    assert "cores" in _one_line_error(err)
+    assert "cores" in one_line_error(err)
 
 
 def test_tf32_without_a_cuda_device_is_refused(
@@ -712,9 +699,9 @@ def test_tf32_without_a_cuda_device_is_refused(
 ) -> None:
     out = tmp_path / "results"
     args = ["run", "--models", "tiny_mlp", "--devices", "cpu", "--tf32", "--out", str(out)]
-    code, err = _run_main(args, capsys)
+    code, err = run_main(args, capsys)
     assert code == 2
-    assert "--tf32" in _one_line_error(err)
+    assert "--tf32" in one_line_error(err)
     assert not out.exists()
 
 
@@ -726,9 +713,9 @@ def test_numbers_are_read_strictly(
 ) -> None:
     out = tmp_path / "results"
     args = ["run", "--models", "tiny_mlp", "--batch-sizes", "1", "--out", str(out), *bad]
-    code, err = _run_main(args, capsys)
+    code, err = run_main(args, capsys)
     assert code == 2
-    assert "1_0" in _one_line_error(err)
+    assert "1_0" in one_line_error(err)
     assert not out.exists()
 
 
@@ -738,7 +725,7 @@ def test_out_inside_another_run_folder_is_refused(
     before = sorted(p.name for p in finished_run.iterdir())
     for out in (finished_run, finished_run / "sub"):
         args = ["run", "--models", "tiny_mlp", "--batch-sizes", "1", "--out", str(out)]
-        code, err = _run_main(args, capsys)
+        code, err = run_main(args, capsys)
         assert code == 2
-        assert "inside the run folder" in _one_line_error(err)
+        assert "inside the run folder" in one_line_error(err)
     assert sorted(p.name for p in finished_run.iterdir()) == before
