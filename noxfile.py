@@ -127,7 +127,8 @@ def _shared_env(session: nox.Session) -> None:
 # asserts: with $PYTHONDONTWRITEBYTECODE (Python images set it) none of that is cached
 # and every process compiles it all again (collection 15 s against 8 s, per xdist worker).
 # Tests write their caches to the checkout's (git-ignored) and their own temporary folders.
-_TEST_ENV = {"PYTHONDONTWRITEBYTECODE": None}
+# Empty is off for Python ("a non-empty string" turns it on) and any nox can pass it.
+_TEST_ENV = {"PYTHONDONTWRITEBYTECODE": ""}
 
 
 def _run(session: nox.Session, tool: str, *args: str) -> None:
