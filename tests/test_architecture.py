@@ -173,7 +173,7 @@ FORBIDDEN = [
 # also import its own package's modules; ``never`` narrows a broad ``may``.
 _LEAVES = ("bench.errors", "bench.keys", "bench.units", "bench.status", "bench.escape")
 _PURE_PLAN = ("bench.plan", "bench.variants", "bench.configs", "bench.allocators")
-_BELOW_THE_RUNNER = ("bench.cli", "bench.session", "bench.commands", "bench.pingpong")
+_ABOVE_THE_RUNNER = ("bench.cli", "bench.session", "bench.commands", "bench.pingpong")
 ALLOWED: list[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = [
     ((*_LEAVES, "bench.gate_choices", "bench.cli_help", "bench.schema", "bench.canaries"),
      ("bench.errors",), ()),
@@ -221,7 +221,7 @@ ALLOWED: list[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = [
     (("bench.report", "bench.compare"),
      ("bench.store", "bench.schema", "bench.stats", "bench.quality", "bench.gate_choices",
       *_LEAVES), ()),
-    (("bench.runner",), ("bench", "models"), (*_BELOW_THE_RUNNER, "bench.parallel")),
+    (("bench.runner",), ("bench", "models"), (*_ABOVE_THE_RUNNER, "bench.parallel")),
     (("bench.parallel",), ("bench.runner", "bench.executor", "bench.plan", "bench.errors"), ()),
     (("bench.pingpong",),
      ("bench.runner", "bench.executor", "bench.worker", "bench.serve", "bench.store",
