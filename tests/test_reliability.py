@@ -347,7 +347,7 @@ def test_bad_numbers_and_empty_lists_fail_before_anything_is_written(
     assert not out.exists() or not any(out.iterdir())
 
 
-def test_inspect_with_a_too_small_image_is_aone_line_error(
+def test_inspect_with_a_too_small_image_is_a_one_line_error(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     code, err = run_main(["inspect", "lenet5", "--image-size", "3"], capsys)
@@ -367,7 +367,7 @@ def test_inspect_with_a_too_small_image_is_aone_line_error(
         ("repeats", True),
     ],
 )
-def test_a_manifest_with_fields_of_the_wrong_type_is_aone_line_error(
+def test_a_manifest_with_fields_of_the_wrong_type_is_a_one_line_error(
     complete_run: Path,
     tmp_path: Path,
     field: str,
@@ -386,7 +386,7 @@ def test_a_manifest_with_fields_of_the_wrong_type_is_aone_line_error(
     assert not list(broken.glob("part-*"))
 
 
-def test_a_manifest_plan_of_the_wrong_shape_is_aone_line_error(
+def test_a_manifest_plan_of_the_wrong_shape_is_a_one_line_error(
     complete_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     broken = tmp_path / "broken"

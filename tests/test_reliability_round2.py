@@ -92,7 +92,7 @@ def test_a_closed_stderr_does_not_stop_the_sweep_and_the_exit_code_tells_the_row
     assert [s["rows_written"] for s in manifest["sessions"]] == [4]
 
 
-def test_show_into_a_full_device_is_aone_line_error(tmp_path: Path) -> None:
+def test_show_into_a_full_device_is_a_one_line_error(tmp_path: Path) -> None:
     run = _small_run(tmp_path / "r")
     with open("/dev/full", "w") as full:
         r = subprocess.run(
@@ -556,7 +556,7 @@ def test_valid_ceilings_are_still_used(finished_run: Path, tmp_path: Path) -> No
         ["--run-id", "é" * 101],  # 101 characters, 202 bytes
     ],
 )
-def test_an_empty_or_oversized_single_value_is_aone_line_error(
+def test_an_empty_or_oversized_single_value_is_a_one_line_error(
     tmp_path: Path,
     bad: list[str],
     monkeypatch: pytest.MonkeyPatch,
@@ -582,7 +582,7 @@ def test_an_empty_suite_is_a_one_line_error_not_the_default_suite(
 
 
 @pytest.mark.parametrize("metric", ["", ",", "latency,"])
-def test_an_empty_metric_is_aone_line_error(
+def test_an_empty_metric_is_a_one_line_error(
     finished_run: Path, metric: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code, err = run_main(
@@ -627,7 +627,7 @@ PLUGIN_IMPORTS = {
 
 
 @pytest.mark.parametrize("case", PLUGIN_IMPORTS)
-def test_a_plugin_that_fails_at_import_is_aone_line_error(tmp_path: Path, case: str) -> None:
+def test_a_plugin_that_fails_at_import_is_a_one_line_error(tmp_path: Path, case: str) -> None:
     env = _plugin_env(tmp_path, "effbench_bad_plugin", PLUGIN_IMPORTS[case])
     r = effbench(["models"], env=env, timeout=120)
     assert r.returncode == 2
