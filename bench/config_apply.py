@@ -62,6 +62,48 @@ def forward_of(model: Any, config: Config, device: str, dtype: torch.dtype, x: A
     return forward
 
 
+@dataclass(frozen=True, slots=True)
+class PreparedCell:
+    """A network ready to time for one (device, dtype, configuration) and one input batch:
+    the placed model, the input, the forward to call and the device's synchronisation
+    (timm's ``BenchmarkRunner`` plays this part there). `profile`, the instruction counts
+    and gpu_check's Timer check start from it; the worker and the ping-pong worker make the
+    same pieces in two steps, because their memory baseline and per-cell compilation come
+    between placing the model and making each batch size's input."""
+
+    model: Any
+    x: Any
+    forward: Callable[[], Any]
+    sync: Callable[[], None]
+
+
+def seeded_input(shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
+    """A float32 CPU batch of standard normal values from a generator of its own."""
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+def prepare_cell(
+    model: Any,
+    input_shape: tuple[int, ...],
+    config: Config,
+    device: str,
+    dtype: torch.dtype,
+    seed: int = 0,
+) -> PreparedCell:
+    """``model`` (built; its weights as they are) placed by :func:`place_model`, a seeded
+    input of ``input_shape`` made by :func:`make_input`, its forward (:func:`forward_of`)
+    and the device's synchronisation. On CUDA the device is made current and cuDNN picks
+    its fastest kernels, as the worker measures."""
+    from bench.devices import synchronizer
+
+    if device.startswith("cuda"):
+        torch.cuda.set_device(torch.device(device))
+        torch.backends.cudnn.benchmark = True
+    model = place_model(model, config, device, dtype)
+    x = make_input(seeded_input(input_shape, seed), config, device, dtype)
+    return PreparedCell(model, x, forward_of(model, config, device, dtype, x), synchronizer(device))
+
+
 def compile_events() -> int:
     """Frames dynamo has compiled in this process so far."""
     from torch._dynamo.utils import counters

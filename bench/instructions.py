@@ -496,7 +496,7 @@ def count_cell(cell: CountCell, callgrind: _Callgrind, label: str, forwards: int
     """Count one cell (see the module docstring)."""
     import torch
 
-    from bench.config_apply import forward_of, make_input, place_model
+    from bench.config_apply import prepare_cell
     from bench.configs import parse_config
     from bench.devices import torch_dtype
     from models import get_spec
@@ -506,11 +506,8 @@ def count_cell(cell: CountCell, callgrind: _Callgrind, label: str, forwards: int
         return WorkCount(cell, error="not counted: compiled configurations are not counted")
     dtype = torch_dtype(cell.dtype)
     torch.manual_seed(0)
-    model = place_model(get_spec(cell.model).build().eval(), config, "cpu", dtype)
-    gen = torch.Generator().manual_seed(0)
     shape = (cell.batch_size, cell.in_chans, cell.image_size, cell.image_size)
-    x = make_input(torch.randn(*shape, generator=gen), config, "cpu", dtype)
-    forward = forward_of(model, config, "cpu", dtype, x)
+    forward = prepare_cell(get_spec(cell.model).build().eval(), shape, config, "cpu", dtype).forward
     with torch.inference_mode():
         forward()  # lazy initialisation, uninstrumented
         events = callgrind.count(label, forward, WARM, forwards, _trim_heap)

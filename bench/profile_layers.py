@@ -15,9 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from bench.config_apply import forward_of, make_input, place_model
+from bench.config_apply import prepare_cell
 from bench.configs import Config
-from bench.devices import synchronizer
 from bench.sampler import Clock, TimeBudget, sample
 
 WARMUP_ITERS = 3
@@ -88,16 +87,10 @@ def _time_layers(
 ) -> _Timed:
     """Build and place the model as the worker does, then warm up and time alternating
     plain and hooked rounds, ``min_time_s / rounds`` seconds of each per round."""
-    sync = synchronizer(device)
-    if device.startswith("cuda"):
-        torch.cuda.set_device(torch.device(device))
-        torch.backends.cudnn.benchmark = True  # as the worker measures
-    model = place_model(build().eval(), cfg, device, dtype)
-    gen = torch.Generator().manual_seed(0)
-    x = make_input(torch.randn(*input_shape, generator=gen), cfg, device, dtype)
+    cell = prepare_cell(build().eval(), input_shape, cfg, device, dtype)
+    model, x, forward, sync = cell.model, cell.x, cell.forward, cell.sync
     share = min_time_s / rounds
     with torch.inference_mode():
-        forward = forward_of(model, cfg, device, dtype, x)
         leaves = _called_leaves(model, forward)
         layers = _LayerClock(leaves, sync, clock)
         _warm_up(forward, layers, sync, clock, warmup_s)

@@ -489,9 +489,9 @@ def check_timer(
     import torch
     from torch.utils.benchmark import Timer
 
-    from bench.config_apply import forward_of, make_input, place_model
+    from bench.config_apply import prepare_cell
     from bench.configs import parse_config
-    from bench.devices import synchronizer, torch_dtype
+    from bench.devices import torch_dtype
     from bench.probes.timing import measure_latency
     from models import get_spec
 
@@ -499,20 +499,14 @@ def check_timer(
     if threads:
         torch.set_num_threads(threads)
     if device.startswith("cuda"):
-        torch.cuda.set_device(torch.device(device))
-        torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
     spec = get_spec(cell.model)
-    config, dtype = parse_config(cell.config), torch_dtype(cell.dtype)
-    model = place_model(spec.build(), config, device, dtype)
-    gen = torch.Generator().manual_seed(0)
-    x_f32 = torch.randn(
-        cell.batch_size, spec.in_chans, spec.image_size, spec.image_size, generator=gen
+    shape = (cell.batch_size, spec.in_chans, spec.image_size, spec.image_size)
+    prepared = prepare_cell(
+        spec.build(), shape, parse_config(cell.config), device, torch_dtype(cell.dtype)
     )
-    x = make_input(x_f32, config, device, dtype)
-    sync = synchronizer(device)
-    forward = forward_of(model, config, device, dtype, x)
+    forward, sync = prepared.forward, prepared.sync
 
     def synced() -> None:
         forward()

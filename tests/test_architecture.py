@@ -187,7 +187,7 @@ ALLOWED: list[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = [
     (("bench.probes",),
      ("bench.schema", "bench.plan", "bench.stats", "bench.sampler", "bench.host",
       "bench.config_apply", *_LEAVES), ()),
-    (("bench.config_apply",), ("bench.configs", *_LEAVES), ()),
+    (("bench.config_apply",), ("bench.configs", "bench.devices", *_LEAVES), ()),
     (("bench.devices",), ("bench.allocators", "bench.plan", "bench.probes.nvml", *_LEAVES), ()),
     (("models",), ("bench.errors", "bench.probes.sizes"), ()),
     (("bench.catalog",), ("models", "bench.probes.sizes"), ()),
