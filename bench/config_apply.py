@@ -92,13 +92,11 @@ def prepare_cell(
 ) -> PreparedCell:
     """``model`` (built; its weights as they are) placed by :func:`place_model`, a seeded
     input of ``input_shape`` made by :func:`make_input`, its forward (:func:`forward_of`)
-    and the device's synchronisation. On CUDA the device is made current and cuDNN picks
-    its fastest kernels, as the worker measures."""
-    from bench.devices import synchronizer
+    and the device's synchronisation, with the device set up as the worker's is without
+    ``--tf32`` (:func:`bench.devices.use_device`)."""
+    from bench.devices import synchronizer, use_device
 
-    if device.startswith("cuda"):
-        torch.cuda.set_device(torch.device(device))
-        torch.backends.cudnn.benchmark = True
+    use_device(device)
     model = place_model(model, config, device, dtype)
     x = make_input(seeded_input(input_shape, seed), config, device, dtype)
     return PreparedCell(model, x, forward_of(model, config, device, dtype, x), synchronizer(device))

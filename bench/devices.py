@@ -84,6 +84,18 @@ def device_name(device: str) -> str:
     return cpu_model()
 
 
+def use_device(device: str, tf32: bool = False) -> None:
+    """Make ``device`` the one this process measures on, under the sweep's conditions: on
+    CUDA it becomes the current device, cuDNN picks its fastest kernels (``benchmark``),
+    and TF32 is allowed in matrix products and convolutions only with ``tf32``
+    (``--tf32``). Nothing to do elsewhere."""
+    if device.startswith("cuda"):
+        torch.cuda.set_device(torch.device(device))
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
+
+
 def synchronizer(device: str) -> Callable[[], None]:
     """A function that waits for queued work on ``device`` to finish."""
     if device.startswith("cuda"):

@@ -290,7 +290,7 @@ def prepare(task: Task, spec: Any, torch: Any, dtype: Any) -> Setup:
     from bench.allocators import apply_malloc
     from bench.config_apply import OutputReference, place_model
     from bench.configs import parse_config
-    from bench.devices import synchronizer
+    from bench.devices import synchronizer, use_device
     from bench.probes.base import ProbeContext
     from bench.probes.macs import warm_counter
     from bench.probes.registry import in_phase, registered
@@ -300,12 +300,7 @@ def prepare(task: Task, spec: Any, torch: Any, dtype: Any) -> Setup:
     config = parse_config(g.config)
     apply_malloc(config.malloc)  # nothing unless the configuration names an allocator
     torch.set_num_threads(g.threads)
-    cuda = g.device.startswith("cuda")
-    if cuda:
-        torch.cuda.set_device(torch.device(g.device))
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = task.tf32
-        torch.backends.cudnn.allow_tf32 = task.tf32
+    use_device(g.device, task.tf32)
     _warm_runtime(torch, g.device, dtype)
     warm_counter(task.macs_counter)  # its imports before the baselines: not the model's
     # the sampler's stop check runs between timed calls; its first call imports (numpy.ma:
@@ -326,7 +321,7 @@ def prepare(task: Task, spec: Any, torch: Any, dtype: Any) -> Setup:
         traffic=task.traffic,
     )
     measurements = [cls.open(ctx) for cls in registered()]
-    if task.memory_cap_bytes and not cuda:
+    if task.memory_cap_bytes and not g.device.startswith("cuda"):
         _apply_memory_cap(task.memory_cap_bytes)
     model = spec.build()
     reference = None

@@ -498,9 +498,6 @@ def check_timer(
     name = timer_check_name(cell, tolerance)
     if threads:
         torch.set_num_threads(threads)
-    if device.startswith("cuda"):
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
     spec = get_spec(cell.model)
     shape = (cell.batch_size, spec.in_chans, spec.image_size, spec.image_size)
     prepared = prepare_cell(
