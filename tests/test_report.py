@@ -1310,6 +1310,25 @@ def test_summary_has_a_quality_column_and_no_fraction_above_the_roof(quality_run
     assert (table["compute_fraction_bs_max"].dropna() <= 1).all()
 
 
+def test_wide_iqr_cells_count_the_iqr_flag_not_the_noisy_verdict(tmp_path: Path) -> None:
+    """Both batches missed the precision target (verdict ``noisy``); only batch 2's IQR is
+    above 10% of its median (the ``noisy`` column): the summary must not say 2 and 1 of one
+    word, as it did when this column was headed "noisy cells"."""
+    why = "the median's 95% CI is ±3% after 40 samples, not the ±1% target"
+    rows = [
+        quality_row("m", 1, "noisy", why, 40e9, latency_ms_iqr=0.01, noisy=False),
+        quality_row("m", 2, "noisy", why, 40e9, latency_ms_iqr=9.0, noisy=True),
+    ]
+    table = summary_table(load_report_data([write_run(tmp_path, "iqr", rows)]))
+    cell = table.set_index("model").loc["m"]
+    assert cell["quality"] == "noisy at batch 1, 2"
+    assert cell["wide_iqr_cells"] == 1
+    from bench.report.summary import SUMMARY_COLUMNS
+
+    heading = {c.key: c.heading for c in SUMMARY_COLUMNS}["wide_iqr_cells"]
+    assert "noisy" not in heading and "IQR" in heading
+
+
 def _hollow_points(fig: Any) -> tuple[int, int]:
     """(hollow, filled) markers of every scatter of ``fig`` (a transparent face is hollow)."""
     hollow = filled = 0

@@ -84,7 +84,7 @@ SUMMARY_COLUMNS: tuple[TableColumn, ...] = (
     TableColumn("energy_per_image_j_min", "min energy / image (J)"),
     TableColumn("batch_sizes_ok", "batch sizes ok", "{:,.0f}", more=True),
     TableColumn("rows_failed", "rows failed", "{:,.0f}", more=True),
-    TableColumn("noisy_cells", "noisy cells", "{:,.0f}", more=True),
+    TableColumn("wide_iqr_cells", "cells with IQR > 10%", "{:,.0f}", more=True),
     TableColumn("repeats_max", "repeats", "{:,.0f}", more=True),
 )
 
@@ -134,7 +134,7 @@ def summary_table(data: ReportData) -> pd.DataFrame:
         if len(g):
             rec.update(_measured(g, plugins))
         else:
-            rec.update(batch_sizes_ok=0, noisy_cells=0)
+            rec.update(batch_sizes_ok=0, wide_iqr_cells=0)
         records.append(rec)
     cols = ["setup", "base_setup", *(c.key for c in (*SUMMARY_COLUMNS, *plugins)),
             "accuracy_source"]  # fmt: skip
@@ -181,7 +181,7 @@ def _measured(g: pd.DataFrame, plugins: Sequence[TableColumn] = ()) -> dict[str,
         power_w_max=g["power_plot_w"].max(),
         energy_per_image_j_min=g["energy_plot_per_image_j"].min(),
         batch_sizes_ok=len(g),
-        noisy_cells=int(g["noisy"].sum()),
+        wide_iqr_cells=int(g["noisy"].sum()),
         repeats_max=int(g["n_repeats"].max()),
         accuracy_source=g["accuracy_source"].iloc[0],
         **at_bs1,
