@@ -179,6 +179,31 @@ def summary(counts: Mapping[str | None, int]) -> str:
     return ", ".join(f"{counts[q]} {q}" for q in QUALITIES if counts.get(q))
 
 
+def session_line(qualities: Mapping[str, int], remeasured: int, run_dir: object) -> str:
+    """A run's closing line: the verdicts of its cells (their best attempts, ``qualities``)
+    and what to do about each kind that is not clean."""
+    cells = sum(qualities.values())
+    again = f", after {remeasured} re-measurement(s)" if remeasured else ""
+    text = f"{cells} cells: {summary(qualities)}{again}"
+    todo = []
+    if qualities.get("contended"):
+        todo.append(
+            "contended cells ran while other processes took their CPUs (or GPU) and read "
+            f"slow; measure them again on a quiet host with `effbench run --resume {run_dir}`, "
+            "or leave cores free with a lower --threads (docs/noise.md)"
+        )
+    if qualities.get("implausible"):
+        todo.append(
+            "implausible cells beat the measured compute ceiling (measured at a busier "
+            "moment?); see their quality_reason"
+        )
+    if qualities.get("noisy"):
+        todo.append("noisy cells missed the precision target (raise --max-time)")
+    if not todo:
+        return f"{text}: every cell clean"
+    return f"{text} — " + "; ".join(todo)
+
+
 def host_speed(threads: int, rates: Sequence[float], best: float | None) -> str | None:
     """A sentence when a session's speed canaries at ``threads`` (MACs/s, one per CPU cell)
     ran, at their median, below :data:`SLOW_LIMIT` of the host's best (``best``): the host

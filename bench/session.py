@@ -175,6 +175,9 @@ def _ceilings_wanted(args: argparse.Namespace) -> bool:
     return not os.environ.get(NO_CEILINGS_ENV)
 
 
+_COMPLETE = "nothing to do: every cell of the plan has a row"
+
+
 def run_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from bench.executor_registry import capabilities, executor_class
 
@@ -223,19 +226,24 @@ def run_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
         )
         return 128 + e.signum
     for summary in summaries:
-        counts = (
-            ", ".join(f"{n} {s}" for s, n in sorted(summary.statuses.items())) or "nothing to do"
-        )
+        counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.statuses.items()))
         print(
-            f"effbench: {summary.written} rows ({counts}) in {summary.wall_s:.1f} s "
-            f"-> {summary.run_dir}\n"
-            f"effbench: {summary.timed_s:.1f} s in timed iterations; "
-            f"{summary.outside_timed_share:.0%} of the sweep's time was spent outside them "
-            "(start-up, model build, MAC counting, warm-up, writing)",
+            f"effbench: {summary.written} rows ({counts or _COMPLETE}) in {summary.wall_s:.1f} s "
+            f"-> {summary.run_dir}",
             file=sys.stderr,
         )
+        if counts:  # a resumed run that was complete has no share of nothing to report
+            print(
+                f"effbench: {summary.timed_s:.1f} s in timed iterations; "
+                f"{summary.outside_timed_share:.0%} of the sweep's time was spent outside them "
+                "(start-up, model build, MAC counting, warm-up, writing)",
+                file=sys.stderr,
+            )
         if summary.qualities:
-            print(f"effbench: {_quality_line(summary)}", file=sys.stderr)
+            from bench.quality import session_line
+
+            line = session_line(summary.qualities, summary.remeasured, summary.run_dir)
+            print(f"effbench: {line}", file=sys.stderr)
     return 0
 
 
@@ -303,33 +311,6 @@ def _check_pingpong(args: argparse.Namespace) -> None:
         drop = " or ".join(bad or names_where("pingpong", False))
         raise InvalidOption("--pingpong runs the arms on this machine, one group at a time; "
                             f"drop --executor {drop} and --parallel")  # fmt: skip
-
-
-def _quality_line(summary: Any) -> str:
-    """The verdicts of a session's cells (their best attempts) and what to do about them."""
-    from bench.quality import summary as quality_summary
-
-    q = summary.qualities
-    cells = sum(q.values())
-    again = f", after {summary.remeasured} re-measurement(s)" if summary.remeasured else ""
-    text = f"{cells} cells: {quality_summary(q)}{again}"
-    todo = []
-    if q.get("contended"):
-        todo.append(
-            "contended cells ran while other processes took their CPUs (or GPU) and read "
-            "slow; measure them again on a quiet host with `effbench run --resume "
-            f"{summary.run_dir}`, or leave cores free with a lower --threads (docs/noise.md)"
-        )
-    if q.get("implausible"):
-        todo.append(
-            "implausible cells beat the measured compute ceiling (measured at a busier "
-            "moment?); see their quality_reason"
-        )
-    if q.get("noisy"):
-        todo.append("noisy cells missed the precision target (raise --max-time)")
-    if not todo:
-        return f"{text}: every cell clean"
-    return f"{text} — " + "; ".join(todo)
 
 
 def _env_number(name: str, default: Any, cast: Any) -> Any:

@@ -134,3 +134,16 @@ def test_best_attempts_keeps_the_best_quality_and_the_latest_among_equals() -> N
     kept = best_attempts(df)
     assert list(zip(kept["batch_size"], kept["attempt"], strict=True)) == [(1, 1), (2, 1), (4, 0)]
     assert list(kept["latency_ms_median"]) == [5.0, 7.0, 3.0]
+
+
+def test_the_closing_line_counts_the_cells_and_says_what_to_do_for_each_kind() -> None:
+    from bench.quality import session_line
+
+    clean = session_line({"clean": 3}, 0, "results/r")
+    assert clean == "3 cells: 3 clean: every cell clean"
+    mixed = session_line({"noisy": 2, "clean": 1, "contended": 4}, 3, "results/r")
+    # counted in the verdicts' order whatever the mapping's; re-measurements named
+    assert mixed.startswith("7 cells: 1 clean, 2 noisy, 4 contended, after 3 re-measurement(s) — ")
+    assert "`effbench run --resume results/r`" in mixed and "--threads" in mixed
+    assert "raise --max-time" in mixed and "implausible" not in mixed
+    assert "every cell clean" not in mixed
