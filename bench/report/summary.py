@@ -84,7 +84,7 @@ SUMMARY_COLUMNS: tuple[TableColumn, ...] = (
     TableColumn("energy_per_image_j_min", "min energy / image (J)"),
     TableColumn("batch_sizes_ok", "batch sizes ok", "{:,.0f}", more=True),
     TableColumn("rows_failed", "rows failed", "{:,.0f}", more=True),
-    TableColumn("wide_iqr_cells", "cells with IQR > 10%", "{:,.0f}", more=True),
+    TableColumn("wide_iqr_cells", "cells with IQR above 10%", "{:,.0f}", more=True),
     TableColumn("repeats_max", "repeats", "{:,.0f}", more=True),
 )
 
