@@ -152,17 +152,20 @@ def judge(
     return Verdict("clean", f"precision target met; contention not read ({why})")
 
 
+def reached_ci(values: Mapping[str, Any]) -> float | None:
+    """The half-width of a row's 95% CI of the median ÷ the median, or None where no CI
+    formed (too few samples)."""
+    median = _number(values, "latency_ms_median")
+    low, high = _number(values, "latency_ms_ci_low"), _number(values, "latency_ms_ci_high")
+    return (high - low) / 2 / median if median and low is not None and high is not None else None
+
+
 def _missed_precision(values: Mapping[str, Any], target_ci: float) -> str | None:
     """Why the row missed its precision target (``converged`` false), or None."""
     if values.get("converged") is not False:
         return None
-    median = _number(values, "latency_ms_median")
-    low, high = _number(values, "latency_ms_ci_low"), _number(values, "latency_ms_ci_high")
-    reached = (
-        f"±{(high - low) / 2 / median:.1%}"
-        if median and low is not None and high is not None
-        else "not formed"
-    )
+    ci = reached_ci(values)
+    reached = "not formed" if ci is None else f"±{ci:.1%}"
     return (
         f"the median's 95% CI is {reached} after {values.get('n_samples')} samples, "
         f"not the ±{target_ci:.0%} asked for"
@@ -179,9 +182,16 @@ def summary(counts: Mapping[str | None, int]) -> str:
     return ", ".join(f"{counts[q]} {q}" for q in QUALITIES if counts.get(q))
 
 
-def session_line(qualities: Mapping[str, int], remeasured: int, run_dir: object) -> str:
+def session_line(
+    qualities: Mapping[str, int],
+    remeasured: int,
+    run_dir: object,
+    noisy: tuple[float, float, float | None] | None = None,
+) -> str:
     """A run's closing line: the verdicts of its cells (their best attempts, ``qualities``)
-    and what to do about each kind that is not clean."""
+    and what to do about each kind that is not clean. ``noisy``: the run's ``--target-ci``
+    and ``--max-time`` (s), and the median of the CIs its noisy cells reached (``reached_ci``;
+    None when none formed), so that the advice names numbers."""
     cells = sum(qualities.values())
     again = f", after {remeasured} re-measurement(s)" if remeasured else ""
     text = f"{cells} cells: {summary(qualities)}{again}"
@@ -198,10 +208,27 @@ def session_line(qualities: Mapping[str, int], remeasured: int, run_dir: object)
             "moment?); see their quality_reason"
         )
     if qualities.get("noisy"):
-        todo.append("noisy cells missed the precision target (raise --max-time)")
+        todo.append(_noisy_advice(noisy))
     if not todo:
         return f"{text}: every cell clean"
     return f"{text} — " + "; ".join(todo)
+
+
+def _noisy_advice(noisy: tuple[float, float, float | None] | None) -> str:
+    if noisy is None:
+        return "noisy cells missed the precision target (raise --max-time)"
+    target, max_time_s, reached = noisy
+    if reached is None or reached <= target:
+        return (
+            f"noisy cells missed the ±{target:.0%} precision target within --max-time "
+            f"{max_time_s:g} s (raise it)"
+        )
+    accept = math.ceil(reached * 100) / 100  # the next whole percent
+    return (
+        f"noisy cells missed the ±{target:.0%} precision target (their CIs: ±{reached:.1%} "
+        f"at the median, within --max-time {max_time_s:g} s): raise --max-time, or accept "
+        f"±{accept:.0%} with --target-ci {accept:g} (docs/noise.md)"
+    )
 
 
 def host_speed(threads: int, rates: Sequence[float], best: float | None) -> str | None:

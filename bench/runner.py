@@ -28,13 +28,9 @@ from bench.errors import (
 )
 from bench.executor import Executor, Message
 from bench.keys import CellKey, RowKey
-from bench.plan import (
-    Cell,
-    Group,
-    Options,
-)
+from bench.plan import Cell, Group, Options, Timing
 from bench.probes.registry import extra_columns
-from bench.quality import Roof, host_speed, judge, rank
+from bench.quality import Roof, host_speed, judge, rank, reached_ci
 from bench.run_ceilings import (
     CANARY_BUDGET_S,
     CANARY_KINDS,
@@ -117,6 +113,7 @@ class RunSummary:
     qualities: dict[str, int] = field(default_factory=dict)  # cells by their best row
     remeasured: int = 0  # rows that re-measured a contended cell
     drift: tuple[str, ...] = ()  # how the ceilings moved between the start and the end
+    noisy: tuple[float, float, float | None] | None = None  # bench.runner.noisy_precision
 
     @property
     def outside_timed_share(self) -> float:
@@ -477,18 +474,31 @@ def closing_ceilings(
                 lane.rows[stem] = again
 
 
-def cell_qualities(rows: Sequence[Row]) -> dict[str, int]:
-    """Cells by the quality of their best row (bench.quality.rank): what a reader keeps."""
+def best_rows(rows: Sequence[Row]) -> list[Row]:
+    """Each cell's best row (bench.quality.rank): what a reader keeps."""
     best: dict[RowKey, Row] = {}
     for row in rows:
         key = RowKey.of(row.to_dict())
         if key not in best or rank(row.quality) < rank(best[key].quality):
             best[key] = row
+    return list(best.values())
+
+
+def cell_qualities(rows: Sequence[Row]) -> dict[str, int]:
+    """Cells by the quality of their best row."""
     counts: dict[str, int] = {}
-    for row in best.values():
+    for row in best_rows(rows):
         if row.quality is not None:
             counts[row.quality] = counts.get(row.quality, 0) + 1
     return counts
+
+
+def noisy_precision(rows: Sequence[Row], timing: Timing) -> tuple[float, float, float | None]:
+    """The run's precision target and time budget, and the median CI its noisy cells
+    reached (bench.quality.reached_ci; None when none formed): the closing line's advice."""
+    cis = [reached_ci(r.to_dict()) for r in best_rows(rows) if r.quality == "noisy"]
+    found = [c for c in cis if c is not None]
+    return timing.target_ci, timing.max_time_s, statistics.median(found) if found else None
 
 
 def session_speed(lane: Lane) -> list[str]:
@@ -534,6 +544,7 @@ def close_lane(lane: Lane, argv: Sequence[str], interrupted: str | None = None) 
     return RunSummary(
         lane.run_dir, total, lane.written, lane.statuses, wall, lane.timed_s,
         qualities, lane.remeasured, tuple(lane.drift),
+        noisy_precision(list(lane.rows.values()), lane.options.timing),
     )  # fmt: skip
 
 

@@ -242,7 +242,9 @@ def run_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
         if summary.qualities:
             from bench.quality import session_line
 
-            line = session_line(summary.qualities, summary.remeasured, summary.run_dir)
+            line = session_line(
+                summary.qualities, summary.remeasured, summary.run_dir, summary.noisy
+            )
             print(f"effbench: {line}", file=sys.stderr)
     return 0
 

@@ -147,3 +147,42 @@ def test_the_closing_line_counts_the_cells_and_says_what_to_do_for_each_kind() -
     assert "`effbench run --resume results/r`" in mixed and "--threads" in mixed
     assert "raise --max-time" in mixed and "implausible" not in mixed
     assert "every cell clean" not in mixed
+
+
+def test_the_noisy_advice_names_the_reached_precision_and_the_options_to_change() -> None:
+    from bench.quality import session_line
+
+    line = session_line({"clean": 4, "noisy": 56}, 0, "r", (0.01, 2.0, 0.0163))
+    assert line.startswith("60 cells: 4 clean, 56 noisy — ")
+    assert "missed the ±1% precision target (their CIs: ±1.6% at the median" in line
+    assert "--max-time 2 s)" in line and "accept ±2% with --target-ci 0.02" in line
+    # no CI formed (too few samples in the budget): only more time helps
+    line = session_line({"noisy": 3}, 0, "r", (0.01, 4.0, None))
+    assert "within --max-time 4 s (raise it)" in line and "--target-ci" not in line
+
+
+def test_noisy_precision_is_the_median_ci_of_the_noisy_cells_best_attempts() -> None:
+    from factories import make_row
+
+    from bench.plan import Timing
+    from bench.runner import noisy_precision
+
+    def row(model: str, quality: str, half: float | None, attempt: int = 0):  # ci of 100 ms
+        low, high = (None, None) if half is None else (100 * (1 - half), 100 * (1 + half))
+        return make_row(model, 1, latency_ms_median=100.0, latency_ms_ci_low=low,
+                        latency_ms_ci_high=high, quality=quality, attempt=attempt)  # fmt: skip
+
+    rows = [
+        row("a", "contended", 0.10),  # re-measured: its noisy attempt is what a reader keeps
+        row("a", "noisy", 0.02, attempt=1),
+        row("b", "noisy", 0.04),
+        row("c", "clean", 0.005),
+        row("d", "noisy", None),  # no CI formed: not in the median
+        row("e", "noisy", 0.10),  # a worse attempt than its clean one: not what is kept
+        row("e", "clean", 0.005, attempt=1),
+    ]
+    timing = Timing(max_time_s=3.0, target_ci=0.01)
+    target, max_time_s, reached = noisy_precision(rows, timing)
+    assert (target, max_time_s) == (0.01, 3.0)
+    assert reached == pytest.approx(0.03)  # median of 2% and 4%
+    assert noisy_precision([row("c", "clean", 0.005)], timing)[2] is None
