@@ -182,16 +182,25 @@ def summary(counts: Mapping[str | None, int]) -> str:
     return ", ".join(f"{counts[q]} {q}" for q in QUALITIES if counts.get(q))
 
 
+@dataclass(frozen=True, slots=True)
+class NoisyPrecision:
+    """A run's ``--target-ci`` and ``--max-time`` (s), and the CI its noisy cells reached
+    (:func:`reached_ci`, the median over their kept rows; None where none formed)."""
+
+    target_ci: float
+    max_time_s: float
+    reached_ci: float | None
+
+
 def session_line(
     qualities: Mapping[str, int],
     remeasured: int,
     run_dir: object,
-    noisy: tuple[float, float, float | None] | None = None,
+    noisy: NoisyPrecision | None = None,
 ) -> str:
     """A run's closing line: the verdicts of its cells (their best attempts, ``qualities``)
-    and what to do about each kind that is not clean. ``noisy``: the run's ``--target-ci``
-    and ``--max-time`` (s), and the median of the CIs its noisy cells reached (``reached_ci``;
-    None when none formed), so that the advice names numbers."""
+    and what to do about each kind that is not clean; with ``noisy`` the advice for noisy
+    cells names numbers."""
     cells = sum(qualities.values())
     again = f", after {remeasured} re-measurement(s)" if remeasured else ""
     text = f"{cells} cells: {summary(qualities)}{again}"
@@ -214,10 +223,10 @@ def session_line(
     return f"{text} — " + "; ".join(todo)
 
 
-def _noisy_advice(noisy: tuple[float, float, float | None] | None) -> str:
+def _noisy_advice(noisy: NoisyPrecision | None) -> str:
     if noisy is None:
         return "noisy cells missed the precision target (raise --max-time)"
-    target, max_time_s, reached = noisy
+    target, max_time_s, reached = noisy.target_ci, noisy.max_time_s, noisy.reached_ci
     if reached is None or reached <= target:
         return (
             f"noisy cells missed the ±{target:.0%} precision target within --max-time "

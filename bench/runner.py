@@ -30,7 +30,7 @@ from bench.executor import Executor, Message
 from bench.keys import CellKey, RowKey
 from bench.plan import Cell, Group, Options, Timing
 from bench.probes.registry import extra_columns
-from bench.quality import Roof, host_speed, judge, rank, reached_ci
+from bench.quality import NoisyPrecision, Roof, host_speed, judge, rank, reached_ci
 from bench.run_ceilings import (
     CANARY_BUDGET_S,
     CANARY_KINDS,
@@ -113,7 +113,7 @@ class RunSummary:
     qualities: dict[str, int] = field(default_factory=dict)  # cells by their best row
     remeasured: int = 0  # rows that re-measured a contended cell
     drift: tuple[str, ...] = ()  # how the ceilings moved between the start and the end
-    noisy: tuple[float, float, float | None] | None = None  # bench.runner.noisy_precision
+    noisy: NoisyPrecision | None = None  # what its noisy cells reached, for the advice
 
     @property
     def outside_timed_share(self) -> float:
@@ -493,12 +493,13 @@ def cell_qualities(rows: Sequence[Row]) -> dict[str, int]:
     return counts
 
 
-def noisy_precision(rows: Sequence[Row], timing: Timing) -> tuple[float, float, float | None]:
-    """The run's precision target and time budget, and the median CI its noisy cells
-    reached (bench.quality.reached_ci; None when none formed): the closing line's advice."""
+def noisy_precision(rows: Sequence[Row], timing: Timing) -> NoisyPrecision:
+    """The run's precision target and time budget, and the median CI its noisy cells'
+    kept rows reached: the closing line's advice."""
     cis = [reached_ci(r.to_dict()) for r in best_rows(rows) if r.quality == "noisy"]
     found = [c for c in cis if c is not None]
-    return timing.target_ci, timing.max_time_s, statistics.median(found) if found else None
+    median = statistics.median(found) if found else None
+    return NoisyPrecision(timing.target_ci, timing.max_time_s, median)
 
 
 def session_speed(lane: Lane) -> list[str]:

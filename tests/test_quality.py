@@ -150,14 +150,14 @@ def test_the_closing_line_counts_the_cells_and_says_what_to_do_for_each_kind() -
 
 
 def test_the_noisy_advice_names_the_reached_precision_and_the_options_to_change() -> None:
-    from bench.quality import session_line
+    from bench.quality import NoisyPrecision, session_line
 
-    line = session_line({"clean": 4, "noisy": 56}, 0, "r", (0.01, 2.0, 0.0163))
+    line = session_line({"clean": 4, "noisy": 56}, 0, "r", NoisyPrecision(0.01, 2.0, 0.0163))
     assert line.startswith("60 cells: 4 clean, 56 noisy — ")
     assert "missed the ±1% precision target (their CIs: ±1.6% at the median" in line
     assert "--max-time 2 s)" in line and "accept ±2% with --target-ci 0.02" in line
     # no CI formed (too few samples in the budget): only more time helps
-    line = session_line({"noisy": 3}, 0, "r", (0.01, 4.0, None))
+    line = session_line({"noisy": 3}, 0, "r", NoisyPrecision(0.01, 4.0, None))
     assert "within --max-time 4 s (raise it)" in line and "--target-ci" not in line
 
 
@@ -182,7 +182,7 @@ def test_noisy_precision_is_the_median_ci_of_the_noisy_cells_best_attempts() -> 
         row("e", "clean", 0.005, attempt=1),
     ]
     timing = Timing(max_time_s=3.0, target_ci=0.01)
-    target, max_time_s, reached = noisy_precision(rows, timing)
-    assert (target, max_time_s) == (0.01, 3.0)
-    assert reached == pytest.approx(0.03)  # median of 2% and 4%
-    assert noisy_precision([row("c", "clean", 0.005)], timing)[2] is None
+    got = noisy_precision(rows, timing)
+    assert (got.target_ci, got.max_time_s) == (0.01, 3.0)
+    assert got.reached_ci == pytest.approx(0.03)  # median of 2% and 4%
+    assert noisy_precision([row("c", "clean", 0.005)], timing).reached_ci is None
