@@ -285,10 +285,11 @@ def test_a_cluster_deals_its_cuda_groups_to_one_lane_per_gpu(tmp_path: Path) -> 
 
 
 def _pid_and_threads(n: int) -> tuple[int, int, bool]:
+    preloaded = "torch" in sys.modules  # by the fork server, before this call
     import torch
 
     torch.set_num_threads(n)
-    return os.getpid(), torch.get_num_threads(), "torchvision" in sys.modules
+    return os.getpid(), torch.get_num_threads(), preloaded
 
 
 def _fails() -> None:
@@ -301,8 +302,10 @@ def _sleeps() -> None:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the fork server is Linux's")
 def test_a_call_in_a_fresh_process_returns_its_value_or_says_why_not() -> None:
-    """The ceilings run this way: forked from the fork server (torch and torchvision
-    imported, nothing run), so they pay no imports and find their own thread pool."""
+    """The ceilings run this way: forked from the fork server (torch imported, nothing
+    run), so they pay no imports and find their own thread pool. (torchvision's zoo is
+    there only when this process had imported torchvision: the test asserted it, and
+    passed or failed by which tests had run before it in its worker.)"""
     from bench.errors import WorkerProtocolError
     from bench.executor import call_in_fresh_process
 
