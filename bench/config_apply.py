@@ -1,6 +1,6 @@
-"""Apply a configuration (:mod:`bench.configs`) in the worker: place the model, shape the
-input, compile, and check the output against eager float32. Imports torch; used by the
-worker only.
+"""Apply a configuration (:mod:`bench.configs`): place the model, shape the input, compile,
+and check the output against eager float32. Imports torch; used by the workers, and through
+:func:`prepare_cell` by `profile`, the instruction counts and gpu_check.
 
 Compilation is per cell: dynamo is reset and the model compiled with ``dynamic=False`` for
 that batch size, then called until a call compiles nothing new (at least three calls for

@@ -484,19 +484,19 @@ def best_rows(rows: Sequence[Row]) -> list[Row]:
     return list(best.values())
 
 
-def cell_qualities(rows: Sequence[Row]) -> dict[str, int]:
-    """Cells by the quality of their best row."""
+def cell_qualities(kept: Sequence[Row]) -> dict[str, int]:
+    """Cells by the quality of their kept row (:func:`best_rows`)."""
     counts: dict[str, int] = {}
-    for row in best_rows(rows):
+    for row in kept:
         if row.quality is not None:
             counts[row.quality] = counts.get(row.quality, 0) + 1
     return counts
 
 
-def noisy_precision(rows: Sequence[Row], timing: Timing) -> NoisyPrecision:
-    """The run's precision target and time budget, and the median CI its noisy cells'
-    kept rows reached: the closing line's advice."""
-    cis = [reached_ci(r.to_dict()) for r in best_rows(rows) if r.quality == "noisy"]
+def noisy_precision(kept: Sequence[Row], timing: Timing) -> NoisyPrecision:
+    """The run's precision target and time budget, and the median CI its noisy cells' kept
+    rows (:func:`best_rows`) reached: the closing line's advice."""
+    cis = [reached_ci(r.to_dict()) for r in kept if r.quality == "noisy"]
     found = [c for c in cis if c is not None]
     median = statistics.median(found) if found else None
     return NoisyPrecision(timing.target_ci, timing.max_time_s, median)
@@ -525,7 +525,8 @@ def close_lane(lane: Lane, argv: Sequence[str], interrupted: str | None = None) 
     one did), release the folder's lock and summarise the session."""
     lane.progress.finish()
     wall = time.monotonic() - lane.started
-    qualities = cell_qualities(list(lane.rows.values()))
+    kept = best_rows(list(lane.rows.values()))
+    qualities = cell_qualities(kept)
     extra: dict[str, Any] = {"cells_by_quality": qualities, "remeasured": lane.remeasured}
     speed = session_speed(lane)
     for line in speed:
@@ -545,7 +546,7 @@ def close_lane(lane: Lane, argv: Sequence[str], interrupted: str | None = None) 
     return RunSummary(
         lane.run_dir, total, lane.written, lane.statuses, wall, lane.timed_s,
         qualities, lane.remeasured, tuple(lane.drift),
-        noisy_precision(list(lane.rows.values()), lane.options.timing),
+        noisy_precision(kept, lane.options.timing),
     )  # fmt: skip
 
 

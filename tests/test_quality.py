@@ -165,7 +165,7 @@ def test_noisy_precision_is_the_median_ci_of_the_noisy_cells_best_attempts() -> 
     from factories import make_row
 
     from bench.plan import Timing
-    from bench.runner import noisy_precision
+    from bench.runner import best_rows, noisy_precision
 
     def row(model: str, quality: str, half: float | None, attempt: int = 0):  # ci of 100 ms
         low, high = (None, None) if half is None else (100 * (1 - half), 100 * (1 + half))
@@ -182,7 +182,7 @@ def test_noisy_precision_is_the_median_ci_of_the_noisy_cells_best_attempts() -> 
         row("e", "clean", 0.005, attempt=1),
     ]
     timing = Timing(max_time_s=3.0, target_ci=0.01)
-    got = noisy_precision(rows, timing)
+    got = noisy_precision(best_rows(rows), timing)
     assert (got.target_ci, got.max_time_s) == (0.01, 3.0)
     assert got.reached_ci == pytest.approx(0.03)  # median of 2% and 4%
     assert noisy_precision([row("c", "clean", 0.005)], timing).reached_ci is None
